@@ -1,0 +1,16 @@
+"""Clients of expertd: the Python client and the command-line pipe stage.
+
+They speak only the RPC protocol and never import the server, the experts or
+TensorFlow. ``ExpertsClient`` is imported lazily so that the pipe stage, which
+imports this package, does not pay for zerorpc and gevent.
+"""
+
+__all__ = ["ExpertsClient"]
+
+
+def __getattr__(name):
+    if name == "ExpertsClient":
+        from clients.client import ExpertsClient
+
+        return ExpertsClient
+    raise AttributeError(name)

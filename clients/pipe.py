@@ -1,0 +1,495 @@
+"""``expertd pipe NAME [NAME ...]``: a pipeline stage that adds opinions to JSON.
+
+Reads one JSON document, or JSON Lines, from stdin and writes each document to
+stdout with ``opinions.<NAME>`` added by the warm expertd server. Nothing is
+lost: a line that is not a JSON object is written through unchanged (and
+reported on stderr with its line number), an expert's failure is left under
+``errors.<NAME>``, and if no server answers every document is written through
+unchanged (exit 3).
+
+The stage is started once per document in many pipelines, so it imports as
+little as it can: no TensorFlow, no server code, not even zerorpc (it talks
+through the lean ``clients.wire``).
+
+Exit status: 0 every document got every opinion; 1 some did not; 2 usage
+error (including an unknown expert); 3 no server answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Iterator
+
+import click
+
+from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+#: Requests a JSON Lines stream keeps in flight, so the server never waits for us.
+IN_FLIGHT = 3
+_UNREAD = object()
+
+
+@dataclass
+class PipeOptions:
+    """Everything ``expertd pipe`` can be told; the CLI maps onto it one to one."""
+
+    names: tuple[str, ...]
+    endpoint: str = DEFAULT_ENDPOINT
+    mode: str = "auto"  # "auto", "lines" or "single"
+    timeout: float = 5.0
+    call_timeout: float = 60.0
+    batch_size: int = 256
+    autostart: bool = False
+    autostart_timeout: float = 180.0
+    config: str | None = None
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+class UsageError(Exception):
+    """The server says the request itself is wrong (e.g. an unknown expert)."""
+
+
+class Unreachable(Exception):
+    """No server answered before the deadline."""
+
+
+# -- reading stdin -------------------------------------------------------------
+
+class LineReader:
+    """Lines of a file descriptor, and whether more are ready without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        """Read from ``fd`` (stdin's)."""
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+        self.consumed = bytearray()  # everything read, for write-through on failure
+        self.keep_consumed = True
+
+    def _read(self) -> None:
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+        else:
+            self.buf += chunk
+
+    def ready(self) -> bool:
+        """True if a whole line (or end of input) is available without blocking."""
+        if b"\n" in self.buf or self.eof:
+            return True
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if readable:
+            self._read()
+        return b"\n" in self.buf or self.eof
+
+    def readline(self) -> bytes | None:
+        """The next line with its newline (the last may lack one); ``None`` at the end."""
+        while b"\n" not in self.buf and not self.eof:
+            self._read()
+        if not self.buf:
+            return None
+        end = self.buf.find(b"\n")
+        end = len(self.buf) if end < 0 else end + 1
+        line = bytes(self.buf[:end])
+        del self.buf[:end]
+        return line
+
+    def rest(self) -> Iterator[bytes]:
+        """Everything not yet returned, in blocks."""
+        if self.buf:
+            yield bytes(self.buf)
+            self.buf.clear()
+        while not self.eof:
+            self._read()
+            if self.buf:
+                yield bytes(self.buf)
+                self.buf.clear()
+
+
+# -- documents -----------------------------------------------------------------
+
+@dataclass
+class Item:
+    """One input line: its raw bytes and, if it is a JSON object, the document."""
+
+    number: int
+    raw: bytes
+    doc: dict | None = None
+    problem: str | None = None
+
+
+def parse_line(number: int, raw: bytes) -> Item:
+    """Parse one line; a line that is not a JSON object keeps a ``problem``."""
+    text = raw.strip()
+    if not text:
+        return Item(number, raw)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return Item(number, raw, problem=f"not valid JSON ({exc})")
+    if not isinstance(value, dict):
+        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__})")
+    return Item(number, raw, doc=value)
+
+
+def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
+    """Put the server's ``opinions`` and ``errors`` into ``doc``, keeping its key order.
+
+    Returns True when every expert in ``names`` gave its opinion.
+    """
+    if not isinstance(answered, dict):
+        return False
+    for key in ("opinions", "errors"):
+        if key in answered:
+            doc[key] = answered[key]
+        elif key in doc:
+            del doc[key]
+    opinions = doc.get("opinions") or {}
+    return all(name in opinions for name in names) and not any(
+        name in (doc.get("errors") or {}) for name in names)
+
+
+def dump(doc: dict) -> bytes:
+    """One line of JSON, non-ASCII kept as it is."""
+    return json.dumps(doc, ensure_ascii=False, separators=(", ", ": ")).encode("utf-8") + b"\n"
+
+
+# -- the stage -----------------------------------------------------------------
+
+class Stage:
+    """Runs one invocation of the pipe stage."""
+
+    def __init__(self, options: PipeOptions, stdin_fd: int, stdout: IO[bytes],
+                 stderr: IO[str]) -> None:
+        """Read documents from ``stdin_fd``, write them to ``stdout``, talk on ``stderr``."""
+        self.options = options
+        self.reader = LineReader(stdin_fd)
+        self.out = stdout
+        self.err = stderr
+        self.connection: Connection | None = None
+        self.incomplete = 0
+        self.count = 0
+        self.started = time.monotonic()
+        self.progress = options.progress if options.progress is not None else stderr.isatty()
+        self._last_progress = 0.0
+
+    def warn(self, message: str) -> None:
+        """One line on stderr, prefixed with the command name."""
+        self.err.write(f"expertd pipe: {message}\n")
+        self.err.flush()
+
+    # -- connecting --
+
+    def connect(self) -> Connection:
+        """A connection, retrying with backoff until ``--timeout`` (and autostarting)."""
+        if self.connection is not None:
+            return self.connection
+        opts = self.options
+        deadline = time.monotonic() + opts.timeout
+        delay, started_server, last_error = 0.05, False, None
+        while True:
+            try:
+                self.connection = Connection(opts.endpoint, timeout=opts.call_timeout)
+                if started_server:
+                    self.connection.call("health", timeout=5.0)
+                return self.connection
+            except (ServerUnavailable, CallTimeout) as exc:
+                last_error = exc
+                self.connection = None
+            if opts.autostart and not started_server:
+                self.start_server()
+                started_server = True
+                deadline = time.monotonic() + opts.autostart_timeout
+            if time.monotonic() + delay > deadline:
+                raise Unreachable(self.unreachable_message(last_error))
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def unreachable_message(self, error: Exception | None) -> str:
+        """Say which endpoint was tried and how to start a server."""
+        waited = self.options.autostart_timeout if self.options.autostart else self.options.timeout
+        return (f"no expertd server answered at {self.options.endpoint} within {waited:g} s "
+                f"({error}). Start one with `expertd serve --bind {self.options.endpoint}` "
+                f"(or `make run`), or pass --autostart. "
+                f"Documents were written through unchanged.")
+
+    def start_server(self) -> None:
+        """Start ``expertd serve`` in the background, detached from this stage."""
+        import subprocess
+
+        log_dir = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        log_path = os.path.join(log_dir, "expertd", "server.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        command = [os.path.join(os.path.dirname(sys.executable), "expertd"), "serve",
+                   "--bind", self.options.endpoint]
+        if self.options.config:
+            command += ["--config", self.options.config]
+        with open(log_path, "ab") as log:
+            subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True, close_fds=True)
+        self.warn(f"no server at {self.options.endpoint}: started `{' '.join(command)}` "
+                  f"(log: {log_path}); waiting for it to load its experts")
+
+    def call(self, method: str, *args):
+        """One call, reconnecting once if the connection broke."""
+        try:
+            return self.connect().call(method, *args)
+        except ServerUnavailable:
+            self.connection = None
+            return self.connect().call(method, *args)
+
+    # -- running --
+
+    def run(self) -> int:
+        """Process all of stdin; return the exit status."""
+        try:
+            if self.options.mode == "single":
+                return self.run_single(self.reader.readline() or b"")
+            first = self.reader.readline()
+            if first is None:
+                return EXIT_OK
+            if self.options.mode == "lines":
+                return self.run_lines(first)
+            # A first line that is a whole JSON value means JSON Lines; otherwise
+            # one document (which falls back to lines if it does not parse whole).
+            item = parse_line(1, first)
+            if item.doc is not None or (item.problem or "").startswith("not a JSON object"):
+                return self.run_lines(first)
+            return self.run_single(first)
+        except Unreachable as exc:
+            self.warn(str(exc))
+            return EXIT_UNREACHABLE
+        except UsageError as exc:
+            self.warn(str(exc))
+            return EXIT_USAGE
+        finally:
+            self.out.flush()
+            if self.connection is not None:
+                self.connection.close()
+
+    def run_single(self, first: bytes) -> int:
+        """One document that may span many lines (pretty-printed JSON)."""
+        raw = first + b"".join(self.reader.rest())
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            if raw.count(b"\n") > 1 and self.options.mode == "auto":
+                return self.run_lines_from(raw)
+            self.out.write(raw)
+            self.warn(f"line 1: not valid JSON ({exc}); written through unchanged")
+            return EXIT_PARTIAL
+        if not isinstance(value, dict):
+            self.out.write(raw)
+            self.warn(f"input is not a JSON object (got {type(value).__name__}); "
+                      f"written through unchanged")
+            return EXIT_PARTIAL
+        try:
+            answered = self.call("opinions", value, list(self.options.names))
+        except Unreachable:
+            self.out.write(raw)
+            raise
+        except RemoteError as exc:
+            self.out.write(raw)
+            raise UsageError(f"{exc.name}: {exc.msg}") from None
+        complete = merge(value, answered, self.options.names)
+        self.out.write(dump(value))
+        self.report_errors(1, value)
+        return EXIT_OK if complete else EXIT_PARTIAL
+
+    def run_lines_from(self, raw: bytes) -> int:
+        """JSON Lines from an already-read block (auto-detection fell back to lines)."""
+        lines = raw.splitlines(keepends=True)
+        self.reader.buf[:0] = b"".join(lines[1:])
+        return self.run_lines(lines[0])
+
+    def run_lines(self, first: bytes) -> int:
+        """JSON Lines: batches in flight while more input is read, output in input order.
+
+        A chunk is sent when it is full or when the input pauses, so a slow
+        producer's documents come out as they go in.
+        """
+        in_flight: deque[tuple[str | None, list[Item]]] = deque()
+        number = 0
+        upcoming: bytes | None | object = first
+        while True:
+            chunk: list[Item] = []
+            size = 0
+            while len(chunk) < self.options.batch_size and size < MAX_CHUNK_BYTES:
+                if upcoming is _UNREAD:
+                    if chunk and not self.reader.ready():
+                        break  # the input paused: answer what we have now
+                    upcoming = self.reader.readline()
+                if upcoming is None:
+                    break
+                number += 1
+                chunk.append(parse_line(number, upcoming))
+                size += len(upcoming)
+                upcoming = _UNREAD
+            if chunk:
+                in_flight.append((self.send(chunk, in_flight), chunk))
+            while in_flight and (len(in_flight) >= IN_FLIGHT or upcoming is None
+                                 or not self.reader.ready()):
+                message_id, items = in_flight.popleft()
+                self.finish(message_id, items, in_flight)
+            if upcoming is None and not in_flight:
+                break
+        self.show_progress(final=True)
+        return EXIT_PARTIAL if self.incomplete else EXIT_OK
+
+    def send(self, chunk: list[Item], in_flight) -> str | None:
+        """Send the documents of a chunk; ``None`` if it holds none."""
+        docs = [item.doc for item in chunk if item.doc is not None]
+        if not docs:
+            return None
+        try:
+            try:
+                return self.connect().send("opinions_batch", docs, list(self.options.names))
+            except ServerUnavailable:
+                self.connection = None
+                return self.connect().send("opinions_batch", docs, list(self.options.names))
+        except Unreachable:
+            self.write_through([c for _, c in in_flight] + [chunk])
+            in_flight.clear()
+            raise
+
+    def finish(self, message_id: str | None, items: list[Item], in_flight: deque) -> None:
+        """Wait for a chunk's answer and write its lines, in order."""
+        answers: list = []
+        if message_id is not None:
+            try:
+                answers = self.connect().receive(message_id)
+            except (ServerUnavailable, CallTimeout) as exc:
+                # The server went away mid-stream: try once more on a new connection.
+                self.connection = None
+                try:
+                    answers = self.call("opinions_batch", [i.doc for i in items if i.doc],
+                                        list(self.options.names))
+                except (Unreachable, ServerUnavailable, CallTimeout):
+                    self.write_through([items] + [chunk for _, chunk in in_flight])
+                    in_flight.clear()
+                    raise Unreachable(self.unreachable_message(exc)) from None
+            except RemoteError as exc:
+                self.write_through([items] + [chunk for _, chunk in in_flight])
+                in_flight.clear()
+                raise UsageError(f"{exc.name}: {exc.msg}") from None
+        answers_iter = iter(answers)
+        for item in items:
+            if item.doc is None:
+                self.out.write(item.raw if item.raw.endswith(b"\n") else item.raw + b"\n")
+                if item.problem:
+                    self.incomplete += 1
+                    self.warn(f"line {item.number}: {item.problem}; written through unchanged")
+                continue
+            complete = merge(item.doc, next(answers_iter), self.options.names)
+            if not complete:
+                self.incomplete += 1
+                self.report_errors(item.number, item.doc)
+            self.out.write(dump(item.doc))
+        self.count += len(items)
+        self.out.flush()
+        self.show_progress()
+
+    def write_through(self, chunks: list[list[Item]]) -> None:
+        """Write unanswered lines, and the rest of stdin, through unchanged."""
+        for chunk in chunks:
+            for item in chunk:
+                self.out.write(item.raw if item.raw.endswith(b"\n") else item.raw + b"\n")
+        for block in self.reader.rest():
+            self.out.write(block)
+        self.out.flush()
+
+    def report_errors(self, number: int, doc: dict) -> None:
+        """Name, on stderr, each expert that gave no opinion for a document."""
+        for name, error in (doc.get("errors") or {}).items():
+            if name in self.options.names or not self.options.names:
+                message = error.get("message") if isinstance(error, dict) else error
+                kind = error.get("name") if isinstance(error, dict) else "Error"
+                self.warn(f"line {number}: {name}: {kind}: {message}")
+
+    def show_progress(self, final: bool = False) -> None:
+        """Count and rate on stderr, at most twice a second, only on a terminal."""
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        rate = self.count / max(now - self.started, 1e-9)
+        self.err.write(f"\r{self.count} documents, {rate:,.0f}/s" + ("\n" if final else ""))
+        self.err.flush()
+
+
+def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | None = None,
+        stderr: IO[str] | None = None) -> int:
+    """Run the stage on stdin/stdout (or the given streams); return the exit status."""
+    stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
+                  stdout or sys.stdout.buffer, stderr or sys.stderr)
+    try:
+        return stage.run()
+    except BrokenPipeError:
+        # The next stage went away; that is its business, not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+# -- command line -------------------------------------------------------------
+
+@click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("names", nargs=-1, required=True)
+@click.option("--lines/--single", "mode", default=None,
+              help="Input is JSON Lines / one (possibly multi-line) document. "
+                   "Default: detected from the first line.")
+@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
+              show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
+@click.option("--call-timeout", type=click.FloatRange(min=0.1), default=60.0,
+              show_default=True, help="Seconds to wait for one answer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Documents per request for JSON Lines.")
+@click.option("--autostart", is_flag=True,
+              help="If no server answers, start `expertd serve` in the background and wait.")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="Experts file for --autostart.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show count and rate on stderr. Default: when stderr is a terminal.")
+def pipe(names, mode, endpoint, timeout, call_timeout, batch_size, autostart, config,
+         progress):
+    """Add the opinions of experts NAMES to JSON documents from stdin.
+
+    \b
+      echo '{"text": "I love it"}' | expertd pipe sentiment genre
+      expertd pipe --lines sentiment < docs.jsonl > opinions.jsonl
+
+    Exit status: 0 all opinions added; 1 some missing (see stderr and
+    errors.<NAME>); 2 usage error; 3 no server answered (documents are
+    written through unchanged).
+    """
+    options = PipeOptions(
+        names=tuple(dict.fromkeys(names)), endpoint=endpoint,
+        mode={None: "auto", True: "lines", False: "single"}[mode], timeout=timeout,
+        call_timeout=call_timeout, batch_size=batch_size, autostart=autostart, config=config,
+        progress=progress)
+    sys.exit(run(options))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``expertd-pipe`` (the same stage without the ``expertd`` group)."""
+    pipe.main(args=argv, prog_name="expertd-pipe")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""A lean zerorpc client for short-lived processes: ZMTP 3 over a plain socket.
+
+``import zerorpc`` costs a pipe stage ~50 ms (gevent, pyzmq); this module
+costs ~5 ms (msgpack). It speaks exactly what a zerorpc request/reply needs:
+
+* ZMTP 3.0 (RFC 23) as a DEALER with the NULL mechanism: a 64-byte greeting,
+  a READY command, then frames (flags byte, 1- or 8-byte length, body);
+* zerorpc events: msgpack ``[header, name, args]`` sent as ``["", event]``;
+  a header is ``{"message_id", "v": 3}`` (plus ``"response_to"`` in replies);
+* replies ``OK [result]`` and ``ERR [name, message, traceback]``; ``_zpc_hb``
+  heartbeats are answered on every channel that waits longer than the
+  heartbeat interval, so long calls are not cut off by the server.
+
+Several calls may be in flight on one connection (``send`` then ``receive``).
+Anything richer (streams, servers) is for the real zerorpc package.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+import msgpack
+
+GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+            + b"\x00" + b"\x00" * 31)
+FLAG_MORE, FLAG_LONG, FLAG_COMMAND = 1, 2, 4
+
+
+class ServerUnavailable(ConnectionError):
+    """No zerorpc server answers at the endpoint."""
+
+
+class CallTimeout(TimeoutError):
+    """The server did not answer in time."""
+
+
+class RemoteError(Exception):
+    """The server answered ``ERR``: ``name`` is the remote exception's class name."""
+
+    def __init__(self, name: str, message: str, traceback: str = "") -> None:
+        """Keep the remote exception's name, message and traceback."""
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.msg = message
+        self.traceback = traceback
+
+
+def _frame(body: bytes, flags: int = 0) -> bytes:
+    if len(body) > 255:
+        return struct.pack(">BQ", flags | FLAG_LONG, len(body)) + body
+    return struct.pack(">BB", flags, len(body)) + body
+
+
+def _ready_command() -> bytes:
+    prop = b"Socket-Type"
+    body = b"\x05READY" + bytes([len(prop)]) + prop + struct.pack(">I", 6) + b"DEALER"
+    return _frame(body, FLAG_COMMAND)
+
+
+def open_socket(endpoint: str, timeout: float) -> socket.socket:
+    """Connect a plain socket to a ``tcp://host:port`` or ``ipc://path`` endpoint."""
+    scheme, sep, address = endpoint.partition("://")
+    try:
+        if scheme == "tcp" and sep:
+            host, _, port = address.rpartition(":")
+            host = host.strip("[]")
+            sock = socket.create_connection((host if host not in ("*", "") else "127.0.0.1",
+                                             int(port)), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        elif scheme == "ipc" and sep:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(address)
+        else:
+            raise ValueError(f"endpoint {endpoint!r} must be tcp://HOST:PORT or ipc://PATH")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and "endpoint" in str(exc):
+            raise
+        raise ServerUnavailable(f"cannot connect to {endpoint}: {exc}") from None
+    return sock
+
+
+class Connection:
+    """One ZMTP connection to a zerorpc server, for request/reply calls."""
+
+    def __init__(self, endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> None:
+        """Connect and handshake; raises ``ServerUnavailable`` if nobody answers."""
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self._sock = open_socket(endpoint, timeout=min(timeout, 5.0))
+        self._buf = bytearray()
+        self._replies: dict[str, list] = {}
+        self._unpacker_opts = {"raw": False, "strict_map_key": False}
+        try:
+            self._sock.sendall(GREETING + _ready_command())
+            greeting = self._read_exact(64, time.monotonic() + min(timeout, 5.0))
+        except (OSError, CallTimeout) as exc:
+            self.close()
+            raise ServerUnavailable(f"no ZMTP handshake from {endpoint}: {exc}") from None
+        if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+            self.close()
+            raise ServerUnavailable(f"{endpoint} does not speak ZMTP 3")
+
+    def close(self) -> None:
+        """Close the socket."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- calls ----------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method(*args)`` and return its result (raises ``RemoteError``)."""
+        return self.receive(self.send(method, *args), timeout=timeout)
+
+    def send(self, method: str, *args: Any) -> str:
+        """Send a request without waiting; returns its id for ``receive``."""
+        message_id = os.urandom(16).hex()
+        self._emit({"message_id": message_id, "v": 3}, method, list(args))
+        return message_id
+
+    def receive(self, message_id: str, timeout: float | None = None) -> Any:
+        """Wait for the reply to ``message_id``; heartbeat while waiting."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        next_beat = time.monotonic() + self.heartbeat
+        while message_id not in self._replies:
+            now = time.monotonic()
+            if now >= deadline:
+                raise CallTimeout(f"no answer from {self.endpoint} in "
+                                  f"{self.timeout if timeout is None else timeout:g} s")
+            if now >= next_beat:
+                for pending in self._pending:
+                    self._emit({"message_id": os.urandom(16).hex(), "v": 3,
+                                "response_to": pending}, "_zpc_hb", [0])
+                next_beat = now + self.heartbeat
+            self._read_event(min(deadline, next_beat))
+        name, args = self._replies.pop(message_id)
+        self._pending.discard(message_id)
+        if name == "OK":
+            return args[0]
+        if name == "ERR":
+            args = list(args) + ["", "", ""]
+            raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
+        raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
+
+    # -- framing --------------------------------------------------------------
+
+    @property
+    def _pending(self) -> set:
+        if not hasattr(self, "_pending_ids"):
+            self._pending_ids: set = set()
+        return self._pending_ids
+
+    def _emit(self, header: dict, name: str, args: list) -> None:
+        payload = msgpack.packb([header, name, args], use_bin_type=True)
+        if name != "_zpc_hb":
+            self._pending.add(header["message_id"])
+        try:
+            self._sock.sendall(_frame(b"", FLAG_MORE) + _frame(payload))
+        except OSError as exc:
+            raise ServerUnavailable(f"connection to {self.endpoint} lost: {exc}") from None
+
+    def _read_event(self, until: float) -> None:
+        """Read what arrives before ``until`` and file every complete reply in it."""
+        if not self._parse_messages():
+            self._fill(until)
+            self._parse_messages()
+
+    def _parse_messages(self) -> bool:
+        """Consume every complete message in the buffer; True if there was one."""
+        found = False
+        while True:
+            parts, pos, buf = [], 0, self._buf
+            complete = False
+            while pos < len(buf):
+                flags = buf[pos]
+                size_len = 8 if flags & FLAG_LONG else 1
+                if pos + 1 + size_len > len(buf):
+                    break
+                size = int.from_bytes(buf[pos + 1:pos + 1 + size_len], "big")
+                start = pos + 1 + size_len
+                if start + size > len(buf):
+                    break
+                body = bytes(buf[start:start + size])
+                pos = start + size
+                if flags & FLAG_COMMAND:
+                    if body[1:1 + body[0]] == b"ERROR":
+                        raise ServerUnavailable(f"{self.endpoint} refused the connection")
+                    complete = True  # READY, PING: nothing for a DEALER to answer
+                    break
+                parts.append(body)
+                if not flags & FLAG_MORE:
+                    complete = True
+                    break
+            if not complete:
+                return found
+            del buf[:pos]
+            if parts:
+                found = True
+                self._file_reply(parts[-1])
+
+    def _file_reply(self, payload: bytes) -> None:
+        try:
+            header, name, args = msgpack.unpackb(payload, **self._unpacker_opts)
+        except Exception:
+            return
+        reply_to = header.get("response_to") if isinstance(header, dict) else None
+        if reply_to in self._pending and name not in ("_zpc_hb", "_zpc_more"):
+            self._replies[reply_to] = [name, args]
+
+    def _fill(self, until: float) -> None:
+        """Read whatever the socket has before ``until`` (possibly nothing)."""
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return
+        self._sock.settimeout(remaining)
+        try:
+            chunk = self._sock.recv(262144)
+        except socket.timeout:
+            return
+        except OSError as exc:
+            raise ServerUnavailable(f"connection to {self.endpoint} lost: {exc}") from None
+        if not chunk:
+            raise ServerUnavailable(f"{self.endpoint} closed the connection")
+        self._buf += chunk
+
+    def _read_exact(self, n: int, until: float) -> bytes:
+        """Read exactly ``n`` bytes (the greeting) before ``until``."""
+        while len(self._buf) < n:
+            if time.monotonic() >= until:
+                raise CallTimeout(f"no answer from {self.endpoint}")
+            self._fill(until)
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data

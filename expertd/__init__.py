@@ -1,0 +1,1 @@
+"""The ``expertd`` command: dispatches to the server and client subcommands."""

@@ -1,0 +1,100 @@
+"""The expert interface: what the server needs from every plug-in.
+
+An expert has a name, a version, a one-line description and the document
+field it reads. It loads its model once (``load``) and turns a *batch* of
+field values into a batch of opinions (``predict``). Everything else
+(validation, batching, threads, RPC) is the server's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+class ExpertError(Exception):
+    """Raised by an expert for a problem with one input it was given."""
+
+
+class Expert:
+    """Base class for experts.
+
+    Subclasses set ``version`` and ``description`` and implement ``predict``;
+    ``load`` is where a model is read from disk (once, before serving).
+    Options from the config file arrive as keyword arguments.
+    """
+
+    version: str = "0"
+    description: str = ""
+    field: str = "text"
+    #: The Python type the field must have (``None`` accepts any JSON value).
+    input_type: type | None = str
+
+    def __init__(self, name: str | None = None, *, field: str | None = None,
+                 version: str | None = None, description: str | None = None,
+                 **options: Any) -> None:
+        """Keep the identity; unknown options are an error (typos show early)."""
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+        self.name = name or type(self).__name__.lower()
+        if field is not None:
+            self.field = field
+        if version is not None:
+            self.version = str(version)
+        if description is not None:
+            self.description = description
+
+    def load(self) -> None:
+        """Load the model (called once, before the server takes calls)."""
+
+    def predict(self, inputs: Sequence[Any]) -> list[dict]:
+        """Return one opinion (a JSON-able dict) per input, in order."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict:
+        """Held-out metrics of the model, as saved beside it (empty if none)."""
+        return {}
+
+    def describe(self) -> dict:
+        """What ``experts()`` reports about this expert."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "field": self.field,
+            "metrics": self.metrics(),
+        }
+
+
+class FunctionExpert(Expert):
+    """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
+
+    With ``batched=True`` the function receives the whole batch.
+    """
+
+    def __init__(self, function: Callable, name: str | None = None, *,
+                 batched: bool = False, **options: Any) -> None:
+        """Take the description from the function's docstring by default."""
+        doc = inspect.getdoc(function) or ""
+        options.setdefault("description", doc.splitlines()[0] if doc else "")
+        options.setdefault("version", getattr(function, "version", "0"))
+        super().__init__(name or function.__name__, **options)
+        self.function = function
+        self.batched = batched
+
+    def predict(self, inputs: Sequence[Any]) -> list[dict]:
+        """Call the function per input, or once for the batch."""
+        if self.batched:
+            return list(self.function(list(inputs)))
+        return [self.function(value) for value in inputs]
+
+
+def read_metrics(model_dir: str | Path) -> dict:
+    """Read ``metrics.json`` saved beside a model, or ``{}``."""
+    path = Path(model_dir) / "metrics.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())

@@ -1,0 +1,56 @@
+"""``expertd serve``: the click command; its options map one to one onto ``ServerConfig``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
+
+
+@click.command("serve")
+@click.option("--bind", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+              help="ZeroMQ endpoint to listen on (env EXPERTD_ENDPOINT).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EXPERTD_CONFIG", default=None,
+              help="Experts file (YAML). Default: config/experts.yaml (env EXPERTD_CONFIG).")
+@click.option("--max-text-bytes", type=click.IntRange(min=1), default=None,
+              help="Largest text field accepted, in bytes. Default: from the experts file, "
+                   "else 1 MiB.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Native threads that run the models. Default: from the experts file, else 4.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="zerorpc heartbeat interval, seconds (peers give up after two missed).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="On SIGTERM/SIGINT, seconds to let in-flight calls finish.")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
+          log_level):
+    """Load every expert once and answer opinions over ZeroRPC."""
+    config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
+                          threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
+                          metrics_port=metrics_port, log_level=log_level)
+    configure_logging(log_level)
+    from experts.config import ConfigError
+    from rpc_server.server import run
+
+    try:
+        run(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. zmq "Address already in use"
+        raise click.ClickException(f"cannot serve on {bind}: {exc}") from None
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr, with time, level and logger."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # TensorFlow's C++ and absl chatter is not ours to show at info level.
+    logging.getLogger("absl").setLevel(logging.WARNING)

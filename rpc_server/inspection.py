@@ -1,0 +1,97 @@
+"""Method introspection that works on Python 3.11.
+
+zerorpc 0.6.3 describes methods with ``inspect.getargspec``, which Python 3.11
+removed, so ``_zerorpc_inspect`` (used by ``zerorpc -?`` and the Node client)
+fails. ``InspectableServer`` answers it with ``inspect.signature`` instead, in
+the same format: ``{"name", "methods": {m: {"args": [{"name", "default"?}], "doc"}}}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import zerorpc
+
+
+def _target(functor: Any) -> Callable:
+    return getattr(functor, "_functor", functor)
+
+
+def describe_args(functor: Any) -> list[dict] | None:
+    """The argument list of a method, as zerorpc's inspect format gives it."""
+    try:
+        sig = inspect.signature(_target(functor))
+    except (TypeError, ValueError):
+        return None
+    args = []
+    for param in sig.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        entry: dict[str, Any] = {"name": param.name}
+        if param.default is not param.empty:
+            entry["default"] = param.default
+        args.append(entry)
+    return args
+
+
+def describe_doc(functor: Any) -> str | None:
+    """The cleaned docstring of a method."""
+    doc = getattr(functor, "__doc__", None)
+    return inspect.cleandoc(doc) if doc else None
+
+
+def _argspec(functor: Any) -> tuple | None:
+    """A getargspec-like tuple ``(args, varargs, keywords, defaults)`` for ``_zerorpc_args``."""
+    described = describe_args(functor)
+    if described is None:
+        return None
+    defaults = [a["default"] for a in described if "default" in a]
+    return ([a["name"] for a in described], None, None, defaults or None)
+
+
+class InspectableServer(zerorpc.Server):
+    """``zerorpc.Server`` whose introspection works on Python 3.11+."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        """As ``zerorpc.Server``; unknown method names answer ``UnknownMethod``."""
+        super().__init__(*args, **kwargs)
+        self._methods = MethodTable(self._methods)
+
+    def _print_traceback(self, protocol_v1, exc_infos):
+        """Errors that describe a bad request are answered without a logged traceback."""
+        from rpc_server.errors import ExpertdError
+
+        exc_type, exc_value, _ = exc_infos
+        if isinstance(exc_value, ExpertdError) and not protocol_v1:
+            return (exc_type.__name__, str(exc_value), "")
+        return super()._print_traceback(protocol_v1, exc_infos)
+
+    def _zerorpc_inspect(self) -> dict:
+        methods = {name: {"args": describe_args(f), "doc": describe_doc(f)}
+                   for name, f in self._methods.items() if not name.startswith("_")}
+        return {"name": self._name, "methods": methods}
+
+    def _inject_builtins(self) -> None:
+        super()._inject_builtins()
+        self._methods["_zerorpc_args"] = lambda m: _argspec(self._methods[m])
+        self._methods["_zerorpc_help"] = lambda m: describe_doc(self._methods[m])
+        self._methods["_zerorpc_inspect"] = self._zerorpc_inspect
+
+
+class MethodTable(dict):
+    """zerorpc's method table; an unknown name gets a clear ``UnknownMethod`` error."""
+
+    def get(self, name, default=None):
+        """The method called ``name``, or one that explains that it does not exist."""
+        if name in self:
+            return self[name]
+        from rpc_server.errors import UnknownMethod
+
+        public = sorted(m for m in self if not m.startswith("_"))
+
+        def unknown(*args):
+            raise UnknownMethod(f"no RPC method or expert named {name!r}; "
+                                f"this server has: {', '.join(public)}")
+
+        return zerorpc.rep(unknown)

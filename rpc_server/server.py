@@ -1,0 +1,133 @@
+"""The server's lifecycle: load the experts, bind, serve, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gevent
+from gevent.threadpool import ThreadPool
+
+from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, load_config
+from rpc_server.batching import MicroBatcher
+from rpc_server.inspection import InspectableServer
+from rpc_server.service import RESERVED, Experts
+from rpc_server.stats import Stats
+
+log = logging.getLogger("expertd.server")
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``expertd serve`` can be told; the CLI maps onto it one to one."""
+
+    bind: str = field(default_factory=lambda: os.environ.get("EXPERTD_ENDPOINT", DEFAULT_ENDPOINT))
+    config: Path | None = None
+    max_text_bytes: int | None = None
+    threads: int | None = None
+    heartbeat: float = 5.0
+    drain_timeout: float = 30.0
+    metrics_port: int | None = None
+    log_level: str = "info"
+
+    def load_experts_file(self) -> ExpertsConfig:
+        """Read the experts file this config names (or the default one)."""
+        return load_config(self.config)
+
+
+class ExpertdServer:
+    """Owns the experts, their batchers, the thread pool and the zerorpc server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        """Nothing is loaded until ``start``."""
+        self.config = config
+        self.zerorpc: InspectableServer | None = None
+        self.service: Experts | None = None
+        self.batchers: dict[str, MicroBatcher] = {}
+        self._stopping = False
+
+    def start(self) -> None:
+        """Load every expert once, then bind the endpoint."""
+        ensure_cwd_importable()
+        file = self.config.load_experts_file()
+        max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
+        threads = self.config.threads or file.server.threads
+        experts = {}
+        for spec in file.experts:
+            if spec.name in RESERVED:
+                raise SystemExit(f"expert name {spec.name!r} is reserved for an RPC method")
+            began = time.perf_counter()
+            expert = build_expert(spec)
+            expert.load()
+            experts[spec.name] = expert
+            log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
+                     time.perf_counter() - began)
+        stats = Stats(list(experts))
+        self.pool = ThreadPool(threads)
+        self.batchers = {
+            spec.name: MicroBatcher(experts[spec.name], self.pool, spec.batch.max_size,
+                                    spec.batch.max_wait_ms, on_batch=stats.record_batch)
+            for spec in file.experts}
+        self.service = Experts(experts, self.batchers, stats, max_text_bytes)
+        self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
+                                         heartbeat=self.config.heartbeat)
+        self.zerorpc.bind(self.config.bind)
+        if self.config.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.config.metrics_port, addr="127.0.0.1",
+                              registry=stats.registry)
+            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics",
+                     self.config.metrics_port)
+        log.info("serving %d experts (%s) on %s, pid %d", len(experts), ", ".join(experts),
+                 self.config.bind, os.getpid())
+
+    def serve(self) -> None:
+        """Answer calls until SIGTERM or SIGINT, then drain and return."""
+        gevent.signal_handler(signal.SIGTERM, self.shutdown, "SIGTERM")
+        gevent.signal_handler(signal.SIGINT, self.shutdown, "SIGINT")
+        try:
+            self.zerorpc.run()
+        except gevent.GreenletExit:
+            pass
+        self.close()
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """Stop taking calls, let in-flight ones finish (up to ``drain_timeout``)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("%s: finishing in-flight calls, then exiting", reason)
+        gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        server = self.zerorpc
+        server.stop()  # kills the acceptor: no new calls
+        pending = len(server._task_pool)
+        if pending:
+            log.info("waiting for %d in-flight calls", pending)
+        if not server._task_pool.join(timeout=self.config.drain_timeout):
+            log.warning("gave up waiting after %.0f s", self.config.drain_timeout)
+            server._task_pool.kill()
+
+    def close(self) -> None:
+        """Release the socket, the batchers and the threads."""
+        for batcher in self.batchers.values():
+            batcher.close()
+        if self.zerorpc is not None:
+            self.zerorpc.close()
+        self.pool.kill()
+        log.info("stopped")
+
+
+def run(config: ServerConfig) -> None:
+    """Start and serve until signalled (what ``expertd serve`` does)."""
+    server = ExpertdServer(config)
+    server.start()
+    server.serve()

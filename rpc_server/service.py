@@ -1,0 +1,289 @@
+"""The ``Experts`` RPC surface: what a zerorpc client can call.
+
+Every public method checks its arguments (wrong count or type is a
+``BadArguments`` error, not a crash), logs one line (method, expert, latency,
+outcome) and feeds the per-expert statistics. Each configured expert also gets
+a method of its own name: ``sentiment(doc)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from experts.base import Expert
+from rpc_server import __version__
+from rpc_server.batching import MicroBatcher
+import gevent
+
+from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
+                               UnknownExpert, error_info)
+from rpc_server.stats import Stats
+from rpc_server.validation import document_list, expert_names, field_value, json_type
+
+log = logging.getLogger("expertd.calls")
+
+#: Method names an expert may not take, because the service already uses them.
+RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health", "stats"}
+
+
+def _describe_target(method: str, args: tuple, expert: str | None) -> str:
+    if expert is not None:
+        return f"expert={expert}"
+    if method in ("opinion", "batch") and args and isinstance(args[0], str):
+        items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
+            isinstance(args[1], (list, tuple)) else ""
+        return f"expert={args[0]}{items}"
+    if method == "opinions_batch" and args and isinstance(args[0], (list, tuple)):
+        return f"items={len(args[0])}"
+    return ""
+
+
+def checked_call(fn: Callable, signature: inspect.Signature, name: str,
+                 expert: str | None = None) -> Callable:
+    """Wrap ``fn`` for RPC: check the argument count, log one line per call.
+
+    Zerorpc passes positional arguments only; a call that does not fit
+    ``signature`` raises ``BadArguments`` naming the expected arguments.
+    """
+
+    @functools.wraps(fn)
+    def call(*args):
+        began = time.perf_counter()
+        outcome = "ok"
+        try:
+            try:
+                signature.bind(*args[1:] if expert is None else args)
+            except TypeError as exc:
+                raise BadArguments(f"{name}{signature}: {exc}") from None
+            return fn(*args)
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            target = _describe_target(name, args[1:] if expert is None else args, expert)
+            log.info("call %s %s latency_ms=%.2f outcome=%s", name, target,
+                     (time.perf_counter() - began) * 1000.0, outcome)
+
+    call.__signature__ = signature
+    return call
+
+
+def rpc_method(fn: Callable) -> Callable:
+    """Mark a method of ``Experts`` as callable over RPC."""
+    sig = inspect.signature(fn)
+    public = sig.replace(parameters=list(sig.parameters.values())[1:])
+    wrapped = checked_call(fn, public, fn.__name__)
+    wrapped.__signature__ = sig
+    wrapped.rpc = True
+    return wrapped
+
+
+class Experts:
+    """The RPC service: opinions from every configured expert."""
+
+    def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
+                 stats: Stats, max_text_bytes: int) -> None:
+        """Serve ``experts`` through their ``batchers``."""
+        self._experts = experts
+        self._batchers = batchers
+        self._stats = stats
+        self._max_text_bytes = max_text_bytes
+        self._started = time.time()
+
+    # -- the RPC methods ------------------------------------------------------
+
+    @rpc_method
+    def opinion(self, name, doc):
+        """Return the opinion of expert ``name`` on the JSON-object document ``doc``."""
+        return self._timed(name, 1, lambda: self._opinion(name, doc))
+
+    @rpc_method
+    def opinions(self, doc, names=None):
+        """Return ``doc`` with ``opinions.<name>`` added by each expert in ``names`` (all if empty).
+
+        The experts run concurrently. One that fails leaves its error under
+        ``errors.<name>`` (``{"name", "message"}``) and the others still answer.
+        """
+        wanted = self._names(expert_names(names))
+        if not isinstance(doc, dict):
+            raise InvalidDocument(f"document must be a JSON object, got {json_type(doc)}")
+        return self._merge_all([doc], wanted)[0]
+
+    @rpc_method
+    def batch(self, name, docs):
+        """Return the opinions of expert ``name`` on a list of documents, in order.
+
+        A bad document fails the whole call with an error naming its index.
+        """
+        docs = document_list(docs)
+        expert = self._expert(name)
+        values = [field_value(d, expert.field, expert.input_type, self._max_text_bytes,
+                              where=f"docs[{i}]") for i, d in enumerate(docs)]
+        if not values:
+            return []
+        return self._timed(name, len(values),
+                           lambda: self._batchers[name].predict(values))
+
+    @rpc_method
+    def opinions_batch(self, docs, names=None):
+        """Return each document of ``docs`` with its ``opinions`` (and ``errors``) added, in order.
+
+        Unlike ``batch``, a bad document does not fail the call: its problem is
+        left under ``errors.<name>`` and every other document is answered.
+        """
+        docs = document_list(docs)
+        wanted = self._names(expert_names(names))
+        return self._merge_all(docs, wanted)
+
+    @rpc_method
+    def experts(self):
+        """List the experts: name, version, description, field, held-out metrics, batching."""
+        out = []
+        for name, expert in self._experts.items():
+            entry = expert.describe()
+            batcher = self._batchers[name]
+            entry["batch"] = {"max_size": batcher.max_size,
+                              "max_wait_ms": batcher.max_wait * 1000.0}
+            out.append(entry)
+        return out
+
+    @rpc_method
+    def health(self):
+        """Say that the server is up, with its experts, version, pid and uptime."""
+        return {"status": "ok", "experts": list(self._experts), "version": __version__,
+                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3)}
+
+    @rpc_method
+    def stats(self):
+        """Calls, errors, items, batch sizes and latency (p50/p99, ms) per expert."""
+        return self._stats.as_dict()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def rpc_methods(self) -> dict[str, Callable]:
+        """Every callable the server exposes, by name: the methods above plus one per expert."""
+        methods = {name: getattr(self, name) for name, member in inspect.getmembers(type(self))
+                   if getattr(member, "rpc", False)}
+        for name in self._experts:
+            if name in methods:
+                raise ValueError(f"expert name {name!r} clashes with the RPC method of that name")
+            methods[name] = self._expert_method(name)
+        return methods
+
+    def _expert_method(self, name: str) -> Callable:
+        expert = self._experts[name]
+
+        def method(doc):
+            return self._timed(name, 1, lambda: self._opinion(name, doc))
+
+        method.__name__ = name
+        method.__qualname__ = name
+        method.__doc__ = (f"{expert.description or 'Expert ' + name + '.'}\n\n"
+                          f"Return the opinion of expert {name!r} (version {expert.version}) "
+                          f"on a JSON-object document; it reads the {expert.field!r} field.")
+        return _checked_function(method, expert=name)
+
+    def _expert(self, name: Any) -> Expert:
+        if not isinstance(name, str):
+            raise BadArguments(f"expert name must be a string, got {type(name).__name__}")
+        try:
+            return self._experts[name]
+        except KeyError:
+            raise UnknownExpert(f"unknown expert {name!r}; this server runs: "
+                                f"{', '.join(self._experts)}") from None
+
+    def _names(self, names: list[str] | None) -> list[str]:
+        if names is None:
+            return list(self._experts)
+        for name in names:
+            self._expert(name)
+        return names
+
+    def _opinion(self, name: str, doc: Any) -> dict:
+        expert = self._expert(name)
+        value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
+        return self._batchers[name].predict([value])[0]
+
+    def _merge_all(self, docs: list, names: list[str]) -> list:
+        """Ask every expert in ``names`` about every document, concurrently; merge the answers."""
+        results: dict[str, list] = {}
+
+        def ask(name: str) -> None:
+            results[name] = self._ask_many(name, docs)
+
+        gevent.joinall([gevent.spawn(ask, name) for name in names], raise_error=True)
+        out = []
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, dict):
+                out.append(doc)
+                continue
+            merged = dict(doc)
+            opinions = dict(merged.get("opinions") or {}) if isinstance(
+                merged.get("opinions"), dict) else {}
+            errors = dict(merged.get("errors") or {}) if isinstance(
+                merged.get("errors"), dict) else {}
+            for name in names:
+                ok, answer = results[name][i]
+                if ok:
+                    opinions[name] = answer
+                    errors.pop(name, None)
+                else:
+                    errors[name] = answer
+            merged["opinions"] = opinions
+            if errors:
+                merged["errors"] = errors
+            else:
+                merged.pop("errors", None)
+            out.append(merged)
+        return out
+
+    def _ask_many(self, name: str, docs: list) -> list[tuple[bool, Any]]:
+        """``(True, opinion)`` or ``(False, error)`` for each document, for one expert."""
+        expert = self._experts[name]
+        answers: list[tuple[bool, Any]] = [(False, None)] * len(docs)
+        values, positions = [], []
+        for i, doc in enumerate(docs):
+            try:
+                values.append(field_value(doc, expert.field, expert.input_type,
+                                          self._max_text_bytes))
+                positions.append(i)
+            except ExpertdError as exc:
+                answers[i] = (False, error_info(exc))
+        began = time.perf_counter()
+        ok = True
+        try:
+            if values:
+                for i, opinion in zip(positions, self._batchers[name].predict(values)):
+                    answers[i] = (True, opinion)
+        except ExpertdError as exc:
+            ok = False
+            for i in positions:
+                answers[i] = (False, error_info(exc))
+        self._stats.record_call(name, len(docs), time.perf_counter() - began,
+                                ok and len(values) == len(docs))
+        return answers
+
+    def _timed(self, name: Any, items: int, call: Callable) -> Any:
+        began = time.perf_counter()
+        ok = False
+        try:
+            result = call()
+            ok = True
+            return result
+        except ExpertdError:
+            raise
+        except Exception as exc:
+            raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if isinstance(name, str) and name in self._experts:
+                self._stats.record_call(name, items, time.perf_counter() - began, ok)
+
+
+def _checked_function(fn: Callable, expert: str) -> Callable:
+    """``checked_call`` for a per-expert method (a plain function of ``doc``)."""
+    return checked_call(fn, inspect.signature(fn), fn.__name__, expert=expert)

@@ -1,0 +1,58 @@
+"""Checks on what callers send, before anything reaches an expert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rpc_server.errors import BadArguments, InvalidDocument, TextTooLong
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number",
+               float: "number", bool: "boolean", type(None): "null", bytes: "binary"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type (``object``, ``array``, ...)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def field_value(doc: Any, field: str, input_type: type | None, max_text_bytes: int,
+                where: str = "document") -> Any:
+    """Return ``doc[field]`` after checking the document, the field and its size."""
+    if not isinstance(doc, dict):
+        raise InvalidDocument(f"{where} must be a JSON object, got {json_type(doc)}")
+    try:
+        value = doc[field]
+    except KeyError:
+        raise InvalidDocument(f"{where} has no {field!r} field") from None
+    if input_type is str:
+        if not isinstance(value, str):
+            raise InvalidDocument(
+                f"{where} field {field!r} must be a string, got {json_type(value)}")
+        # A str of n code points is at most 4n bytes in UTF-8; encode only when in doubt.
+        if len(value) * 4 > max_text_bytes:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > max_text_bytes:
+                raise TextTooLong(f"{where} field {field!r} is {size} bytes; "
+                                  f"the limit is {max_text_bytes} bytes")
+    elif input_type is not None and not isinstance(value, input_type):
+        raise InvalidDocument(f"{where} field {field!r} must be of type "
+                              f"{input_type.__name__}, got {json_type(value)}")
+    return value
+
+
+def expert_names(names: Any) -> list[str] | None:
+    """Check the ``names`` argument of ``opinions``: a list of strings, or empty/null for all."""
+    if names is None or names == [] or names == ():
+        return None
+    if isinstance(names, str):
+        return [names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise BadArguments(f"names must be a list of expert names, got {json_type(names)}")
+    return list(dict.fromkeys(names))
+
+
+def document_list(docs: Any, what: str = "docs") -> list:
+    """Check that ``docs`` is a list (of anything: each item is checked later)."""
+    if not isinstance(docs, (list, tuple)):
+        raise BadArguments(f"{what} must be a list of documents, got {json_type(docs)}")
+    return list(docs)
