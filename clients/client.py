@@ -51,7 +51,7 @@ class ExpertsClient:
             except RETRYABLE:
                 if attempt >= self.retries:
                     raise
-                time.sleep(self.backoff * (2 ** attempt))
+                time.sleep(min(self.backoff * (2 ** attempt), 2.0))
                 attempt += 1
 
     def opinion(self, name: str, doc: dict) -> dict:

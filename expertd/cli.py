@@ -38,3 +38,7 @@ class LazyGroup(click.Group):
 @click.version_option("0.1.0", prog_name="expertd")
 def main():
     """expertd: serve Python ML experts to pipelines, scripts and web apps."""
+
+
+if __name__ == "__main__":
+    main()
