@@ -23,10 +23,7 @@ import select
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import IO, Iterator
 
-import click
 
 from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
 
@@ -39,20 +36,91 @@ IN_FLIGHT = 3
 _UNREAD = object()
 
 
-@dataclass
 class PipeOptions:
     """Everything ``expertd pipe`` can be told; the CLI maps onto it one to one."""
 
-    names: tuple[str, ...]
-    endpoint: str = DEFAULT_ENDPOINT
-    mode: str = "auto"  # "auto", "lines" or "single"
-    timeout: float = 5.0
-    call_timeout: float = 60.0
-    batch_size: int = 256
-    autostart: bool = False
-    autostart_timeout: float = 180.0
-    config: str | None = None
-    progress: bool | None = None  # None: when stderr is a terminal
+    DEFAULTS = {
+        "endpoint": DEFAULT_ENDPOINT,
+        "mode": "auto",            # "auto", "lines" or "single"
+        "timeout": 5.0,            # seconds to keep retrying an unreachable server
+        "call_timeout": 60.0,      # seconds to wait for one answer
+        "batch_size": 256,         # documents per request for JSON Lines
+        "autostart": False,        # start `expertd serve` when no server answers
+        "autostart_timeout": 180.0,
+        "config": None,            # experts file for --autostart
+        "progress": None,          # None: when stderr is a terminal
+    }
+
+    def __init__(self, names, **values) -> None:
+        """``names`` of the experts, then any of ``DEFAULTS`` by keyword."""
+        unknown = set(values) - set(self.DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown pipe options: {', '.join(sorted(unknown))}")
+        self.names = tuple(dict.fromkeys(names))
+        for key, default in self.DEFAULTS.items():
+            setattr(self, key, values.get(key, default))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PipeOptions) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"PipeOptions({vars(self)!r})"
+
+
+#: The fast parser's view of the command line: option -> (field, kind).
+#: The click command (``clients.pipe_cli``) declares the same options for
+#: --help and error messages; tests check that both parse alike.
+FAST_OPTIONS = {
+    "--lines": ("mode", "lines"), "--single": ("mode", "single"),
+    "--autostart": ("autostart", True),
+    "--progress": ("progress", True), "--no-progress": ("progress", False),
+    "--endpoint": ("endpoint", str), "--config": ("config", str),
+    "--timeout": ("timeout", float), "--call-timeout": ("call_timeout", float),
+    "--batch-size": ("batch_size", int),
+}
+
+
+def parse_fast(argv: list[str]) -> PipeOptions | None:
+    """Parse the common command lines without click; ``None`` means "ask click".
+
+    Anything unusual (help, an unknown option, a bad value, no names) goes to
+    click, which explains it properly.
+    """
+    names: list[str] = []
+    values: dict = {}
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-") or arg == "-":
+            names.append(arg)
+            continue
+        if arg == "--":
+            names.extend(args)
+            break
+        key, has_value, inline = arg.partition("=")
+        spec = FAST_OPTIONS.get(key)
+        if spec is None:
+            return None
+        field, kind = spec
+        if isinstance(kind, type):
+            raw = inline if has_value else next(args, None)
+            if raw is None:
+                return None
+            try:
+                value = kind(raw)
+            except ValueError:
+                return None
+            if kind is not str and value < (1 if field == "batch_size" else 0):
+                return None
+            values[field] = value
+        elif has_value:
+            return None
+        else:
+            values[field] = kind
+    if not names:
+        return None
+    if "endpoint" not in values and os.environ.get("EXPERTD_ENDPOINT"):
+        values["endpoint"] = os.environ["EXPERTD_ENDPOINT"]
+    return PipeOptions(names, **values)
 
 
 class UsageError(Exception):
@@ -121,14 +189,15 @@ class LineReader:
 
 # -- documents -----------------------------------------------------------------
 
-@dataclass
 class Item:
     """One input line: its raw bytes and, if it is a JSON object, the document."""
 
-    number: int
-    raw: bytes
-    doc: dict | None = None
-    problem: str | None = None
+    __slots__ = ("number", "raw", "doc", "problem")
+
+    def __init__(self, number: int, raw: bytes, doc: dict | None = None,
+                 problem: str | None = None) -> None:
+        """Line ``number`` (from 1), as read; ``doc`` if it parsed to an object."""
+        self.number, self.raw, self.doc, self.problem = number, raw, doc, problem
 
 
 def parse_line(number: int, raw: bytes) -> Item:
@@ -445,50 +514,22 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         return EXIT_OK
 
 
-# -- command line -------------------------------------------------------------
+# -- command line ---------------------------------------------------------------
 
-@click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("names", nargs=-1, required=True)
-@click.option("--lines/--single", "mode", default=None,
-              help="Input is JSON Lines / one (possibly multi-line) document. "
-                   "Default: detected from the first line.")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
-@click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
-@click.option("--call-timeout", type=click.FloatRange(min=0.1), default=60.0,
-              show_default=True, help="Seconds to wait for one answer.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Documents per request for JSON Lines.")
-@click.option("--autostart", is_flag=True,
-              help="If no server answers, start `expertd serve` in the background and wait.")
-@click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="Experts file for --autostart.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show count and rate on stderr. Default: when stderr is a terminal.")
-def pipe(names, mode, endpoint, timeout, call_timeout, batch_size, autostart, config,
-         progress):
-    """Add the opinions of experts NAMES to JSON documents from stdin.
+def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None:
+    """Entry point of ``expertd pipe``, ``expertd-pipe`` and ``expert_<name>`` stages.
 
-    \b
-      echo '{"text": "I love it"}' | expertd pipe sentiment genre
-      expertd pipe --lines sentiment < docs.jsonl > opinions.jsonl
-
-    Exit status: 0 all opinions added; 1 some missing (see stderr and
-    errors.<NAME>); 2 usage error; 3 no server answered (documents are
-    written through unchanged).
+    The common command lines are parsed without importing click (which costs
+    a stage more than its whole run); anything else goes to the click command.
     """
-    options = PipeOptions(
-        names=tuple(dict.fromkeys(names)), endpoint=endpoint,
-        mode={None: "auto", True: "lines", False: "single"}[mode], timeout=timeout,
-        call_timeout=call_timeout, batch_size=batch_size, autostart=autostart, config=config,
-        progress=progress)
+    argv = sys.argv[1:] if argv is None else argv
+    options = parse_fast(argv)
+    if options is None:
+        from clients.pipe_cli import pipe
+
+        pipe.main(args=argv, prog_name=prog_name)
+        return
     sys.exit(run(options))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``expertd-pipe`` (the same stage without the ``expertd`` group)."""
-    pipe.main(args=argv, prog_name="expertd-pipe")
 
 
 if __name__ == "__main__":

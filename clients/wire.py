@@ -21,7 +21,7 @@ import os
 import socket
 import struct
 import time
-from typing import Any
+
 
 import msgpack
 

@@ -1,43 +1,25 @@
-"""``expertd``: one command, subcommands loaded only when used.
+"""``expertd``: one command for the server and the clients.
 
-``expertd pipe`` must start in milliseconds, so nothing here imports the
-server (or TensorFlow) unless ``serve`` is the subcommand being run.
+``expertd pipe`` must start in milliseconds, so this module imports nothing
+heavy: the pipe stage goes straight to ``clients.pipe`` (which parses its
+common command lines without click), and every other subcommand goes through
+the click group in ``expertd.group``, which imports a subcommand only when it
+is the one being run (the server, and TensorFlow, only for ``serve``).
 """
 
-from __future__ import annotations
-
-import importlib
-
-import click
-
-SUBCOMMANDS = {
-    "serve": "rpc_server.cli:serve",
-    "pipe": "clients.pipe:pipe",
-    "call": "clients.cli:call",
-    "install-stage": "clients.cli:install_stage",
-}
+import sys
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are ``module:attribute`` strings, imported on use."""
+def main() -> None:
+    """Entry point of the ``expertd`` command."""
+    if len(sys.argv) > 1 and sys.argv[1] == "pipe":
+        from clients.pipe import main as pipe_main
 
-    def list_commands(self, ctx):
-        """All subcommand names, sorted."""
-        return sorted(SUBCOMMANDS)
+        pipe_main(sys.argv[2:], prog_name="expertd pipe")
+        return
+    from expertd.group import cli
 
-    def get_command(self, ctx, name):
-        """Import the subcommand ``name`` (or ``None`` if there is none)."""
-        target = SUBCOMMANDS.get(name)
-        if target is None:
-            return None
-        module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="expertd")
-def main():
-    """expertd: serve Python ML experts to pipelines, scripts and web apps."""
+    cli()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""The click declaration of ``expertd pipe``: help, validation and error messages.
+
+The stage's hot path parses its command line without click
+(``clients.pipe.parse_fast``); this command is what ``expertd pipe --help``
+shows and what handles every command line the fast parser passes on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from clients.pipe import DEFAULT_ENDPOINT, PipeOptions, run
+
+D = PipeOptions.DEFAULTS
+
+
+def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, autostart,
+                     config, progress) -> PipeOptions:
+    """Map the click parameters one to one onto ``PipeOptions``."""
+    return PipeOptions(names, endpoint=endpoint,
+                       mode={None: "auto", True: "lines", False: "single"}[mode],
+                       timeout=timeout, call_timeout=call_timeout, batch_size=batch_size,
+                       autostart=autostart, config=config, progress=progress)
+
+
+@click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("names", nargs=-1, required=True)
+@click.option("--lines/--single", "mode", default=None,
+              help="Input is JSON Lines / one (possibly multi-line) document. "
+                   "Default: detected from the first line.")
+@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
+              show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=D["timeout"],
+              show_default=True,
+              help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
+@click.option("--call-timeout", type=click.FloatRange(min=0), default=D["call_timeout"],
+              show_default=True, help="Seconds to wait for one answer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=D["batch_size"],
+              show_default=True, help="Documents per request for JSON Lines.")
+@click.option("--autostart", is_flag=True,
+              help="If no server answers, start `expertd serve` in the background and wait.")
+@click.option("--config", type=str, default=None, help="Experts file for --autostart.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show count and rate on stderr. Default: when stderr is a terminal.")
+def pipe(**params):
+    """Add the opinions of experts NAMES to JSON documents from stdin.
+
+    \b
+      echo '{"text": "I love it"}' | expertd pipe sentiment genre
+      expertd pipe --lines sentiment < docs.jsonl > opinions.jsonl
+
+    Exit status: 0 all opinions added; 1 some missing (see stderr and
+    errors.<NAME>); 2 usage error; 3 no server answered (documents are
+    written through unchanged).
+    """
+    sys.exit(run(options_from_cli(**params)))

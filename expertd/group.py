@@ -1,0 +1,38 @@
+"""The ``expertd`` click group: subcommands are imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from expertd import __version__
+
+SUBCOMMANDS = {
+    "serve": "rpc_server.cli:serve",
+    "pipe": "clients.pipe_cli:pipe",
+    "call": "clients.cli:call",
+    "install-stage": "clients.cli:install_stage",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are ``module:attribute`` strings, imported on use."""
+
+    def list_commands(self, ctx):
+        """All subcommand names, sorted."""
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        """Import the subcommand ``name`` (or ``None`` if there is none)."""
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="expertd")
+def cli():
+    """expertd: serve Python ML experts to pipelines, scripts and web apps."""
