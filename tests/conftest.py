@@ -63,7 +63,8 @@ class ServerProcess:
 
     def read_log(self) -> str:
         """What the server has logged so far."""
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:

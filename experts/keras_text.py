@@ -1,0 +1,117 @@
+"""Experts backed by the Keras text models that ``python -m experts.train`` writes.
+
+Each model takes raw strings (its vectorizer is inside the saved model). On
+``load`` the model is wrapped in a single ``tf.function`` with a fixed input
+signature, so ``predict`` is one graph call per batch from any thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from experts.base import Expert, read_metrics
+from experts.data import SOURCES
+
+#: Sentiment classes; see ``valence_band`` for how valence maps to them.
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+#: Genre classes, in the model's output order.
+GENRE_LABELS = tuple(SOURCES.values())
+NEGATIVE_BELOW = -0.5
+POSITIVE_ABOVE = 0.5
+
+
+def valence_band(valence: float) -> int:
+    """Index into ``SENTIMENT_LABELS``: negative < -0.5 <= neutral <= 0.5 < positive."""
+    if valence < NEGATIVE_BELOW:
+        return 0
+    if valence > POSITIVE_ABOVE:
+        return 2
+    return 1
+
+
+class KerasTextExpert(Expert):
+    """A Keras model saved as ``<model_dir>/model.keras`` that maps strings to outputs."""
+
+    def __init__(self, name: str | None = None, *, model_dir: str, **options) -> None:
+        """Remember where the model lives; nothing is read until ``load``."""
+        super().__init__(name, **options)
+        self.model_dir = Path(model_dir)
+        self._run = None
+
+    def load(self) -> None:
+        """Load the model once, wrap it in one ``tf.function`` and warm it up."""
+        if self._run is not None:
+            return
+        path = self.model_dir / "model.keras"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"expert {self.name!r}: no trained model at {path}; run `make models` "
+                f"(or `python -m experts.train`) first")
+        import keras
+        import tensorflow as tf
+
+        model = keras.saving.load_model(path, compile=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def run(texts):
+            return model(texts, training=False)
+
+        self._model = model
+        self._run = run
+        run(tf.constant(["warm up"]))
+
+    def _outputs(self, inputs: Sequence[str]):
+        """Run the model on a batch and return its outputs as numpy arrays."""
+        if self._run is None:
+            raise RuntimeError(f"expert {self.name!r}: predict() called before load()")
+        import tensorflow as tf
+
+        out = self._run(tf.constant(list(inputs), dtype=tf.string))
+        if isinstance(out, dict):
+            return {key: value.numpy() for key, value in out.items()}
+        return out.numpy()
+
+    def metrics(self) -> dict:
+        """The held-out metrics saved beside the model."""
+        return read_metrics(self.model_dir)
+
+
+class SentimentExpert(KerasTextExpert):
+    """Mean human valence (-4..+4) plus a negative/neutral/positive label."""
+
+    version = "1"
+    description = ("Sentiment: mean human valence (-4..+4) and a negative/neutral/positive label, "
+                   "trained on VADER's ICWSM-2014 ratings")
+
+    def predict(self, inputs: Sequence[str]) -> list[dict]:
+        """Return ``{"valence", "label", "confidence"}`` per text."""
+        if not inputs:
+            return []
+        out = self._outputs(inputs)
+        opinions = []
+        for valence, probs in zip(out["valence"][:, 0], out["label"]):
+            best = int(probs.argmax())
+            opinions.append({"valence": round(float(valence), 4),
+                             "label": SENTIMENT_LABELS[best],
+                             "confidence": round(float(probs[best]), 4)})
+        return opinions
+
+
+class GenreExpert(KerasTextExpert):
+    """Which kind of text this reads like: tweet, movie review, product review, news editorial."""
+
+    version = "1"
+    description = "Genre: tweet / movie_review / product_review / news_editorial, with probabilities"
+
+    def predict(self, inputs: Sequence[str]) -> list[dict]:
+        """Return ``{"label", "probabilities"}`` per text."""
+        if not inputs:
+            return []
+        opinions = []
+        for probs in self._outputs(inputs):
+            best = int(probs.argmax())
+            opinions.append({"label": GENRE_LABELS[best],
+                             "probabilities": {label: round(float(p), 4)
+                                               for label, p in zip(GENRE_LABELS, probs)}})
+        return opinions
