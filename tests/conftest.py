@@ -91,7 +91,10 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def odd_server(tmp_path_factory):
     """Experts for the awkward cases: a 15 s expert, a failing one, a plain function."""
-    proc = ServerProcess(ODD_CONFIG, tmp_path_factory.mktemp("odd"))
+    metrics_port = free_port()
+    proc = ServerProcess(ODD_CONFIG, tmp_path_factory.mktemp("odd"), "--metrics-port",
+                         str(metrics_port))
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     yield proc
     assert proc.stop() == 0, proc.read_log()
 

@@ -177,3 +177,29 @@ def test_pipe_stage_never_imports_tensorflow_or_server_code(env):
             "print(bad, file=sys.stderr)\nassert not bad, bad\n")
     out = run([str(BIN / "python"), "-c", code], b'{"text": "hi"}', env)
     assert out.returncode == 0, out.stderr
+
+
+def test_progress_on_a_terminal(env):
+    import pty
+
+    master, slave = pty.openpty()
+    lines = b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(300))
+    proc = subprocess.Popen([EXPERTD, "pipe", "vader"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    out, _ = proc.communicate(lines, timeout=60)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.returncode == 0 and len(out.splitlines()) == 300
+    assert b"300 documents" in shown and b"/s" in shown

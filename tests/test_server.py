@@ -220,3 +220,15 @@ def test_bad_config_is_a_clear_error(tmp_path):
                           "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert 'could not import module "no_such_module_xyz"' in out.stderr
+
+
+def test_prometheus_metrics(odd_server, odd_client):
+    import urllib.request
+
+    odd_client.shouting({"text": "HEY you"})
+    with pytest.raises(zerorpc.RemoteError):
+        odd_client.failing({"text": "x"})
+    text = urllib.request.urlopen(odd_server.metrics_url, timeout=10).read().decode()
+    assert 'expertd_calls_total{expert="shouting",outcome="ok"}' in text
+    assert 'expertd_calls_total{expert="failing",outcome="error"}' in text
+    assert 'expertd_call_seconds_bucket{expert="shouting"' in text
