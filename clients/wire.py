@@ -61,6 +61,14 @@ def _ready_command() -> bytes:
     return _frame(body, FLAG_COMMAND)
 
 
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return host.count(".") == 3
+
+
 def open_socket(endpoint: str, timeout: float) -> socket.socket:
     """Connect a plain socket to a ``tcp://host:port`` or ``ipc://path`` endpoint."""
     scheme, sep, address = endpoint.partition("://")
@@ -68,8 +76,17 @@ def open_socket(endpoint: str, timeout: float) -> socket.socket:
         if scheme == "tcp" and sep:
             host, _, port = address.rpartition(":")
             host = host.strip("[]")
-            sock = socket.create_connection((host if host not in ("*", "") else "127.0.0.1",
-                                             int(port)), timeout=timeout)
+            host = host if host not in ("*", "") else "127.0.0.1"
+            if _is_ipv4(host):  # a literal needs no resolver (nor its idna codec import)
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect((host, int(port)))
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((host, int(port)), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         elif scheme == "ipc" and sep:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
