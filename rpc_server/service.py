@@ -15,11 +15,12 @@ import os
 import time
 from typing import Any, Callable
 
+import gevent
+from zerorpc.exceptions import LostRemote
+
 from experts.base import Expert
 from rpc_server import __version__
 from rpc_server.batching import MicroBatcher
-import gevent
-
 from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
                                UnknownExpert, error_info)
 from rpc_server.stats import Stats
@@ -275,7 +276,7 @@ class Experts:
             result = call()
             ok = True
             return result
-        except ExpertdError:
+        except (ExpertdError, LostRemote):
             raise
         except Exception as exc:
             raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -203,3 +203,12 @@ def test_progress_on_a_terminal(env):
     os.close(master)
     assert proc.returncode == 0 and len(out.splitlines()) == 300
     assert b"300 documents" in shown and b"/s" in shown
+
+
+def test_pipe_heartbeats_through_a_15_second_expert(odd_server, env):
+    # The lean client answers zerorpc heartbeats; without them the server drops
+    # the call after two missed beats (10 s).
+    env = dict(env, EXPERTD_ENDPOINT=odd_server.endpoint)
+    out = run([EXPERTD, "pipe", "slow"], b'{"text": "take your time"}', env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["opinions"]["slow"] == {"slept": 15}
