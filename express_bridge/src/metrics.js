@@ -1,0 +1,67 @@
+"use strict";
+/**
+ * Prometheus metrics (prom-client), on a registry of the app's own so that
+ * several apps in one process (tests) do not collide.
+ */
+
+const promClient = require("prom-client");
+
+/** Histogram buckets (seconds): 1 ms to 60 s. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/**
+ * Create the bridge's metrics.
+ * @param {object} options
+ * @param {{state: string}} options.rpc the ExpertdClient (for the "server up" gauge)
+ * @param {boolean} [options.defaultMetrics=true] also collect process metrics
+ * @returns {{registry: promClient.Registry,
+ *   observeRequest: (labels: {method: string, route: string, status: number, expert: string}, seconds: number) => void,
+ *   observeRpc: (labels: {method: string, outcome: string}, seconds: number) => void}}
+ */
+function createMetrics({ rpc, defaultMetrics = true } = {}) {
+  const registry = new promClient.Registry();
+  if (defaultMetrics) promClient.collectDefaultMetrics({ register: registry });
+
+  const requests = new promClient.Counter({
+    name: "expertd_bridge_http_requests_total",
+    help: "HTTP requests answered, by method, route, status and expert.",
+    labelNames: ["method", "route", "status", "expert"],
+    registers: [registry],
+  });
+  const duration = new promClient.Histogram({
+    name: "expertd_bridge_http_request_duration_seconds",
+    help: "HTTP request latency in seconds, by method, route, status and expert.",
+    labelNames: ["method", "route", "status", "expert"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const rpcDuration = new promClient.Histogram({
+    name: "expertd_bridge_rpc_duration_seconds",
+    help: "Latency of RPC calls to expertd in seconds, by method and outcome (ok, remote_error, timeout, unavailable, error).",
+    labelNames: ["method", "outcome"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  new promClient.Gauge({
+    name: "expertd_bridge_server_up",
+    help: "1 when the last check found expertd answering, 0 when it did not, -1 before any check.",
+    registers: [registry],
+    collect() {
+      this.set(rpc && rpc.state === "up" ? 1 : rpc && rpc.state === "down" ? 0 : -1);
+    },
+  });
+
+  return {
+    registry,
+    observeRequest({ method, route, status, expert }, seconds) {
+      const labels = { method, route, status: String(status), expert: expert || "" };
+      requests.inc(labels);
+      duration.observe(labels, seconds);
+    },
+    observeRpc({ method, outcome }, seconds) {
+      rpcDuration.observe({ method, outcome }, seconds);
+    },
+  };
+}
+
+module.exports = { createMetrics, LATENCY_BUCKETS };

@@ -1,0 +1,116 @@
+"use strict";
+/**
+ * Entry point: `npm start` / `node src/server.js`.
+ * Reads the configuration from the environment, refuses an unsafe one, starts
+ * the RPC client and the HTTP server, and shuts down gracefully on
+ * SIGTERM/SIGINT (stop accepting, let in-flight requests finish, close).
+ */
+
+const http = require("node:http");
+const pino = require("pino");
+const { loadConfig, assertSafeToListen, ConfigError } = require("./config");
+const { ExpertdClient } = require("./rpc");
+const { createApp } = require("./app");
+
+/**
+ * Start the bridge.
+ * @param {ReturnType<typeof loadConfig>} config
+ * @param {{logger?: import("pino").Logger}} [options]
+ * @returns {Promise<{server: http.Server, rpc: ExpertdClient, url: string, close: () => Promise<void>}>}
+ * @throws {ConfigError} when HOST is not loopback and no token is set
+ */
+async function start(config, { logger = pino({ level: config.logLevel }) } = {}) {
+  assertSafeToListen(config);
+  const rpc = new ExpertdClient({
+    endpoint: config.endpoint,
+    timeoutMs: config.rpcTimeoutMs,
+    probeTimeoutMs: config.probeTimeoutMs,
+    heartbeatMs: config.heartbeatMs,
+    logger,
+  });
+  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs });
+  const server = http.createServer(app);
+  server.keepAliveTimeout = 5000;
+  server.headersTimeout = 10000;
+  server.requestTimeout = Math.max(30000, config.rpcTimeoutMs + 10000);
+
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  logger.info({ url, endpoint: config.endpoint, auth: Boolean(config.token), bodyLimit: config.bodyLimit, rpcTimeoutMs: config.rpcTimeoutMs }, "expertd bridge listening");
+  // Learn the server's state (and expert names) now rather than on the first request.
+  rpc.probe().catch(() => {});
+
+  let closing = null;
+  const close = () => {
+    if (closing) return closing;
+    closing = (async () => {
+      const drained = new Promise((resolve) => server.close(resolve));
+      server.closeIdleConnections();
+      let timer;
+      const timedOut = new Promise((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs);
+      });
+      if ((await Promise.race([drained, timedOut])) === "timeout") {
+        logger.warn({ shutdownTimeoutMs: config.shutdownTimeoutMs }, "closing connections still open");
+        server.closeAllConnections();
+        await drained;
+      }
+      clearTimeout(timer);
+      await rpc.close();
+    })();
+    return closing;
+  };
+  return { server, rpc, url, close };
+}
+
+/** Run as a program: exit 1 on a bad or unsafe configuration. */
+async function main() {
+  let config;
+  try {
+    config = loadConfig(process.env);
+    assertSafeToListen(config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`expertd bridge: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const logger = pino({ level: config.logLevel });
+  let bridge;
+  try {
+    bridge = await start(config, { logger });
+  } catch (err) {
+    logger.fatal({ err }, "cannot start");
+    process.stderr.write(`expertd bridge: cannot start: ${err.message}\n`);
+    process.exit(1);
+  }
+  let signals = 0;
+  const onSignal = async (signal) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    logger.info({ signal }, "shutting down: finishing in-flight requests");
+    await bridge.close();
+    logger.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+if (require.main === module) {
+  main();
+}
+
+module.exports = { start, main };
