@@ -80,10 +80,24 @@ class InspectableServer(zerorpc.Server):
 
 
 class MethodTable(dict):
-    """zerorpc's method table; an unknown name gets a clear ``UnknownMethod`` error."""
+    """zerorpc's method table; an unknown name gets a clear ``UnknownMethod`` error.
+
+    While the server drains (``draining``), every public method answers
+    ``ShuttingDown`` at once instead of starting new work.
+    """
+
+    draining = False
 
     def get(self, name, default=None):
-        """The method called ``name``, or one that explains that it does not exist."""
+        """The method called ``name``, or one that explains why it cannot run."""
+        if self.draining and not name.startswith("_"):
+            from rpc_server.errors import ShuttingDown
+
+            def refuse(*args):
+                raise ShuttingDown("the server is shutting down; retry on another server "
+                                   "or after it restarts")
+
+            return zerorpc.rep(refuse)
         if name in self:
             return self[name]
         from rpc_server.errors import UnknownMethod

@@ -108,13 +108,17 @@ class ExpertdServer:
 
     def _drain(self) -> None:
         server = self.zerorpc
-        server.stop()  # kills the acceptor: no new calls
+        server._methods.draining = True  # new calls get ShuttingDown at once
         pending = len(server._task_pool)
         if pending:
             log.info("waiting for %d in-flight calls", pending)
-        if not server._task_pool.join(timeout=self.config.drain_timeout):
+        deadline = time.monotonic() + self.config.drain_timeout
+        while len(server._task_pool) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if len(server._task_pool):
             log.warning("gave up waiting after %.0f s", self.config.drain_timeout)
             server._task_pool.kill()
+        server.stop()  # ends run()
 
     def close(self) -> None:
         """Release the socket, the batchers and the threads."""

@@ -207,6 +207,12 @@ def test_signal_finishes_in_flight_calls_then_exits_0(tmp_path, sig):
     thread = threading.Thread(target=slow_call)
     thread.start()
     time.sleep(1.0)  # the call is in flight
+    proc.process.send_signal(sig)
+    time.sleep(0.5)
+    late = zerorpc.Client(proc.endpoint, timeout=10)
+    error = remote_error(late.shouting, {"text": "too late"})
+    late.close()
+    assert error.name == "ShuttingDown"
     assert proc.stop(sig) == 0, proc.read_log()
     thread.join(30)
     assert answer.get("value") == {"slept": 3}, proc.read_log()
