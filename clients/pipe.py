@@ -123,6 +123,12 @@ def parse_fast(argv: list[str]) -> PipeOptions | None:
     return PipeOptions(names, **values)
 
 
+def retryable(exc: Exception) -> bool:
+    """A lost connection, or a server that is draining: worth asking again."""
+    return isinstance(exc, ServerUnavailable) or (
+        isinstance(exc, RemoteError) and exc.name == "ShuttingDown")
+
+
 class UsageError(Exception):
     """The server says the request itself is wrong (e.g. an unknown expert)."""
 
@@ -313,12 +319,33 @@ class Stage:
                   f"(log: {log_path}); waiting for it to load its experts")
 
     def call(self, method: str, *args):
-        """One call, reconnecting once if the connection broke."""
-        try:
-            return self.connect().call(method, *args)
-        except ServerUnavailable:
+        """One call; if the server is lost or draining, reconnect and retry within ``--timeout``."""
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            connection = self.connect()
+            try:
+                return connection.call(method, *args)
+            except CallTimeout:
+                raise Unreachable(self.call_timeout_message()) from None
+            except (ServerUnavailable, RemoteError) as exc:
+                if not retryable(exc):
+                    raise
+                self.drop(connection)
+                if time.monotonic() > deadline:
+                    raise Unreachable(self.unreachable_message(exc)) from None
+                time.sleep(0.1)
+
+    def drop(self, connection: Connection) -> None:
+        """Forget a connection that broke (the next call makes a new one)."""
+        connection.close()
+        if self.connection is connection:
             self.connection = None
-            return self.connect().call(method, *args)
+
+    def call_timeout_message(self) -> str:
+        """Say that the server took longer than ``--call-timeout``."""
+        return (f"{self.options.endpoint} did not answer within --call-timeout "
+                f"{self.options.call_timeout:g} s; documents not yet answered were "
+                f"written through unchanged")
 
     # -- running --
 
@@ -390,7 +417,7 @@ class Stage:
         A chunk is sent when it is full or when the input pauses, so a slow
         producer's documents come out as they go in.
         """
-        in_flight: deque[tuple[str | None, list[Item]]] = deque()
+        in_flight: deque = deque()  # (connection, message id, items), oldest first
         number = 0
         upcoming: bytes | None | object = first
         while True:
@@ -408,52 +435,46 @@ class Stage:
                 size += len(upcoming)
                 upcoming = _UNREAD
             if chunk:
-                in_flight.append((self.send(chunk, in_flight), chunk))
+                in_flight.append((*self.send(chunk, in_flight), chunk))
             while in_flight and (len(in_flight) >= IN_FLIGHT or upcoming is None
                                  or not self.reader.ready()):
-                message_id, items = in_flight.popleft()
-                self.finish(message_id, items, in_flight)
+                connection, message_id, items = in_flight.popleft()
+                self.finish(connection, message_id, items, in_flight)
             if upcoming is None and not in_flight:
                 break
         self.show_progress(final=True)
         return EXIT_PARTIAL if self.incomplete else EXIT_OK
 
-    def send(self, chunk: list[Item], in_flight) -> str | None:
-        """Send the documents of a chunk; ``None`` if it holds none."""
+    def send(self, chunk: list[Item], in_flight: deque) -> tuple:
+        """Send the documents of a chunk without waiting: ``(connection, id)``, or ``None``s."""
         docs = [item.doc for item in chunk if item.doc is not None]
         if not docs:
-            return None
+            return None, None
         try:
+            connection = self.connect()
             try:
-                return self.connect().send("opinions_batch", docs, list(self.options.names))
+                return connection, connection.send("opinions_batch", docs,
+                                                   list(self.options.names))
             except ServerUnavailable:
-                self.connection = None
-                return self.connect().send("opinions_batch", docs, list(self.options.names))
+                self.drop(connection)
+                return None, None  # ``finish`` asks again on a new connection
         except Unreachable:
-            self.write_through([c for _, c in in_flight] + [chunk])
+            self.write_through([c for _, _, c in in_flight] + [chunk])
             in_flight.clear()
             raise
 
-    def finish(self, message_id: str | None, items: list[Item], in_flight: deque) -> None:
+    def finish(self, connection: Connection | None, message_id: str | None,
+               items: list[Item], in_flight: deque) -> None:
         """Wait for a chunk's answer and write its lines, in order."""
+        docs = [item.doc for item in items if item.doc is not None]
         answers: list = []
-        if message_id is not None:
-            try:
-                answers = self.connect().receive(message_id)
-            except (ServerUnavailable, CallTimeout) as exc:
-                # The server went away mid-stream: try once more on a new connection.
-                self.connection = None
-                try:
-                    answers = self.call("opinions_batch", [i.doc for i in items if i.doc],
-                                        list(self.options.names))
-                except (Unreachable, ServerUnavailable, CallTimeout):
-                    self.write_through([items] + [chunk for _, chunk in in_flight])
-                    in_flight.clear()
-                    raise Unreachable(self.unreachable_message(exc)) from None
-            except RemoteError as exc:
-                self.write_through([items] + [chunk for _, chunk in in_flight])
-                in_flight.clear()
-                raise UsageError(f"{exc.name}: {exc.msg}") from None
+        try:
+            if docs:
+                answers = self.answer(connection, message_id, docs)
+        except (Unreachable, UsageError):
+            self.write_through([items] + [chunk for _, _, chunk in in_flight])
+            in_flight.clear()
+            raise
         answers_iter = iter(answers)
         for item in items:
             if item.doc is None:
@@ -470,6 +491,23 @@ class Stage:
         self.count += len(items)
         self.out.flush()
         self.show_progress()
+
+    def answer(self, connection: Connection | None, message_id: str | None,
+               docs: list[dict]) -> list:
+        """The reply to a sent chunk; asked again if its connection broke meanwhile."""
+        if connection is not None and connection is self.connection:
+            try:
+                return connection.receive(message_id)
+            except CallTimeout:
+                raise Unreachable(self.call_timeout_message()) from None
+            except (ServerUnavailable, RemoteError) as exc:
+                if not retryable(exc):
+                    raise UsageError(f"{exc.name}: {exc.msg}") from None
+                self.drop(connection)
+        try:
+            return self.call("opinions_batch", docs, list(self.options.names))
+        except RemoteError as exc:
+            raise UsageError(f"{exc.name}: {exc.msg}") from None
 
     def write_through(self, chunks: list[list[Item]]) -> None:
         """Write unanswered lines, and the rest of stdin, through unchanged."""

@@ -47,9 +47,9 @@ def wait_ready(endpoint: str, process: subprocess.Popen | None = None,
 class ServerProcess:
     """A real ``expertd serve`` process."""
 
-    def __init__(self, config: Path, tmp: Path, *extra: str) -> None:
-        """Start it on a free port, logging to a file under ``tmp``."""
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+    def __init__(self, config: Path, tmp: Path, *extra: str, endpoint: str | None = None) -> None:
+        """Start it (on a free port unless ``endpoint``), logging to a file under ``tmp``."""
+        self.endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
         self.log_path = tmp / f"server-{self.endpoint.rsplit(':', 1)[1]}.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

@@ -212,3 +212,40 @@ def test_pipe_heartbeats_through_a_15_second_expert(odd_server, env):
     out = run([EXPERTD, "pipe", "slow"], b'{"text": "take your time"}', env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["opinions"]["slow"] == {"slept": 15}
+
+
+def test_stream_survives_a_server_restart(env, tmp_path):
+    from tests.conftest import ServerProcess
+
+    config = tmp_path / "experts.yaml"
+    config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
+    first = ServerProcess(config, tmp_path)
+    env = dict(env, EXPERTD_ENDPOINT=first.endpoint)
+    proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "60", "vader"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    second = None
+    try:
+        def feed(start):
+            for n in range(start, start + 5):
+                proc.stdin.write(json.dumps({"n": n, "text": "a fine day"}).encode() + b"\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], 30)
+                assert ready
+                assert json.loads(proc.stdout.readline())["n"] == n
+
+        feed(0)
+        assert first.stop() == 0
+        proc.stdin.write(json.dumps({"n": 5, "text": "while nobody listens"}).encode() + b"\n")
+        proc.stdin.flush()
+        time.sleep(1)
+        second = ServerProcess(config, tmp_path, endpoint=first.endpoint)
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready
+        assert json.loads(proc.stdout.readline())["opinions"]["vader"]
+        feed(6)
+        proc.stdin.close()
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        if second is not None:
+            second.stop()
