@@ -39,9 +39,13 @@ def _describe_target(method: str, args: tuple, expert: str | None) -> str:
         items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
             isinstance(args[1], (list, tuple)) else ""
         return f"expert={args[0]}{items}"
+    parts = []
+    if method in ("opinions", "opinions_batch"):
+        names = args[1] if len(args) > 1 else None
+        parts.append(f"experts={','.join(map(str, names)) if names else 'all'}")
     if method == "opinions_batch" and args and isinstance(args[0], (list, tuple)):
-        return f"items={len(args[0])}"
-    return ""
+        parts.append(f"items={len(args[0])}")
+    return " ".join(parts)
 
 
 def checked_call(fn: Callable, signature: inspect.Signature, name: str,
