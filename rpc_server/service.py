@@ -221,7 +221,10 @@ class Experts:
         def ask(name: str) -> None:
             results[name] = self._ask_many(name, docs)
 
-        gevent.joinall([gevent.spawn(ask, name) for name in names], raise_error=True)
+        if len(names) == 1:
+            ask(names[0])
+        else:
+            gevent.joinall([gevent.spawn(ask, name) for name in names], raise_error=True)
         out = []
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict):
