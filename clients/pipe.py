@@ -31,6 +31,8 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
+#: Largest document the stage sends at all (the server refuses messages over 100 MiB).
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 #: Requests a JSON Lines stream keeps in flight, so the server never waits for us.
 IN_FLIGHT = 3
 _UNREAD = object()
@@ -208,6 +210,9 @@ class Item:
 
 def parse_line(number: int, raw: bytes) -> Item:
     """Parse one line; a line that is not a JSON object keeps a ``problem``."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        return Item(number, raw, problem=f"document is {len(raw)} bytes, over the "
+                                         f"{MAX_DOCUMENT_BYTES} a stage sends")
     text = raw.strip()
     if not text:
         return Item(number, raw)
@@ -379,6 +384,11 @@ class Stage:
     def run_single(self, first: bytes) -> int:
         """One document that may span many lines (pretty-printed JSON)."""
         raw = first + b"".join(self.reader.rest())
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            self.out.write(raw)
+            self.warn(f"document is {len(raw)} bytes, over the {MAX_DOCUMENT_BYTES} a stage "
+                      f"sends; written through unchanged")
+            return EXIT_PARTIAL
         try:
             value = json.loads(raw)
         except ValueError as exc:
