@@ -367,7 +367,8 @@ class Stage:
             # A first line that is a whole JSON value means JSON Lines; otherwise
             # one document (which falls back to lines if it does not parse whole).
             item = parse_line(1, first)
-            if item.doc is not None or (item.problem or "").startswith("not a JSON object"):
+            if item.doc is not None or (item.problem or "").startswith(
+                    ("not a JSON object", "document is")):
                 return self.run_lines(first)
             return self.run_single(first)
         except Unreachable as exc:
