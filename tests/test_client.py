@@ -9,7 +9,7 @@ import pytest
 import zerorpc
 
 from clients import ExpertsClient
-from tests.conftest import ODD_CONFIG, ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port
 
 
 def test_client_calls_every_method(server, monkeypatch):
@@ -35,30 +35,20 @@ def test_client_remote_errors_are_not_retried(server):
 
 
 def test_client_retries_until_a_server_comes_up(tmp_path):
-    endpoint_port = free_port()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "experts.yaml"
     config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
-    holder = {}
+    started = {}
 
     def start_later():
         time.sleep(2)
-        proc = ServerProcess.__new__(ServerProcess)
-        holder["proc"] = proc
-        import subprocess
-        from tests.conftest import EXPERTD, ROOT
-        proc.endpoint = f"tcp://127.0.0.1:{endpoint_port}"
-        proc.log_path = tmp_path / "late.log"
-        proc.log = open(proc.log_path, "wb")
-        proc.process = subprocess.Popen(
-            [EXPERTD, "serve", "--config", str(config), "--bind", proc.endpoint],
-            stdout=proc.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        started["server"] = ServerProcess(config, tmp_path, endpoint=endpoint)
 
     thread = threading.Thread(target=start_later)
     thread.start()
     try:
-        with ExpertsClient(f"tcp://127.0.0.1:{endpoint_port}", timeout=2, retries=20,
-                           backoff=0.1) as experts:
+        with ExpertsClient(endpoint, timeout=2, retries=20, backoff=0.1) as experts:
             assert experts.vader({"text": "good"})["label"] == "positive"
     finally:
         thread.join()
-        assert holder["proc"].stop() == 0
+        assert started["server"].stop() == 0
