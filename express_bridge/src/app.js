@@ -144,7 +144,10 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     const merge = booleanQuery(req, "merge");
     const doc = { ...body }; // form bodies have a null prototype
     const { name } = req.params;
-    const opinion = await rpcCall("opinion", () => rpc.opinion(name, doc));
+    // Coalesced with concurrent requests for the same expert (see coalescer.js);
+    // the body's size bounds the batch's size in bytes.
+    const bytes = Number(req.headers["content-length"]) || undefined;
+    const opinion = await rpcCall("opinion", () => rpc.opinion(name, doc, { bytes }));
     if (!merge) return res.json(opinion);
     const opinions = isDocument(doc.opinions) ? doc.opinions : {};
     res.json({ ...doc, opinions: { ...opinions, [name]: opinion } });

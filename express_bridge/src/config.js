@@ -19,6 +19,10 @@ const DEFAULTS = Object.freeze({
   BODY_LIMIT: "1mb",
   SHUTDOWN_TIMEOUT: "10",
   LOG_LEVEL: "info",
+  COALESCE_MAX: "64",
+  COALESCE_MAX_BYTES: "4mb",
+  COALESCE_WAIT_MS: "0",
+  COALESCE_IN_FLIGHT: "2",
 });
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -70,12 +74,29 @@ function parseSeconds(name, raw, { allowZero = false } = {}) {
   return Math.round(n * 1000);
 }
 
+function parseInteger(name, raw, min) {
+  const n = Number(raw);
+  if (!/^\s*\d+\s*$/.test(String(raw)) || !Number.isSafeInteger(n) || n < min) {
+    throw new ConfigError(`${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function parseMilliseconds(name, raw) {
+  const n = Number(raw);
+  if (String(raw).trim() === "" || !Number.isFinite(n) || n < 0 || n > 60000) {
+    throw new ConfigError(`${name} must be a number of milliseconds 0-60000, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
 /**
  * Read and check the bridge's settings.
  * @param {Record<string, string|undefined>} [env=process.env]
  * @returns {{host: string, port: number, endpoint: string, token: string|null,
  *   rpcTimeoutMs: number, probeTimeoutMs: number, heartbeatMs: number,
- *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string}}
+ *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string,
+ *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number}}}
  * @throws {ConfigError} when a value is malformed
  */
 function loadConfig(env = process.env) {
@@ -107,6 +128,18 @@ function loadConfig(env = process.env) {
   } catch (err) {
     throw new ConfigError(`BODY_LIMIT: ${err.message}`);
   }
+  let coalesceMaxBytes;
+  try {
+    coalesceMaxBytes = parseBytes(pick("COALESCE_MAX_BYTES"));
+  } catch (err) {
+    throw new ConfigError(`COALESCE_MAX_BYTES: ${err.message}`);
+  }
+  const coalesce = {
+    maxBatch: parseInteger("COALESCE_MAX", pick("COALESCE_MAX"), 1),
+    maxBytes: coalesceMaxBytes,
+    waitMs: parseMilliseconds("COALESCE_WAIT_MS", pick("COALESCE_WAIT_MS")),
+    inFlight: parseInteger("COALESCE_IN_FLIGHT", pick("COALESCE_IN_FLIGHT"), 1),
+  };
   return {
     host,
     port,
@@ -118,6 +151,7 @@ function loadConfig(env = process.env) {
     bodyLimit,
     shutdownTimeoutMs: parseSeconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT"), { allowZero: true }),
     logLevel,
+    coalesce,
   };
 }
 

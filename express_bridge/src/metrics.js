@@ -9,10 +9,14 @@ const promClient = require("prom-client");
 /** Histogram buckets (seconds): 1 ms to 60 s. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/** Buckets of the coalesced batch size histogram (documents per RPC call). */
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
 /**
  * Create the bridge's metrics.
  * @param {object} options
- * @param {{state: string}} options.rpc the ExpertdClient (for the "server up" gauge)
+ * @param {{state: string, knownExperts?: Set<string>, on?: Function}} options.rpc the ExpertdClient
+ *   (for the "server up" gauge, and its "batch" events: coalesced batch sizes)
  * @param {boolean} [options.defaultMetrics=true] also collect process metrics
  * @returns {{registry: promClient.Registry,
  *   observeRequest: (labels: {method: string, route: string, status: number, expert: string}, seconds: number) => void,
@@ -51,6 +55,20 @@ function createMetrics({ rpc, defaultMetrics = true } = {}) {
     },
   });
 
+  const batchSize = new promClient.Histogram({
+    name: "expertd_bridge_coalesced_batch_size",
+    help: "Documents per RPC call made for POST /experts/:name (opinion calls coalesced per expert; 1: sent alone), by expert.",
+    labelNames: ["expert"],
+    buckets: BATCH_BUCKETS,
+    registers: [registry],
+  });
+  if (rpc && typeof rpc.on === "function") {
+    // Only names the server has reported become labels (cardinality).
+    rpc.on("batch", (name, size) => {
+      batchSize.observe({ expert: rpc.knownExperts && rpc.knownExperts.has(name) ? name : "(other)" }, size);
+    });
+  }
+
   return {
     registry,
     observeRequest({ method, route, status, expert }, seconds) {
@@ -64,4 +82,4 @@ function createMetrics({ rpc, defaultMetrics = true } = {}) {
   };
 }
 
-module.exports = { createMetrics, LATENCY_BUCKETS };
+module.exports = { createMetrics, LATENCY_BUCKETS, BATCH_BUCKETS };

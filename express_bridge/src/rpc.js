@@ -23,6 +23,7 @@
 const { EventEmitter } = require("node:events");
 const zerorpc = require("zerorpc");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
+const { Coalescer } = require("./coalescer");
 
 /** Error names the zerorpc node client makes up itself (not remote errors). */
 const LOCAL_TIMEOUTS = new Set(["TimeoutExpired", "HeartbeatError"]);
@@ -38,9 +39,13 @@ class ExpertdClient extends EventEmitter {
    * @param {number} [options.probeTimeoutMs=1000] how long a health probe may take
    * @param {number} [options.heartbeatMs=5000] zerorpc heartbeat interval
    * @param {number} [options.probeCacheMs=250] reuse a probe result this recent
+   * @param {{maxBatch?: number, maxBytes?: number, waitMs?: number, inFlight?: number}} [options.coalesce]
+   *   how `opinion()` calls for one expert are coalesced into `opinions_batch` calls
+   *   (see coalescer.js; `{maxBatch: 1}` turns it off). Each call sent emits
+   *   `"batch"` (expert name, number of documents).
    * @param {{info: Function, warn: Function, debug: Function}} [options.logger]
    */
-  constructor({ endpoint, timeoutMs = 30000, probeTimeoutMs = 1000, heartbeatMs = 5000, probeCacheMs = 250, logger } = {}) {
+  constructor({ endpoint, timeoutMs = 30000, probeTimeoutMs = 1000, heartbeatMs = 5000, probeCacheMs = 250, coalesce = {}, logger } = {}) {
     super();
     if (!endpoint) throw new TypeError("ExpertdClient needs an endpoint");
     this.endpoint = endpoint;
@@ -60,6 +65,14 @@ class ExpertdClient extends EventEmitter {
     this._lastProbe = { at: 0, ok: false, reason: "" };
     this._closed = false;
     this._nextCall = 1;
+    this.coalescer = new Coalescer({
+      ...coalesce,
+      timeoutMs,
+      call: (method, args, o) => this.call(method, args, o),
+      timeoutError: (method, ms) => this._timeoutError(method, ms),
+      onBatch: (name, size) => this.emit("batch", name, size),
+      keepState: (name) => this.knownExperts.has(name),
+    });
   }
 
   /**
@@ -116,9 +129,16 @@ class ExpertdClient extends EventEmitter {
     return this.call("stats", []);
   }
 
-  /** `opinion(name, doc)` -> the opinion of one expert. @param {string} name @param {object} doc */
-  opinion(name, doc) {
-    return this.call("opinion", [name, doc]);
+  /**
+   * `opinion(name, doc)` -> the opinion of one expert. Concurrent calls for the
+   * same expert are coalesced into `opinions_batch(docs, [name])` calls (see
+   * coalescer.js); each caller still gets its own opinion or its own error.
+   * @param {string} name @param {object} doc
+   * @param {{bytes?: number}} [options] the document's JSON size, if known
+   */
+  opinion(name, doc, options) {
+    if (this._closed) return Promise.reject(new ServerUnavailableError("the bridge is shutting down"));
+    return this.coalescer.opinion(name, doc, options);
   }
 
   /**
@@ -162,6 +182,7 @@ class ExpertdClient extends EventEmitter {
   async close() {
     if (this._closed) return;
     this._closed = true;
+    this.coalescer.rejectQueued(new ServerUnavailableError("the bridge is shutting down"));
     if (this._probe) await this._probe;
     for (const entry of [this._entry, ...this._retired].filter(Boolean)) {
       for (const settle of entry.pending.values()) {
@@ -177,6 +198,13 @@ class ExpertdClient extends EventEmitter {
 
   _unavailable(reason) {
     return new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}`);
+  }
+
+  /** The error of a call that got no answer within `timeoutMs`: 503 if a fresh probe fails, else 504. */
+  async _timeoutError(method, timeoutMs) {
+    const probe = await this.probe({ maxAgeMs: 0 });
+    if (!probe.ok) return this._unavailable(probe.reason);
+    return new RpcTimeoutError(`expertd did not answer ${method}() within ${timeoutMs} ms`);
   }
 
   _observe(method, result) {

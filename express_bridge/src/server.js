@@ -26,6 +26,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     timeoutMs: config.rpcTimeoutMs,
     probeTimeoutMs: config.probeTimeoutMs,
     heartbeatMs: config.heartbeatMs,
+    coalesce: config.coalesce,
     logger,
   });
   const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs });
@@ -44,7 +45,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
   const addr = server.address();
   const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
-  logger.info({ url, endpoint: config.endpoint, auth: Boolean(config.token), bodyLimit: config.bodyLimit, rpcTimeoutMs: config.rpcTimeoutMs }, "expertd bridge listening");
+  logger.info({ url, endpoint: config.endpoint, auth: Boolean(config.token), bodyLimit: config.bodyLimit, rpcTimeoutMs: config.rpcTimeoutMs, coalesce: config.coalesce }, "expertd bridge listening");
   // Learn the server's state (and expert names) now rather than on the first request.
   rpc.probe().catch(() => {});
 

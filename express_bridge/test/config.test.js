@@ -48,6 +48,13 @@ describe("config", () => {
     assert.equal(c.bodyLimit, 1024 * 1024);
     assert.equal(c.rpcTimeoutMs, 30000);
     assert.equal(c.probeTimeoutMs, 1000);
+    assert.deepEqual(c.coalesce, { maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2 });
+  });
+
+  it("reads the coalescing knobs (COALESCE_MAX=1 turns coalescing off)", () => {
+    const c = loadConfig({ COALESCE_MAX: "16", COALESCE_MAX_BYTES: "512kb", COALESCE_WAIT_MS: "0.5", COALESCE_IN_FLIGHT: "4" });
+    assert.deepEqual(c.coalesce, { maxBatch: 16, maxBytes: 512 * 1024, waitMs: 0.5, inFlight: 4 });
+    assert.equal(loadConfig({ COALESCE_MAX: "1" }).coalesce.maxBatch, 1);
   });
 
   it("reads the environment", () => {
@@ -76,6 +83,13 @@ describe("config", () => {
       [{ RPC_TIMEOUT: "-1" }, /RPC_TIMEOUT/],
       [{ EXPERTD_ENDPOINT: "127.0.0.1:4242" }, /EXPERTD_ENDPOINT/],
       [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+      [{ COALESCE_MAX: "0" }, /COALESCE_MAX/],
+      [{ COALESCE_MAX: "2.5" }, /COALESCE_MAX/],
+      [{ COALESCE_MAX: "many" }, /COALESCE_MAX/],
+      [{ COALESCE_MAX_BYTES: "huge" }, /COALESCE_MAX_BYTES/],
+      [{ COALESCE_WAIT_MS: "-1" }, /COALESCE_WAIT_MS/],
+      [{ COALESCE_WAIT_MS: "soon" }, /COALESCE_WAIT_MS/],
+      [{ COALESCE_IN_FLIGHT: "0" }, /COALESCE_IN_FLIGHT/],
     ]) {
       assert.throws(() => loadConfig(env), (err) => err instanceof ConfigError && re.test(err.message), JSON.stringify(env));
     }

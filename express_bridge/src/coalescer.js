@@ -1,0 +1,340 @@
+"use strict";
+/**
+ * Request coalescing for `opinion(name, doc)`: concurrent requests for the
+ * same expert become ONE `opinions_batch(docs, [name])` RPC call.
+ *
+ * Why: expertd pays a fixed cost per RPC call (gevent greenlet, zerorpc
+ * channel, heartbeats, logging: ~0.6 ms) that dwarfs what one more document
+ * costs the model inside a batch. Under load, sending N documents in one call
+ * instead of N calls frees most of the server's CPU.
+ *
+ * Policy, per expert:
+ *   - A request is queued; a flush is scheduled with `setImmediate` (or after
+ *     `waitMs` when that is > 0), so requests that the event loop has already
+ *     read (same I/O phase) join the same batch. A request alone is sent at
+ *     once (one loop turn later), as a plain `opinion(name, doc)` call.
+ *   - At most `inFlight` batches per expert are on the wire. While that pipe
+ *     is full, requests queue; when a batch comes back, the queue is sent
+ *     (after the same `setImmediate`), so batches grow with load by
+ *     themselves and shrink to one document when the bridge is idle.
+ *   - A batch closes at `maxBatch` documents or `maxBytes` of (approximate)
+ *     JSON; a single document over `maxBytes` still goes, alone.
+ *   - Split under steady load: with one big batch per loop turn, the bridge
+ *     and the server work in lock-step (the server waits while the bridge
+ *     reads 64 requests, then the bridge waits for the answer). So when a
+ *     slot is free, a batch leaves as soon as `recent load / inFlight`
+ *     documents are queued (at least 32, at most `maxBatch`), without waiting
+ *     for the end of the loop turn: at concurrency 64 and `inFlight` 2,
+ *     batches of ~32 take turns, and both processes stay busy. "Recent load"
+ *     is the largest number of requests queued or in flight lately (it
+ *     decays by 1/8 per batch unless requests keep it up).
+ *   - Each caller gets its own opinion, or a RemoteError built from its own
+ *     `errors[name]` ({name, message}): the same error `opinion()` would have
+ *     raised (InvalidDocument 400, TextTooLong 413, ExpertFailed 422, ...).
+ *     A failure of the whole call (timeout 504, unavailable 503,
+ *     UnknownExpert 404, ...) goes to every caller in the batch.
+ *   - When the model fails on a batch of several documents, the server gives
+ *     every valid document of it the same error. expertd's own micro-batcher
+ *     then asks the model once per request, so that one poisoned input cannot
+ *     fail its neighbours; to keep that, such documents are asked again one
+ *     by one with `opinion(name, doc)` and each caller gets its own answer.
+ *   - Each request keeps its own deadline (`timeoutMs` from when it was
+ *     made): a batch call gets the time left to its earliest member, and a
+ *     request still queued at its deadline ends like a timed-out call
+ *     (504, or 503 when a fresh probe finds the server gone).
+ *
+ * `maxBatch` 1 disables all of this: every request is one `opinion()` call.
+ */
+
+const { RemoteError, HttpError } = require("./errors");
+
+/** Error names the server puts under `errors[name]` for a document it did not send to the model. */
+const DOCUMENT_ERRORS = new Set(["InvalidDocument", "TextTooLong"]);
+
+/**
+ * Under steady load a batch may leave before the end of a loop turn, but never
+ * with fewer documents than this (measured: splitting smaller batches costs
+ * the server more calls and gains nothing at concurrency 16-32).
+ */
+const SPLIT_MIN = 32;
+
+const DEFAULTS = Object.freeze({ maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2 });
+
+/** Coalesces `opinion(name, doc)` calls per expert into `opinions_batch` calls. */
+class Coalescer {
+  /**
+   * @param {object} options
+   * @param {(method: string, args: any[], o: {timeoutMs: number}) => Promise<any>} options.call
+   *   the RPC call (ExpertdClient#call: probes, 503/504, RemoteError)
+   * @param {(method: string, timeoutMs: number) => Promise<Error>} options.timeoutError
+   *   the error for a request whose deadline passed while it was queued
+   * @param {number} [options.timeoutMs=30000] each request's deadline, from when it is made
+   * @param {number} [options.maxBatch=64] documents per call (1: no coalescing)
+   * @param {number} [options.maxBytes=4 MiB] approximate JSON bytes per call
+   * @param {number} [options.waitMs=0] extra time to collect a batch (0: one loop turn)
+   * @param {number} [options.inFlight=2] batch calls on the wire per expert
+   * @param {(name: string, size: number) => void} [options.onBatch] called for every call sent
+   * @param {(name: string) => boolean} [options.keepState] true for names whose state (the load
+   *   estimate) is kept while idle, e.g. the experts the server runs; others are forgotten
+   *   when idle, so made-up names in URLs cannot grow memory
+   */
+  constructor({ call, timeoutError, timeoutMs = 30000, maxBatch = DEFAULTS.maxBatch, maxBytes = DEFAULTS.maxBytes,
+    waitMs = DEFAULTS.waitMs, inFlight = DEFAULTS.inFlight, onBatch, keepState } = {}) {
+    if (typeof call !== "function") throw new TypeError("Coalescer needs a call function");
+    for (const [k, v, min] of [["maxBatch", maxBatch, 1], ["maxBytes", maxBytes, 1], ["inFlight", inFlight, 1], ["waitMs", waitMs, 0]]) {
+      if (!Number.isFinite(v) || v < min) throw new RangeError(`Coalescer: ${k} must be a number >= ${min}, got ${v}`);
+    }
+    this._call = call;
+    this._timeoutError = timeoutError;
+    this.timeoutMs = timeoutMs;
+    this.maxBatch = Math.floor(maxBatch);
+    this.maxBytes = maxBytes;
+    this.waitMs = waitMs;
+    this.inFlight = Math.floor(inFlight);
+    this.onBatch = onBatch || (() => {});
+    this._keepState = keepState || (() => false);
+    /** @type {Map<string, {queue: object[], head: number, inFlight: number, inFlightDocs: number, peak: number, scheduled: boolean}>} */
+    this._experts = new Map();
+  }
+
+  /** True when requests are coalesced at all (maxBatch > 1). */
+  get enabled() {
+    return this.maxBatch > 1;
+  }
+
+  /**
+   * The opinion of expert `name` on `doc`, possibly asked together with others.
+   * @param {string} name
+   * @param {object} doc
+   * @param {{bytes?: number, timeoutMs?: number}} [options] `bytes`: the document's JSON size
+   *   if known (e.g. the request's Content-Length), else it is measured
+   * @returns {Promise<any>} the opinion, or rejects like `opinion()` would
+   */
+  opinion(name, doc, { bytes, timeoutMs = this.timeoutMs } = {}) {
+    if (!this.enabled) {
+      this.onBatch(name, 1);
+      return this._call("opinion", [name, doc], { timeoutMs });
+    }
+    return new Promise((resolve, reject) => {
+      let state = this._experts.get(name);
+      if (!state) {
+        state = { queue: [], head: 0, inFlight: 0, inFlightDocs: 0, peak: 0, scheduled: false };
+        this._experts.set(name, state);
+      }
+      const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
+      const item = { doc, size, deadline: Date.now() + timeoutMs, timer: null, done: false, resolve, reject };
+      // A request that cannot leave before its deadline ends like a timed-out call.
+      item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
+      state.queue.push(item);
+      const queued = state.queue.length - state.head;
+      state.peak = Math.max(state.peak, queued + state.inFlightDocs);
+      if (state.inFlight < this.inFlight && queued >= this._splitAt(state)) {
+        // Enough for a batch: it need not wait for the end of this loop turn.
+        this._flush(name, state);
+      } else {
+        this._schedule(name, state);
+      }
+    });
+  }
+
+  /**
+   * Fail every queued (not yet sent) request, e.g. on shutdown.
+   * @param {Error} err
+   */
+  rejectQueued(err) {
+    for (const state of this._experts.values()) {
+      const items = state.queue.slice(state.head);
+      state.queue = [];
+      state.head = 0;
+      for (const item of items) {
+        clearTimeout(item.timer);
+        item.reject(err);
+      }
+    }
+  }
+
+  /**
+   * How many queued documents make a batch for `name` leave at once (for tests and debugging).
+   * @param {string} name
+   * @returns {number}
+   */
+  splitAt(name) {
+    const state = this._experts.get(name);
+    return state ? this._splitAt(state) : Math.min(this.maxBatch, SPLIT_MIN);
+  }
+
+  /** How many requests wait, over all experts (for tests and debugging). */
+  get queued() {
+    let n = 0;
+    for (const state of this._experts.values()) n += state.queue.length - state.head;
+    return n;
+  }
+
+  // -- internals --------------------------------------------------------------
+
+  /**
+   * How many queued documents make a batch leave at once, without waiting for
+   * the end of the loop turn: `maxBatch`, or less under steady load, so that
+   * the load divides into `inFlight` batches that take turns (the server
+   * answers one while the bridge reads the requests of the next) instead of
+   * one batch that both sides wait for in lock-step. Never below SPLIT_MIN.
+   */
+  _splitAt(state) {
+    return Math.min(this.maxBatch, Math.max(SPLIT_MIN, Math.ceil(state.peak / this.inFlight)));
+  }
+
+  /** Drop an idle state, unless it belongs to a name worth remembering. @returns {boolean} idle */
+  _forgetIfIdle(name, state) {
+    if (state.queue.length !== state.head || state.inFlight !== 0 || state.scheduled) return false;
+    if (!this._keepState(name)) this._experts.delete(name);
+    return true;
+  }
+
+  _schedule(name, state) {
+    if (state.scheduled || state.inFlight >= this.inFlight || state.queue.length === state.head) return;
+    state.scheduled = true;
+    const flush = () => {
+      state.scheduled = false;
+      this._flush(name, state);
+      this._forgetIfIdle(name, state);
+    };
+    if (this.waitMs > 0) setTimeout(flush, this.waitMs);
+    else setImmediate(flush);
+  }
+
+  _flush(name, state) {
+    while (state.inFlight < this.inFlight && state.queue.length > state.head) {
+      const batch = [];
+      let bytes = 0;
+      while (state.queue.length > state.head && batch.length < this.maxBatch) {
+        const item = state.queue[state.head];
+        if (batch.length > 0 && bytes + item.size > this.maxBytes) break;
+        state.queue[state.head++] = undefined;
+        clearTimeout(item.timer);
+        batch.push(item);
+        bytes += item.size;
+      }
+      if (state.head === state.queue.length) {
+        state.queue = [];
+        state.head = 0;
+      } else if (state.head > 1024 && state.head * 2 > state.queue.length) {
+        state.queue = state.queue.slice(state.head);
+        state.head = 0;
+      }
+      state.inFlight += 1;
+      state.inFlightDocs += batch.length;
+      this._send(name, state, batch)
+        .catch((err) => {
+          // A bug of ours, not the server's: nobody may be left waiting.
+          for (const item of batch) if (!item.done) this._settle(state, item, err);
+        })
+        .finally(() => {
+          state.inFlight -= 1;
+          // The load estimate decays (by 1/8 per batch) unless new requests keep it up.
+          state.peak -= Math.ceil(state.peak / 8);
+          if (!this._forgetIfIdle(name, state)) this._schedule(name, state);
+        });
+    }
+  }
+
+  /** Send one batch and settle each of its callers. Never rejects. */
+  async _send(name, state, batch) {
+    this.onBatch(name, batch.length);
+    if (batch.length === 1) {
+      await this._alone(name, state, batch[0]); // alone: exactly the call made without coalescing
+      return;
+    }
+    let deadline = Infinity;
+    for (const item of batch) deadline = Math.min(deadline, item.deadline);
+    const timeoutMs = Math.max(1, deadline - Date.now());
+    let results;
+    try {
+      results = await this._call("opinions_batch", [batch.map((item) => item.doc), [name]], { timeoutMs });
+      if (!Array.isArray(results) || results.length !== batch.length) {
+        throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
+      }
+    } catch (err) {
+      if (err && err.local) {
+        // The batch could not even be sent (e.g. one document msgpack cannot
+        // encode): that is one document's problem, so ask each on its own.
+        await Promise.all(batch.map((item) => this._alone(name, state, item)));
+        return;
+      }
+      for (const item of batch) this._settle(state, item, err);
+      return;
+    }
+    const retry = [];
+    batch.forEach((item, i) => {
+      const answer = results[i];
+      const error = answer && answer.errors && answer.errors[name];
+      if (error) {
+        if (DOCUMENT_ERRORS.has(error.name)) this._settle(state, item, new RemoteError(error.name, error.message));
+        else retry.push([item, error]);
+      } else if (answer && answer.opinions && Object.prototype.hasOwnProperty.call(answer.opinions, name)) {
+        this._settle(state, item, null, answer.opinions[name]);
+      } else {
+        this._settle(state, item, new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch gave document ${i} neither an opinion nor an error from ${name}`));
+      }
+    });
+    if (retry.length === 1) {
+      const [[item, error]] = retry;
+      this._settle(state, item, new RemoteError(error.name, error.message));
+    } else if (retry.length > 1) {
+      // The model failed on the batch: ask each document on its own, as expertd's
+      // micro-batcher does, so that one bad input cannot fail the others.
+      await Promise.all(retry.map(([item]) => this._alone(name, state, item)));
+    }
+  }
+
+  /** Ask `opinion(name, doc)` for one request, within what is left of its deadline. */
+  async _alone(name, state, item) {
+    try {
+      const opinion = await this._call("opinion", [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
+      this._settle(state, item, null, opinion);
+    } catch (err) {
+      this._settle(state, item, err);
+    }
+  }
+
+  /**
+   * Answer one sent request. The document stops counting as in flight at
+   * once, before its caller (who may send the next request right away) runs.
+   */
+  _settle(state, item, err, value) {
+    if (item.done) return;
+    item.done = true;
+    state.inFlightDocs -= 1;
+    if (err) item.reject(err);
+    else item.resolve(value);
+  }
+
+  async _expire(name, state, item, timeoutMs) {
+    const i = state.queue.indexOf(item, state.head);
+    if (i < 0) return; // already sent
+    state.queue.splice(i, 1);
+    this._forgetIfIdle(name, state);
+    let err;
+    try {
+      err = this._timeoutError ? await this._timeoutError("opinion", timeoutMs) : null;
+    } catch (e) {
+      err = e;
+    }
+    item.reject(err || new Error(`opinion() not sent within ${timeoutMs} ms`));
+  }
+}
+
+/**
+ * A document's JSON size in UTF-8 bytes (used only when the caller does not
+ * know it, e.g. a chunked request body).
+ * @param {unknown} doc
+ * @returns {number}
+ */
+function approximateJsonBytes(doc) {
+  try {
+    return Buffer.byteLength(JSON.stringify(doc) || "", "utf8");
+  } catch {
+    return 1;
+  }
+}
+
+module.exports = { Coalescer, DOCUMENT_ERRORS, DEFAULTS };
