@@ -18,6 +18,10 @@
  * When the server goes down the main client is retired (closed, with linger 0,
  * once its in-flight calls have ended) so that requests queued for a dead
  * server are not replayed to the next one; a new client is made on demand.
+ *
+ * `opinion(name, doc)` goes through a Coalescer (coalescer.js): concurrent
+ * calls for one expert become one `opinions_batch(docs, [name])` call, and
+ * each caller gets its own answer or error.
  */
 
 const { EventEmitter } = require("node:events");
