@@ -62,6 +62,35 @@ def free_port() -> int:
 
 # -- statistics -----------------------------------------------------------------
 
+def interleaved(arms: dict, concurrencies: list[int], rounds: int, run, label: str,
+                rate: str, extra=None) -> dict:
+    """Run ``run(target, concurrency)`` for every arm in rounds (A, B, A, B, ...).
+
+    Returns one row per ``"<arm>@<concurrency>"``: the median of ``rate`` and of
+    p50/p99 over the rounds, each round's ``rate``, and the errors;
+    ``extra(items)`` may add fields.
+    """
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(rounds):
+        for concurrency in concurrencies:
+            for arm, target in arms.items():
+                runs.setdefault((arm, concurrency), []).append(run(target, concurrency))
+    table = {}
+    for (arm, concurrency), items in runs.items():
+        table[f"{arm}@{concurrency}"] = {
+            label: arm,
+            "concurrency": concurrency,
+            "runs": len(items),
+            rate: median(r[rate] for r in items),
+            f"{rate}_runs": [round(r[rate], 1) for r in items],
+            "p50_ms": median(r["p50_ms"] for r in items),
+            "p99_ms": median(r["p99_ms"] for r in items),
+            "errors": sum(r["errors"] for r in items),
+            **(extra(items) if extra else {}),
+        }
+    return table
+
+
 def median(values: Iterable[float]) -> float:
     """The median (``nan`` for no values)."""
     data = sorted(values)

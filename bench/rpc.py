@@ -11,7 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from bench.common import PYTHON, ROOT, child_env, median, ratio
+from bench.common import PYTHON, ROOT, child_env, interleaved, median, ratio
 
 
 def load_run(endpoint: str, concurrency: int, duration: float, warmup: float,
@@ -30,25 +30,13 @@ def load_run(endpoint: str, concurrency: int, duration: float, warmup: float,
 def batching_on_off(endpoints: dict[str, str], concurrencies: list[int], rounds: int,
                     duration: float, warmup: float, texts_path: Path) -> dict:
     """Medians over ``rounds`` of calls/s, p50 and p99 per (arm, concurrency)."""
-    runs: dict[tuple[str, int], list[dict]] = {}
-    for _ in range(rounds):
-        for concurrency in concurrencies:
-            for arm, endpoint in endpoints.items():
-                result = load_run(endpoint, concurrency, duration, warmup, texts_path)
-                runs.setdefault((arm, concurrency), []).append(result)
-    table = {}
-    for (arm, concurrency), items in runs.items():
-        table[f"{arm}@{concurrency}"] = {
-            "arm": arm,
-            "concurrency": concurrency,
-            "runs": len(items),
-            "calls_per_s": median(r["calls_per_s"] for r in items),
-            "calls_per_s_runs": [round(r["calls_per_s"], 1) for r in items],
-            "p50_ms": median(r["p50_ms"] for r in items),
-            "p99_ms": median(r["p99_ms"] for r in items),
-            "errors": sum(r["errors"] for r in items),
-            "first_error": next((r["first_error"] for r in items if r["first_error"]), None),
-        }
+    table = interleaved(
+        endpoints, concurrencies, rounds,
+        lambda endpoint, concurrency: load_run(endpoint, concurrency, duration, warmup,
+                                               texts_path),
+        label="arm", rate="calls_per_s",
+        extra=lambda items: {"first_error": next(
+            (r["first_error"] for r in items if r["first_error"]), None)})
     arms = list(endpoints)
     if len(arms) == 2:
         for concurrency in concurrencies:

@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from bench.common import BENCH
+from bench.common import BENCH, interleaved
 
 SCRIPT = BENCH / "post.lua"
 
@@ -67,29 +67,11 @@ def compare(urls: dict[str, str], concurrencies: list[int], rounds: int, duratio
     Each server first gets ``warmup`` seconds of load at the highest
     concurrency; then every round loads each (concurrency, server) pair once.
     """
-    from bench.common import median
-
     for url in urls.values():
         run_wrk(url, max(concurrencies), warmup, bodies)
-    runs: dict[tuple[str, int], list[dict]] = {}
-    for _ in range(rounds):
-        for concurrency in concurrencies:
-            for name, url in urls.items():
-                runs.setdefault((name, concurrency), []).append(
-                    run_wrk(url, concurrency, duration, bodies))
-    table = {}
-    for (name, concurrency), items in runs.items():
-        table[f"{name}@{concurrency}"] = {
-            "server": name,
-            "concurrency": concurrency,
-            "runs": len(items),
-            "rps": median(r["rps"] for r in items),
-            "rps_runs": [round(r["rps"], 1) for r in items],
-            "p50_ms": median(r["p50_ms"] for r in items),
-            "p99_ms": median(r["p99_ms"] for r in items),
-            "errors": sum(r["errors"] for r in items),
-        }
-    return table
+    return interleaved(urls, concurrencies, rounds,
+                       lambda url, concurrency: run_wrk(url, concurrency, duration, bodies),
+                       label="server", rate="rps")
 
 
 def versus(table: dict, name: str, base: str, concurrency: int) -> dict:

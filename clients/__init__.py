@@ -5,7 +5,10 @@ TensorFlow. ``ExpertsClient`` is imported lazily so that the pipe stage, which
 imports this package, does not pay for zerorpc and gevent.
 """
 
-__all__ = ["ExpertsClient"]
+__all__ = ["DEFAULT_ENDPOINT", "ExpertsClient"]
+
+#: Where clients look for the server when neither an argument nor EXPERTD_ENDPOINT says.
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 
 
 def __getattr__(name):

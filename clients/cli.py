@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
+from clients import DEFAULT_ENDPOINT
 from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
-
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import zerorpc
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+from clients import DEFAULT_ENDPOINT
 
 #: Failures worth a retry: the call may not have reached a live server.
 RETRYABLE = (zerorpc.TimeoutExpired, zerorpc.LostRemote)

@@ -25,9 +25,9 @@ import time
 from collections import deque
 
 
+from clients import DEFAULT_ENDPOINT
 from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
@@ -149,8 +149,6 @@ class LineReader:
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
-        self.consumed = bytearray()  # everything read, for write-through on failure
-        self.keep_consumed = True
 
     def _read(self) -> None:
         chunk = os.read(self.fd, 1 << 16)

@@ -112,6 +112,7 @@ class Connection:
         self._sock = open_socket(endpoint, timeout=min(timeout, 5.0))
         self._buf = bytearray()
         self._replies: dict[str, list] = {}
+        self._pending: set[str] = set()  # ids of requests still waiting for a reply
         self._unpacker_opts = {"raw": False, "strict_map_key": False}
         try:
             self._sock.sendall(GREETING + _ready_command())
@@ -173,12 +174,6 @@ class Connection:
         raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
 
     # -- framing --------------------------------------------------------------
-
-    @property
-    def _pending(self) -> set:
-        if not hasattr(self, "_pending_ids"):
-            self._pending_ids: set = set()
-        return self._pending_ids
 
     def _emit(self, header: dict, name: str, args: list) -> None:
         payload = msgpack.packb([header, name, args], use_bin_type=True)

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from expertd import __version__
+from importlib.metadata import version
 
 SUBCOMMANDS = {
     "serve": "rpc_server.cli:serve",
@@ -33,6 +33,6 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="expertd")
+@click.version_option(version("expertd"), prog_name="expertd")
 def cli():
     """expertd: serve Python ML experts to pipelines, scripts and web apps."""

@@ -1,3 +1,5 @@
 """expertd's ZeroRPC server: loads every expert once and answers over ZeroRPC."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("expertd")

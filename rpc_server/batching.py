@@ -117,8 +117,9 @@ class MicroBatcher:
 
     def _call_model(self, values: list) -> list[dict]:
         outputs: list[dict] = []
-        for start in range(0, len(values), max(MAX_CHUNK, self.max_size)):
-            chunk = values[start:start + max(MAX_CHUNK, self.max_size)]
+        step = max(MAX_CHUNK, self.max_size)
+        for start in range(0, len(values), step):
+            chunk = values[start:start + step]
             began = time.perf_counter()
             try:
                 result = self.pool.spawn(self.expert.predict, chunk).get()

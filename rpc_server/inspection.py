@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import zerorpc
 
+from rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
+
 
 def _target(functor: Any) -> Callable:
     return getattr(functor, "_functor", functor)
@@ -60,8 +62,6 @@ class InspectableServer(zerorpc.Server):
 
     def _print_traceback(self, protocol_v1, exc_infos):
         """Errors that describe a bad request are answered without a logged traceback."""
-        from rpc_server.errors import ExpertdError
-
         exc_type, exc_value, _ = exc_infos
         if isinstance(exc_value, ExpertdError) and not protocol_v1:
             return (exc_type.__name__, str(exc_value), "")
@@ -91,8 +91,6 @@ class MethodTable(dict):
     def get(self, name, default=None):
         """The method called ``name``, or one that explains why it cannot run."""
         if self.draining and not name.startswith("_"):
-            from rpc_server.errors import ShuttingDown
-
             def refuse(*args):
                 raise ShuttingDown("the server is shutting down; retry on another server "
                                    "or after it restarts")
@@ -100,8 +98,6 @@ class MethodTable(dict):
             return zerorpc.rep(refuse)
         if name in self:
             return self[name]
-        from rpc_server.errors import UnknownMethod
-
         public = sorted(m for m in self if not m.startswith("_"))
 
         def unknown(*args):
