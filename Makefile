@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
-.PHONY: run serve bridge test test-python test-node models setup bench clean
+.PHONY: run serve bridge test lint test-python test-node models setup bench clean
 
 ## Start the server and the HTTP bridge in the foreground; Ctrl-C stops both cleanly.
 run: setup
@@ -32,7 +32,11 @@ bridge: $(NODE_STAMP)
 	npm start --prefix express_bridge
 
 ## Every test: Python (pytest) and Node (node --test), each against a real server.
-test: setup test-python test-node
+test: setup lint test-python test-node
+
+## Static checks (ruff) of the Python code.
+lint: $(PIP_STAMP)
+	$(VENV)/bin/ruff check .
 
 test-python: $(PIP_STAMP) $(MODELS)
 	$(VENV)/bin/pytest

@@ -41,14 +41,14 @@ def machine() -> dict:
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+            cpu = next((line_.split(":", 1)[1].strip() for line_ in f if line_.startswith("model name")),
                        cpu)
     except OSError:
         pass
     mem_kib = 0
     try:
         with open("/proc/meminfo") as f:
-            mem_kib = int(next(l for l in f if l.startswith("MemTotal")).split()[1])
+            mem_kib = int(next(line_ for line_ in f if line_.startswith("MemTotal")).split()[1])
     except (OSError, StopIteration):
         pass
     os_name = platform.system()

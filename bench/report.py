@@ -177,7 +177,8 @@ def render(r: dict) -> str:
     """The whole report as Markdown."""
     m = r["machine"]
     lines = ["# expertd benchmarks", "",
-             f"Run {r['started']} ({'quick smoke run, not for quoting' if r['settings'].get('quick') else 'full run'}), "
+             f"Run {r['started']} "
+             f"({'quick smoke run, not for quoting' if r['settings'].get('quick') else 'full run'}), "
              f"{fmt(r['total_s'] / 60, 1)} minutes in all, by `make bench` "
              "(`python -m bench.run`).", "",
              f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "

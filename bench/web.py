@@ -40,7 +40,7 @@ def run_wrk(url: str, concurrency: int, duration: float, bodies: Path,
                               timeout=duration + 30)
     except subprocess.TimeoutExpired:
         raise WrkError(f"wrk did not finish: {' '.join(command)}") from None
-    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    line = next((line_ for line_ in done.stdout.splitlines() if line_.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise WrkError(f"wrk failed ({done.returncode}): {done.stderr.strip()}\n{done.stdout}")
     raw = json.loads(line[len("BENCH_JSON "):])

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from clients import DEFAULT_ENDPOINT
-from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
+from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
@@ -44,7 +44,7 @@ def call(method, args, endpoint, timeout):
         except ValueError:
             raise click.UsageError(f"argument {i} is not JSON: {arg!r}") from None
     try:
-        with Connection(endpoint, timeout=timeout) as connection:
+        with connect(endpoint, timeout=timeout) as connection:
             result = connection.call(method, *values)
     except (ServerUnavailable, CallTimeout) as exc:
         click.echo(f"expertd call: {exc}", err=True)

@@ -23,10 +23,11 @@ import select
 import sys
 import time
 from collections import deque
+from typing import IO, Iterator
 
 
 from clients import DEFAULT_ENDPOINT
-from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
+from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
@@ -280,7 +281,7 @@ class Stage:
         delay, started_server, last_error = 0.05, False, None
         while True:
             try:
-                self.connection = Connection(opts.endpoint, timeout=opts.call_timeout)
+                self.connection = connect(opts.endpoint, timeout=opts.call_timeout)
                 if started_server:
                     self.connection.call("health", timeout=5.0)
                 return self.connection

@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import time
+from typing import Any
 
 
 import msgpack
@@ -99,6 +100,12 @@ def open_socket(endpoint: str, timeout: float) -> socket.socket:
             raise
         raise ServerUnavailable(f"cannot connect to {endpoint}: {exc}") from None
     return sock
+
+
+def connect(endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> "Connection":
+    """Open a connection to ``endpoint``: the one way clients make one (keys, when set, pick
+    the secure transport here)."""
+    return Connection(endpoint, timeout=timeout, heartbeat=heartbeat)
 
 
 class Connection:

@@ -59,7 +59,7 @@ class ServerProcess:
             wait_ready(self.endpoint, self.process)
         except Exception:
             self.stop()
-            raise RuntimeError(f"server did not start:\n{self.read_log()}")
+            raise RuntimeError(f"server did not start:\n{self.read_log()}") from None
 
     def read_log(self) -> str:
         """What the server has logged so far."""

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from clients.wire import Connection
-from tests.conftest import BIN, ROOT, free_port, wait_ready
+from tests.conftest import BIN, free_port
 
 EXPERTD = str(BIN / "expertd")
 

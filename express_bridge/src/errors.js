@@ -36,18 +36,20 @@ class RpcTimeoutError extends HttpError {
 }
 
 /**
- * The HTTP status of each exception name expertd sends back. Any other remote
- * name (ExpertFailed included) is the expert's own failure: 422.
+ * The error catalogue (expertd/errors.json), shared with the Python side:
+ * each error name's HTTP status, whether it is retryable, and its scope.
  */
-const REMOTE_STATUS = Object.freeze({
-  UnknownExpert: 404,
-  UnknownMethod: 404, // expertd: no RPC method (or expert) of that name
-  InvalidDocument: 400,
-  BadArguments: 400,
-  TextTooLong: 413,
-  ShuttingDown: 503,
-  ExpertFailed: 422,
-});
+const CATALOGUE = Object.freeze(require("../../expertd/errors.json").errors);
+
+/**
+ * The HTTP status of each exception name expertd sends back. Any other remote
+ * name is treated as the catalogue's InternalError.
+ */
+const REMOTE_STATUS = Object.freeze(Object.fromEntries(
+  Object.entries(CATALOGUE).filter(([, e]) => e.side === "server").map(([name, e]) => [name, e.status])));
+
+/** Error names after which asking again may succeed. */
+const RETRYABLE = Object.freeze(new Set(Object.entries(CATALOGUE).filter(([, e]) => e.retryable).map(([name]) => name)));
 
 /**
  * An error raised by the remote server (a zerorpc ERR event), with its
@@ -59,7 +61,7 @@ class RemoteError extends HttpError {
    * @param {string} message remote exception message
    */
   constructor(name, message) {
-    const status = REMOTE_STATUS[name] || 422;
+    const status = REMOTE_STATUS[name] || REMOTE_STATUS.InternalError;
     super(status, name || "RemoteError", message || "", status === 503 ? { headers: { "Retry-After": "1" } } : {});
     this.remote = true;
   }
@@ -148,6 +150,8 @@ module.exports = {
   ServerUnavailableError,
   RpcTimeoutError,
   REMOTE_STATUS,
+  RETRYABLE,
+  CATALOGUE,
   errorBody,
   toHttpError,
   errorHandler,

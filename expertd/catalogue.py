@@ -1,0 +1,55 @@
+"""The error catalogue: one JSON file (``errors.json``) that every side reads.
+
+Python (``rpc_server`` for what it raises, ``clients`` for retry rules and the
+pipe's exit codes) and Node (``express_bridge`` for HTTP statuses) read the
+same file, so an error's name, status, retry rule, scope and exit code are
+written once. This module imports nothing heavy: the pipe stage uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+PATH = Path(__file__).with_name("errors.json")
+
+
+class ErrorKind(NamedTuple):
+    """What every side must agree on about one error name."""
+
+    name: str
+    status: int
+    retryable: bool
+    per_document: bool
+    exit: int
+    side: str
+    hint: str
+
+
+def _load() -> dict[str, ErrorKind]:
+    raw = json.loads(PATH.read_text(encoding="utf-8"))["errors"]
+    return {name: ErrorKind(name=name, **fields) for name, fields in raw.items()}
+
+
+#: Every error name, in the catalogue's order.
+ERRORS: dict[str, ErrorKind] = _load()
+
+
+def kind(name: str) -> ErrorKind:
+    """The catalogue entry for ``name``; an unknown name is treated as ``InternalError``."""
+    return ERRORS.get(name) or ERRORS["InternalError"]
+
+
+def is_retryable(name: str) -> bool:
+    """True if a call that failed with ``name`` may succeed when asked again."""
+    return kind(name).retryable
+
+
+def exit_code(name: str) -> int:
+    """The pipe stage's exit status when ``name`` is why a document got no opinion."""
+    return kind(name).exit
+
+
+#: The optional header key in which a caller says how many milliseconds it will wait.
+TIMEOUT_HEADER: str = json.loads(PATH.read_text(encoding="utf-8"))["protocol"]["timeout_header"]
