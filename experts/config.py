@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from experts.base import Expert, FunctionExpert
+from experts.chains import input_problems, resolve_needs
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
@@ -53,6 +54,8 @@ class ExpertSpec:
     import_string: str
     options: dict = field(default_factory=dict)
     batch: BatchPolicy = field(default_factory=BatchPolicy)
+    #: The experts whose opinions this one builds on: ``{expert: input key}`` (experts/chains.py).
+    needs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -124,7 +127,7 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             entry = {"expert": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("expert"), str):
             raise ConfigError(f"expert {name!r} needs 'expert: module:attribute'")
-        unknown = set(entry) - {"expert", "options", "batch"}
+        unknown = set(entry) - {"expert", "options", "batch", "needs"}
         if unknown:
             raise ConfigError(f"expert {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         batch = entry.get("batch") or {}
@@ -135,7 +138,13 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
         if policy.max_size < 1 or policy.max_wait_ms < 0:
             raise ConfigError(f"expert {name!r}: batch max_size must be >= 1 and max_wait_ms >= 0")
         specs.append(ExpertSpec(name, entry["expert"],
-                                _resolve_paths(entry.get("options") or {}, base), policy))
+                                _resolve_paths(entry.get("options") or {}, base), policy,
+                                entry.get("needs")))
+    graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
+    if problems:
+        raise ConfigError(f"experts file {path}: {'; '.join(problems)}")
+    for spec in specs:
+        spec.needs = graph[spec.name]
     try:
         server = ServerSettings(**(raw.get("server") or {}))
     except TypeError as exc:
@@ -158,6 +167,10 @@ def build_expert(spec: ExpertSpec) -> Expert:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
     except TypeError as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
+    problems = input_problems(expert, spec.needs)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    expert.needs = dict(spec.needs)
     return expert
 
 
