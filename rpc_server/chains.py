@@ -68,6 +68,8 @@ def run(plan: ChainPlan, names: list[str],
         ask: Callable[[str, Answers], list[Answer]]) -> Answers:
     """Ask every expert of ``plan.order(names)`` once: ``ask(name, answers of what it needs)``.
 
+    The answers come back in that order (each expert after the ones it needs).
+
     Experts whose needs have answered run concurrently (a greenlet each). A
     bug in ``ask`` (an exception) is raised here once everything has stopped;
     experts that needed the one that raised are not asked.
@@ -94,7 +96,7 @@ def run(plan: ChainPlan, names: list[str],
     gevent.joinall([gevent.spawn(one, name) for name in order])
     if crashed:
         raise crashed[0]
-    return results
+    return {name: results[name] for name in order}
 
 
 def dependency_failure(name: str, failed: list[tuple[str, BaseException]]) -> DependencyFailed:

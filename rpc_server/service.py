@@ -204,14 +204,22 @@ class Experts:
     def _expert_method(self, name: str) -> Callable:
         expert = self._experts[name]
 
-        def method(doc, options=None):
-            return self._opinion(name, doc, options)
+        needs = self._plan.needs.get(name)
+        if needs:
+            def method(doc, options=None):
+                return self._opinion(name, doc, options)
+        else:
+            def method(doc):
+                return self._opinion(name, doc, None)
 
         method.__name__ = name
         method.__qualname__ = name
         method.__doc__ = (f"{expert.description or 'Expert ' + name + '.'}\n\n"
                           f"Return the opinion of expert {name!r} (version {expert.version}) "
                           f"on a JSON-object document; it reads the {expert.field!r} field.")
+        if needs:
+            method.__doc__ += (f" It builds on the opinions of {', '.join(needs)}, asked first "
+                               f"unless the document carries them; options as for opinions.")
         return _checked_function(method, expert=name)
 
     def _expert(self, name: Any) -> Expert:
