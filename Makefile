@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
+# consensus's held-out evaluation (it has no model of its own): reported by experts().
+CONSENSUS_METRICS := models/consensus/metrics.json
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
@@ -38,13 +40,13 @@ test: setup lint test-python test-node
 lint: $(PIP_STAMP)
 	$(VENV)/bin/ruff check .
 
-test-python: $(PIP_STAMP) $(MODELS)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS)
 	$(VENV)/bin/pytest
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
 	npm test --prefix express_bridge
 
-setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+setup: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(NODE_STAMP)
 
 $(PIP_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,9 +58,13 @@ $(PIP_STAMP): pyproject.toml constraints.txt
 ## Train the default models that are missing (reproducible: fixed seeds and split).
 models: $(PIP_STAMP)
 	$(PY) -m experts.train --data-dir data --out models
+	$(PY) -m experts.consensus --evaluate --data-dir data --models models
 
 $(MODELS): | $(PIP_STAMP)
 	$(PY) -m experts.train --data-dir data --out models
+
+$(CONSENSUS_METRICS): $(MODELS) experts/consensus.py
+	$(PY) -m experts.consensus --evaluate --data-dir data --models models
 
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
@@ -67,6 +73,7 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.chains
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data
