@@ -133,7 +133,7 @@ class MethodTable(dict):
         public = sorted(m for m in self if not m.startswith("_"))
 
         def unknown(*args):
-            raise UnknownMethod(f"no RPC method or expert named {name!r}; "
+            raise UnknownMethod(f"no RPC method or expert named {shown(name)!r}; "
                                 f"this server has: {', '.join(public)}")
 
         return zerorpc.rep(unknown)

@@ -44,6 +44,7 @@ class ExpertStats:
             "shed": self.shed,
             "items": self.items,
             "batches": self.batches,
+            "batched_items": self.batched_items,
             "mean_batch_size": round(self.batched_items / self.batches, 2) if self.batches else 0.0,
             "model_seconds": round(self.model_seconds, 3),
             "latency_ms": {
