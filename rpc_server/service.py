@@ -22,8 +22,10 @@ from rpc_server import __version__
 from rpc_server import chains
 from rpc_server.batching import MicroBatcher
 from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
-from rpc_server.errors import (BadArguments, DependencyFailed, ExpertdError, ExpertFailed,
-                               InvalidDocument, UnknownExpert, error_info)
+from rpc_server.deadlines import current_deadline
+from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
+                               UnknownExpert, error_info)
+from rpc_server.logsafe import shown
 from rpc_server.stats import Stats
 from rpc_server.validation import document_list, expert_names, field_value, json_type
 
@@ -34,19 +36,37 @@ RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health
 
 
 def _describe_target(method: str, args: tuple, expert: str | None) -> str:
+    """The call's target for the log line; everything the caller sent goes through ``shown``."""
     if expert is not None:
         return f"expert={expert}"
-    if method in ("opinion", "batch") and args and isinstance(args[0], str):
+    if method in ("opinion", "batch") and args:
         items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
             isinstance(args[1], (list, tuple)) else ""
-        return f"expert={args[0]}{items}"
+        return f"expert={shown(args[0])}{items}"
     parts = []
     if method in ("opinions", "opinions_batch"):
         names = args[1] if len(args) > 1 else None
-        parts.append(f"experts={','.join(map(str, names)) if names else 'all'}")
+        if isinstance(names, (list, tuple)) and names:
+            parts.append(f"experts={shown(','.join(map(str, names)))}")
+        else:
+            parts.append("experts=all" if not names else f"experts={shown(names)}")
     if method == "opinions_batch" and args and isinstance(args[0], (list, tuple)):
         parts.append(f"items={len(args[0])}")
     return " ".join(parts)
+
+
+def _document_errors(result: Any) -> str:
+    """`` errors=Name:count,...`` for the documents of a result that carry errors (or "")."""
+    docs = result if isinstance(result, list) else [result] if isinstance(result, dict) else []
+    counts: dict[str, int] = {}
+    for doc in docs:
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errors, dict):
+            for error in errors.values():
+                name = error.get("name") if isinstance(error, dict) else None
+                if isinstance(name, str):
+                    counts[name] = counts.get(name, 0) + 1
+    return (" errors=" + ",".join(f"{n}:{c}" for n, c in sorted(counts.items()))) if counts else ""
 
 
 def checked_call(fn: Callable, signature: inspect.Signature, name: str,
@@ -66,9 +86,12 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
                 signature.bind(*args[1:] if expert is None else args)
             except TypeError as exc:
                 raise BadArguments(f"{name}{signature}: {exc}") from None
-            return fn(*args)
+            result = fn(*args)
+            if name in ("opinions", "opinions_batch"):
+                outcome += _document_errors(result)
+            return result
         except Exception as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
+            outcome = f"{type(exc).__name__}: {shown(str(exc), 200)}"
             raise
         finally:
             target = _describe_target(name, args[1:] if expert is None else args, expert)
@@ -93,12 +116,13 @@ class Experts:
     """The RPC service: opinions from every configured expert."""
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
-                 stats: Stats, max_text_bytes: int) -> None:
+                 stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000) -> None:
         """Serve ``experts`` through their ``batchers``."""
         self._experts = experts
         self._batchers = batchers
         self._stats = stats
         self._max_text_bytes = max_text_bytes
+        self._max_batch_docs = max_batch_docs
         self._started = time.time()
         self._plan = chains.ChainPlan({name: expert.needs for name, expert in experts.items()})
 
@@ -137,7 +161,7 @@ class Experts:
 
         A bad document fails the whole call with an error naming its index.
         """
-        docs = document_list(docs)
+        docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
         settings = chain_options(options)
         for i, doc in enumerate(docs):
@@ -148,8 +172,8 @@ class Experts:
         answers = self._converted(lambda: self._answers(docs, [name], settings))[name]
         for i, answer in enumerate(answers):
             if not answer.ok:
-                if isinstance(answer.value, DependencyFailed):
-                    raise DependencyFailed(f"docs[{i}]: {answer.value}")
+                if len(answers) > 1 and isinstance(answer.value, ExpertdError):
+                    raise type(answer.value)(f"docs[{i}]: {answer.value}")
                 raise answer.value
         return [answer.value for answer in answers]
 
@@ -161,7 +185,7 @@ class Experts:
         left under ``errors.<name>`` and every other document is answered.
         Chains and ``options`` as for ``opinions``.
         """
-        docs = document_list(docs)
+        docs = document_list(docs, limit=self._max_batch_docs)
         wanted = self._names(expert_names(names))
         return self._merge_all(docs, wanted, chain_options(options))
 
@@ -172,9 +196,7 @@ class Experts:
         for name, expert in self._experts.items():
             entry = expert.describe()
             entry["needs"] = dict(self._plan.needs.get(name, {}))
-            batcher = self._batchers[name]
-            entry["batch"] = {"max_size": batcher.max_size,
-                              "max_wait_ms": batcher.max_wait * 1000.0}
+            entry["batch"] = self._batchers[name].settings()
             out.append(entry)
         return out
 
@@ -228,7 +250,7 @@ class Experts:
         try:
             return self._experts[name]
         except KeyError:
-            raise UnknownExpert(f"unknown expert {name!r}; this server runs: "
+            raise UnknownExpert(f"unknown expert {shown(name)!r}; this server runs: "
                                 f"{', '.join(self._experts)}") from None
 
     def _names(self, names: list[str] | None) -> list[str]:
@@ -254,10 +276,11 @@ class Experts:
         document that carries its opinion already, unless ``options`` say fresh.
         """
         wanted = set(names)
+        deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
 
         def ask(name: str, needed: Answers) -> list[Answer]:
             reuse = name not in wanted and options.reuses(name)
-            return self._ask_many(name, docs, needed, reuse)
+            return self._ask_many(name, docs, needed, reuse, deadline)
 
         return chains.run(self._plan, names, ask)
 
@@ -292,17 +315,22 @@ class Experts:
             out.append(merged)
         return out
 
-    def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool) -> list[Answer]:
+    def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
+                  deadline: float | None = None) -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
         expert is not asked and answers ``DependencyFailed``. With ``reuse``, an
-        opinion the document already carries is the answer.
+        opinion the document already carries is the answer. A document the
+        expert cannot read, or whose input the expert fails on, gets its own
+        error; only whole-call errors (``Overloaded``, ``ShuttingDown``) are
+        raised. Validation failures are counted apart from the model's latency.
         """
         expert = self._experts[name]
         needs = self._plan.needs.get(name, {})
         answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
+        invalid = 0
         for i, doc in enumerate(docs):
             if reuse:
                 present = chains.present_opinion(doc, name)
@@ -313,6 +341,7 @@ class Experts:
                 value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
             except ExpertdError as exc:
                 answers[i] = Answer(False, exc)
+                invalid += 1
                 continue
             failed = [(dependency, needed[dependency][i].value) for dependency in needs
                       if not needed[dependency][i].ok]
@@ -323,20 +352,17 @@ class Experts:
                 value = chains.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
             positions.append(i)
-        asked = len(docs) - sum(1 for a in answers if a is not None and a.reused)
+        if invalid:
+            self._stats.record_invalid(name, invalid)
+        if not values:
+            return answers
         began = time.perf_counter()
-        ok = True
-        try:
-            if values:
-                for i, opinion in zip(positions, self._batchers[name].predict(values)):
-                    answers[i] = Answer(True, opinion)
-        except ExpertdError as exc:
-            ok = False
-            for i in positions:
-                answers[i] = Answer(False, exc)
-        if asked:
-            self._stats.record_call(name, asked, time.perf_counter() - began,
-                                    ok and len(values) == asked)
+        failures = 0
+        outcomes = self._batchers[name].predict_each(values, deadline)
+        for i, (ok, answer) in zip(positions, outcomes):
+            answers[i] = Answer(ok, answer)
+            failures += not ok
+        self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return answers
 
     def _converted(self, call: Callable) -> Any:

@@ -162,7 +162,7 @@ def test_a_failing_dependency_is_dependency_failed_in_the_single_paths(chain):
     for call, args in ((chain.lonely, ({"text": "x"},)), (chain.opinion, ("lonely", {"text": "x"}))):
         err = remote_error(call, *args)
         assert err.name == "DependencyFailed" and "'failing'" in err.msg
-    err = remote_error(chain.batch, "lonely", [{"text": "x"}])
+    err = remote_error(chain.batch, "lonely", [{"text": "x"}, {"text": "y"}])
     assert err.name == "DependencyFailed" and err.msg.startswith("docs[0]: ")
 
 
@@ -219,7 +219,7 @@ def test_chains_through_the_pipe_stage(chain, chain_server):
     assert docs[1]["opinions"]["twice"]["got"]["base"] == carried
     assert docs[2]["errors"]["twice"]["name"] in ("InvalidDocument", "DependencyFailed")
     assert out.returncode == 1  # document 3 got no opinion
-    assert calls(chain, "base")[1] == before[1] + 2  # documents 1 and 3, not 2
+    assert calls(chain, "base")[1] == before[1] + 1  # document 1 only: 2 carries it, 3 has no text
 
 
 # -- configs that are refused --------------------------------------------------------------
@@ -286,3 +286,17 @@ experts:
   pair: {expert: "tests.chain_experts:Combine", needs: 7}
 """)
     assert "'needs' must be a list of expert names or a mapping" in stderr
+
+
+def test_a_poisoned_input_fails_its_own_document_and_its_dependents_only(chain):
+    # picky fails the whole model call when one text is poisoned; the micro-batcher
+    # isolates that input, so only its document's picky and on_picky fail.
+    texts = [fresh_text(), f"poison {uuid.uuid4().hex}", fresh_text()]
+    out = chain.opinions_batch([{"text": t} for t in texts], ["on_picky", "base"])
+    for doc in (out[0], out[2]):
+        assert "errors" not in doc
+        assert doc["opinions"]["on_picky"]["got"]["picky"]["seen"] == 1
+    assert out[1]["errors"]["picky"]["name"] == "ExpertFailed"
+    assert out[1]["errors"]["on_picky"]["name"] == "DependencyFailed"
+    assert "poisoned text" in out[1]["errors"]["on_picky"]["message"]
+    assert out[1]["opinions"]["base"]["seen"] == 1
