@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from experts.base import Expert, FunctionExpert
+
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -106,10 +108,8 @@ def resolve_needs(raw: dict[str, Any]) -> tuple[dict[str, dict[str, str]], list[
     return graph, problems
 
 
-def input_problems(expert: Any, needs: dict[str, str]) -> list[str]:
+def input_problems(expert: Expert, needs: dict[str, str]) -> list[str]:
     """Whether a built expert can take the input its ``needs:`` gives it (problems, or ``[]``)."""
-    from experts.base import FunctionExpert
-
     name = expert.name
     takes = getattr(expert, "takes_opinions", False) or isinstance(expert, FunctionExpert)
     if needs and not takes:

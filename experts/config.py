@@ -188,10 +188,10 @@ def build_expert(spec: ExpertSpec) -> Expert:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
     except TypeError as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
-    problems = input_problems(expert, spec.needs)
+    problems = input_problems(expert, spec.needs or {})
     if problems:
         raise ConfigError("; ".join(problems))
-    expert.needs = dict(spec.needs)
+    expert.needs = dict(spec.needs or {})
     return expert
 
 

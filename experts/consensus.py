@@ -80,13 +80,16 @@ class ConsensusExpert(Expert):
     opinion_inputs = ("sentiment", "rules")
 
     def __init__(self, name: str | None = None, *, weight: float = 0.5,
-                 metrics_path: str | None = None, **options) -> None:
-        """``weight``: the model's share of the valence (VADER has the rest), 0..1."""
+                 models_dir: str | None = None, **options) -> None:
+        """``weight``: the model's share of the valence (VADER has the rest), 0..1.
+
+        ``models_dir``: where ``--evaluate`` saved ``<name>/metrics.json``.
+        """
         super().__init__(name, **options)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
             raise TypeError(f"ConsensusExpert option weight must be a number in 0..1, not {weight!r}")
         self.weight = float(weight)
-        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.models_dir = Path(models_dir) if models_dir else None
 
     def predict(self, inputs: Sequence[dict]) -> list[dict]:
         """One verdict per ``{"sentiment": opinion, "rules": opinion}`` input."""
@@ -103,9 +106,9 @@ class ConsensusExpert(Expert):
 
     def metrics(self) -> dict:
         """The held-out evaluation ``--evaluate`` saved (``{}`` before it has run)."""
-        if self.metrics_path is None or not self.metrics_path.exists():
+        if self.models_dir is None:
             return {}
-        return read_metrics(self.metrics_path.parent)
+        return read_metrics(self.models_dir / self.name)
 
 
 # -- evaluation ------------------------------------------------------------------
