@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import gevent
 from gevent.event import Event
 
-from rpc_server.errors import BadArguments, DependencyFailed
+from rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
 from rpc_server.validation import json_type
 
 
@@ -96,6 +96,9 @@ def run(plan: ChainPlan, names: list[str],
     gevent.joinall([gevent.spawn(one, name) for name in order])
     if crashed:
         raise crashed[0]
+    missing = [name for name in order if name not in results]
+    if missing:  # a greenlet was killed (the server is stopping)
+        raise ShuttingDown(f"expert {missing[0]!r} was stopped before it answered")
     return {name: results[name] for name in order}
 
 
