@@ -29,7 +29,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     coalesce: config.coalesce,
     logger,
   });
-  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs });
+  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs, corsOrigins: config.corsOrigins });
   const server = http.createServer(app);
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10000;
