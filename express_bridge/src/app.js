@@ -144,7 +144,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall("experts", () => rpc.experts()));
   });
 
-  route("get", "/openapi.json", {}, openApiHandler({ rpc: { experts: () => rpcCall("experts", () => rpc.experts()) }, auth: Boolean(token) }));
+  // Public like /healthz (which already names the experts): the docs page needs it before the token.
+  route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: () => rpcCall("experts", () => rpc.experts()) }, auth: Boolean(token) }));
 
   route("get", "/stats", {}, async (req, res) => {
     res.json(await rpcCall("stats", () => rpc.stats()));

@@ -165,9 +165,10 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
   paths["/openapi.json"] = {
     get: {
       operationId: "openapi",
-      summary: "This document",
+      summary: "This document (never needs the token)",
       tags: ["service"],
-      responses: { 200: { description: "OpenAPI 3.1", content: JSON_OF({ type: "object" }) }, ...errorResponses([401, 503]) },
+      ...publicOp,
+      responses: { 200: { description: "OpenAPI 3.1", content: JSON_OF({ type: "object" }) }, ...errorResponses([503]) },
     },
   };
   paths["/experts"] = {

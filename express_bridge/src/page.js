@@ -32,7 +32,7 @@ const PAGE_CSP = [
 ].join("; ");
 
 /**
- * A router for `/`, `/docs`, `/assets/*` (public/) and `/vendor/swagger-ui/*`.
+ * A router for `/`, `/docs`, `/favicon.ico`, `/assets/*` (public/) and `/vendor/swagger-ui/*`.
  * @param {{tagRoute: (pattern: string) => import("express").RequestHandler}} options
  * @returns {import("express").Router}
  */
@@ -47,6 +47,7 @@ function pageRouter({ tagRoute }) {
 
   router.get("/", tagRoute("/"), csp, file("index.html"));
   router.get("/docs", tagRoute("/docs"), csp, file("docs.html"));
+  router.get("/favicon.ico", tagRoute("/favicon.ico"), (req, res) => res.type("png").sendFile(path.join(SWAGGER_DIR, "favicon-32x32.png")));
   router.use("/assets", tagRoute("/assets"), csp, express.static(path.join(PUBLIC_DIR, "assets"), staticOptions));
   router.use(
     "/vendor/swagger-ui",

@@ -91,7 +91,8 @@
 
   function describeExpert() {
     const e = currentExpert();
-    $("expert-description").textContent = e ? `${e.description || ""} Reads the field "${e.field}".` : "";
+    const text = e ? (e.description || "").trim() : "";
+    $("expert-description").textContent = e ? `${text}${text && !/[.!?]$/.test(text) ? "." : ""} Reads the field "${e.field}".` : "";
   }
 
   async function ask(event) {
