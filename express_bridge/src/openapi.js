@@ -264,7 +264,10 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
           'comes back as {"line": N, "error": {"name", "message"}}; a blank line comes back blank. ' +
           "No limit on the whole stream.",
         tags,
-        requestBody: { required: true, content: { [NDJSON]: { schema: { type: "string" } } } },
+        requestBody: {
+          required: true,
+          content: { [NDJSON]: { schema: { type: "string" }, example: `{"id": 1, "${field}": "I love it"}\n{"id": 2, "${field}": "not so much"}\n` } },
+        },
         responses: {
           200: { description: "one JSON line per input line", content: { [NDJSON]: { schema: { type: "string" } } } },
           ...errorResponses([400, 401, 415, 503]),
