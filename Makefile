@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
+CHROMIUM := /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
@@ -41,8 +42,12 @@ lint: $(PIP_STAMP)
 test-python: $(PIP_STAMP) $(MODELS)
 	$(VENV)/bin/pytest
 
-test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
 	npm test --prefix express_bridge
+
+## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
 

@@ -31,6 +31,10 @@ class Expert:
     field: str = "text"
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
+    #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
+    #: ``experts()`` reports it; the bridge's OpenAPI document and the server's
+    #: check of expert outputs (required keys, top-level property types) use it.
+    opinion_schema: dict | None = None
 
     def __init__(self, name: str | None = None, *, field: str | None = None,
                  version: str | None = None, description: str | None = None,
@@ -66,13 +70,16 @@ class Expert:
             "description": self.description,
             "field": self.field,
             "metrics": self.metrics(),
+            "opinion_schema": self.opinion_schema,
         }
 
 
 class FunctionExpert(Expert):
     """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
 
-    With ``batched=True`` the function receives the whole batch.
+    With ``batched=True`` the function receives the whole batch. A function
+    may declare the JSON Schema of its opinion as an ``opinion_schema``
+    attribute (optional).
     """
 
     def __init__(self, function: Callable, name: str | None = None, *,
@@ -83,6 +90,7 @@ class FunctionExpert(Expert):
         options.setdefault("version", getattr(function, "version", "0"))
         super().__init__(name or function.__name__, **options)
         self.function = function
+        self.opinion_schema = getattr(function, "opinion_schema", None)
         self.batched = batched
 
     def predict(self, inputs: Sequence[Any]) -> list[dict]:
