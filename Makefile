@@ -11,6 +11,7 @@ NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
 # consensus's held-out evaluation (it has no model of its own): reported by experts().
 CONSENSUS_METRICS := models/consensus/metrics.json
+CHROMIUM := /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
@@ -43,8 +44,12 @@ lint: $(PIP_STAMP)
 test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS)
 	$(VENV)/bin/pytest
 
-test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
 	npm test --prefix express_bridge
+
+## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 setup: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(NODE_STAMP)
 

@@ -32,6 +32,10 @@ class Expert:
     field: str = "text"
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
+    #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
+    #: ``experts()`` reports it; the bridge's OpenAPI document and the server's
+    #: check of expert outputs (required keys, top-level property types) use it.
+    opinion_schema: dict | None = None
     #: True if the expert builds on other experts' opinions (``needs:`` in the experts file):
     #: each input is then a dict of its field and those opinions, keyed as the file maps them.
     takes_opinions: bool = False
@@ -74,13 +78,16 @@ class Expert:
             "description": self.description,
             "field": self.field,
             "metrics": self.metrics(),
+            "opinion_schema": self.opinion_schema,
         }
 
 
 class FunctionExpert(Expert):
     """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
 
-    With ``batched=True`` the function receives the whole batch.
+    With ``batched=True`` the function receives the whole batch. A function
+    may declare the JSON Schema of its opinion as an ``opinion_schema``
+    attribute (optional).
     """
 
     def __init__(self, function: Callable, name: str | None = None, *,
@@ -91,6 +98,7 @@ class FunctionExpert(Expert):
         options.setdefault("version", getattr(function, "version", "0"))
         super().__init__(name or function.__name__, **options)
         self.function = function
+        self.opinion_schema = getattr(function, "opinion_schema", None)
         self.batched = batched
 
     def predict(self, inputs: Sequence[Any]) -> list[dict]:

@@ -78,6 +78,21 @@ class ConsensusExpert(Expert):
                    "whether the two judges agree")
     takes_opinions = True
     opinion_inputs = ("sentiment", "rules")
+    opinion_schema = {
+        "type": "object",
+        "required": ["valence", "label", "agree", "labels"],
+        "properties": {
+            "valence": {"type": "number",
+                        "description": "combined valence on the human rating scale, about -4 to +4"},
+            "label": {"type": "string", "enum": list(LABELS)},
+            "agree": {"type": "boolean", "description": "whether the two judges gave the same label"},
+            "labels": {"type": "object", "required": ["sentiment", "rules"],
+                       "properties": {"sentiment": {"type": "string", "enum": list(LABELS)},
+                                      "rules": {"type": "string", "enum": list(LABELS)}},
+                       "description": "each judge's own label"},
+        },
+        "additionalProperties": False,
+    }
 
     def __init__(self, name: str | None = None, *, weight: float = 0.5,
                  models_dir: str | None = None, **options) -> None:

@@ -83,6 +83,18 @@ class SentimentExpert(KerasTextExpert):
     version = "1"
     description = ("Sentiment: mean human valence (-4..+4) and a negative/neutral/positive label, "
                    "trained on VADER's ICWSM-2014 ratings")
+    opinion_schema = {
+        "type": "object",
+        "required": ["valence", "label", "confidence"],
+        "properties": {
+            "valence": {"type": "number",
+                        "description": "predicted mean human rating, about -4 (negative) to +4 (positive)"},
+            "label": {"type": "string", "enum": list(SENTIMENT_LABELS)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                           "description": "the classifier's probability of the label"},
+        },
+        "additionalProperties": False,
+    }
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
         """Return ``{"valence", "label", "confidence"}`` per text."""
@@ -103,6 +115,22 @@ class GenreExpert(KerasTextExpert):
 
     version = "1"
     description = "Genre: tweet / movie_review / product_review / news_editorial, with probabilities"
+    opinion_schema = {
+        "type": "object",
+        "required": ["label", "probabilities"],
+        "properties": {
+            "label": {"type": "string", "enum": list(GENRE_LABELS)},
+            "probabilities": {
+                "type": "object",
+                "description": "probability of each genre (they sum to 1)",
+                "required": list(GENRE_LABELS),
+                "properties": {label: {"type": "number", "minimum": 0, "maximum": 1}
+                               for label in GENRE_LABELS},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    }
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
         """Return ``{"label", "probabilities"}`` per text."""

@@ -86,3 +86,12 @@ def test_combination_rules():
     assert split["label"] == band(split["valence"])
     assert ConsensusExpert(weight=1).combine({"valence": 2.0, "label": "positive"},
                                              {"compound": -1, "label": "negative"})["valence"] == 2.0
+
+
+def test_consensus_answers_match_its_declared_schema(client):
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    schema = {e["name"]: e for e in client.experts()}["consensus"]["opinion_schema"]
+    validator = jsonschema_rs.Draft202012Validator(schema)
+    for text in (POSITIVE, "The plot was dull and the acting worse.", "", "meh", "Not bad at all"):
+        opinion = client.consensus({"text": text})
+        assert not [e.message for e in validator.iter_errors(opinion)], opinion
