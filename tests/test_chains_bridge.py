@@ -92,3 +92,21 @@ def test_a_failed_dependency_over_http_is_424_dependency_failed(bridge):
     status, body = post(f"{bridge}/experts/lonely", {"text": "x"})
     assert status == 424
     assert body["error"]["name"] == "DependencyFailed" and "'failing'" in body["error"]["message"]
+
+
+def test_concurrent_dependency_failures_are_not_asked_again_one_by_one(bridge, chain_server):  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zerorpc
+
+    client = zerorpc.Client(chain_server.endpoint, timeout=30)
+    before = client.stats()["experts"]["failing"]["items"]
+    with ThreadPoolExecutor(16) as pool:  # coalesced into opinions_batch calls
+        answers = list(pool.map(lambda i: post(f"{bridge}/experts/lonely", {"text": f"x{i}"}),
+                                range(16)))
+    assert all(status == 424 and body["error"]["name"] == "DependencyFailed"
+               for status, body in answers)
+    # Each document's dependency ran once: the bridge took DependencyFailed as that
+    # document's answer instead of asking each document again on its own.
+    assert client.stats()["experts"]["failing"]["items"] == before + 16
+    client.close()
