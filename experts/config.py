@@ -53,6 +53,8 @@ class ExpertSpec:
     import_string: str
     options: dict = field(default_factory=dict)
     batch: BatchPolicy = field(default_factory=BatchPolicy)
+    #: The ``learn:`` settings (target, checkpoint_every, checkpoint_seconds) for an expert that learns.
+    learn: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ServerSettings:
 
     max_text_bytes: int = 1024 * 1024
     threads: int = 4
+    #: Where learning experts keep their feedback log and checkpoints (default: state/ beside the file).
+    state_dir: str | None = None
 
 
 @dataclass
@@ -124,7 +128,7 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             entry = {"expert": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("expert"), str):
             raise ConfigError(f"expert {name!r} needs 'expert: module:attribute'")
-        unknown = set(entry) - {"expert", "options", "batch"}
+        unknown = set(entry) - {"expert", "options", "batch", "learn"}
         if unknown:
             raise ConfigError(f"expert {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         batch = entry.get("batch") or {}
@@ -134,12 +138,19 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             raise ConfigError(f"expert {name!r}: bad batch settings: {exc}") from None
         if policy.max_size < 1 or policy.max_wait_ms < 0:
             raise ConfigError(f"expert {name!r}: batch max_size must be >= 1 and max_wait_ms >= 0")
+        learn = entry.get("learn") or {}
+        if not isinstance(learn, dict):
+            raise ConfigError(f"expert {name!r}: 'learn:' must be a mapping")
         specs.append(ExpertSpec(name, entry["expert"],
-                                _resolve_paths(entry.get("options") or {}, base), policy))
+                                _resolve_paths(entry.get("options") or {}, base), policy, learn))
     try:
         server = ServerSettings(**(raw.get("server") or {}))
     except TypeError as exc:
         raise ConfigError(f"bad 'server:' settings in {path}: {exc}") from None
+    if server.state_dir is not None and not isinstance(server.state_dir, str):
+        raise ConfigError(f"bad 'server:' settings in {path}: state_dir must be a path")
+    server.state_dir = str(Path(_resolve_paths({"state_dir": server.state_dir or "state"},
+                                               base)["state_dir"]))
     return ExpertsConfig(path=path, experts=specs, server=server)
 
 

@@ -16,6 +16,7 @@ from gevent.threadpool import ThreadPool
 from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, load_config
 from rpc_server.batching import MicroBatcher
 from rpc_server.inspection import InspectableServer
+from rpc_server.learning import start_learning
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
 
@@ -51,6 +52,7 @@ class ExpertdServer:
         self.zerorpc: InspectableServer | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.learning = None
         self._stopping = False
 
     def start(self) -> None:
@@ -80,7 +82,9 @@ class ExpertdServer:
             spec.name: MicroBatcher(experts[spec.name], self.pool, spec.batch.max_size,
                                     spec.batch.max_wait_ms, on_batch=stats.record_batch)
             for spec in file.experts}
-        self.service = Experts(experts, self.batchers, stats, max_text_bytes)
+        self.learning = start_learning(experts, file)  # log replayed before serving
+        self.service = Experts(experts, self.batchers, stats, max_text_bytes,
+                               learning=self.learning)
         self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
                                          heartbeat=self.config.heartbeat)
         self.zerorpc.bind(self.config.bind)
@@ -132,6 +136,8 @@ class ExpertdServer:
             batcher.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
+        if self.learning is not None:
+            self.learning.close()  # the last checkpoints
         self.pool.kill()
         log.info("stopped")
 
