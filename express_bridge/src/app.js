@@ -10,6 +10,7 @@ const pino = require("pino");
 const { HttpError, errorHandler, notFound, toHttpError, errorBody } = require("./errors");
 const { requestLog, bearerAuth, tagRoute } = require("./middleware");
 const { createMetrics } = require("./metrics");
+const { mountLearn } = require("./learn");
 
 const JSON_TYPES = ["application/json", "application/*+json"];
 const FORM_TYPE = "application/x-www-form-urlencoded";
@@ -175,6 +176,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     }
     res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
   });
+
+  mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {
