@@ -43,7 +43,10 @@ log = logging.getLogger("expertd.learning")
 
 #: Examples handed to ``Expert.learn`` at a time: the expert's lock is held per
 #: chunk, so opinions asked meanwhile wait for at most one chunk.
-APPLY_CHUNK = 16
+APPLY_CHUNK = 4
+#: After each chunk the learner sleeps this many times as long as the chunk took, so
+#: that learning uses at most 1/(1+LEARN_YIELD) of a core and opinions keep their latency.
+LEARN_YIELD = 1.0
 #: Rows read from the log at a time.
 READ_LIMIT = 512
 LOG_FILE = "feedback.sqlite3"
@@ -205,6 +208,7 @@ class Learner:
         """Apply rows in order (in the learner's thread); a failing example is skipped everywhere."""
         for start in range(0, len(rows), APPLY_CHUNK):
             chunk = rows[start:start + APPLY_CHUNK]
+            began = time.perf_counter()
             try:
                 self.expert.learn([x for _, x, _ in chunk], [y for _, _, y in chunk])
             except Exception:
@@ -216,6 +220,8 @@ class Learner:
                         log.warning("expert %s could not learn example %d: %s: %s",
                                     self.expert.name, seq, type(exc).__name__, exc)
             self.applied_seq = chunk[-1][0]
+            # Leave the GIL and the model to opinions for as long as learning took.
+            time.sleep((time.perf_counter() - began) * LEARN_YIELD)
 
     # -- checkpoints --------------------------------------------------------------
 
