@@ -27,6 +27,7 @@ class OnlineTextExpert(Expert):
 
     version = "1"
     description = "Learns any text labels it is taught (river naive Bayes); knows nothing at first"
+    learns = True
 
     def __init__(self, name: str | None = None, *, alpha: float = 1.0, **options: Any) -> None:
         """``alpha``: the naive Bayes additive smoothing."""
@@ -34,7 +35,6 @@ class OnlineTextExpert(Expert):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
             raise TypeError(f"OnlineTextExpert option alpha must be a number > 0, not {alpha!r}")
         self.alpha = float(alpha)
-        self.learns = True
         self._lock = threading.Lock()  # learn and predict run in different threads
         self._model = None
         self._accuracy = None

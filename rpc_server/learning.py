@@ -35,7 +35,7 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 from experts.base import Expert
-from rpc_server.errors import InvalidDocument
+from rpc_server.errors import ExpertFailed, InvalidDocument
 from rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
 from rpc_server.validation import json_type
 
@@ -292,7 +292,14 @@ class Learning:
         """Append examples durably, wait until this server has applied them, return the state."""
         learner = self.learners[name]
         if inputs:
-            seqs = self.log_pool.spawn(self.feedback.append, name, list(zip(inputs, targets))).get()
+            try:
+                seqs = self.log_pool.spawn(self.feedback.append, name,
+                                           list(zip(inputs, targets))).get()
+            except Exception as exc:
+                log.exception("expert %s: could not append to the feedback log", name)
+                raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
+                                   f"feedback log ({type(exc).__name__}), so none was learned; "
+                                   "the server log has the details") from None
             learner.wake()
             learner.wait_applied(seqs[-1], wait)
         return learner.state()
@@ -312,16 +319,16 @@ def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
     """Build and start ``Learning`` for the experts that learn in an experts file (or ``None``)."""
     from experts.config import ConfigError
 
-    if not any(expert.learns for expert in experts.values()):
-        return None
     policies = {}
     for spec in file.experts:
+        if spec.learn and not experts[spec.name].learns:
+            raise ConfigError(f"expert {spec.name!r} has 'learn:' settings but does not learn")
         try:
             policies[spec.name] = LearnPolicy(**spec.learn)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"expert {spec.name!r}: bad learn settings: {exc}") from None
-        if spec.learn and not experts[spec.name].learns:
-            raise ConfigError(f"expert {spec.name!r} has 'learn:' settings but does not learn")
+    if not any(expert.learns for expert in experts.values()):
+        return None
     learning = Learning(experts, policies, Path(file.server.state_dir))
     learning.start()
     log.info("experts that learn: %s (feedback log and checkpoints in %s)",

@@ -36,8 +36,8 @@ RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health
 def _describe_target(method: str, args: tuple, expert: str | None) -> str:
     if expert is not None:
         return f"expert={expert}"
-    if method in ("opinion", "batch") and args and isinstance(args[0], str):
-        items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
+    if method in ("opinion", "batch", "learn") and args and isinstance(args[0], str):
+        items = f" items={len(args[1])}" if method in ("batch", "learn") and len(args) > 1 and \
             isinstance(args[1], (list, tuple)) else ""
         return f"expert={args[0]}{items}"
     parts = []

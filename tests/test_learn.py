@@ -277,3 +277,25 @@ def test_expertd_learn_to_an_expert_that_does_not_learn(learn_server):
                           capture_output=True, text=True, env=shell_env(learn_server), timeout=60)
     assert done.returncode == 2
     assert "NotLearnable: expert 'vader' does not learn" in done.stderr
+
+
+def test_an_unreadable_checkpoint_means_replaying_the_whole_log(tmp_path):
+    server = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(server)
+    client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+    taught, state = opinions(client), learning_state(client)
+    client.close()
+    assert server.stop() == 0  # writes the checkpoint
+    checkpoint = tmp_path / "state" / "checkpoints" / "learner.ckpt"
+    checkpoint.write_bytes(b"not a checkpoint")
+
+    again = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(again)
+    try:
+        assert "unreadable checkpoint" in again.read_log()
+        assert "checkpoint at seq 0, 8 examples replayed from the log" in again.read_log()
+        assert learning_state(client)["updates"] == state["updates"]
+        assert opinions(client) == taught
+    finally:
+        client.close()
+        assert again.stop() == 0, again.read_log()
