@@ -201,8 +201,9 @@ class Learner:
                     self.pool.spawn(self._checkpoint).get()
             except gevent.GreenletExit:
                 raise
-            except Exception:  # a locked or lost log: try again on the next tick
+            except Exception:  # a locked or lost log: try again a little later
                 log.exception("expert %s: could not follow the feedback log", self.expert.name)
+                gevent.sleep(1.0)
 
     def _apply(self, rows: Sequence[tuple[int, Any, Any]]) -> None:
         """Apply rows in order (in the learner's thread); a failing example is skipped everywhere."""
