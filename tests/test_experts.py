@@ -42,8 +42,8 @@ def genre(default_experts):
     return default_experts["genre"]
 
 
-def test_default_config_names_three_experts(default_experts):
-    assert set(default_experts) == {"sentiment", "genre", "vader"}
+def test_default_config_names_four_experts(default_experts):
+    assert set(default_experts) == {"sentiment", "genre", "vader", "learner"}
     assert isinstance(default_experts["sentiment"], SentimentExpert)
     assert isinstance(default_experts["genre"], GenreExpert)
     assert isinstance(default_experts["vader"], VaderExpert)
