@@ -74,10 +74,11 @@ $(CONSENSUS_METRICS): $(MODELS) experts/consensus.py
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md (installs wrk and libev-dev from Debian if missing).
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-learning.md (installs wrk and libev-dev from Debian if missing).
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.learning
 	$(PY) -m bench.chains
 
 clean:

@@ -11,6 +11,7 @@ from importlib.metadata import version
 SUBCOMMANDS = {
     "serve": "rpc_server.cli:serve",
     "pipe": "clients.pipe_cli:pipe",
+    "learn": "clients.learn:learn",
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
 }

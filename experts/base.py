@@ -4,6 +4,11 @@ An expert has a name, a version, a one-line description and the document
 field it reads. It loads its model once (``load``) and turns a *batch* of
 field values into a batch of opinions (``predict``). Everything else
 (validation, batching, threads, RPC) is the server's job.
+
+An expert that also learns from labelled examples sets ``learns = True`` and
+implements ``learn`` (apply examples in order), ``state`` (what it has
+learned so far) and ``checkpoint``/``restore`` (its model as bytes). The
+server keeps the examples in a durable log and decides when to apply them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ class Expert:
     #: ``experts()`` reports it; the bridge's OpenAPI document and the server's
     #: check of expert outputs (required keys, top-level property types) use it.
     opinion_schema: dict | None = None
+    #: Whether ``learn`` is implemented (the server answers ``NotLearnable`` otherwise).
+    learns: bool = False
+    #: The document field holding an example's target, for ``learn`` (``learn: {target: ...}``).
+    target: str = "label"
+    #: The Python type a target must have (``None`` accepts any JSON value).
+    target_type: type | None = str
     #: True if the expert builds on other experts' opinions (``needs:`` in the experts file):
     #: each input is then a dict of its field and those opinions, keyed as the file maps them.
     takes_opinions: bool = False
@@ -70,6 +81,26 @@ class Expert:
         """Held-out metrics of the model, as saved beside it (empty if none)."""
         return {}
 
+    def learn(self, inputs: Sequence[Any], targets: Sequence[Any]) -> None:
+        """Learn from examples, in order (only for experts with ``learns = True``).
+
+        Called from one thread at a time; it may run while ``predict`` runs in
+        another thread, so an expert guards its model itself.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
+    def state(self) -> dict:
+        """What the expert has learned so far; at least ``{"updates": <examples applied>}``."""
+        return {}
+
+    def checkpoint(self) -> bytes:
+        """The learned model as bytes, for ``restore`` after a restart."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
+    def restore(self, data: bytes) -> None:
+        """Replace the model with one saved by ``checkpoint``."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
     def describe(self) -> dict:
         """What ``experts()`` reports about this expert."""
         return {
@@ -79,6 +110,8 @@ class Expert:
             "field": self.field,
             "metrics": self.metrics(),
             "opinion_schema": self.opinion_schema,
+            "learns": self.learns,
+            **({"target": self.target, "learning": self.state()} if self.learns else {}),
         }
 
 

@@ -63,6 +63,8 @@ class ExpertSpec:
     options: dict = field(default_factory=dict)
     batch: BatchPolicy = field(default_factory=BatchPolicy)
     queue: QueuePolicy = field(default_factory=QueuePolicy)
+    #: The ``learn:`` settings (target, checkpoint_every, checkpoint_seconds) for an expert that learns.
+    learn: dict = field(default_factory=dict)
     #: The experts whose opinions this one builds on: ``{expert: input key}`` (experts/chains.py).
     needs: dict = field(default_factory=dict)
 
@@ -79,6 +81,8 @@ class ServerSettings:
     max_message_bytes: int = 32 * 1024 * 1024
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = 5000.0
+    #: Where learning experts keep their feedback log and checkpoints (default: state/ beside the file).
+    state_dir: str | None = None
 
 
 @dataclass
@@ -142,7 +146,7 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             entry = {"expert": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("expert"), str):
             raise ConfigError(f"expert {name!r} needs 'expert: module:attribute'")
-        unknown = set(entry) - {"expert", "options", "batch", "queue", "needs"}
+        unknown = set(entry) - {"expert", "options", "batch", "queue", "learn", "needs"}
         if unknown:
             raise ConfigError(f"expert {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         batch = entry.get("batch") or {}
@@ -158,9 +162,12 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             raise ConfigError(f"expert {name!r}: bad queue settings: {exc}") from None
         if not isinstance(queue.max_docs, int) or queue.max_docs < 1 or queue.budget_ms <= 0:
             raise ConfigError(f"expert {name!r}: queue max_docs must be >= 1 and budget_ms > 0")
+        learn = entry.get("learn") or {}
+        if not isinstance(learn, dict):
+            raise ConfigError(f"expert {name!r}: 'learn:' must be a mapping")
         specs.append(ExpertSpec(name, entry["expert"],
                                 _resolve_paths(entry.get("options") or {}, base), policy, queue,
-                                entry.get("needs")))
+                                learn, entry.get("needs")))
     graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
     if problems:
         raise ConfigError(f"experts file {path}: {'; '.join(problems)}")
@@ -170,6 +177,10 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
         server = ServerSettings(**(raw.get("server") or {}))
     except TypeError as exc:
         raise ConfigError(f"bad 'server:' settings in {path}: {exc}") from None
+    if server.state_dir is not None and not isinstance(server.state_dir, str):
+        raise ConfigError(f"bad 'server:' settings in {path}: state_dir must be a path")
+    server.state_dir = str(Path(_resolve_paths({"state_dir": server.state_dir or "state"},
+                                               base)["state_dir"]))
     return ExpertsConfig(path=path, experts=specs, server=server)
 
 

@@ -17,6 +17,7 @@ from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, l
 from rpc_server.batching import MicroBatcher
 from rpc_server.inspection import InspectableServer
 from rpc_server.limits import limit_socket, raise_open_file_limit
+from rpc_server.learning import start_learning
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
 
@@ -52,6 +53,7 @@ class ExpertdServer:
         self.zerorpc: InspectableServer | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.learning = None
         self._stopping = False
 
     def start(self) -> None:
@@ -86,8 +88,9 @@ class ExpertdServer:
                                     max_queued_docs=spec.queue.max_docs,
                                     budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
+        self.learning = start_learning(experts, file)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
-                               file.server.max_batch_docs)
+                               file.server.max_batch_docs, learning=self.learning)
         self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
                                          heartbeat=self.config.heartbeat)
         limit_socket(self.zerorpc, file.server.max_message_bytes,
@@ -141,6 +144,8 @@ class ExpertdServer:
             batcher.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
+        if self.learning is not None:
+            self.learning.close()  # the last checkpoints
         self.pool.kill()
         log.info("stopped")
 

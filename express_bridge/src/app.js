@@ -15,6 +15,7 @@ const { openApiHandler } = require("./openapi");
 const { streamHandler } = require("./ndjson");
 const { corsPolicy } = require("./cors");
 const { pageRouter } = require("./page");
+const { mountLearn } = require("./learn");
 
 const JSON_TYPES = ["application/json", "application/*+json"];
 const FORM_TYPE = "application/x-www-form-urlencoded";
@@ -192,6 +193,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     }
     res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
   });
+
+  mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {
