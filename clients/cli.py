@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -146,10 +147,10 @@ def _method_help(method: str, described: dict | None) -> str:
     usage = " ".join(params)
     lines = [f"Usage: expertd call {method} {usage}".rstrip()]
     if "doc" in params or "docs" in params:
-        lines.append(f"       expertd call {method} "
+        lines.append(f"   or: expertd call {method} "
                      f"{' '.join(p for p in params if p not in ('doc', 'docs'))} "
                      f"--FIELD VALUE ...".replace("  ", " "))
-    lines += ["", described.get("doc") or "(no description)"]
+    lines += ["", plain(described.get("doc")) or "(no description)"]
     return "\n".join(lines)
 
 
@@ -207,8 +208,15 @@ def _signature(name: str, described: dict) -> str:
     return f"{name}({', '.join(a['name'] for a in args)})"
 
 
+def plain(text: str | None) -> str:
+    """A docstring for a terminal: RST literals (````x````) and click's ``\\b`` markers removed."""
+    text = re.sub(r"``([^`]+)``", r"\1", text or "")
+    return "\n".join(line for line in text.splitlines() if line.strip() != "\b")
+
+
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    text = plain(text).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @click.command("list")
@@ -220,9 +228,11 @@ def list_experts(endpoint, timeout):
     experts, described = _ask("list", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
     names = {e["name"] for e in experts}
     click.echo(f"Experts on {endpoint} (`expertd info NAME` for one):")
-    width = max(len(e["name"]) for e in experts) if experts else 0
+    width = max((len(e["name"]) for e in experts), default=0)
+    vwidth = max((len(str(e.get("version", "?"))) + 1 for e in experts), default=0)
     for entry in experts:
-        click.echo(f"  {entry['name']:<{width}}  v{entry.get('version', '?')}  reads "
+        version = f"v{entry.get('version', '?')}"
+        click.echo(f"  {entry['name']:<{width}}  {version:<{vwidth}}  reads "
                    f"{entry.get('field', 'text')!r}  {_first_line(entry.get('description'))}")
     methods = {n: d for n, d in described["methods"].items() if n not in names}
     click.echo("\nMethods (`expertd call METHOD --help` for one):")
@@ -323,11 +333,7 @@ def status(endpoint, timeout, quiet):
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
@@ -393,7 +399,13 @@ def stop(endpoint, timeout):
     The server's pid comes from its health() answer; only a server on this
     machine (a loopback or local address, or ipc://) is signalled.
     """
-    (health,) = _ask("stop", endpoint, 5.0, ("health",))
+    try:
+        with connect(endpoint, timeout=5.0) as connection:
+            health = connection.call("health")
+    except (ServerUnavailable, CallTimeout) as exc:
+        click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "
+                   f"to stop", err=True)
+        sys.exit(NO_SERVER)
     pid = health.get("pid")
     if not isinstance(pid, int) or pid <= 1:
         raise click.ClickException(f"the server at {endpoint} did not report its pid")

@@ -236,6 +236,8 @@ class ExpertSpec:
     queue: QueuePolicy = setting(QueuePolicy(), section(QueuePolicy))
     needs: list | dict | None = setting(None, expert_needs)
     learn: dict | None = setting(None, mapping)
+    #: Where the entry is written in the file (for messages), if known.
+    line: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -287,7 +289,8 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.duplicates: list[tuple[Any, int, int, tuple]] = []
+        #: ``(key, first line, repeated line, mapping, the earlier value)`` per repeated key.
+        self.duplicates: list[tuple[Any, int, int, dict, Any]] = []
         self._path: list = []
 
     def construct_mapping(self, node, deep=False):
@@ -304,10 +307,11 @@ class _Loader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None, None, "found an unhashable key", key_node.start_mark) from None
             line = key_node.start_mark.line + 1
+            value = self.construct_object(value_node, deep=deep)
             if key in out.lines:
-                self.duplicates.append((key, out.lines[key], line, out))
+                self.duplicates.append((key, out.lines[key], line, out, out[key]))
             out.lines[key] = line
-            out[key] = self.construct_object(value_node, deep=deep)
+            out[key] = value
         return out
 
 
@@ -409,8 +413,10 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
         checker.add("needs a non-empty 'experts:' mapping (name: module:attribute)", line)
         raise ConfigError(checker.problems)
     experts_map = raw["experts"]
-    for key, first, again, where in duplicates:
+    entries = [(name, entry, experts_map.line_of(name)) for name, entry in experts_map.items()]
+    for key, first, again, where, earlier in duplicates:
         if where is experts_map:
+            entries.append((key, earlier, first))  # checked too, so none of its problems hide
             checker.add(f"defined twice (lines {first} and {again}); YAML would silently keep "
                         f"only the second: rename or remove one", again, str(key))
         else:
@@ -427,8 +433,7 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
         server.state_dir = _resolve_paths({"state_dir": server.state_dir}, base)["state_dir"]
     reserved = set(reserved)
     specs = []
-    for name, entry in experts_map.items():
-        line = experts_map.line_of(name)
+    for name, entry, line in sorted(entries, key=lambda e: e[2] or 0):
         label = name if isinstance(name, str) else None
         if not isinstance(name, str) or not NAME_RE.match(name):
             checker.add(f"expert name {name!r} must be an identifier (a letter, then letters, "
@@ -446,7 +451,8 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
         for key in REQUIRED_EXPERT_KEYS:
             if key not in entry:
                 checker.add(f"needs '{key}: module:attribute'", line, label)
-        spec = checker.section(ExpertSpec, entry, "", line, label, fixed={"name": name})
+        fixed = {"name": name, "line": line}
+        spec = checker.section(ExpertSpec, entry, "", line, label, fixed=fixed)
         spec.options = _resolve_paths(spec.options, base)
         if spec.import_string:
             _check_import(checker, spec, line)
@@ -534,10 +540,10 @@ def build_experts(config: ExpertsConfig) -> dict[str, Expert]:
             experts[spec.name] = build_expert(spec)
         except ConfigError as exc:
             message = str(exc).removeprefix(f"expert {spec.name!r}: ")
-            problems.append(Problem(config.path, message, None, spec.name))
+            problems.append(Problem(config.path, message, spec.line, spec.name))
         except Exception as exc:  # a constructor that fails some other way
             problems.append(Problem(config.path, f"constructing it failed: "
-                                    f"{type(exc).__name__}: {exc}", None, spec.name))
+                                    f"{type(exc).__name__}: {exc}", spec.line, spec.name))
     if problems:
         raise ConfigError(problems)
     return experts
