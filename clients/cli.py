@@ -97,7 +97,8 @@ def split_words(words: tuple[str, ...]) -> tuple[list[Any], dict[str, Any], bool
     return values, doc, wants_help
 
 
-def place_document(params: list[str] | None, values: list[Any], doc: dict) -> list[Any]:
+def place_document(method: str, params: list[str] | None, values: list[Any],
+                   doc: dict) -> list[Any]:
     """Put the flag-built ``doc`` where the method takes its ``doc`` (or ``docs``) argument."""
     if not doc:
         return values
@@ -111,8 +112,8 @@ def place_document(params: list[str] | None, values: list[Any], doc: dict) -> li
                 missing = ", ".join(params[len(values):index])
                 raise click.UsageError(f"give {missing} before the --FIELD flags")
             return [*values[:index], [doc] if wrap else doc, *values[index:]]
-    raise click.UsageError(f"this method takes no document ({', '.join(params) or 'no arguments'});"
-                           f" --FIELD flags build one")
+    raise click.UsageError(f"{method} takes no document (its arguments: "
+                           f"{', '.join(params) or 'none'}); --FIELD flags build one")
 
 
 def _own_options(words: tuple[str, ...], endpoint: str, timeout: float) -> tuple:
@@ -147,9 +148,8 @@ def _method_help(method: str, described: dict | None) -> str:
     usage = " ".join(params)
     lines = [f"Usage: expertd call {method} {usage}".rstrip()]
     if "doc" in params or "docs" in params:
-        lines.append(f"   or: expertd call {method} "
-                     f"{' '.join(p for p in params if p not in ('doc', 'docs'))} "
-                     f"--FIELD VALUE ...".replace("  ", " "))
+        others = [p for p in params if p not in ("doc", "docs")]
+        lines.append(" ".join(["   or: expertd call", method, *others, "--FIELD VALUE ..."]))
     lines += ["", plain(described.get("doc")) or "(no description)"]
     return "\n".join(lines)
 
@@ -194,7 +194,7 @@ def call(ctx, method, words, endpoint, timeout, wants_help):
             values = [*values, doc]
         else:
             params = None if entry.get("args") is None else [a["name"] for a in entry["args"]]
-            values = place_document(params, values, doc)
+            values = place_document(method, params, values, doc)
     (result,) = _ask("call", endpoint, timeout, (method, *values))
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
