@@ -26,6 +26,8 @@ run: setup
 	@echo
 	@echo "==> expertd on $(EXPERTD_ENDPOINT), then the HTTP bridge on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
 	$(PATH_HINT)
+	@if $(VENV)/bin/expertd status --quiet --timeout 2; then $(VENV)/bin/expertd status; \
+	  echo "make run: a server already answers at $(EXPERTD_ENDPOINT); stop it first (expertd stop), or set EXPERTD_ENDPOINT" >&2; exit 1; fi
 	@server=; bridge=; \
 	trap 'trap - EXIT; kill -TERM $$bridge $$server 2>/dev/null; wait' EXIT; \
 	trap 'exit 130' INT TERM HUP; \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -41,7 +42,13 @@ class ServerConfig:
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
-        return load_config(self.config, reserved=RESERVED)
+        return load_config(self.config, reserved=reserved_names())
+
+
+def reserved_names() -> set[str]:
+    """Names an expert may not take: every RPC method of the service (``health``, ...)."""
+    return set(RESERVED) | {name for name, member in inspect.getmembers(Experts)
+                            if getattr(member, "rpc", False)}
 
 
 class ExpertdServer:

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("no
                                 reason="needs make, node and the bridge's node_modules")
 
 
-def start_make_run(tmp_path, config=ODD_CONFIG, port=None):
+def start_make_run(tmp_path, config=ODD_CONFIG, port=None, endpoint=None):
     port = port or free_port()
     env = dict(os.environ, EXPERTD_CONFIG=str(config), PORT=str(port),
-               EXPERTD_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
+               EXPERTD_ENDPOINT=endpoint or f"tcp://127.0.0.1:{free_port()}")
     for key in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
         env.pop(key, None)
     log = open(tmp_path / "make.log", "wb")
@@ -108,5 +108,18 @@ def test_ctrl_c_stops_both(tmp_path):
         assert session_gone(proc.pid), "a process of make run is still running"
         assert not listening(port)
         assert "Traceback" not in log.read_text()
+    finally:
+        cleanup(proc)
+
+
+def test_a_server_already_running_is_named_and_left_alone(odd_server, tmp_path):
+    proc, port, log = start_make_run(tmp_path, endpoint=odd_server.endpoint)
+    try:
+        assert proc.wait(120) == 2  # make's status when its recipe fails
+        assert session_gone(proc.pid)
+        text = log.read_text()
+        assert f"make run: a server already answers at {odd_server.endpoint}; stop it first" in text
+        assert f"pid {odd_server.process.pid}" in text
+        assert odd_server.process.poll() is None and not listening(port)
     finally:
         cleanup(proc)
