@@ -331,8 +331,11 @@ def _parse(path: Path) -> tuple[Any, list]:
         return loader.get_single_data(), loader.duplicates
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
         what = getattr(exc, "problem", None) or str(exc)
+        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if opened is not None and context and "<stream end>" in what:
+            mark, what = opened, f"{context} that is never closed ({what})"
+        line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: not valid YAML: {what}") from None
     finally:
         loader.dispose()

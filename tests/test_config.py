@@ -255,3 +255,21 @@ def test_reserved_name_via_serve(tmp_path):
     out = expertd("serve", "--config", str(path), "--bind", f"tcp://127.0.0.1:{free_port()}")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"{path}:2: expert 'health': the name 'health' is reserved" in out.stderr
+
+
+CORPUS = ROOT / "tests" / "corpus" / "experts_files"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")))
+def test_corpus_of_bad_experts_files(name):
+    """Each file names, in ``# expect:`` lines, what ``expertd check`` must say about it."""
+    expected = [line.split("# expect: ", 1)[1].rstrip()
+                for line in (CORPUS / name).read_bytes().decode("utf-8", "replace").splitlines()
+                if line.startswith("# expect: ")]
+    assert expected, f"{name} has no '# expect:' line"
+    out = expertd("check", "--config", name, "--bind", f"tcp://127.0.0.1:{free_port()}",
+                  cwd=CORPUS)
+    assert out.returncode == 1, out.stdout
+    assert "Traceback" not in out.stderr
+    for line in expected:
+        assert line in out.stderr, out.stderr
