@@ -58,11 +58,11 @@ lint: $(PIP_STAMP)
 	@$(VENV)/bin/ruff check .
 
 test-python: $(PIP_STAMP) $(MODELS)
-	$(call step,Python tests: pytest against real expertd servers,a few minutes on 2 cores)
+	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
 	$(VENV)/bin/pytest
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
-	$(call step,Node tests: node --test against a real server,about a minute)
+	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
 setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
