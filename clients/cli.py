@@ -400,7 +400,7 @@ def stop(endpoint, timeout):
     machine (a loopback or local address, or ipc://) is signalled.
     """
     try:
-        with connect(endpoint, timeout=5.0) as connection:
+        with connect(endpoint, timeout=15.0) as connection:
             health = connection.call("health")
     except (ServerUnavailable, CallTimeout) as exc:
         click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "

@@ -149,7 +149,7 @@ def test_stop_drains_then_exits(tmp_path):
     proc = ServerProcess(ODD_CONFIG, tmp_path)
     try:
         out = expertd("stop", endpoint=proc.endpoint)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr, proc.read_log())
         assert out.stdout.splitlines() == [
             f"stopping expertd (pid {proc.process.pid}) on {proc.endpoint}: SIGTERM, in-flight "
             f"calls finish", "stopped"]
