@@ -219,7 +219,7 @@ def _first_line(text: str | None) -> str:
     return text.splitlines()[0] if text else ""
 
 
-@click.command("list")
+@click.command("list", short_help="List the server's experts and methods.")
 @endpoint_option
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the server.")
@@ -260,7 +260,7 @@ def opinion_shape(value: Any) -> Any:
 SAMPLE_TEXT = "expertd info: a short sample text"
 
 
-@click.command("info")
+@click.command("info", short_help="Describe expert NAME: field, opinion, metrics.")
 @click.argument("name")
 @endpoint_option
 @click.option("--timeout", type=float, default=10.0, show_default=True,
@@ -310,7 +310,7 @@ def _sample_shape(endpoint: str, name: str, field: str, timeout: float) -> Any:
 
 # -- expertd status / stop -------------------------------------------------------------
 
-@click.command("status")
+@click.command("status", short_help="Say whether a server answers (exit 0, else 3).")
 @endpoint_option
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for an answer.")
@@ -388,7 +388,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
     return not _alive(pid)
 
 
-@click.command("stop")
+@click.command("stop", short_help="Stop the server: SIGTERM, then SIGKILL.")
 @endpoint_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=35.0, show_default=True,
               help="Seconds to let it finish in-flight calls (its --drain-timeout, 30 by "
