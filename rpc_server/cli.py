@@ -28,21 +28,34 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
               help="On SIGTERM/SIGINT, seconds to let in-flight calls finish.")
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--curve-secret-key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EXPERTD_CURVE_SECRET_KEY", default=None,
+              help="Encrypt every connection (CurveZMQ) with this server *.key_secret file "
+                   "from `expertd keygen` (env EXPERTD_CURVE_SECRET_KEY).")
+@click.option("--authorized-keys", type=click.Path(file_okay=False, path_type=Path),
+              envvar="EXPERTD_AUTHORIZED_KEYS", default=None,
+              help="Accept only clients whose public *.key file is in this directory; "
+                   "re-read on change (env EXPERTD_AUTHORIZED_KEYS).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Allow a non-loopback --bind without CURVE (logs a warning at start).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
-          log_level):
+          curve_secret_key, authorized_keys, insecure, log_level):
     """Load every expert once and answer opinions over ZeroRPC."""
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
-                          metrics_port=metrics_port, log_level=log_level)
+                          metrics_port=metrics_port, log_level=log_level,
+                          curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
+                          insecure=insecure)
     configure_logging(log_level)
     from experts.config import ConfigError
+    from rpc_server.security import SecurityError
     from rpc_server.server import run
 
     try:
         run(config)
-    except ConfigError as exc:
+    except (ConfigError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. zmq "Address already in use"
         raise click.ClickException(f"cannot serve on {bind}: {exc}") from None

@@ -16,6 +16,7 @@ from gevent.threadpool import ThreadPool
 from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, load_config
 from rpc_server.batching import MicroBatcher
 from rpc_server.inspection import InspectableServer
+from rpc_server.security import ServerSecurity
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
 
@@ -36,6 +37,9 @@ class ServerConfig:
     drain_timeout: float = 30.0
     metrics_port: int | None = None
     log_level: str = "info"
+    curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
+    authorized_keys: Path | None = None
+    insecure: bool = False
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read the experts file this config names (or the default one)."""
@@ -51,10 +55,13 @@ class ExpertdServer:
         self.zerorpc: InspectableServer | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.security: ServerSecurity | None = None
         self._stopping = False
 
     def start(self) -> None:
         """Load every expert once, then bind the endpoint."""
+        security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
+                                  self.config.authorized_keys, self.config.insecure)
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
@@ -83,6 +90,8 @@ class ExpertdServer:
         self.service = Experts(experts, self.batchers, stats, max_text_bytes)
         self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
                                          heartbeat=self.config.heartbeat)
+        self.security = security
+        security.apply(self.zerorpc)  # socket options must precede bind
         self.zerorpc.bind(self.config.bind)
         if self.config.metrics_port:
             from prometheus_client import start_http_server
@@ -130,6 +139,8 @@ class ExpertdServer:
         """Release the socket, the batchers and the threads."""
         for batcher in self.batchers.values():
             batcher.close()
+        if self.security is not None:
+            self.security.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
         self.pool.kill()
