@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +144,15 @@ class RefusalLog:
         self._started = time.monotonic()
         self._seen: dict[tuple, list] = {}  # (host, kind) -> [repeats, last reason]
         self._overflow = 0
+        self._lock = threading.Lock()  # the ZAP greenlet and the handshake thread both report
 
     def refused(self, host: str, kind: str, reason: str) -> None:
         """Record one refused handshake from ``host``; ``kind`` groups repeats, ``reason`` says why."""
-        self.flush()
+        with self._lock:
+            self._refused(host, kind, reason)
+
+    def _refused(self, host: str, kind: str, reason: str) -> None:
+        self._flush()
         seen = self._seen.get((host, kind))
         if seen is not None:
             seen[0] += 1
@@ -159,6 +165,10 @@ class RefusalLog:
 
     def flush(self, force: bool = False) -> None:
         """Log the counts of the window that ended (or now, if ``force``)."""
+        with self._lock:
+            self._flush(force)
+
+    def _flush(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._started < self.window:
             return
         for (host, _), (repeats, reason) in self._seen.items():
@@ -194,6 +204,8 @@ class ServerSecurity:
         self.authorized: AuthorizedKeys | None = None
         self.refusals = RefusalLog()
         self._greenlets: list = []
+        self._threads: list = []
+        self._stop = threading.Event()
         self._sockets: list = []
         if self.curve_secret_key is None:
             if self.authorized_keys is not None:
@@ -249,11 +261,7 @@ class ServerSecurity:
             zap.bind(ZAP_ENDPOINT)
             self._sockets.append(zap)
             self._greenlets.append(gevent.spawn(self._answer_zap, zap))
-        monitor = events._socket.get_monitor_socket(
-            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        self._sockets.append(monitor)
-        self._greenlets.append(gevent.spawn(self._watch_handshakes, monitor))
+        self._watch_handshakes_in_thread(events._socket, context)
         events.setsockopt(zmq.CURVE_SERVER, 1)
         events.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
         events.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
@@ -282,35 +290,60 @@ class ServerSecurity:
             except zmq.ZMQError:
                 return
 
-    def _watch_handshakes(self, monitor) -> None:
+    def _watch_handshakes_in_thread(self, server_socket, context) -> None:
         """Log handshakes that fail before ZAP (no CURVE, or a wrong server key).
 
-        Monitor events name the listening endpoint, not the peer: the peer comes
-        from the fd of the ACCEPTED event, and a failure belongs to the
-        connection whose DISCONNECTED event follows it (one I/O thread emits both).
+        Monitor events name the listening endpoint, not the peer: the peer is read
+        from the fd of the ACCEPTED event, and a failure belongs to the connection
+        whose DISCONNECTED event follows it (one I/O thread emits both). A native
+        thread reads the events at once, while the fd is still open (a greenlet
+        would often be too late: a failed handshake closes it within microseconds).
         """
+        address = f"inproc://expertd.handshakes.{id(self)}"
+        server_socket.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+                              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                              | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        plain = zmq.Context.shadow(context.underlying)  # blocking sockets, same context
+        monitor = plain.socket(zmq.PAIR)
+        monitor.connect(address)
+        self._stop = threading.Event()
+        thread = threading.Thread(target=self._watch_handshakes, args=(monitor,),
+                                  name="expertd-handshakes", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _watch_handshakes(self, monitor) -> None:
         peers: dict[int, str] = {}
         failure: tuple[str, str] | None = None
-        while True:
-            try:
+        try:
+            while not self._stop.is_set():
+                if not monitor.poll(200):
+                    self.refusals.flush()  # a window's counts are logged even when quiet
+                    continue
                 event = zmq_monitor.recv_monitor_message(monitor)
-            except zmq.ZMQError:
-                return
-            kind, value = event["event"], event["value"]
-            if kind == zmq.EVENT_ACCEPTED:
-                peers[value] = peer_of_fd(value)
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                failure = (str(value), HANDSHAKE_REASONS.get(value, f"ZMTP protocol error {value:#x}"))
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                failure = ("detail", f"handshake failed ({os.strerror(value) if value else 'no detail'})")
-            elif kind == zmq.EVENT_DISCONNECTED:
-                host = peers.pop(value, "unknown peer")
-                if failure is not None:
-                    self.refusals.refused(host, *failure)
-                failure = None
+                kind, value = event["event"], event["value"]
+                if kind == zmq.EVENT_ACCEPTED:
+                    peers[value] = peer_of_fd(value)
+                elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                    failure = (str(value),
+                               HANDSHAKE_REASONS.get(value, f"ZMTP protocol error {value:#x}"))
+                elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                    failure = ("detail", f"handshake failed ({os.strerror(value) if value else 'no detail'})")
+                elif kind == zmq.EVENT_DISCONNECTED:
+                    host = peers.pop(value, "unknown peer")
+                    if failure is not None:
+                        self.refusals.refused(host, *failure)
+                    failure = None
+        except zmq.ZMQError:
+            pass
+        finally:
+            monitor.close(linger=0)
 
     def close(self) -> None:
         """Stop the ZAP handler and the handshake monitor."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(1.0)
         self.refusals.flush(force=True)
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
