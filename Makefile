@@ -63,10 +63,11 @@ $(MODELS): | $(PIP_STAMP)
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md (installs wrk and libev-dev from Debian if missing).
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-curve.md (installs wrk and libev-dev from Debian if missing).
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.curve
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data
