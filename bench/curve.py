@@ -230,23 +230,28 @@ def report(results: dict) -> str:
            f"no TensorFlow: the transport dominates, the worst case for CURVE's relative "
            f"cost); `on` has `--curve-secret-key` and `--authorized-keys`. {s['rounds']} "
            f"interleaved rounds (off, on, off, on, ...) of {s['duration_s']:g} s after "
-           f"{s['warmup_s']:g} s warm-up, each a fresh client process; medians over rounds.", ""]
+           f"{s['warmup_s']:g} s warm-up, each a fresh client process; medians over rounds. "
+           f"\"Paired\" is the median of each round's on/off ratio (the two runs of a round "
+           f"are back to back, so they share the machine's load of the moment).", ""]
     for key, title in (("zerorpc", "Stock `zerorpc.Client` (gevent callers; also `ExpertsClient`)"),
                        ("wire", "The pipe stage's connection, one caller in sequence "
                                 "(`wire.Connection` off, `curve.CurveConnection` on)")):
         table = results[key]
         out += [f"## {title}", "",
                 "| concurrency | CURVE | calls/s | p50 ms | p99 ms | on/off calls/s | "
-                "on/off p99 | errors |", "|---|---|---|---|---|---|---|---|"]
+                "on/off calls/s, paired | on/off p99 | errors |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for concurrency in sorted({row["concurrency"] for row in table.values()}):
             off, on = table[f"off@{concurrency}"], table[f"on@{concurrency}"]
             for arm, row in (("off", off), ("on", on)):
-                extra = ("", "") if arm == "off" else (
-                    f"{ratio(on['calls_per_s'], off['calls_per_s']):.2f}",
+                paired = median(ratio(a, b) for a, b in zip(on["calls_per_s_runs"],
+                                                            off["calls_per_s_runs"]))
+                extra = ("", "", "") if arm == "off" else (
+                    f"{ratio(on['calls_per_s'], off['calls_per_s']):.2f}", f"{paired:.2f}",
                     f"{ratio(on['p99_ms'], off['p99_ms']):.2f}")
                 out.append(f"| {concurrency} | {arm} | {row['calls_per_s']:,.0f} | "
                            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {extra[0]} | "
-                           f"{extra[1]} | {row['errors']} |")
+                           f"{extra[1]} | {extra[2]} | {row['errors']} |")
         out.append("")
     stage = results["stage"]
     out += ["## One-document `expertd pipe` stage (a fresh process each run)", "",

@@ -53,9 +53,11 @@ def is_local_endpoint(endpoint: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False  # "*", an interface name or a host name: assume reachable
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def read_key_file(path: Path, what: str, secret: bool) -> tuple[bytes, bytes | None]:

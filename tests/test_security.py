@@ -334,6 +334,18 @@ def test_no_document_text_in_the_clear_with_curve(curve_server, keys, odd_server
 
 # -- no silent exposure -------------------------------------------------------------------
 
+@pytest.mark.parametrize("endpoint, local", [
+    ("tcp://127.0.0.1:4242", True), ("tcp://127.8.0.1:1", True), ("tcp://localhost:4242", True),
+    ("tcp://[::1]:4242", True), ("tcp://[::ffff:127.0.0.1]:4242", True), ("ipc:///tmp/x", True),
+    ("tcp://0.0.0.0:4242", False), ("tcp://*:4242", False), ("tcp://eth0:4242", False),
+    ("tcp://[::]:4242", False), ("tcp://10.0.0.1:4242", False), ("tcp://example.com:1", False),
+])
+def test_which_endpoints_count_as_this_machine_only(endpoint, local):
+    from rpc_server.security import is_local_endpoint
+
+    assert is_local_endpoint(endpoint) is local
+
+
 def test_non_loopback_bind_without_curve_refuses_to_start():
     port = free_port()
     result = subprocess.run(
