@@ -89,13 +89,23 @@ def _read(path: str, variable: str, need_secret: bool) -> tuple[bytes, bytes]:
     except OSError as exc:
         raise KeyFileError(f"{variable}={path}: cannot read it ({exc.strerror}); "
                            f"make keys with `expertd keygen`") from None
-    if not public or len(public) != 40:
-        raise KeyFileError(f"{variable}={path}: no 40-character public-key in it; is it a "
-                           f"file from `expertd keygen`?")
-    if need_secret and (not secret or len(secret) != 40):
+    if not valid_key(public):
+        raise KeyFileError(f"{variable}={path}: no valid public-key (40 Z85 characters) in "
+                           f"it; is it a file from `expertd keygen`?")
+    if need_secret and not valid_key(secret):
         raise KeyFileError(f"{variable}={path} holds only a public key; name the "
                            f"*.key_secret file `expertd keygen` wrote for this client")
     return public, secret
+
+
+def valid_key(key: bytes | None) -> bool:
+    """True if ``key`` is a CURVE key in Z85 (40 characters that decode to 32 bytes)."""
+    from zmq.utils import z85
+
+    try:
+        return key is not None and len(key) == 40 and len(z85.decode(key)) == 32
+    except Exception:  # KeyError, struct.error, ValueError: not Z85
+        return False
 
 
 def monitor_event(monitor) -> int:

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def valid_z85_key(key: bytes) -> bool:
     """True if ``key`` is a 40-character Z85 CURVE key."""
     try:
         return len(key) == 40 and len(z85.decode(key)) == 32
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, struct.error):
         return False
 
 

@@ -389,3 +389,55 @@ def test_a_client_without_keys_does_not_import_pyzmq(odd_server):
             f"with connect({odd_server.endpoint!r}) as c: c.call('health')\n"
             "assert 'zmq' not in sys.modules, 'pyzmq imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env({}), cwd=ROOT)
+
+
+# -- hostile key files (tests/corpus/keys) -------------------------------------------------
+
+BAD_KEYS = sorted((ROOT / "tests" / "corpus" / "keys").glob("*.key"))
+
+
+def test_bad_key_files_in_the_authorized_directory_are_ignored_and_logged(tmp_path, keys):
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    for bad in BAD_KEYS:
+        shutil.copy(bad, authorized / bad.name)
+    shutil.copy(keys / "clients" / "alice.key", authorized / "alice.key")
+    server = CurveServer(tmp_path, keys, "--authorized-keys", str(authorized))
+    try:
+        with curve_connection(server.endpoint, key_env(keys, "alice")) as conn:
+            assert conn.call("shouting", {"text": "OK"}) == {"ratio": 1.0}
+    finally:
+        assert server.stop() == 0
+    log = server.read_log()
+    for bad in BAD_KEYS:
+        assert f"ignoring authorized key {authorized / bad.name}" in log, bad.name
+    assert "authorized client keys: 1 (alice.key)" in log
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS, ids=lambda p: p.name)
+def test_a_bad_client_key_file_names_the_variable(bad, keys):
+    from clients.curve import ClientKeys, KeyFileError
+
+    with pytest.raises(KeyFileError, match=f"EXPERTD_SERVER_KEY={bad}"):
+        ClientKeys.from_env({"EXPERTD_SERVER_KEY": str(bad)})
+    with pytest.raises(KeyFileError, match=f"EXPERTD_CLIENT_KEY={bad}"):
+        ClientKeys.from_env({"EXPERTD_SERVER_KEY": str(keys / "server.key"),
+                             "EXPERTD_CLIENT_KEY": str(bad)})
+
+
+def test_expertd_call_with_a_bad_key_file_says_so_without_a_traceback(keys):
+    bad = BAD_KEYS[0]
+    result = subprocess.run([EXPERTD, "call", "health"], capture_output=True, text=True,
+                            timeout=60, env=subprocess_env({"EXPERTD_SERVER_KEY": str(bad)}))
+    assert result.returncode == 3
+    assert f"EXPERTD_SERVER_KEY={bad}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS, ids=lambda p: p.name)
+def test_a_bad_server_secret_key_refuses_to_start(bad):
+    result = subprocess.run(
+        [EXPERTD, "serve", "--config", str(ODD_CONFIG), "--bind",
+         f"tcp://127.0.0.1:{free_port()}", "--curve-secret-key", str(bad)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env({}))
+    assert result.returncode != 0
+    assert f"server secret key {bad}" in result.stderr and "Traceback" not in result.stderr
