@@ -10,7 +10,8 @@ off, on, off, on, ... and the tables give medians over the rounds.
    use), gevent callers: calls/s, p50 and p99 at concurrency 1 and 16.
 2. The pipe stage's connection, one caller in sequence: ``clients.wire.Connection``
    (off) vs ``clients.curve.CurveConnection`` (on).
-3. A whole one-document ``expertd pipe`` stage, a fresh process each time (with
+3. Raw pyzmq round trips, CURVE off vs on, in one process: the encryption alone.
+4. A whole one-document ``expertd pipe`` stage, a fresh process each time (with
    keys the stage imports pyzmq and does the CURVE handshake).
 
     .venv/bin/python -m bench.curve            # writes bench/RESULTS-curve.md
@@ -100,6 +101,47 @@ def load_wire(endpoint: str, duration: float, warmup: float, texts: list[str]) -
                 latencies.append(end - start)
             k += 1
     return summary(latencies, duration, [])
+
+
+def zmq_round_trips(curve: bool, count: int, size: int) -> float:
+    """Microseconds per DEALER->ROUTER->DEALER round trip of ``size`` bytes (pyzmq, one process).
+
+    No zerorpc, no server: what the encryption itself adds to a message.
+    """
+    import threading
+
+    import zmq
+
+    context = zmq.Context()
+    router, dealer = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+    if curve:
+        server_public, server_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()
+        router.curve_server, router.curve_secretkey = True, server_secret
+        dealer.curve_serverkey, dealer.curve_publickey = server_public, client_public
+        dealer.curve_secretkey = client_secret
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+
+    def echo() -> None:
+        for _ in range(count + 1):
+            router.send_multipart(router.recv_multipart())
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    payload = b"x" * size
+    dealer.send(payload)
+    dealer.recv()  # connected and handshaken before the clock starts
+    began = time.perf_counter()
+    for _ in range(count):
+        dealer.send(payload)
+        dealer.recv()
+    elapsed = time.perf_counter() - began
+    thread.join()
+    router.close(0)
+    dealer.close(0)
+    context.term()
+    return elapsed / count * 1e6
 
 
 def summary(latencies: list[float], duration: float, errors: list[str]) -> dict:
@@ -203,6 +245,14 @@ def run(rounds: int, duration: float, warmup: float, stage_runs: int) -> dict:
             {"off": "off", "on": "on"}, [1], rounds,
             lambda arm, c: arms.load(arm, "wire", c, duration, warmup, texts_path),
             label="curve", rate="calls_per_s")
+        trips: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for size in (100, 10_000):
+                for arm in ("off", "on"):
+                    trips.setdefault(f"{arm}@{size}", []).append(
+                        zmq_round_trips(arm == "on", 3000, size))
+        results["zmq"] = {key: {"median_us": median(v), "runs": [round(x, 1) for x in v]}
+                          for key, v in trips.items()}
         line = (json.dumps({"text": texts[0]}) + "\n").encode()
         walls: dict[str, list[float]] = {"off": [], "on": []}
         for arm in walls:  # one unmeasured run each: bytecode caches, page cache
@@ -253,6 +303,17 @@ def report(results: dict) -> str:
                            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {extra[0]} | "
                            f"{extra[1]} | {extra[2]} | {row['errors']} |")
         out.append("")
+    trips = results["zmq"]
+    out += ["## Raw ZeroMQ round trips (pyzmq DEALER/ROUTER echo in one process, no zerorpc)",
+            "", "What the encryption itself adds to one message each way (3,000 round trips "
+            "a run, interleaved rounds).", "",
+            "| message bytes | CURVE off µs | CURVE on µs | on - off µs | on/off |",
+            "|---|---|---|---|---|"]
+    for size in (100, 10_000):
+        off, on = trips[f"off@{size}"]["median_us"], trips[f"on@{size}"]["median_us"]
+        out.append(f"| {size:,} | {off:.1f} | {on:.1f} | {on - off:+.1f} | "
+                   f"{ratio(on, off):.2f} |")
+    out.append("")
     stage = results["stage"]
     out += ["## One-document `expertd pipe` stage (a fresh process each run)", "",
             "| CURVE | median wall ms | p90 ms | runs |", "|---|---|---|---|"]
