@@ -74,8 +74,7 @@ class ExpertdServer:
         """Check the experts file and the endpoint, load every expert once, then bind."""
         security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
                                   self.config.authorized_keys, self.config.insecure)
-        soft, hard = raise_open_file_limit()
-        log.info("open-file limit %d (hard limit %d)", soft, hard)
+        soft, _ = raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         self.check_endpoint()
@@ -119,8 +118,8 @@ class ExpertdServer:
                               registry=stats.registry)
             log.info("Prometheus metrics on http://127.0.0.1:%d/metrics",
                      self.config.metrics_port)
-        log.info("serving %d experts (%s) on %s, pid %d", len(experts), ", ".join(experts),
-                 self.config.bind, os.getpid())
+        log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
+                 ", ".join(experts), self.config.bind, os.getpid(), soft)
 
     def check_endpoint(self) -> None:
         """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
