@@ -82,28 +82,32 @@ def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
     return None
 
 
-def graph_problems(graph: dict[str, dict[str, str]]) -> list[str]:
-    """What is wrong with a whole file's needs: unknown experts, then a cycle (named)."""
+def graph_problems(graph: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
+    """What is wrong with a whole file's needs, as ``(expert, message)``: unknown experts, a cycle."""
     problems = []
     for name, needs in graph.items():
         for dependency in needs:
             if dependency not in graph:
-                problems.append(f"expert {name!r} needs {dependency!r}, which the experts file "
-                                f"does not define (it defines: {', '.join(graph)})")
+                problems.append((name, f"expert {name!r} needs {dependency!r}, which the experts "
+                                       f"file does not define (it defines: {', '.join(graph)})"))
     cycle = find_cycle(graph)
     if cycle:
-        problems.append(f"experts may not need themselves, even through others: "
-                        f"cycle {' -> '.join(cycle)}")
+        problems.append((cycle[0], f"experts may not need themselves, even through others: "
+                                   f"cycle {' -> '.join(cycle)}"))
     return problems
 
 
-def resolve_needs(raw: dict[str, Any]) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Parse every entry's raw ``needs:`` and check the graph; return it and every problem."""
+def resolve_needs(raw: dict[str, Any]) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+    """Parse every entry's raw ``needs:`` and check the graph.
+
+    Returns the graph (``{expert: {dependency: input key}}``) and every problem
+    as ``(expert it belongs to, message)``.
+    """
     graph: dict[str, dict[str, str]] = {}
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for name, value in raw.items():
         graph[name], found = parse_needs(name, value)
-        problems.extend(found)
+        problems.extend((name, message) for message in found)
     problems.extend(graph_problems(graph))
     return graph, problems
 

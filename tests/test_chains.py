@@ -199,6 +199,16 @@ def test_experts_lists_each_experts_needs(chain):
     assert needs["base"] == {} and needs["vader"] == {}
 
 
+def test_expertd_info_shows_what_an_expert_needs(chain_server):
+    out = subprocess.run([EXPERTD, "info", "pair", "--endpoint", chain_server.endpoint],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "  needs:    base (as 'left'), other (as 'right'); asked first" in out.stdout
+    plain = subprocess.run([EXPERTD, "info", "base", "--endpoint", chain_server.endpoint],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert plain.returncode == 0 and "needs:" not in plain.stdout
+
+
 # -- the pipe stage ----------------------------------------------------------------------
 
 def test_chains_through_the_pipe_stage(chain, chain_server):
