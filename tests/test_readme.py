@@ -222,7 +222,8 @@ def test_bridge_readme_block_runs_as_written(walk, line, body, output):
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         answer = read_json_list(proc.stdout.fileno(), within=120)
-        assert {e["name"] for e in answer} == {"sentiment", "genre", "vader"}, answer
+        assert {e["name"] for e in answer} == {"sentiment", "genre", "vader", "learner",
+                                               "consensus"}, answer
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
