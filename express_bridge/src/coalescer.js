@@ -31,13 +31,11 @@
  *   - Each caller gets its own opinion, or a RemoteError built from its own
  *     `errors[name]` ({name, message}): the same error `opinion()` would have
  *     raised (InvalidDocument 400, TextTooLong 413, ExpertFailed 422, ...).
- *     A failure of the whole call (timeout 504, unavailable 503,
- *     UnknownExpert 404, ...) goes to every caller in the batch.
- *   - When the model fails on a batch of several documents, the server gives
- *     every valid document of it the same error. expertd's own micro-batcher
- *     then asks the model once per request, so that one poisoned input cannot
- *     fail its neighbours; to keep that, such documents are asked again one
- *     by one with `opinion(name, doc)` and each caller gets its own answer.
+ *     expertd isolates a failing input itself (it splits a failing model call
+ *     until the failing inputs are found), so one poisoned document fails
+ *     only its own caller. A failure of the whole call (timeout 504,
+ *     unavailable 503, Overloaded 503, UnknownExpert 404, ...) goes to every
+ *     caller in the batch.
  *   - Each request keeps its own deadline (`timeoutMs` from when it was
  *     made), queued or sent: a batch call may take as long as its LATEST
  *     member waits (and tells the server so), and a member whose deadline
@@ -51,12 +49,6 @@
  */
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
-
-/**
- * The error the server gives every document of a batch when the model call
- * fails on it; such documents are asked again one by one.
- */
-const MODEL_FAILED = "ExpertFailed";
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -278,27 +270,17 @@ class Coalescer {
       for (const item of batch) this._settle(state, item, err);
       return;
     }
-    const retry = [];
     batch.forEach((item, i) => {
       const answer = results[i];
       const error = answer && answer.errors && answer.errors[name];
       if (error) {
-        if (error.name === MODEL_FAILED) retry.push([item, error]);
-        else this._settle(state, item, new RemoteError(error.name, error.message));
+        this._settle(state, item, new RemoteError(error.name, error.message));
       } else if (answer && answer.opinions && Object.prototype.hasOwnProperty.call(answer.opinions, name)) {
         this._settle(state, item, null, answer.opinions[name]);
       } else {
         this._settle(state, item, new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch gave document ${i} neither an opinion nor an error from ${name}`));
       }
     });
-    if (retry.length === 1) {
-      const [[item, error]] = retry;
-      this._settle(state, item, new RemoteError(error.name, error.message));
-    } else if (retry.length > 1) {
-      // The model failed on the batch: ask each document on its own, as expertd's
-      // micro-batcher does, so that one bad input cannot fail the others.
-      await Promise.all(retry.map(([item]) => this._alone(name, state, item)));
-    }
   }
 
   /** Ask `opinion(name, doc)` for one request, within what is left of its deadline. */
