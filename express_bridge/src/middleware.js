@@ -90,9 +90,19 @@ function bearerAuth(token) {
 function tagRoute(pattern) {
   return (req, res, next) => {
     res.locals.route = pattern;
-    if (req.params && typeof req.params.name === "string") res.locals.expert = req.params.name;
+    if (req.params && typeof req.params.name === "string") res.locals.expert = escapeControls(req.params.name);
     next();
   };
+}
+
+/**
+ * `text` with every control character (CONTROL_RE) written as a `\\uXXXX`
+ * escape, so that it stays on one line in any log, JSON or not.
+ * @param {string} text
+ * @returns {string}
+ */
+function escapeControls(text) {
+  return text.replace(new RegExp(CONTROL_RE.source, "g"), (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /**
@@ -148,4 +158,4 @@ function limitJsonDepth(maxDepth) {
   };
 }
 
-module.exports = { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth, jsonDepth, REQUEST_ID_RE, CONTROL_RE };
+module.exports = { requestLog, bearerAuth, tagRoute, checkExpertName, escapeControls, limitJsonDepth, jsonDepth, REQUEST_ID_RE, CONTROL_RE };
