@@ -13,6 +13,7 @@ const { HttpError, catalogueError } = require("./errors");
  * Unicode line and paragraph separators (a newline in a name could forge a
  * line in a plain-text log downstream).
  */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /** An incoming X-Request-Id is kept only if it matches (no log injection). */
