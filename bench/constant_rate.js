@@ -16,7 +16,8 @@
  * every second, so each second starts with a burst (not a constant rate).
  *
  * Prints one line: BENCH_JSON {...} with, per status, the count and latency
- * percentiles (ms), the offered and achieved rate, and transport errors.
+ * percentiles (ms), the error names of the non-200 answers, the offered and
+ * achieved rate, and transport errors.
  */
 
 const http = require("node:http");
@@ -53,6 +54,7 @@ async function main() {
   const target = new URL(url);
   const total = Math.round(rate * seconds);
   const byStatus = new Map();
+  const errorNames = {};
   let errors = 0;
   let finished = 0;
   let inFlight = 0;
@@ -64,7 +66,8 @@ async function main() {
     const body = bodies[i % bodies.length];
     inFlight += 1;
     peakInFlight = Math.max(peakInFlight, inFlight);
-    const done = (status) => {
+    const done = (status, errorName) => {
+      if (errorName) errorNames[errorName] = (errorNames[errorName] || 0) + 1;
       inFlight -= 1;
       finished += 1;
       const latency = performance.now() - due;
@@ -78,8 +81,23 @@ async function main() {
       agent, hostname: target.hostname, port: target.port, path: target.pathname + target.search, method: "POST",
       headers: { "content-type": "application/json", "content-length": body.length },
     }, (res) => {
-      res.resume();
-      res.on("end", () => done(res.statusCode));
+      if (res.statusCode === 200) {
+        res.resume();
+        res.on("end", () => done(res.statusCode));
+        return;
+      }
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (text += c));
+      res.on("end", () => {
+        let name = "(not JSON)";
+        try {
+          name = JSON.parse(text).error.name;
+        } catch {
+          /* keep the placeholder */
+        }
+        done(res.statusCode, `${res.statusCode} ${name}`);
+      });
     });
     req.setTimeout(30000, () => req.destroy(new Error("timeout")));
     req.on("error", () => done(0));
@@ -107,7 +125,7 @@ async function main() {
   agent.destroy();
   process.stdout.write(`BENCH_JSON ${JSON.stringify({
     url, rate, seconds, connections, requests: total, finished, errors, unanswered: total - finished,
-    offered_rps: total / sentFor, elapsed_s: elapsed, peak_in_flight: peakInFlight, statuses, all,
+    offered_rps: total / sentFor, elapsed_s: elapsed, peak_in_flight: peakInFlight, statuses, all, error_names: errorNames,
   })}\n`);
 }
 

@@ -8,7 +8,7 @@ with the same Keras model called inline. Load is POST ``/experts/sentiment``
 with real sentences. Constant-rate load comes from ``bench/constant_rate.js``
 (open loop; latency counted from when each request was due, as wrk2 does).
 
-1. **Capacity and unloaded latency**: closed-loop ``wrk -c64`` gives each
+1. **Capacity and unloaded latency**: closed-loop ``wrk -c256`` gives each
    server's capacity (answered requests/s); 50 requests/s gives the unloaded
    p50/p99.
 2. **The overload row**: about twice the bridge's capacity offered for 10 s:
@@ -46,6 +46,7 @@ PATH = "/experts/sentiment"
 QUEUE_BOUNDS = (256, 64, 16)
 UNLOADED_RATE = 50
 OVERLOAD_SECONDS = 10
+OVERLOAD_ROUNDS = 2
 CURVE_SECONDS = 4
 CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5)
 BIG_BATCH = 100_000
@@ -79,6 +80,8 @@ def constant_rate(url: str, rate: float, seconds: float, bodies: Path, connectio
         "errors": raw["errors"] + raw["unanswered"],
         "elapsed_s": answered_s,
         "statuses": {k: v["count"] for k, v in raw["statuses"].items()},
+        "error_names": raw.get("error_names", {}),
+        "p99_all_ms": raw["all"]["p99_ms"],
     }
 
 
@@ -102,6 +105,11 @@ def mib(kib: int | None) -> float | None:
     return None if kib is None else kib / 1024.0
 
 
+def memory(server, bridge) -> dict:
+    """Resident memory (MiB) of the server's and the bridge's process trees."""
+    return {"server": mib(tree_kib(server.pid, "VmRSS")), "bridge": mib(tree_kib(bridge.pid, "VmRSS"))}
+
+
 def big_batches(endpoint: str, texts: list[str], stop: threading.Event, log: list) -> None:
     """Send ``batch("sentiment", 100,000 docs)`` back to back until ``stop``; record each call's seconds."""
     from clients.wire import connect
@@ -123,6 +131,7 @@ def measure() -> dict:
     texts = load_texts()
     bodies = write_bodies(texts, TMP / "overload-bodies.jsonl", count=2000)
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
                              "node": subprocess.run(["node", "--version"], capture_output=True,
                                                     text=True).stdout.strip()}}
     with Fleet() as fleet:
@@ -140,7 +149,7 @@ def measure() -> dict:
         # 1. warm up, capacity (closed loop), unloaded latency (interleaved, medians of 3)
         for url in [*urls.values(), *(b.url + PATH for b in bridges.values())]:
             run_wrk(url, 64, 2.0, bodies)
-        capacity = {name: median(run_wrk(url, 64, 5.0, bodies)["rps"] for _ in range(2))
+        capacity = {name: median(run_wrk(url, 256, 5.0, bodies)["rps"] for _ in range(2))
                     for name, url in urls.items()}
         unloaded_runs: dict[str, list[dict]] = {name: [] for name in urls}
         for _ in range(3):
@@ -152,23 +161,25 @@ def measure() -> dict:
         out["capacity"] = capacity
         out["unloaded"] = unloaded
 
-        # 2. the overload row: twice the bridge's capacity, for each queue bound
+        # 2. the overload row: twice the bridge's capacity, for each queue bound (interleaved rounds)
         offered = 2 * capacity["bridge"]
-        rows = []
-        for bound, bridge in bridges.items():
-            before = {"server": mib(tree_kib(server.pid, "VmRSS")), "bridge": mib(tree_kib(bridge.pid, "VmRSS"))}
-            run = constant_rate(bridge.url + PATH, offered, OVERLOAD_SECONDS, bodies, connections=1024)
-            time.sleep(1.0)
-            after = {"server": mib(tree_kib(server.pid, "VmRSS")), "bridge": mib(tree_kib(bridge.pid, "VmRSS"))}
-            rows.append({"queue_bound": bound, **run, "memory_before_mib": before, "memory_after_mib": after})
-        out["overload"] = {"offered_rps": offered, "rows": rows}
+        runs: dict[int, list[dict]] = {bound: [] for bound in bridges}
+        for _ in range(OVERLOAD_ROUNDS):
+            for bound, bridge in bridges.items():
+                before = memory(server, bridge)
+                run = constant_rate(bridge.url + PATH, offered, OVERLOAD_SECONDS, bodies, connections=1024)
+                time.sleep(1.0)
+                after = memory(server, bridge)
+                runs[bound].append({**run, "memory_before_mib": before, "memory_after_mib": after})
+        out["overload"] = {"offered_rps": offered, "runs": {str(k): v for k, v in runs.items()}}
 
         # 3. latency vs throughput at constant rates (bridge and bjoern interleaved)
         top = max(capacity.values())
         curve: dict[str, list[dict]] = {name: [] for name in urls}
         for fraction in CURVE_FRACTIONS:
             for name, url in urls.items():
-                curve[name].append(constant_rate(url, fraction * top, CURVE_SECONDS, bodies, connections=1024))
+                point = constant_rate(url, fraction * top, CURVE_SECONDS, bodies, connections=1024)
+                curve[name].append(point)
         out["curve"] = curve
 
         # 4. one document while 100,000-document batches run (unloaded / loaded interleaved)
@@ -195,12 +206,14 @@ def draw(curve: dict, capacity: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"bridge": ("expertd via the Express bridge", "tab:blue"), "bjoern": ("Falcon + bjoern", "tab:orange")}
+    styles = {"bridge": ("expertd via the Express bridge", "tab:blue"),
+              "bjoern": ("Falcon + bjoern", "tab:orange")}
     for name, points in curve.items():
         label, colour = styles.get(name, (name, None))
         offered = [p["offered_rps"] for p in points]
         axes[0].plot(offered, [p["p99_ms"] for p in points], "o-", color=colour, label=f"{label}, p99")
-        axes[0].plot(offered, [p["p50_ms"] for p in points], "s--", color=colour, alpha=0.6, label=f"{label}, p50")
+        axes[0].plot(offered, [p["p50_ms"] for p in points], "s--", color=colour, alpha=0.6,
+                     label=f"{label}, p50")
         axes[1].plot(offered, [p["goodput_rps"] for p in points], "o-", color=colour, label=label)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("offered load (requests/s, constant rate)")
@@ -226,54 +239,81 @@ def fmt(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def row(*cells) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def report(data: dict) -> str:
     """RESULTS-overload.md from the raw numbers."""
     cap, unl = data["capacity"], data["unloaded"]
+    m = data["machine"]
     lines = ["# Overload through the bridge (`python -m bench.overload`)", "",
-             f"Machine: {data['machine']['cpus']} cores shared by the load generator and every server; "
-             f"Python {data['machine']['python']}, Node {data['machine']['node']}. "
-             "Load: POST /experts/sentiment (Keras model) with real sentences; constant-rate load from "
-             "bench/constant_rate.js (open loop; latency counted from when each request was due).", "",
+             f"Machine: {m['cpus']} cores shared by the load generator, every server and, during this run, "
+             f"other work (load average at the start: {m.get('load', '?')}); Python {m['python']}, "
+             f"Node {m['node']}. Load: POST /experts/sentiment (Keras model) with real sentences; "
+             "constant-rate load from bench/constant_rate.js (open loop; latency counted from when each "
+             "request was due, so time spent waiting to be read counts).", "",
              "## Capacity and unloaded latency", "",
-             "| server | capacity (wrk -c64, 200s/s, median of 2) | unloaded p50 (ms) | unloaded p99 (ms) |",
-             "|---|---|---|---|"]
+             row("server", "capacity (wrk -c256, req/s, median of 2)", "unloaded p50 (ms)",
+                 f"unloaded p99 (ms, {UNLOADED_RATE} req/s, median of 3)"),
+             row("---", "---", "---", "---")]
     for name in cap:
-        lines.append(f"| {name} | {fmt(cap[name], 0)} | {fmt(unl[name]['p50_ms'], 2)} | {fmt(unl[name]['p99_ms'], 2)} |")
+        lines.append(row(name, fmt(cap[name], 0), fmt(unl[name]["p50_ms"], 2), fmt(unl[name]["p99_ms"], 2)))
     o = data["overload"]
-    lines += ["", f"## The overload row: {fmt(o['offered_rps'], 0)} requests/s offered (2x the bridge's capacity) "
+    lines += ["", f"## The overload row: {fmt(o['offered_rps'], 0)} req/s offered (2x the bridge's capacity) "
               f"for {OVERLOAD_SECONDS} s", "",
-              "Goal: goodput >= 90% of capacity, answered p99 <= 3x unloaded p99.", "",
-              "| COALESCE_MAX_QUEUE | goodput (200s/s) | share of capacity | p99 of 200s (ms) | vs unloaded p99 | "
-              "answered 503 | other / errors | server RSS before -> after (MiB) | bridge RSS before -> after (MiB) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in o["rows"]:
-        share = r["goodput_rps"] / cap["bridge"]
-        vs = (r["p99_ms"] / unl["bridge"]["p99_ms"]) if r["p99_ms"] else None
-        mb, ma = r["memory_before_mib"], r["memory_after_mib"]
-        default = " (default)" if r["queue_bound"] == QUEUE_BOUNDS[0] else ""
-        lines.append(f"| {r['queue_bound']}{default} | {fmt(r['goodput_rps'], 0)} | {share:.0%} | {fmt(r['p99_ms'])} | "
-                     f"{fmt(vs, 1)}x | {r['shed_503'] / max(1, r['requests']):.0%} | {r['other']} / {r['errors']} | "
-                     f"{fmt(mb['server'], 0)} -> {fmt(ma['server'], 0)} | {fmt(mb['bridge'], 0)} -> {fmt(ma['bridge'], 0)} |")
-    lines += ["", "## Latency vs throughput (constant rates)", "", f"![latency vs throughput]({PICTURE.name})", "",
-              "| offered (req/s) | bridge goodput | bridge p50 / p99 (ms) | bridge 503 | bjoern goodput | bjoern p50 / p99 (ms) |",
-              "|---|---|---|---|---|---|"]
+              "Goal: goodput >= 90% of capacity, answered p99 <= 3x unloaded p99. "
+              f"Medians of {OVERLOAD_ROUNDS} interleaved rounds (memory: the last round).", "",
+              row("COALESCE_MAX_QUEUE", "goodput (200s/s)", "share of capacity", "p99 of 200s (ms)",
+                  "vs unloaded p99", "answered 503", "non-200 answers by name", "transport errors",
+                  "server RSS (MiB)", "bridge RSS (MiB)"),
+              row(*["---"] * 10)]
+    for bound, runs in o["runs"].items():
+        goodput = median(r["goodput_rps"] for r in runs)
+        p99s = [r["p99_ms"] for r in runs if r["p99_ms"] is not None]
+        p99 = median(p99s) if p99s else None
+        shed = median(r["shed_503"] / max(1, r["requests"]) for r in runs)
+        names: dict[str, int] = {}
+        for r in runs:
+            for k, v in r["error_names"].items():
+                names[k] = names.get(k, 0) + v
+        last = runs[-1]
+        mb, ma = last["memory_before_mib"], last["memory_after_mib"]
+        default = " (default)" if int(bound) == QUEUE_BOUNDS[0] else ""
+        vs = p99 / unl["bridge"]["p99_ms"] if p99 else None
+        lines.append(row(f"{bound}{default}", fmt(goodput, 0), f"{goodput / cap['bridge']:.0%}", fmt(p99),
+                         f"{fmt(vs, 1)}x", f"{shed:.0%}",
+                         ", ".join(f"{k}: {v}" for k, v in sorted(names.items())) or "-",
+                         sum(r["errors"] for r in runs),
+                         f"{fmt(mb['server'], 0)} -> {fmt(ma['server'], 0)}",
+                         f"{fmt(mb['bridge'], 0)} -> {fmt(ma['bridge'], 0)}"))
+    lines += ["", "## Latency vs throughput (constant rates)", "",
+              f"![latency vs throughput]({PICTURE.name})", "",
+              f"{CURVE_SECONDS} s per point, bridge and bjoern interleaved at each rate.", "",
+              row("offered (req/s)", "bridge goodput", "bridge p50 / p99 (ms)", "bridge non-200",
+                  "bjoern goodput", "bjoern p50 / p99 (ms)", "bjoern non-200"),
+              row(*["---"] * 7)]
     for b, f in zip(data["curve"]["bridge"], data["curve"]["bjoern"]):
-        lines.append(f"| {fmt(b['rate'], 0)} | {fmt(b['goodput_rps'], 0)} | {fmt(b['p50_ms'])} / {fmt(b['p99_ms'])} | "
-                     f"{b['shed_503']} | {fmt(f['goodput_rps'], 0)} | {fmt(f['p50_ms'])} / {fmt(f['p99_ms'])} |")
+        lines.append(row(fmt(b["rate"], 0), fmt(b["goodput_rps"], 0),
+                         f"{fmt(b['p50_ms'])} / {fmt(b['p99_ms'])}", b["requests"] - b["ok"],
+                         fmt(f["goodput_rps"], 0),
+                         f"{fmt(f['p50_ms'])} / {fmt(f['p99_ms'])}", f["requests"] - f["ok"]))
     lines += ["", f"## One document while {BIG_BATCH:,}-document batches run", "",
-              "Goal: the one-document p99 during a big batch <= 3x the unloaded p99.", "",
-              "| round | unloaded p99 (ms) | p99 during batches (ms) | ratio | batch calls (seconds each) |",
-              "|---|---|---|---|---|"]
+              f"Goal: the one-document p99 during a big batch <= 3x the unloaded p99 ({UNLOADED_RATE} req/s "
+              "through the bridge; the batches go to the same expert over RPC, back to back).", "",
+              row("round", "unloaded p99 (ms)", "p99 during batches (ms)", "ratio", "batch calls (s each)"),
+              row(*["---"] * 5)]
     ratios = []
     for i, r in enumerate(data["big_batch"], 1):
         q, b = r["unloaded"]["p99_ms"], r["during_batch"]["p99_ms"]
         ratio = b / q if q and b else None
-        ratios.append(ratio)
+        if ratio is not None:
+            ratios.append(ratio)
         calls = ", ".join(f"{c['seconds']:.1f}" + (" (error)" if "error" in c else "") for c in r["batches"])
-        lines.append(f"| {i} | {fmt(q, 2)} | {fmt(b, 2)} | {fmt(ratio, 1)}x | {calls} |")
-    good = [x for x in ratios if x is not None]
-    if good:
-        lines.append(f"\nMedian ratio: {median(good):.1f}x.")
+        lines.append(row(i, fmt(q, 2), fmt(b, 2), f"{fmt(ratio, 1)}x", calls))
+    if ratios:
+        lines.append(f"\nMedian ratio: {median(ratios):.1f}x.")
     lines += ["", "Raw numbers: `bench/tmp/overload.json` (not committed).", ""]
     return "\n".join(lines)
 
