@@ -67,6 +67,8 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
+	$(MAKE) $(NODE_STAMP)
+	$(PY) -m bench.overload
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data
