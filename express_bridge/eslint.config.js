@@ -30,4 +30,14 @@ module.exports = [
       "object-shorthand": ["error", "properties"],
     },
   },
+  {
+    // The page's scripts run in the browser.
+    files: ["public/**/*.js"],
+    languageOptions: { sourceType: "script", globals: { ...globals.browser } },
+  },
+  {
+    // Functions this test hands to the browser (page.evaluate) use its globals.
+    files: ["test/page.test.js"],
+    languageOptions: { globals: { ...globals.node, ...globals.browser } },
+  },
 ];

@@ -277,13 +277,25 @@ class MicroBatcher:
 
     def _call_model(self, values: list) -> list[Outcome]:
         began = time.perf_counter()
-        outcomes = self.pool.spawn(self._predict_checked, values).get()
+        failure, outcomes = self.pool.spawn(self._predict_checked, values).get()
         if self.on_batch is not None:
             self.on_batch(self.expert.name, len(values), time.perf_counter() - began)
+        if failure is not None:
+            raise failure
         return outcomes
 
-    def _predict_checked(self, values: list) -> list[Outcome]:
-        """Run in a native thread: the model call, then a check of every output."""
+    def _predict_checked(self, values: list) -> tuple[Exception | None, list[Outcome]]:
+        """Run in a native thread: the model call, then a check of every output.
+
+        An exception is returned, not raised, so that gevent's thread pool does
+        not print a traceback for every expected failure (each bisection step).
+        """
+        try:
+            return None, self._predict_outcomes(values)
+        except Exception as exc:
+            return exc, []
+
+    def _predict_outcomes(self, values: list) -> list[Outcome]:
         result = list(self.expert.predict(values))
         if len(result) != len(values):
             raise ValueError(f"returned {len(result)} opinions for {len(values)} inputs")

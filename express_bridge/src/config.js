@@ -8,6 +8,7 @@
  */
 
 const net = require("node:net");
+const { parseOrigins } = require("./cors");
 
 const DEFAULTS = Object.freeze({
   HOST: "127.0.0.1",
@@ -144,6 +145,12 @@ function loadConfig(env = process.env) {
     inFlight: parseInteger("COALESCE_IN_FLIGHT", pick("COALESCE_IN_FLIGHT"), 1),
     maxQueue: parseInteger("COALESCE_MAX_QUEUE", pick("COALESCE_MAX_QUEUE"), 1),
   };
+  let corsOrigins;
+  try {
+    corsOrigins = parseOrigins(env.CORS_ORIGINS);
+  } catch (err) {
+    throw new ConfigError(`CORS_ORIGINS: ${err.message}`);
+  }
   return {
     host,
     port,
@@ -157,6 +164,7 @@ function loadConfig(env = process.env) {
     logLevel,
     jsonMaxDepth: parseInteger("JSON_MAX_DEPTH", pick("JSON_MAX_DEPTH"), 1),
     coalesce,
+    corsOrigins,
   };
 }
 

@@ -31,10 +31,11 @@ class Connection {
    * @param {number} options.timeoutMs default call timeout (for zerorpc's backstop timer)
    * @param {number} options.heartbeatMs
    * @param {{warn: Function, debug: Function}} options.logger
+   * @param {object} [options.curve] CURVE socket options (curve.js)
    * @param {(connection: Connection) => void} [options.onDisconnect] the socket lost its
    *   peer while this connection was in use (called once per drop, not after retirement)
    */
-  constructor({ endpoint, timeoutMs, heartbeatMs, logger, onDisconnect = () => {} }) {
+  constructor({ endpoint, timeoutMs, heartbeatMs, logger, curve, onDisconnect = () => {} }) {
     this.id = nextConnectionId++;
     this.endpoint = endpoint;
     this.logger = logger;
@@ -45,7 +46,7 @@ class Connection {
     this.suspect = 0;
     /** @type {Map<number, (err: any, result?: any) => void>} */
     this.pending = new Map();
-    this.client = newZerorpcClient({ timeoutMs, heartbeatMs, logger });
+    this.client = newZerorpcClient({ timeoutMs, heartbeatMs, logger, curve });
     const zmqSocket = this.client._socket && this.client._socket._zmqSocket;
     if (zmqSocket && typeof zmqSocket.monitor === "function") {
       try {

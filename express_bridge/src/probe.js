@@ -15,10 +15,10 @@ const { newZerorpcClient } = require("./zerorpc_client");
 
 /**
  * Ask `health()` once on a fresh socket.
- * @param {{endpoint: string, timeoutMs: number, heartbeatMs: number, logger: object}} options
+ * @param {{endpoint: string, timeoutMs: number, heartbeatMs: number, logger: object, curve?: object}} options
  * @returns {Promise<{ok: boolean, refused: boolean, reason: string, health?: object}>}
  */
-function probeHealth({ endpoint, timeoutMs, heartbeatMs, logger }) {
+function probeHealth({ endpoint, timeoutMs, heartbeatMs, logger, curve }) {
   return new Promise((resolve) => {
     let client;
     let done = false;
@@ -38,7 +38,7 @@ function probeHealth({ endpoint, timeoutMs, heartbeatMs, logger }) {
       resolve({ ok, refused, reason, health });
     };
     try {
-      client = newZerorpcClient({ timeoutMs, heartbeatMs, logger });
+      client = newZerorpcClient({ timeoutMs, heartbeatMs, logger, curve });
       const zmqSocket = client._socket && client._socket._zmqSocket;
       if (zmqSocket && typeof zmqSocket.monitor === "function") {
         zmqSocket.monitor();
@@ -64,15 +64,16 @@ function probeHealth({ endpoint, timeoutMs, heartbeatMs, logger }) {
  */
 class Connectivity extends EventEmitter {
   /**
-   * @param {{endpoint: string, probeTimeoutMs: number, heartbeatMs: number, probeCacheMs: number, logger: object}} options
+   * @param {{endpoint: string, probeTimeoutMs: number, heartbeatMs: number, probeCacheMs: number, logger: object, curve?: object}} options
    */
-  constructor({ endpoint, probeTimeoutMs, heartbeatMs, probeCacheMs, logger }) {
+  constructor({ endpoint, probeTimeoutMs, heartbeatMs, probeCacheMs, logger, curve }) {
     super();
     this.endpoint = endpoint;
     this.probeTimeoutMs = probeTimeoutMs;
     this.heartbeatMs = heartbeatMs;
     this.probeCacheMs = probeCacheMs;
     this.logger = logger;
+    this.curve = curve;
     /** @type {"unknown"|"up"|"down"} */
     this.state = "unknown";
     this._inFlight = null;
@@ -87,7 +88,7 @@ class Connectivity extends EventEmitter {
   probe({ maxAgeMs = this.probeCacheMs } = {}) {
     if (this._inFlight) return this._inFlight;
     if (this._last.at && Date.now() - this._last.at < maxAgeMs) return Promise.resolve(this._last);
-    this._inFlight = probeHealth({ endpoint: this.endpoint, timeoutMs: this.probeTimeoutMs, heartbeatMs: this.heartbeatMs, logger: this.logger })
+    this._inFlight = probeHealth({ endpoint: this.endpoint, timeoutMs: this.probeTimeoutMs, heartbeatMs: this.heartbeatMs, logger: this.logger, curve: this.curve })
       .then((result) => {
         this._inFlight = null;
         this._last = { ...result, at: Date.now() };

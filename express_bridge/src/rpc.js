@@ -31,6 +31,7 @@ const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = requ
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { Connectivity } = require("./probe");
+const { curveOptions } = require("./curve");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -54,7 +55,8 @@ class ExpertdClient extends EventEmitter {
     this.timeoutMs = timeoutMs;
     this.heartbeatMs = heartbeatMs;
     this.logger = logger || silentLogger;
-    this.connectivity = new Connectivity({ endpoint, probeTimeoutMs, heartbeatMs, probeCacheMs, logger: this.logger });
+    this.curve = curveOptions(); // CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY (throws if unusable)
+    this.connectivity = new Connectivity({ endpoint, probeTimeoutMs, heartbeatMs, probeCacheMs, logger: this.logger, curve: this.curve });
     this.connectivity.on("state", (next, prev, result) => this._onState(next, prev, result));
     /** Expert names last reported by the server (health() or experts()). */
     this.knownExperts = new Set();
@@ -245,6 +247,7 @@ class ExpertdClient extends EventEmitter {
         timeoutMs: this.timeoutMs,
         heartbeatMs: this.heartbeatMs,
         logger: this.logger,
+        curve: this.curve,
         onDisconnect: (c) => this._onDisconnect(c),
       });
     }

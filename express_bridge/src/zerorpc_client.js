@@ -21,20 +21,23 @@
 
 const zerorpc = require("zerorpc");
 const { TIMEOUT_HEADER } = require("./errors");
+const { secureClient } = require("./curve");
 
 /**
  * A new, unconnected zerorpc client with the header extension installed.
- * Every zerorpc.Client of the bridge is made here (socket options such as
- * CURVE keys belong here too).
+ * Every zerorpc.Client of the bridge is made here, with its socket options
+ * (CURVE keys, see curve.js) set before it connects.
  * @param {object} options
  * @param {number} options.timeoutMs the caller's own timeout; zerorpc's timer (whole seconds) is set past it as a backstop
  * @param {number} options.heartbeatMs zerorpc heartbeat interval
  * @param {{warn: Function}} options.logger
+ * @param {object} [options.curve] CURVE socket options from curveOptions() (empty: none)
  * @returns {zerorpc.Client}
  */
-function newZerorpcClient({ timeoutMs, heartbeatMs, logger }) {
+function newZerorpcClient({ timeoutMs, heartbeatMs, logger, curve = {} }) {
   const client = new zerorpc.Client({ timeout: zerorpcTimeoutSeconds(timeoutMs), heartbeatInterval: heartbeatMs });
   client.on("error", (err) => logger.warn({ err: String(err) }, "zerorpc socket error"));
+  secureClient(client, curve);
   installHeaderHook(client);
   return client;
 }
