@@ -72,12 +72,12 @@ class ExpertdServer:
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
-        security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
-                                  self.config.authorized_keys, self.config.insecure)
         soft, _ = raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         self.check_endpoint()
+        security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
+                                  self.config.authorized_keys, self.config.insecure)
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
         threads = self.config.threads or file.server.threads
         experts = build_experts(file)
