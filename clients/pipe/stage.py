@@ -18,7 +18,7 @@ from typing import IO
 from expertd.catalogue import exit_code
 from clients.pipe.connecting import Connector
 from clients.pipe.options import PipeOptions
-from clients.pipe.output import Output, Progress
+from clients.pipe.output import Output, Progress, as_line
 from clients.pipe.pipelining import Pipeline
 from clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   parse_line)
@@ -98,7 +98,7 @@ class Stage:
                 self.detect_and_run()
                 return EXIT_PARTIAL if self.incomplete else EXIT_OK
             except Stop as exc:
-                self.output.write_through_pending(self.reader.take_buffered())
+                self.output.write_through_pending(self.buffered())
                 self.warn(str(exc))
                 self.pass_rest()
                 return exc.code
@@ -107,7 +107,7 @@ class Stage:
             except BrokenPipeError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
-                self.output.write_through_pending(self.reader.take_buffered())
+                self.output.write_through_pending(self.buffered())
                 self.warn(f"internal error in the pipe stage ({type(exc).__name__}: {exc}); "
                           f"lines not yet answered were written through unchanged; "
                           f"please report this")
@@ -115,7 +115,7 @@ class Stage:
                 return exit_code("InternalError")
         except Interrupted as exc:
             self.stopping = True
-            count = self.output.write_through_pending(self.reader.take_buffered())
+            count = self.output.write_through_pending(self.buffered())
             self.warn(f"stopped by {signal.Signals(exc.signum).name}; {count} lines not yet "
                       f"answered were written through unchanged")
             return 128 + exc.signum
@@ -123,6 +123,11 @@ class Stage:
             self.stopping = True
             self.output.flush()
             self.connector.close()
+
+    def buffered(self) -> bytes:
+        """Input read from stdin but not yet split into lines (ending in a newline)."""
+        data = self.reader.take_buffered()
+        return as_line(data) if data else b""
 
     def pass_rest(self) -> None:
         """Copy the rest of stdin to stdout unchanged (the server cannot be asked)."""
