@@ -46,6 +46,14 @@ class BatchPolicy:
 
 
 @dataclass
+class QueuePolicy:
+    """How much work the server admits for one expert (``queue:`` in the experts file)."""
+
+    max_docs: int = 200_000
+    budget_ms: float = 1000.0
+
+
+@dataclass
 class ExpertSpec:
     """One entry of the experts file."""
 
@@ -53,6 +61,7 @@ class ExpertSpec:
     import_string: str
     options: dict = field(default_factory=dict)
     batch: BatchPolicy = field(default_factory=BatchPolicy)
+    queue: QueuePolicy = field(default_factory=QueuePolicy)
 
 
 @dataclass
@@ -61,6 +70,12 @@ class ServerSettings:
 
     max_text_bytes: int = 1024 * 1024
     threads: int = 4
+    #: Most documents one call may carry (``TooManyDocuments`` beyond).
+    max_batch_docs: int = 100_000
+    #: Largest ZeroMQ message the socket accepts (a bigger one drops that connection).
+    max_message_bytes: int = 32 * 1024 * 1024
+    #: A connection that has not finished its ZMTP handshake by then is closed.
+    handshake_timeout_ms: float = 5000.0
 
 
 @dataclass
@@ -124,7 +139,7 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             entry = {"expert": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("expert"), str):
             raise ConfigError(f"expert {name!r} needs 'expert: module:attribute'")
-        unknown = set(entry) - {"expert", "options", "batch"}
+        unknown = set(entry) - {"expert", "options", "batch", "queue"}
         if unknown:
             raise ConfigError(f"expert {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         batch = entry.get("batch") or {}
@@ -134,8 +149,14 @@ def load_config(path: str | Path | None = None) -> ExpertsConfig:
             raise ConfigError(f"expert {name!r}: bad batch settings: {exc}") from None
         if policy.max_size < 1 or policy.max_wait_ms < 0:
             raise ConfigError(f"expert {name!r}: batch max_size must be >= 1 and max_wait_ms >= 0")
+        try:
+            queue = QueuePolicy(**(entry.get("queue") or {}))
+        except TypeError as exc:
+            raise ConfigError(f"expert {name!r}: bad queue settings: {exc}") from None
+        if not isinstance(queue.max_docs, int) or queue.max_docs < 1 or queue.budget_ms <= 0:
+            raise ConfigError(f"expert {name!r}: queue max_docs must be >= 1 and budget_ms > 0")
         specs.append(ExpertSpec(name, entry["expert"],
-                                _resolve_paths(entry.get("options") or {}, base), policy))
+                                _resolve_paths(entry.get("options") or {}, base), policy, queue))
     try:
         server = ServerSettings(**(raw.get("server") or {}))
     except TypeError as exc:

@@ -1,136 +1,309 @@
-"""Micro-batching: concurrent requests for one expert become one model call.
+"""Micro-batching with admission control: concurrent requests for one expert become
+model calls, a full queue answers ``Overloaded`` at once, and one bad input fails alone.
 
-Each expert gets a ``MicroBatcher``: a greenlet that takes queued requests,
-groups them (up to ``max_size`` inputs, waiting at most ``max_wait_ms`` for
-more once the queue is empty) and runs the expert's ``predict`` in a native
-thread, so the gevent loop (and zerorpc's heartbeats) keeps running while the
-model works. Requests that arrive during a model call form the next batch.
+Each expert gets a ``MicroBatcher``: a greenlet that takes queued requests and
+runs the expert's ``predict`` in a native thread, so the gevent loop (and
+zerorpc's heartbeats) keeps running while the model works.
+
+* **Admission.** The queue holds at most ``max_queued_docs`` documents not yet
+  started; a request that does not fit is refused with ``Overloaded`` at once.
+  A request that waited longer than ``budget_ms`` before its first model call,
+  or whose caller's deadline passed, is answered ``Overloaded`` and never
+  computed; a request whose caller went away (its greenlet was killed) is dropped.
+* **Fair batching.** Each model call takes every small request waiting (FIFO,
+  up to ``max_size`` inputs) plus one chunk (``chunk_size`` inputs) of the
+  oldest large request, which then goes to the back of the line: a
+  one-document call waits for about one model call, not for a 100,000-document batch.
+* **Isolation.** A model call that raises is split in halves until the failing
+  inputs are found, so a poison input fails only itself; each output is
+  checked (``outputs.opinion_problem``) and a bad one fails only its input.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any, Sequence
 
 import gevent
-import gevent.queue
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
 
 from experts.base import Expert
-from rpc_server.errors import ExpertFailed
+from rpc_server.errors import ExpertdError, ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
+from rpc_server.outputs import opinion_problem
 
 log = logging.getLogger("expertd.batching")
 
-#: A single request larger than this is cut into model calls of this size.
-MAX_CHUNK = 1024
+#: Inputs of one large request given to one model call.
+DEFAULT_CHUNK = 1024
+#: Defaults of an expert's ``queue:`` settings.
+DEFAULT_MAX_QUEUED_DOCS = 200_000
+DEFAULT_BUDGET_MS = 1000.0
+#: Longest expert failure message passed on to a caller.
+MESSAGE_LIMIT = 300
+
+#: One input's outcome: ``(True, opinion)`` or ``(False, error)``.
+Outcome = tuple
 
 
 class _Request:
-    __slots__ = ("values", "result")
+    __slots__ = ("values", "outcomes", "taken", "unanswered", "enqueued", "deadline",
+                 "result", "cancelled")
 
-    def __init__(self, values: Sequence[Any]) -> None:
+    def __init__(self, values: list, deadline: float | None) -> None:
         self.values = values
+        self.outcomes: list = [None] * len(values)
+        self.taken = 0               # inputs handed to model calls so far
+        self.unanswered = len(values)
+        self.enqueued = time.monotonic()
+        self.deadline = deadline     # time.monotonic() by which the caller wants an answer
         self.result = AsyncResult()
+        self.cancelled = False
+
+    @property
+    def remaining(self) -> int:
+        return len(self.values) - self.taken
 
 
 class MicroBatcher:
-    """Groups requests for one expert and runs them off the event loop."""
+    """Groups requests for one expert, admits what it can finish, runs it off the event loop."""
 
     def __init__(self, expert: Expert, pool: ThreadPool, max_size: int = 64,
-                 max_wait_ms: float = 0.0, on_batch=None) -> None:
-        """``on_batch(expert_name, size, seconds)`` is called after each model call."""
+                 max_wait_ms: float = 0.0, on_batch=None, *, on_shed=None,
+                 max_queued_docs: int = DEFAULT_MAX_QUEUED_DOCS,
+                 budget_ms: float = DEFAULT_BUDGET_MS, chunk_size: int = DEFAULT_CHUNK) -> None:
+        """``on_batch(expert_name, size, seconds)`` is called after each model call,
+        ``on_shed(expert_name)`` for each request answered ``Overloaded``."""
         self.expert = expert
         self.pool = pool
         self.max_size = max_size
         self.max_wait = max_wait_ms / 1000.0
+        self.max_queued_docs = max_queued_docs
+        self.budget = budget_ms / 1000.0
+        self.chunk_size = max(chunk_size, max_size)
         self.on_batch = on_batch
-        self._queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.on_shed = on_shed
+        self.schema = getattr(expert, "opinion_schema", None)
+        self.queued_docs = 0
+        self.shed = 0                # requests answered Overloaded
+        self._queue: deque[_Request] = deque()
+        self._wakeup = Event()
+        self._closed = False
         self._worker = gevent.spawn(self._run)
 
-    def predict(self, values: Sequence[Any]) -> list[dict]:
-        """Opinions for ``values``, in order (blocks this greenlet only)."""
-        request = _Request(list(values))
-        self._queue.put(request)
-        return request.result.get()
+    # -- what callers use -----------------------------------------------------
+
+    def settings(self) -> dict:
+        """The batching and queue settings, as ``experts()`` reports them."""
+        return {"max_size": self.max_size, "max_wait_ms": self.max_wait * 1000.0,
+                "chunk_size": self.chunk_size,
+                "queue": {"max_docs": self.max_queued_docs, "budget_ms": self.budget * 1000.0}}
+
+    def predict_each(self, values: Sequence[Any], deadline: float | None = None) -> list[Outcome]:
+        """One outcome per value, in order (blocks this greenlet only).
+
+        Raises ``Overloaded`` when the request cannot be admitted or could not
+        start in time, ``TooManyDocuments`` when it could never fit.
+        """
+        values = list(values)
+        if not values:
+            return []
+        if self._closed:
+            raise ShuttingDown("the server is shutting down; retry after it restarts")
+        name = self.expert.name
+        if len(values) > self.max_queued_docs:
+            raise TooManyDocuments(f"{len(values)} documents for expert {name!r} is more than its "
+                                   f"queue holds (max_docs {self.max_queued_docs}); split the call")
+        if self.queued_docs + len(values) > self.max_queued_docs:
+            self._shed()
+            raise Overloaded(f"expert {name!r} has {self.queued_docs} documents queued "
+                             f"(max_docs {self.max_queued_docs}); retry after a short backoff")
+        if deadline is not None and deadline <= time.monotonic():
+            self._shed()
+            raise Overloaded(f"the caller's deadline passed before expert {name!r} could start")
+        request = _Request(values, deadline)
+        self._queue.append(request)
+        self.queued_docs += len(values)
+        self._wakeup.set()
+        try:
+            return request.result.get()
+        except BaseException:
+            self._cancel(request)
+            raise
+
+    def predict(self, values: Sequence[Any], deadline: float | None = None) -> list[dict]:
+        """Opinions for ``values``, in order; the first input that failed raises its error."""
+        outcomes = self.predict_each(values, deadline)
+        for index, (ok, answer) in enumerate(outcomes):
+            if not ok:
+                if len(outcomes) > 1 and isinstance(answer, ExpertdError):
+                    raise type(answer)(f"docs[{index}]: {answer}")
+                raise answer
+        return [answer for _, answer in outcomes]
 
     def close(self) -> None:
-        """Stop the batching greenlet (queued requests are failed)."""
+        """Stop the batching greenlet; queued requests are answered ``ShuttingDown``."""
+        self._closed = True
         self._worker.kill()
-        while not self._queue.empty():
-            self._queue.get().result.set_exception(ExpertFailed("server is closing"))
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.result.ready():
+                request.result.set_exception(ShuttingDown("the server is shutting down"))
 
-    def _collect(self) -> list[_Request]:
-        batch = [self._queue.get()]
-        size = len(batch[0].values)
-        deadline = time.monotonic() + self.max_wait
-        while size < self.max_size:
-            if not self._queue.empty():
-                nxt = self._queue.peek()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    nxt = self._queue.peek(timeout=remaining)
-                except gevent.queue.Empty:
-                    break
-            if size + len(nxt.values) > self.max_size:
-                break
-            batch.append(self._queue.get())
-            size += len(nxt.values)
-        return batch
+    # -- the batching greenlet ------------------------------------------------
+
+    def _cancel(self, request: _Request) -> None:
+        """The caller went away: forget what of its request has not started."""
+        if request.cancelled:
+            return
+        request.cancelled = True
+        if request in self._queue:
+            self._queue.remove(request)
+            self.queued_docs -= request.remaining
+            request.taken = len(request.values)
+
+    def _shed(self) -> None:
+        self.shed += 1
+        if self.on_shed is not None:
+            self.on_shed(self.expert.name)
 
     def _run(self) -> None:
         while True:
-            batch = self._collect()
+            while not self._queue:
+                self._wakeup.clear()
+                self._wakeup.wait()
+            if self.max_wait > 0:
+                self._wait_for_more()
+            parts = self._take()
+            if not parts:
+                continue
             try:
-                self._serve(batch)
+                self._serve(parts)
             except gevent.GreenletExit:
                 raise
             except BaseException as exc:  # never let the batcher die
-                for request in batch:
+                log.exception("batcher of %s failed", self.expert.name)
+                for request, _, _ in parts:
                     if not request.result.ready():
-                        request.result.set_exception(exc)
+                        request.result.set_exception(ExpertFailed(
+                            f"expert {self.expert.name!r} failed: {type(exc).__name__}"))
 
-    def _serve(self, batch: list[_Request]) -> None:
-        values = [v for request in batch for v in request.values]
-        try:
-            outputs = self._call_model(values)
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].result.set_exception(exc)
+    def _wait_for_more(self) -> None:
+        deadline = time.monotonic() + self.max_wait
+        while sum(r.remaining for r in self._queue) < self.max_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return
-            # One request may have poisoned the batch: give each its own call.
-            for request in batch:
-                try:
-                    request.result.set(self._call_model(request.values))
-                except Exception as single_exc:
-                    request.result.set_exception(single_exc)
-            return
-        start = 0
-        for request in batch:
-            end = start + len(request.values)
-            request.result.set(outputs[start:end])
-            start = end
+            self._wakeup.clear()
+            if not self._wakeup.wait(remaining):
+                return
 
-    def _call_model(self, values: list) -> list[dict]:
-        outputs: list[dict] = []
-        step = max(MAX_CHUNK, self.max_size)
-        for start in range(0, len(values), step):
-            chunk = values[start:start + step]
-            began = time.perf_counter()
-            try:
-                result = self.pool.spawn(self.expert.predict, chunk).get()
-            except Exception as exc:
-                raise ExpertFailed(
-                    f"expert {self.expert.name!r} failed: {type(exc).__name__}: {exc}") from exc
-            if self.on_batch is not None:
-                self.on_batch(self.expert.name, len(chunk), time.perf_counter() - began)
-            result = list(result)
-            if len(result) != len(chunk):
-                raise ExpertFailed(f"expert {self.expert.name!r} returned {len(result)} "
-                                   f"opinions for {len(chunk)} inputs")
-            outputs.extend(result)
-        return outputs
+    def _expire(self, now: float) -> None:
+        """Answer ``Overloaded`` to requests that waited too long or whose caller gave up."""
+        name = self.expert.name
+        for request in list(self._queue):
+            waited = now - request.enqueued
+            if request.taken == 0 and waited > self.budget:
+                why = (f"waited {waited * 1000:.0f} ms in the queue of expert {name!r}, over its "
+                       f"budget of {self.budget * 1000:.0f} ms; not computed, retry after a backoff")
+            elif request.deadline is not None and now >= request.deadline:
+                why = (f"the caller's deadline passed while waiting for expert {name!r}; "
+                       f"not computed")
+            else:
+                continue
+            self._queue.remove(request)
+            self.queued_docs -= request.remaining
+            request.taken = len(request.values)
+            self._shed()
+            if not request.result.ready():
+                request.result.set_exception(Overloaded(why))
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        """The inputs of the next model call: ``(request, start, end)`` slices."""
+        self._expire(time.monotonic())
+        parts: list[tuple[_Request, int, int]] = []
+        size = 0
+        for request in list(self._queue):  # every small request that fits, oldest first
+            if request.remaining <= self.max_size - size:
+                parts.append((request, request.taken, len(request.values)))
+                size += request.remaining
+                self.queued_docs -= request.remaining
+                request.taken = len(request.values)
+                self._queue.remove(request)
+            if size >= self.max_size:
+                break
+        for request in self._queue:  # then one chunk of the oldest large request
+            take = min(request.remaining, self.chunk_size)
+            parts.append((request, request.taken, request.taken + take))
+            request.taken += take
+            self.queued_docs -= take
+            self._queue.remove(request)
+            if request.remaining:
+                self._queue.append(request)  # to the back of the line
+            break
+        return parts
+
+    def _serve(self, parts: list[tuple[_Request, int, int]]) -> None:
+        values = [v for request, start, end in parts for v in request.values[start:end]]
+        outcomes = self._isolate(values)
+        offset = 0
+        for request, start, end in parts:
+            count = end - start
+            request.outcomes[start:end] = outcomes[offset:offset + count]
+            offset += count
+            request.unanswered -= count
+            if request.unanswered == 0 and not request.result.ready():
+                request.result.set(request.outcomes)
+
+    def _isolate(self, values: list) -> list[Outcome]:
+        """Outcomes of ``values``; a failing call is split until the failing inputs are found."""
+        try:
+            return self._call_model(values)
+        except Exception as exc:
+            if len(values) == 1:
+                return [(False, self._failure(exc))]
+        middle = len(values) // 2
+        return self._isolate(values[:middle]) + self._isolate(values[middle:])
+
+    def _failure(self, exc: BaseException) -> ExpertFailed:
+        message = str(exc)
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + "..."
+        log.warning("expert %s failed on an input: %s: %s", self.expert.name,
+                    type(exc).__name__, message.encode("unicode_escape").decode("ascii"))
+        return ExpertFailed(f"expert {self.expert.name!r} failed: {type(exc).__name__}: {message}")
+
+    def _call_model(self, values: list) -> list[Outcome]:
+        began = time.perf_counter()
+        failure, outcomes = self.pool.spawn(self._predict_checked, values).get()
+        if self.on_batch is not None:
+            self.on_batch(self.expert.name, len(values), time.perf_counter() - began)
+        if failure is not None:
+            raise failure
+        return outcomes
+
+    def _predict_checked(self, values: list) -> tuple[Exception | None, list[Outcome]]:
+        """Run in a native thread: the model call, then a check of every output.
+
+        An exception is returned, not raised, so that gevent's thread pool does
+        not print a traceback for every expected failure (each bisection step).
+        """
+        try:
+            return None, self._predict_outcomes(values)
+        except Exception as exc:
+            return exc, []
+
+    def _predict_outcomes(self, values: list) -> list[Outcome]:
+        result = list(self.expert.predict(values))
+        if len(result) != len(values):
+            raise ValueError(f"returned {len(result)} opinions for {len(values)} inputs")
+        outcomes = []
+        for opinion in result:
+            problem = opinion_problem(opinion, self.schema)
+            if problem is None:
+                outcomes.append((True, opinion))
+            else:
+                outcomes.append((False, ExpertFailed(f"expert {self.expert.name!r} {problem}")))
+        return outcomes

@@ -9,11 +9,19 @@ the same format: ``{"name", "methods": {m: {"args": [{"name", "default"?}], "doc
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from typing import Any, Callable
 
 import zerorpc
+from zerorpc.exceptions import LostRemote
 
+from rpc_server.deadlines import DeadlineMiddleware
 from rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
+from rpc_server.guard import GuardedMultiplexer
+from rpc_server.logsafe import shown
+
+log = logging.getLogger("expertd.server")
 
 
 def _target(functor: Any) -> Callable:
@@ -56,16 +64,40 @@ class InspectableServer(zerorpc.Server):
     """``zerorpc.Server`` whose introspection works on Python 3.11+."""
 
     def __init__(self, *args, **kwargs) -> None:
-        """As ``zerorpc.Server``; unknown method names answer ``UnknownMethod``."""
+        """As ``zerorpc.Server`` with its own context (deadline middleware) and a guarded
+        dispatcher; unknown method names answer ``UnknownMethod``."""
+        if kwargs.get("context") is None:
+            kwargs["context"] = zerorpc.Context()
+        kwargs["context"].register_middleware(DeadlineMiddleware())
         super().__init__(*args, **kwargs)
+        self._multiplexer.close()  # zerorpc's dispatcher dies on one bad event: replace it
+        self._multiplexer = GuardedMultiplexer(self._events)
         self._methods = MethodTable(self._methods)
 
     def _print_traceback(self, protocol_v1, exc_infos):
-        """Errors that describe a bad request are answered without a logged traceback."""
+        """What an ERR reply carries: ``[name, message, "Name: message"]``, never a traceback.
+
+        The third field is what the stock Python client's ``str(RemoteError)``
+        shows, so it reads ``Name: message``. An exception that is not an
+        ``ExpertdError`` is a bug of ours: its traceback goes to the server log
+        under an id, and the caller gets ``InternalError`` with that id.
+        """
         exc_type, exc_value, _ = exc_infos
-        if isinstance(exc_value, ExpertdError) and not protocol_v1:
-            return (exc_type.__name__, str(exc_value), "")
-        return super()._print_traceback(protocol_v1, exc_infos)
+        if isinstance(exc_value, LostRemote):
+            log.info("caller went away: %s", exc_value)
+            return ("LostRemote", str(exc_value), f"LostRemote: {exc_value}")
+        if isinstance(exc_value, ExpertdError):
+            name, message = exc_type.__name__, str(exc_value)
+        else:
+            error_id = os.urandom(4).hex()
+            log.error("internal error %s: %s: %s", error_id, exc_type.__name__,
+                      shown(str(exc_value), 200), exc_info=tuple(exc_infos))
+            name = "InternalError"
+            message = (f"the server failed on this call (error id {error_id}, in its log); "
+                       f"this is a bug in expertd, not in your request")
+        if protocol_v1:
+            return (f"{name}: {message}",)
+        return (name, message, f"{name}: {message}")
 
     def _zerorpc_inspect(self) -> dict:
         methods = {name: {"args": describe_args(f), "doc": describe_doc(f)}
@@ -101,7 +133,7 @@ class MethodTable(dict):
         public = sorted(m for m in self if not m.startswith("_"))
 
         def unknown(*args):
-            raise UnknownMethod(f"no RPC method or expert named {name!r}; "
+            raise UnknownMethod(f"no RPC method or expert named {shown(name)!r}; "
                                 f"this server has: {', '.join(public)}")
 
         return zerorpc.rep(unknown)

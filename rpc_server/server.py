@@ -16,6 +16,7 @@ from gevent.threadpool import ThreadPool
 from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, load_config
 from rpc_server.batching import MicroBatcher
 from rpc_server.inspection import InspectableServer
+from rpc_server.limits import limit_socket, raise_open_file_limit
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
 
@@ -55,6 +56,8 @@ class ExpertdServer:
 
     def start(self) -> None:
         """Load every expert once, then bind the endpoint."""
+        soft, hard = raise_open_file_limit()
+        log.info("open-file limit %d (hard limit %d)", soft, hard)
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
@@ -78,11 +81,17 @@ class ExpertdServer:
         self.pool = ThreadPool(threads)
         self.batchers = {
             spec.name: MicroBatcher(experts[spec.name], self.pool, spec.batch.max_size,
-                                    spec.batch.max_wait_ms, on_batch=stats.record_batch)
+                                    spec.batch.max_wait_ms, on_batch=stats.record_batch,
+                                    on_shed=stats.record_shed,
+                                    max_queued_docs=spec.queue.max_docs,
+                                    budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
-        self.service = Experts(experts, self.batchers, stats, max_text_bytes)
+        self.service = Experts(experts, self.batchers, stats, max_text_bytes,
+                               file.server.max_batch_docs)
         self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
                                          heartbeat=self.config.heartbeat)
+        limit_socket(self.zerorpc, file.server.max_message_bytes,
+                     file.server.handshake_timeout_ms)
         self.zerorpc.bind(self.config.bind)
         if self.config.metrics_port:
             from prometheus_client import start_http_server

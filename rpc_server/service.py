@@ -21,8 +21,10 @@ from zerorpc.exceptions import LostRemote
 from experts.base import Expert
 from rpc_server import __version__
 from rpc_server.batching import MicroBatcher
+from rpc_server.deadlines import current_deadline
 from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
                                UnknownExpert, error_info)
+from rpc_server.logsafe import shown
 from rpc_server.stats import Stats
 from rpc_server.validation import document_list, expert_names, field_value, json_type
 
@@ -33,19 +35,37 @@ RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health
 
 
 def _describe_target(method: str, args: tuple, expert: str | None) -> str:
+    """The call's target for the log line; everything the caller sent goes through ``shown``."""
     if expert is not None:
         return f"expert={expert}"
-    if method in ("opinion", "batch") and args and isinstance(args[0], str):
+    if method in ("opinion", "batch") and args:
         items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
             isinstance(args[1], (list, tuple)) else ""
-        return f"expert={args[0]}{items}"
+        return f"expert={shown(args[0])}{items}"
     parts = []
     if method in ("opinions", "opinions_batch"):
         names = args[1] if len(args) > 1 else None
-        parts.append(f"experts={','.join(map(str, names)) if names else 'all'}")
+        if isinstance(names, (list, tuple)) and names:
+            parts.append(f"experts={shown(','.join(map(str, names)))}")
+        else:
+            parts.append("experts=all" if not names else f"experts={shown(names)}")
     if method == "opinions_batch" and args and isinstance(args[0], (list, tuple)):
         parts.append(f"items={len(args[0])}")
     return " ".join(parts)
+
+
+def _document_errors(result: Any) -> str:
+    """`` errors=Name:count,...`` for the documents of a result that carry errors (or "")."""
+    docs = result if isinstance(result, list) else [result] if isinstance(result, dict) else []
+    counts: dict[str, int] = {}
+    for doc in docs:
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errors, dict):
+            for error in errors.values():
+                name = error.get("name") if isinstance(error, dict) else None
+                if isinstance(name, str):
+                    counts[name] = counts.get(name, 0) + 1
+    return (" errors=" + ",".join(f"{n}:{c}" for n, c in sorted(counts.items()))) if counts else ""
 
 
 def checked_call(fn: Callable, signature: inspect.Signature, name: str,
@@ -65,9 +85,12 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
                 signature.bind(*args[1:] if expert is None else args)
             except TypeError as exc:
                 raise BadArguments(f"{name}{signature}: {exc}") from None
-            return fn(*args)
+            result = fn(*args)
+            if name in ("opinions", "opinions_batch"):
+                outcome += _document_errors(result)
+            return result
         except Exception as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
+            outcome = f"{type(exc).__name__}: {shown(str(exc), 200)}"
             raise
         finally:
             target = _describe_target(name, args[1:] if expert is None else args, expert)
@@ -92,12 +115,13 @@ class Experts:
     """The RPC service: opinions from every configured expert."""
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
-                 stats: Stats, max_text_bytes: int) -> None:
+                 stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000) -> None:
         """Serve ``experts`` through their ``batchers``."""
         self._experts = experts
         self._batchers = batchers
         self._stats = stats
         self._max_text_bytes = max_text_bytes
+        self._max_batch_docs = max_batch_docs
         self._started = time.time()
 
     # -- the RPC methods ------------------------------------------------------
@@ -125,14 +149,15 @@ class Experts:
 
         A bad document fails the whole call with an error naming its index.
         """
-        docs = document_list(docs)
+        docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
         values = [field_value(d, expert.field, expert.input_type, self._max_text_bytes,
                               where=f"docs[{i}]") for i, d in enumerate(docs)]
         if not values:
             return []
+        deadline = current_deadline()
         return self._timed(name, len(values),
-                           lambda: self._batchers[name].predict(values))
+                           lambda: self._batchers[name].predict(values, deadline))
 
     @rpc_method
     def opinions_batch(self, docs, names=None):
@@ -141,7 +166,7 @@ class Experts:
         Unlike ``batch``, a bad document does not fail the call: its problem is
         left under ``errors.<name>`` and every other document is answered.
         """
-        docs = document_list(docs)
+        docs = document_list(docs, limit=self._max_batch_docs)
         wanted = self._names(expert_names(names))
         return self._merge_all(docs, wanted)
 
@@ -151,9 +176,7 @@ class Experts:
         out = []
         for name, expert in self._experts.items():
             entry = expert.describe()
-            batcher = self._batchers[name]
-            entry["batch"] = {"max_size": batcher.max_size,
-                              "max_wait_ms": batcher.max_wait * 1000.0}
+            entry["batch"] = self._batchers[name].settings()
             out.append(entry)
         return out
 
@@ -199,7 +222,7 @@ class Experts:
         try:
             return self._experts[name]
         except KeyError:
-            raise UnknownExpert(f"unknown expert {name!r}; this server runs: "
+            raise UnknownExpert(f"unknown expert {shown(name)!r}; this server runs: "
                                 f"{', '.join(self._experts)}") from None
 
     def _names(self, names: list[str] | None) -> list[str]:
@@ -212,14 +235,15 @@ class Experts:
     def _opinion(self, name: str, doc: Any) -> dict:
         expert = self._expert(name)
         value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
-        return self._batchers[name].predict([value])[0]
+        return self._batchers[name].predict([value], current_deadline())[0]
 
     def _merge_all(self, docs: list, names: list[str]) -> list:
         """Ask every expert in ``names`` about every document, concurrently; merge the answers."""
         results: dict[str, list] = {}
+        deadline = current_deadline()
 
         def ask(name: str) -> None:
-            results[name] = self._ask_many(name, docs)
+            results[name] = self._ask_many(name, docs, deadline)
 
         if len(names) == 1:
             ask(names[0])
@@ -250,8 +274,15 @@ class Experts:
             out.append(merged)
         return out
 
-    def _ask_many(self, name: str, docs: list) -> list[tuple[bool, Any]]:
-        """``(True, opinion)`` or ``(False, error)`` for each document, for one expert."""
+    def _ask_many(self, name: str, docs: list,
+                  deadline: float | None = None) -> list[tuple[bool, Any]]:
+        """``(True, opinion)`` or ``(False, error)`` for each document, for one expert.
+
+        A document the expert cannot read, or whose input the expert fails on,
+        gets its own error; only whole-call errors (``Overloaded``,
+        ``ShuttingDown``) are raised. Validation failures are counted apart from
+        the model's latency.
+        """
         expert = self._experts[name]
         answers: list[tuple[bool, Any]] = [(False, None)] * len(docs)
         values, positions = [], []
@@ -262,18 +293,20 @@ class Experts:
                 positions.append(i)
             except ExpertdError as exc:
                 answers[i] = (False, error_info(exc))
+        if len(values) < len(docs):
+            self._stats.record_invalid(name, len(docs) - len(values))
+        if not values:
+            return answers
         began = time.perf_counter()
-        ok = True
-        try:
-            if values:
-                for i, opinion in zip(positions, self._batchers[name].predict(values)):
-                    answers[i] = (True, opinion)
-        except ExpertdError as exc:
-            ok = False
-            for i in positions:
-                answers[i] = (False, error_info(exc))
-        self._stats.record_call(name, len(docs), time.perf_counter() - began,
-                                ok and len(values) == len(docs))
+        failed = 0
+        outcomes = self._batchers[name].predict_each(values, deadline)
+        for i, (ok, answer) in zip(positions, outcomes):
+            if ok:
+                answers[i] = (True, answer)
+            else:
+                failed += 1
+                answers[i] = (False, error_info(answer))
+        self._stats.record_call(name, len(values), time.perf_counter() - began, failed == 0)
         return answers
 
     def _timed(self, name: Any, items: int, call: Callable) -> Any:

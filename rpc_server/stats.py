@@ -26,6 +26,8 @@ class ExpertStats:
 
     calls: int = 0
     errors: int = 0
+    invalid: int = 0
+    shed: int = 0
     items: int = 0
     batches: int = 0
     batched_items: int = 0
@@ -38,8 +40,11 @@ class ExpertStats:
         return {
             "calls": self.calls,
             "errors": self.errors,
+            "invalid": self.invalid,
+            "shed": self.shed,
             "items": self.items,
             "batches": self.batches,
+            "batched_items": self.batched_items,
             "mean_batch_size": round(self.batched_items / self.batches, 2) if self.batches else 0.0,
             "model_seconds": round(self.model_seconds, 3),
             "latency_ms": {
@@ -81,6 +86,20 @@ class Stats:
             entry.errors += 1
         self._calls.labels(name, "ok" if ok else "error").inc()
         self._latency.labels(name).observe(seconds)
+
+    def record_invalid(self, name: str, documents: int) -> None:
+        """Count documents refused before reaching the model (not part of its latency)."""
+        entry = self.experts.get(name)
+        if entry is not None:
+            entry.invalid += documents
+            self._calls.labels(name, "invalid").inc(documents)
+
+    def record_shed(self, name: str) -> None:
+        """Count one request answered ``Overloaded``."""
+        entry = self.experts.get(name)
+        if entry is not None:
+            entry.shed += 1
+            self._calls.labels(name, "overloaded").inc()
 
     def record_batch(self, name: str, size: int, seconds: float) -> None:
         """Count one model call of ``size`` inputs."""

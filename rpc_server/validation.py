@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpc_server.errors import BadArguments, InvalidDocument, TextTooLong
+from rpc_server.errors import BadArguments, InvalidDocument, TextTooLong, TooManyDocuments
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number",
                float: "number", bool: "boolean", type(None): "null", bytes: "binary"}
@@ -51,8 +51,11 @@ def expert_names(names: Any) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def document_list(docs: Any, what: str = "docs") -> list:
-    """Check that ``docs`` is a list (of anything: each item is checked later)."""
+def document_list(docs: Any, what: str = "docs", limit: int | None = None) -> list:
+    """Check that ``docs`` is a list (of anything: each item is checked later), of at most ``limit``."""
     if not isinstance(docs, (list, tuple)):
         raise BadArguments(f"{what} must be a list of documents, got {json_type(docs)}")
+    if limit is not None and len(docs) > limit:
+        raise TooManyDocuments(f"{what} holds {len(docs)} documents; a call may carry at most "
+                               f"{limit} (max_batch_docs): split it into smaller calls")
     return list(docs)

@@ -1,0 +1,82 @@
+"""Experts that misbehave on purpose, for the tests of failure isolation and overload.
+
+* ``PoisonExpert`` fails a whole model call when any input in it contains ``poison``
+  (as a real model does when one input breaks its batch).
+* ``BadOutputExpert`` returns, for some inputs, something that is not an opinion.
+* ``CountingExpert`` sleeps per model call and counts the inputs it computed,
+  so a test can see that work was (or was not) done.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+from experts.base import Expert
+
+
+class PoisonExpert(Expert):
+    """Answers ``{"length": n}``; a batch holding an input with "poison" raises for all of it."""
+
+    version = "1"
+    description = "Test expert whose model call fails when one input is poisoned"
+    opinion_schema = {"type": "object", "required": ["length"],
+                      "properties": {"length": {"type": "integer"}}}
+
+    def predict(self, inputs: Sequence[str]) -> list[dict]:
+        """Fail the whole call if any input contains "poison"."""
+        if any("poison" in text for text in inputs):
+            raise ValueError("poisoned input in this batch")
+        return [{"length": len(text)} for text in inputs]
+
+
+#: What ``BadOutputExpert`` returns for each trigger text.
+BAD_OUTPUTS = {
+    "float": 1.5,
+    "none": None,
+    "set": {1, 2},
+    "list": [1, 2],
+    "nan": {"score": float("nan")},
+    "infinity": {"score": float("inf")},
+    "bigint": {"score": 2 ** 70},
+    "bytes-key": {b"k": 1},
+    "object": {"score": object()},
+    "schema": {"wrong": 1},
+}
+
+
+class BadOutputExpert(Expert):
+    """Returns ``BAD_OUTPUTS[text]`` for a trigger text and ``{"score": 1}`` otherwise."""
+
+    version = "1"
+    description = "Test expert that returns non-opinions for some inputs"
+    opinion_schema = {"type": "object", "required": ["score"]}
+
+    def predict(self, inputs: Sequence[str]) -> list:
+        """One output per input; some are not opinions."""
+        return [BAD_OUTPUTS.get(text, {"score": 1}) for text in inputs]
+
+
+class CountingExpert(Expert):
+    """Sleeps ``seconds`` per model call; answers how many inputs it has computed so far."""
+
+    version = "1"
+    description = "Test expert that counts the inputs it computed"
+
+    def __init__(self, name: str | None = None, *, seconds: float = 0.5,
+                 per_input: float = 0.0, **options) -> None:
+        """``seconds`` per model call, plus ``per_input`` seconds per input."""
+        super().__init__(name, **options)
+        self.seconds = float(seconds)
+        self.per_input = float(per_input)
+        self.computed = 0
+        self._lock = threading.Lock()
+
+    def predict(self, inputs: Sequence[str]) -> list[dict]:
+        """Sleep, count, answer ``{"computed": total_so_far}`` for each input."""
+        time.sleep(self.seconds + self.per_input * len(inputs))
+        with self._lock:
+            self.computed += len(inputs)
+            total = self.computed
+        return [{"computed": total} for _ in inputs]

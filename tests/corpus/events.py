@@ -1,0 +1,65 @@
+"""Hostile zerorpc events: what a peer on the RPC port can send (issue 8's corpus).
+
+Each entry is ``name: (frames, answer)``: the ZeroMQ frames a DEALER sends
+(the ROUTER adds the identity), and the reply the server owes: the name of the
+reply's error (``MalformedEvent`` when a message id can be read), ``"OK"`` for
+a strange but valid call, or ``None`` when it must drop the event. Grow this
+list whenever a new way to upset the server is found.
+"""
+
+import msgpack
+
+ID = "hostile-0001"
+
+
+def event(header, name="opinion", args=None) -> list[bytes]:
+    """``["", msgpack([header, name, args])]``, zerorpc's framing."""
+    return [b"", msgpack.packb([header, name, ["vader", {"text": "x"}] if args is None else args],
+                               use_bin_type=True)]
+
+
+def raw(payload) -> list[bytes]:
+    """A payload that is msgpack of anything, in zerorpc's framing."""
+    return [b"", msgpack.packb(payload, use_bin_type=True)]
+
+
+H = {"message_id": ID, "v": 3}
+
+EVENTS = {
+    # The two that killed zerorpc's dispatcher for good.
+    "response_to_is_a_list": (event({"message_id": ID, "v": 3, "response_to": [1, 2]}), None),
+    "response_to_is_a_map": (event({"message_id": ID, "v": 3, "response_to": {"a": 1}}), None),
+    "response_to_is_an_int": (event({"message_id": ID, "v": 3, "response_to": 7}), None),
+    # Not an event at all.
+    "not_msgpack": ([b"", b"\xc1\xc1\xc1 not msgpack"], None),
+    "truncated_msgpack": ([b"", msgpack.packb([H, "opinion", ["x"]])[:-3]], None),
+    "empty_payload": ([b"", b""], None),
+    "an_integer": (raw(42), None),
+    "a_string": (raw("hello"), None),
+    "two_items": (raw([H, "opinion"]), None),
+    "four_items": (raw([H, "opinion", [], "extra"]), None),
+    "one_frame_only": ([msgpack.packb([H, "opinion", ["vader", {"text": "x"}]])], "OK"),
+    "three_frames": ([b"", b"", msgpack.packb([H, "opinion", ["vader", {"text": "x"}]])], "OK"),
+    # Headers.
+    "header_is_a_list": (event([ID, 3]), None),
+    "header_is_an_int": (event(5), None),
+    "header_is_empty": (event({}), None),
+    "message_id_is_an_int": (event({"message_id": 5, "v": 3}), None),
+    "message_id_is_a_list": (event({"message_id": [1], "v": 3}), None),
+    "message_id_is_a_map": (event({"message_id": {"k": 1}, "v": 3}), None),
+    "v_is_a_string": (event({"message_id": ID, "v": "3"}), "MalformedEvent"),
+    "v_is_a_list": (event({"message_id": ID, "v": [3]}), "MalformedEvent"),
+    "header_has_int_keys": (event({"message_id": ID, "v": 3, 1: 2}), "OK"),
+    # Names and arguments.
+    "name_is_an_int": (event(H, name=5), "MalformedEvent"),
+    "name_is_null": (event(H, name=None), "MalformedEvent"),
+    "name_is_a_list": (event(H, name=["opinion"]), "MalformedEvent"),
+    "name_is_huge": (event(H, name="x" * 1_000_000), "UnknownMethod"),
+    "args_is_a_map": (event(H, args={"name": "vader"}), "MalformedEvent"),
+    "args_is_an_int": (event(H, args=3), "MalformedEvent"),
+    "args_is_a_string": (event(H, args="vader"), "MalformedEvent"),
+    "args_is_null": (raw([H, "opinion", None]), "MalformedEvent"),
+    "stray_heartbeat": (event(H, name="_zpc_hb", args=[0]), None),
+    "stray_more": (event(H, name="_zpc_more", args=[5]), None),
+    "reply_to_nobody": (event({"message_id": ID, "v": 3, "response_to": "nobody"}, name="OK"), None),
+}
