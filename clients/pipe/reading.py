@@ -17,8 +17,9 @@ from typing import Iterator
 
 import msgpack
 
-#: Largest document the stage sends at all (the server refuses messages over 100 MiB).
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+#: Largest document the stage sends at all: with a full chunk (8 MiB) it stays under the
+#: server's default message cap (max_message_bytes, 32 MiB), over which it drops the connection.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 
 class LineReader:
