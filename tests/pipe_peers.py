@@ -6,6 +6,8 @@
   (every call, if started with ``--always``), and with ``UnknownExpert`` when
   a name is ``nope``. Answered documents get ``opinions.<name> = {"seen": n}``.
   It counts its calls in ``calls()``.
+* ``echo``: a stock zerorpc server with ``echo(x)`` and ``headers()`` (the
+  header of every request it has received, as a list), for conformance tests.
 """
 
 from __future__ import annotations
@@ -47,13 +49,40 @@ class Refusing:
         return self.count
 
 
+class Echo:
+    """Echoes, and remembers request headers."""
+
+    def __init__(self) -> None:
+        """No headers seen yet."""
+        self.seen: list = []
+
+    def server_before_exec(self, event) -> None:
+        """zerorpc middleware hook: keep the request's header."""
+        if event.name != "headers":
+            self.seen.append(dict(event.header))
+
+    def echo(self, x):
+        """``x``."""
+        return x
+
+    def headers(self):
+        """Every request header seen so far."""
+        return self.seen
+
+
 def main() -> None:
     """Serve the peer named on the command line."""
     import zerorpc
 
     kind, endpoint = sys.argv[1], sys.argv[2]
-    assert kind == "refusing", kind
-    server = zerorpc.Server(Refusing(always="--always" in sys.argv))
+    if kind == "echo":
+        echo = Echo()
+        context = zerorpc.Context()
+        context.register_middleware(echo)
+        server = zerorpc.Server(echo, context=context)
+    else:
+        assert kind == "refusing", kind
+        server = zerorpc.Server(Refusing(always="--always" in sys.argv))
     server.bind(endpoint)
     print("ready", flush=True)
     server.run()
