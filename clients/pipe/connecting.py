@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Callable
 
-from expertd.catalogue import exit_code, kind
+from expertd.catalogue import exit_code
 from clients.pipe.options import PipeOptions
 from clients.pipe.retrying import Backoff, Stop
 from clients.wire import CallTimeout, Connection, ServerUnavailable, connect
@@ -77,7 +77,7 @@ class Connector:
                             backoff = Backoff(opts.autostart_timeout)
                     self.check_server()
                 if not backoff.sleep():
-                    raise Stop(self.unreachable_message(last_error, backoff.waited()),
+                    raise Stop(self.unreachable_message(last_error, backoff),
                                exit_code("ServerUnavailable"))
         finally:
             self._unlock()
@@ -104,13 +104,13 @@ class Connector:
         self.drop()
         self._unlock()
 
-    def unreachable_message(self, error: Exception | None, waited: float) -> str:
+    def unreachable_message(self, error: Exception | None, backoff: Backoff) -> str:
         """Say which endpoint was tried, for how long, and how to start a server."""
         endpoint = self.options.endpoint
-        return (f"no expertd server answered at {endpoint} within {waited:.3g} s "
+        allowed = backoff.deadline - backoff.started
+        return (f"no expertd server answered at {endpoint} within {allowed:g} s "
                 f"({error}). Start one with `expertd serve --bind {endpoint}` "
-                f"(or `make run`), or pass --autostart; "
-                f"{kind('ServerUnavailable').hint}. "
+                f"(or `make run`), pass --autostart, or point EXPERTD_ENDPOINT at one. "
                 f"Lines not yet answered were written through unchanged.")
 
     # -- autostart --

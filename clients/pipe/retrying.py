@@ -9,7 +9,7 @@ document. Anything else is the caller's to handle.
 
 from __future__ import annotations
 
-import random
+import os
 import time
 
 from expertd.catalogue import exit_code, is_retryable, kind
@@ -83,7 +83,7 @@ class Backoff:
 
     def sleep(self) -> bool:
         """Wait before the next try; False (without waiting) if that would pass the deadline."""
-        pause = self.delay * random.uniform(0.5, 1.0)
+        pause = self.delay * (0.5 + int.from_bytes(os.urandom(2), "big") / 131070)
         if time.monotonic() + pause > self.deadline:
             return False
         time.sleep(pause)

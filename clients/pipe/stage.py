@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from typing import IO
 
 from expertd.catalogue import exit_code
@@ -188,9 +187,11 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
     stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
                   stdout or sys.stdout.buffer, stderr or sys.stderr)
     previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
             previous[sig] = signal.signal(sig, stage.on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            break
     try:
         return stage.run()
     except BrokenPipeError:
