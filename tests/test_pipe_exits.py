@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,22 @@ def test_unknown_expert_stops_the_stream_with_exit_2(refusing):
     assert out.returncode == 2
     assert out.stdout == stdin
     assert b"UnknownExpert" in out.stderr and out.stderr.count(b"\n") == 1
+
+
+def test_a_document_over_the_servers_message_cap_costs_only_itself(tmp_path):
+    from tests.conftest import ServerProcess
+
+    server = ServerProcess(Path(__file__).resolve().parent / "pipe_small_messages.yaml", tmp_path)
+    try:
+        lines = [json.dumps({"i": i, "text": "a good day"}).encode() + b"\n" for i in range(100)]
+        lines[49] = json.dumps({"i": 49, "text": "long " * 30000}).encode() + b"\n"
+        out = subprocess.run([EXPERTD, "pipe", "--timeout", "30", "vader"],
+                             input=b"".join(lines), capture_output=True,
+                             env=stage_env(server.endpoint), timeout=120)
+    finally:
+        server.stop()
+    got = out.stdout.split(b"\n")[:-1]
+    assert len(got) == 100, out.stderr
+    assert got[49] + b"\n" == lines[49]
+    assert all(json.loads(got[i])["opinions"]["vader"] for i in range(100) if i != 49)
+    assert out.returncode == 1 and b"line 50: the server refused it" in out.stderr

@@ -5,7 +5,9 @@ producer's documents come out as they go in. When the server refuses a whole
 chunk (not one of its documents), one empty call with the same experts tells
 whether the request itself is wrong (an unknown expert: the stream stops) or
 one of its documents is; then the chunk is split in halves until the
-documents the server refuses are found, and every other one is answered.
+documents the server refuses are found, and every other one is answered. A
+request on which the server drops a fresh connection twice (a message over
+its size cap) is split the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 #: Requests a JSON Lines stream keeps in flight, so the server never waits for us.
 IN_FLIGHT = 3
+#: Times a request may lose a freshly made connection before it is split to find the
+#: documents at fault.
+DROPS_BEFORE_SPLIT = 2
 
 
 class Refused:
@@ -109,6 +114,7 @@ class Asker:
         ``--timeout`` passes.
         """
         args = self.packed_args(docs)
+        dropped = 0
         while True:
             connection = self.connector.get(backoff)
             started = time.monotonic()
@@ -119,6 +125,15 @@ class Asker:
                 if not retryable(exc):
                     raise
                 self.recover(connection, exc)
+                if isinstance(exc, ServerUnavailable):
+                    dropped += 1
+                    if dropped >= DROPS_BEFORE_SPLIT:
+                        # A server that takes the connection and drops it on this
+                        # request each time (a message over its size cap, or a
+                        # document that crashes it): the request is at fault.
+                        raise RemoteError("ServerUnavailable", f"the server dropped the "
+                                          f"connection on this request {dropped} times "
+                                          f"({exc})") from None
                 backoff = backoff or self.backoff_after(exc, started)
                 if not backoff.sleep():
                     raise stop_for(exc, self.options.endpoint, backoff.waited()) from None
