@@ -60,8 +60,19 @@ def readline_within(stream, seconds: float) -> bytes:
     return line + b"\n"
 
 
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """A server of its own whose expert takes 20 s a call."""
+    from tests.conftest import ServerProcess
+
+    proc = ServerProcess(Path(__file__).resolve().parent / "pipe_slow.yaml",
+                         tmp_path_factory.mktemp("slow"))
+    yield proc
+    proc.stop(signal.SIGKILL)  # its calls in flight are the tests' leftovers
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_writes_every_line_read(odd_server, tmp_path, sig):
+def test_signal_writes_every_line_read(slow_server, tmp_path, sig):
     # Line 1 is answered at once (InvalidDocument needs no model); the slow
     # expert holds lines 2-5 in flight when the signal comes.
     lines = [b'{"text": 5}\n'] + [json.dumps({"n": n, "text": "wait"}).encode() + b"\n"
@@ -71,7 +82,7 @@ def test_signal_writes_every_line_read(odd_server, tmp_path, sig):
     with open(source, "rb") as stdin:
         proc = subprocess.Popen([EXPERTD, "pipe", "--batch-size", "1", "slow"], stdin=stdin,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=stage_env(odd_server.endpoint))
+                                env=stage_env(slow_server.endpoint))
     try:
         wait_until(lambda: read_position(proc.pid) == source.stat().st_size, what="reading")
         first = readline_within(proc.stdout, 30)

@@ -174,7 +174,8 @@ class Stage:
     def run_single(self, raw: bytes) -> None:
         """One document that may span many lines (pretty-printed JSON)."""
         item = parse_line(1, raw)
-        if item.problem and raw.count(b"\n") > 1 and self.options.mode == "auto":
+        if ((item.problem or "").startswith("not valid JSON") and raw.count(b"\n") > 1
+                and self.options.mode == "auto"):
             self.reader.unread(raw)  # not one document after all: JSON Lines
             Pipeline(self).run()
         elif raw:
