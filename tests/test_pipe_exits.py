@@ -232,3 +232,27 @@ def test_a_document_over_the_servers_message_cap_costs_only_itself(tmp_path):
     assert got[49] + b"\n" == lines[49]
     assert all(json.loads(got[i])["opinions"]["vader"] for i in range(100) if i != 49)
     assert out.returncode == 1 and b"line 50: the server refused it" in out.stderr
+
+
+def test_sigterm_stops_a_stage_passing_input_through_without_a_server(tmp_path):
+    # No server: the stage writes its input through; a signal still stops it at once,
+    # and nothing it read is lost.
+    proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "0.5", "vader"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env=stage_env(f"tcp://127.0.0.1:{free_port()}"))
+    try:
+        proc.stdin.write(b'{"text": "a"}\n')
+        proc.stdin.flush()
+        assert readline_within(proc.stdout, 30) == b'{"text": "a"}\n'  # written through
+        proc.stdin.write(b'{"text": "b"}\npartial')
+        proc.stdin.flush()
+        assert readline_within(proc.stdout, 30) == b'{"text": "b"}\n'
+        proc.send_signal(signal.SIGTERM)
+        early = _pending.pop(proc.stdout.fileno(), b"")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert early + out == b"partial\n" or early + out == b"partial"
+    assert b"Traceback" not in err

@@ -38,6 +38,10 @@ class LineReader:
         else:
             self.buf += chunk
 
+    def fill(self) -> None:
+        """Read one block from the descriptor into the buffer (sets ``eof`` at the end)."""
+        self._read()
+
     def unread(self, data: bytes) -> None:
         """Put ``data`` back in front of what is still to be read."""
         self.buf[:0] = data

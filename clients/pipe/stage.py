@@ -129,10 +129,25 @@ class Stage:
         return as_line(data) if data else b""
 
     def pass_rest(self) -> None:
-        """Copy the rest of stdin to stdout unchanged (the server cannot be asked)."""
-        for block in self.reader.rest():
-            self.output.out.write(block)
-        self.output.flush()
+        """Copy the rest of stdin to stdout unchanged (the server cannot be asked).
+
+        A signal may stop the copy while it waits for input, never between
+        taking a block from the buffer and writing it.
+        """
+        while True:
+            self.output.writing = True
+            try:
+                block = self.reader.take_buffered()
+                if block:
+                    self.output.out.write(block)
+                    self.output.flush()
+            finally:
+                self.output.writing = False
+            if self.output.deferred is not None:
+                self._raise_deferred()
+            if self.reader.eof:
+                return
+            self.reader.fill()
 
     def detect_and_run(self) -> None:
         """Pick JSON Lines or one document from the first lines, without reading all of stdin.
