@@ -31,10 +31,11 @@ import sys
 
 from clients import DEFAULT_ENDPOINT
 from clients.pipe.options import FAST_OPTIONS, PipeOptions, parse_fast
+from clients.pipe.reading import LineReader
 from clients.pipe.stage import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE, Stage, run
 
 __all__ = ["DEFAULT_ENDPOINT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNREACHABLE", "EXIT_USAGE",
-           "FAST_OPTIONS", "PipeOptions", "Stage", "main", "parse_fast", "run"]
+           "FAST_OPTIONS", "LineReader", "PipeOptions", "Stage", "main", "parse_fast", "run"]
 
 
 def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None:
