@@ -107,11 +107,12 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-learning.md (installs wrk and libev-dev from Debian if missing).
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk and libev-dev from Debian if missing).
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.learning
+	$(PY) -m bench.curve
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import zerorpc
 
 from clients import DEFAULT_ENDPOINT
+from clients.curve import secure_zerorpc
 from expertd.catalogue import TIMEOUT_HEADER, is_retryable, kind
 
 
@@ -120,7 +121,9 @@ class ExpertsClient:
         self._retries = retries
         self._backoff = backoff
         self._hook = _header_hook()
-        self._client = zerorpc.Client(self.endpoint, timeout=timeout, heartbeat=heartbeat)
+        self._client = zerorpc.Client(timeout=timeout, heartbeat=heartbeat)
+        secure_zerorpc(self._client)  # CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY
+        self._client.connect(self.endpoint)
 
     def call(self, method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the server, asking again while the failure is retryable."""

@@ -64,6 +64,16 @@ def pack_array(packed_items: list[bytes]) -> bytes:
     return head + b"".join(packed_items)
 
 
+def request_payload(message_id: str, method: str, packed_args: bytes, wait: float) -> bytes:
+    """A zerorpc request event ``[header, name, args]`` with ``args`` already packed.
+
+    The header says how long the caller will wait (``expertd_timeout_ms``).
+    """
+    header = {"message_id": message_id, "v": 3, TIMEOUT_HEADER: int(1000 * wait)}
+    return (b"\x93" + msgpack.packb(header, use_bin_type=True)
+            + msgpack.packb(method, use_bin_type=True) + packed_args)
+
+
 def _frame(body: bytes, flags: int = 0) -> bytes:
     if len(body) > 255:
         return struct.pack(">BQ", flags | FLAG_LONG, len(body)) + body
@@ -119,7 +129,18 @@ def open_socket(endpoint: str, timeout: float) -> socket.socket:
 def connect(endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> "Connection":
     """Open a connection to ``endpoint``: the one way clients make one (keys, when set, pick
     the secure transport here)."""
-    return Connection(endpoint, timeout=timeout, heartbeat=heartbeat)
+    if os.environ.get("EXPERTD_SERVER_KEY") or os.environ.get("EXPERTD_CLIENT_KEY"):
+        from clients.curve import ClientKeys, CurveConnection  # pyzmq: only with keys
+
+        return CurveConnection(endpoint, ClientKeys.from_env(), timeout=timeout,
+                               heartbeat=heartbeat)
+    try:
+        return Connection(endpoint, timeout=timeout, heartbeat=heartbeat)
+    except ServerUnavailable as exc:
+        if "handshake" not in str(exc):
+            raise
+        raise ServerUnavailable(f"{exc} (if the server encrypts with CURVE, set "
+                                f"EXPERTD_SERVER_KEY and EXPERTD_CLIENT_KEY)") from None
 
 
 class Connection:
@@ -177,11 +198,8 @@ class Connection:
     def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
-        wait_ms = int(1000 * (self.timeout if timeout is None else timeout))
-        header = {"message_id": message_id, "v": 3, TIMEOUT_HEADER: wait_ms}
-        # [header, name, args] with args spliced in as they were packed.
-        payload = (b"\x93" + msgpack.packb(header, use_bin_type=True)
-                   + msgpack.packb(method, use_bin_type=True) + packed_args)
+        payload = request_payload(message_id, method, packed_args,
+                                  self.timeout if timeout is None else timeout)
         self._pending.add(message_id)
         self._send_payload(payload)
         return message_id

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "learn": "clients.learn:learn",
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
+    "keygen": "clients.keygen:keygen",
 }
 
 

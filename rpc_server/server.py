@@ -19,8 +19,9 @@ from experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable,
 from rpc_server.batching import MicroBatcher
 from rpc_server.endpoint import check_bindable
 from rpc_server.inspection import InspectableServer
-from rpc_server.limits import limit_socket, raise_open_file_limit
 from rpc_server.learning import start_learning
+from rpc_server.limits import limit_socket, raise_open_file_limit
+from rpc_server.security import ServerSecurity
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
 
@@ -41,6 +42,9 @@ class ServerConfig:
     drain_timeout: float = 30.0
     metrics_port: int | None = None
     log_level: str = "info"
+    curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
+    authorized_keys: Path | None = None
+    insecure: bool = False
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
@@ -63,15 +67,17 @@ class ExpertdServer:
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
         self.learning = None
+        self.security: ServerSecurity | None = None
         self._stopping = False
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
-        soft, hard = raise_open_file_limit()
-        log.info("open-file limit %d (hard limit %d)", soft, hard)
+        soft, _ = raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         self.check_endpoint()
+        security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
+                                  self.config.authorized_keys, self.config.insecure)
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
         threads = self.config.threads or file.server.threads
         experts = build_experts(file)
@@ -102,6 +108,8 @@ class ExpertdServer:
                                          heartbeat=self.config.heartbeat)
         limit_socket(self.zerorpc, file.server.max_message_bytes,
                      file.server.handshake_timeout_ms)
+        self.security = security
+        security.apply(self.zerorpc)  # socket options must precede bind
         self.zerorpc.bind(self.config.bind)
         if self.config.metrics_port:
             from prometheus_client import start_http_server
@@ -110,8 +118,8 @@ class ExpertdServer:
                               registry=stats.registry)
             log.info("Prometheus metrics on http://127.0.0.1:%d/metrics",
                      self.config.metrics_port)
-        log.info("serving %d experts (%s) on %s, pid %d", len(experts), ", ".join(experts),
-                 self.config.bind, os.getpid())
+        log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
+                 ", ".join(experts), self.config.bind, os.getpid(), soft)
 
     def check_endpoint(self) -> None:
         """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
@@ -155,6 +163,8 @@ class ExpertdServer:
         """Release the socket, the batchers and the threads."""
         for batcher in self.batchers.values():
             batcher.close()
+        if self.security is not None:
+            self.security.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
         if self.learning is not None:
