@@ -48,8 +48,12 @@
 
 const { RemoteError, HttpError } = require("./errors");
 
-/** Error names the server puts under `errors[name]` for a document it did not send to the model. */
-const DOCUMENT_ERRORS = new Set(["InvalidDocument", "TextTooLong"]);
+/**
+ * Error names the server puts under `errors[name]` for a document it did not send to the model
+ * (DependencyFailed: an expert this one needs failed for that document; asking again alone
+ * would only recompute the same failure).
+ */
+const DOCUMENT_ERRORS = new Set(["InvalidDocument", "TextTooLong", "DependencyFailed"]);
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
