@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "pipe": "clients.pipe_cli:pipe",
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
+    "reload": "rpc_server.supervisor:reload_command",
 }
 
 

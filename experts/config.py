@@ -76,6 +76,7 @@ class ServerSettings:
     max_message_bytes: int = 32 * 1024 * 1024
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = 5000.0
+    workers: int | None = None  # worker processes on one port (``expertd serve --workers``)
 
 
 @dataclass

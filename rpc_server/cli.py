@@ -28,19 +28,30 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
               help="On SIGTERM/SIGINT, seconds to let in-flight calls finish.")
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes sharing the endpoint, under a supervisor that restarts "
+                   "them and reloads on SIGHUP. Default: from the experts file, else one process.")
+@click.option("--health-port", type=click.IntRange(min=1, max=65535), default=None,
+              help="Answer GET /health (200 serving, 503 not) on the bind host:PORT, "
+                   "for load balancers.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
-          log_level):
+          workers, health_port, log_level):
     """Load every expert once and answer opinions over ZeroRPC."""
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
-                          metrics_port=metrics_port, log_level=log_level)
+                          metrics_port=metrics_port, log_level=log_level,
+                          health_port=health_port)
     configure_logging(log_level)
     from experts.config import ConfigError
     from rpc_server.server import run
+    from rpc_server.supervisor import supervise, wanted_workers
 
     try:
+        workers = wanted_workers(workers, config_path)
+        if workers:
+            sys.exit(supervise(workers, config_path, drain_timeout, bind))
         run(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

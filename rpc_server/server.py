@@ -17,12 +17,17 @@ from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, l
 from rpc_server.batching import MicroBatcher
 from rpc_server.inspection import InspectableServer
 from rpc_server.limits import limit_socket, raise_open_file_limit
+from rpc_server.reuseport import bind_shared, tcp_address, unbind
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
+from rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
+                                   worker_identity)
 
 log = logging.getLogger("expertd.server")
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+#: A retiring worker first waits this long for calls on connections it just accepted.
+RETIRE_GRACE_S = 0.2
 
 
 @dataclass
@@ -37,6 +42,7 @@ class ServerConfig:
     drain_timeout: float = 30.0
     metrics_port: int | None = None
     log_level: str = "info"
+    health_port: int | None = None
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read the experts file this config names (or the default one)."""
@@ -53,6 +59,8 @@ class ExpertdServer:
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
         self._stopping = False
+        self.worker = worker_identity()  # set when a supervisor started this process
+        self.health_http = None
 
     def start(self) -> None:
         """Load every expert once, then bind the endpoint."""
@@ -72,6 +80,9 @@ class ExpertdServer:
             experts[spec.name] = expert
             log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
                      time.perf_counter() - began)
+        if self.worker is not None:
+            die_with_supervisor(self.worker)
+            warm_up(experts)
         # The models leave ~300,000 long-lived objects behind; move them out of
         # the collector's reach so full collections stop pausing calls (~190 ms
         # each, measured by `make bench`) instead of rescanning them forever.
@@ -92,21 +103,58 @@ class ExpertdServer:
                                          heartbeat=self.config.heartbeat)
         limit_socket(self.zerorpc, file.server.max_message_bytes,
                      file.server.handshake_timeout_ms)
-        self.zerorpc.bind(self.config.bind)
+        self.service.identity = self.identity()
+        self.bind()
         if self.config.metrics_port:
             from prometheus_client import start_http_server
 
-            start_http_server(self.config.metrics_port, addr="127.0.0.1",
-                              registry=stats.registry)
-            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics",
-                     self.config.metrics_port)
+            port = self.config.metrics_port + (self.worker.index if self.worker else 0)
+            start_http_server(port, addr="127.0.0.1", registry=stats.registry)
+            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+        if self.config.health_port:
+            self.start_health_http()
         log.info("serving %d experts (%s) on %s, pid %d", len(experts), ", ".join(experts),
                  self.config.bind, os.getpid())
+        if self.worker is not None:
+            report_ready(self.worker, {n: e.version for n, e in experts.items()})
+
+    def identity(self) -> dict:
+        """What ``health()`` says about this process: pid, worker index, supervisor pid."""
+        if self.worker is None:
+            return {"worker": None, "supervisor_pid": None}
+        return {"worker": self.worker.index, "supervisor_pid": self.worker.supervisor_pid}
+
+    def bind(self) -> None:
+        """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
+        if self.worker is not None:
+            bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
+        else:
+            self.zerorpc.bind(self.config.bind)
+
+    def start_health_http(self) -> None:
+        """``GET /health`` for load balancers, on the bind host (127.0.0.1 for ``*``-less)."""
+        from rpc_server.health_http import HealthServer
+
+        try:
+            host = tcp_address(self.config.bind)[0]
+        except ValueError:
+            host = "127.0.0.1"
+        self.health_http = HealthServer(host, self.config.health_port, self.health_status)
+
+    def health_status(self) -> tuple[bool, dict]:
+        """``(serving, body)`` for the HTTP health check (not serving once draining)."""
+        body = self.service.health()
+        if self._stopping:
+            body["status"] = "draining"
+        return not self._stopping, body
 
     def serve(self) -> None:
         """Answer calls until SIGTERM or SIGINT, then drain and return."""
         gevent.signal_handler(signal.SIGTERM, self.shutdown, "SIGTERM")
         gevent.signal_handler(signal.SIGINT, self.shutdown, "SIGINT")
+        gevent.signal_handler(signal.SIGHUP, self.hangup)
+        if self.worker is not None:
+            gevent.signal_handler(RETIRE_SIGNAL, self.retire)
         try:
             self.zerorpc.run()
         except gevent.GreenletExit:
@@ -120,6 +168,59 @@ class ExpertdServer:
         self._stopping = True
         log.info("%s: finishing in-flight calls, then exiting", reason)
         gevent.spawn(self._drain)
+
+    def hangup(self) -> None:
+        """SIGHUP: a supervised worker leaves reloads to its supervisor; alone, say how."""
+        if self.worker is None:
+            log.warning("SIGHUP ignored: this server runs in one process and cannot reload "
+                        "in place; restart it, or serve with --workers N (then SIGHUP or "
+                        "`expertd reload` replaces the workers one at a time)")
+
+    def retire(self) -> None:
+        """Replaced by a newer worker: stop taking connections, finish the calls, exit.
+
+        The new worker already steers the port's new connections to itself.
+        libzmq's ``unbind`` also closes the connections the listener accepted, so
+        this waits for a moment with no call in flight (their callers' sockets then
+        reconnect to another worker); past half the drain timeout, new calls get
+        ``ShuttingDown`` (retryable) until the last one has finished.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("retiring: closing the listener once no call is in flight")
+        gevent.spawn(self._retire)
+
+    def _retire(self) -> None:
+        if self.health_http is not None:
+            self.health_http.close()
+        server = self.zerorpc
+        gevent.sleep(RETIRE_GRACE_S)  # connections accepted just before: their first call
+        patience = time.monotonic() + self.config.drain_timeout / 2
+        deadline = time.monotonic() + self.config.drain_timeout
+        while time.monotonic() < deadline:
+            if self._idle() and (gevent.sleep(0.001) or self._idle()):
+                break
+            if not server._methods.draining and time.monotonic() > patience:
+                log.info("still busy after %.0f s: answering new calls ShuttingDown",
+                         self.config.drain_timeout / 2)
+                server._methods.draining = True
+            gevent.sleep(0.002)
+        unbind(server, self.config.bind)
+        if len(server._task_pool):
+            log.warning("gave up waiting for %d calls after %.0f s", len(server._task_pool),
+                        self.config.drain_timeout)
+            server._task_pool.kill()
+        log.info("listener closed; exiting")
+        server.stop()
+
+    def _idle(self) -> bool:
+        """No call running.
+
+        (Not ``ZMQ_EVENTS``: reading it from another greenlet eats the edge that
+        wakes zerorpc's receiver, which then stalls for a second.)
+        """
+        return not len(self.zerorpc._task_pool)
 
     def _drain(self) -> None:
         server = self.zerorpc
@@ -137,12 +238,28 @@ class ExpertdServer:
 
     def close(self) -> None:
         """Release the socket, the batchers and the threads."""
+        if self.health_http is not None:
+            self.health_http.close()
+            self.health_http = None
         for batcher in self.batchers.values():
             batcher.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
         self.pool.kill()
         log.info("stopped")
+
+
+def warm_up(experts: dict) -> None:
+    """One prediction per expert before taking calls (a failure is logged, not fatal)."""
+    for name, expert in experts.items():
+        began = time.perf_counter()
+        try:
+            expert.predict(["warm-up"] if expert.input_type in (str, None) else [{}])
+        except Exception as exc:
+            log.warning("warm-up of expert %s failed (%s: %s); serving it anyway", name,
+                        type(exc).__name__, str(exc)[:200])
+            continue
+        log.info("warmed expert %s in %.2f s", name, time.perf_counter() - began)
 
 
 def run(config: ServerConfig) -> None:

@@ -123,6 +123,8 @@ class Experts:
         self._max_text_bytes = max_text_bytes
         self._max_batch_docs = max_batch_docs
         self._started = time.time()
+        #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
+        self.identity: dict = {}
 
     # -- the RPC methods ------------------------------------------------------
 
@@ -182,9 +184,11 @@ class Experts:
 
     @rpc_method
     def health(self):
-        """Say that the server is up, with its experts, version, pid and uptime."""
+        """Say that the server is up: experts and their versions, pid, worker, uptime."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
-                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3)}
+                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
+                "versions": {n: e.version for n, e in self._experts.items()},
+                **self.identity}
 
     @rpc_method
     def stats(self):
