@@ -39,6 +39,7 @@ lint: $(PIP_STAMP)
 	$(VENV)/bin/ruff check .
 
 test-python: $(PIP_STAMP) $(MODELS)
+	bash deploy/install-haproxy.sh
 	$(VENV)/bin/pytest
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
@@ -67,6 +68,8 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 bench: setup
 	bash bench/setup.sh
 	$(PY) -m bench.run
+	bash deploy/install-haproxy.sh
+	$(PY) -m bench.scale
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data
