@@ -438,6 +438,17 @@ def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: 
 # -- expertd reload ---------------------------------------------------------------------
 
 
+def parent_pid(pid) -> int | None:
+    """The parent of local process ``pid`` (``None`` if there is no such process here)."""
+    try:
+        for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
+
+
 @click.command("reload")
 @click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default="tcp://127.0.0.1:4242",
               show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
@@ -458,6 +469,11 @@ def reload_command(endpoint):
         raise click.ClickException(
             f"the server at {endpoint} runs without --workers, so it cannot reload in "
             f"place; restart it (or serve with --workers N)")
+    if parent_pid(health.get("pid")) != pid:  # the answer came from another machine
+        raise click.ClickException(
+            f"the server at {endpoint} does not run on this machine (its worker pid "
+            f"{health.get('pid')} is not a child of pid {pid} here); run `expertd reload` "
+            f"there, or send SIGHUP to its supervisor")
     try:
         os.kill(int(pid), signal.SIGHUP)
     except ProcessLookupError:

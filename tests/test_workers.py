@@ -265,3 +265,24 @@ def test_health_port_answers_200_then_503_while_draining(tmp_path):
         connection.close()
     finally:
         assert server.stop() == 0, server.read_log()
+
+
+def test_workers_from_the_experts_file(tmp_path):
+    config = tmp_path / "experts.yaml"
+    config.write_text("server:\n  workers: 2\n" + VADER_CONFIG.read_text())
+    server = ServerProcess(config, tmp_path)
+    try:
+        wait_for(lambda: "2 workers serving" in server.read_log(), 120, "two workers")
+        assert len(worker_pids(server.endpoint, 2)) == 2
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_a_worker_that_cannot_load_stops_the_start_with_the_reason(tmp_path):
+    config = vader_config(tmp_path, "1", expert="experts.no_such_module:Nothing")
+    out = subprocess.run([EXPERTD, "serve", "--config", str(config), "--workers", "2",
+                          "--bind", f"tcp://127.0.0.1:{free_port()}"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 1, out.stderr
+    assert "no_such_module" in out.stderr and "before it was ready" in out.stderr
+    assert "Traceback" not in out.stderr
