@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -87,8 +88,23 @@ def client_main(endpoint: str, connections: int, window: int, duration: float,
     return {"calls": calls, "seconds": duration, "errors": errors, "pids": pids}
 
 
-def load_round(endpoint: str, duration: float, warmup: float) -> dict:
-    """``CLIENTS`` client processes at once; their calls/s summed, the connections' workers."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (from /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_round(endpoint: str, duration: float, warmup: float, server_pids: list[int]) -> dict:
+    """``CLIENTS`` client processes at once; their calls/s summed, the connections' workers.
+
+    Also the cores the servers (``server_pids``) and the clients kept busy.
+    """
+    server_before = sum(cpu_seconds(pid) for pid in server_pids)
+    clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
     command = [PYTHON, "-m", "bench.scale", "--client", endpoint, "--duration", str(duration),
                "--warmup", str(warmup)]
     procs = [subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
@@ -99,13 +115,19 @@ def load_round(endpoint: str, duration: float, warmup: float) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"client failed: {err[-2000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
+    wall = time.perf_counter() - wall
+    clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cores = (sum(cpu_seconds(pid) for pid in server_pids) - server_before) / wall
+    client_cores = (clients_after.ru_utime + clients_after.ru_stime - clients_before.ru_utime
+                    - clients_before.ru_stime) / wall
     pids: dict[int, int] = {}
     for r in results:
         for pid in r["pids"]:
             pids[pid] = pids.get(pid, 0) + 1
     return {"calls_per_s": sum(r["calls"] for r in results) / duration,
             "errors": sum(r["errors"] for r in results),
-            "split": sorted(pids.values(), reverse=True)}
+            "split": sorted(pids.values(), reverse=True),
+            "server_cores": server_cores, "client_cores": client_cores}
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -237,18 +259,18 @@ def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
             env[f"EXPERTD_{letter}_HEALTH"] = str(health_port)
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         proxy = procs.start("haproxy", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env)
-        wait_workers(one_ep, one, 1)
-        wait_workers(two_ep, two, 2)
-        for endpoint, _, proc in backends:
-            wait_health(endpoint, proc)
+        one_pids = wait_workers(one_ep, one, 1)
+        two_pids = wait_workers(two_ep, two, 2)
+        machine_pids = [wait_health(endpoint, proc)["pid"] for endpoint, _, proc in backends]
         proxy_ep = f"tcp://127.0.0.1:{front}"
         wait_health(proxy_ep, proxy)
         time.sleep(2.5)  # HAProxy's first health checks
-        arms = {"1 worker": one_ep, "2 workers": two_ep, "HAProxy, 2 servers x 1": proxy_ep}
+        arms = {"1 worker": (one_ep, one_pids), "2 workers": (two_ep, two_pids),
+                "HAProxy, 2 servers x 1": (proxy_ep, machine_pids + [proxy.pid])}
         runs: dict[str, list[dict]] = {arm: [] for arm in arms}
         for r in range(rounds):
-            for arm, endpoint in arms.items():
-                result = load_round(endpoint, duration, warmup)
+            for arm, (endpoint, pids) in arms.items():
+                result = load_round(endpoint, duration, warmup, pids)
                 runs[arm].append(result)
                 print(f"round {r + 1}/{rounds} {arm}: {result['calls_per_s']:.0f} calls/s "
                       f"(connections per process {result['split']}, errors {result['errors']})",
@@ -285,6 +307,13 @@ def render(r: dict) -> str:
         each = ", ".join(f"{x['calls_per_s']:,.0f}" for x in runs)
         lines.append(f"| {arm} | {med[arm]:,.0f} | {ratio(med[arm], one):.2f}x | {each} | "
                      f"{sum(x['errors'] for x in runs)} |")
+    lines += ["", "Cores kept busy during a round (median; CPU seconds / wall seconds, "
+              "including the clients' start-up and warm-up): servers (the workers; for "
+              "HAProxy the two servers and HAProxy) and the client processes.", "",
+              "| arm | server cores | client cores |", "|---|---:|---:|"]
+    for arm, runs in r["runs"].items():
+        lines.append(f"| {arm} | {median(x['server_cores'] for x in runs):.2f} | "
+                     f"{median(x['client_cores'] for x in runs):.2f} |")
     lines += ["", "How the 16 connections landed (connections per worker or server, per round):", ""]
     for arm, runs in r["runs"].items():
         lines.append(f"- {arm}: {'; '.join('/'.join(map(str, x['split'])) for x in runs)}")

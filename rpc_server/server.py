@@ -132,7 +132,7 @@ class ExpertdServer:
             self.zerorpc.bind(self.config.bind)
 
     def start_health_http(self) -> None:
-        """``GET /health`` for load balancers, on the bind host (127.0.0.1 for ``*``-less)."""
+        """``GET /health`` for load balancers, on the bind host (all interfaces for ``*``)."""
         from rpc_server.health_http import HealthServer
 
         try:
@@ -192,8 +192,9 @@ class ExpertdServer:
         gevent.spawn(self._retire)
 
     def _retire(self) -> None:
-        if self.health_http is not None:
+        if self.health_http is not None:  # the balancer's next check goes to another worker
             self.health_http.close()
+            self.health_http = None
         server = self.zerorpc
         gevent.sleep(RETIRE_GRACE_S)  # connections accepted just before: their first call
         patience = time.monotonic() + self.config.drain_timeout / 2
