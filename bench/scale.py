@@ -242,6 +242,7 @@ def memory_section(procs: Procs, name: str, config: Path) -> dict:
 def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
     """Start the arms, measure interleaved rounds, measure memory; the raw results."""
     procs = Procs()
+    load_before = os.getloadavg()
     try:
         one_ep = serve(procs, "workers1", VADER_CONFIG, "--workers", "1")
         one = procs.procs[-1]
@@ -275,6 +276,7 @@ def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
                 print(f"round {r + 1}/{rounds} {arm}: {result['calls_per_s']:.0f} calls/s "
                       f"(connections per process {result['split']}, errors {result['errors']})",
                       file=sys.stderr)
+        load_after = os.getloadavg()
         procs.stop_all()
         procs.procs.clear()
         memory = {"vader": memory_section(procs, "mem-vader", VADER_CONFIG)}
@@ -285,6 +287,7 @@ def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
         procs.stop_all()
     return {"runs": runs, "memory": memory, "rounds": rounds, "duration": duration,
             "warmup": warmup, "cpus": os.cpu_count(),
+            "loadavg": [round(load_before[0], 2), round(load_after[0], 2)],
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -296,7 +299,9 @@ def render(r: dict) -> str:
         "# Scale-out benchmark (`python -m bench.scale`)", "",
         f"Run {r['when']} on {r['cpus']} cores (shared with other work: orders of magnitude, "
         f"compare only within this run). {r['rounds']} interleaved rounds of "
-        f"{r['duration']:g} s (after {r['warmup']:g} s warm-up) per arm; medians.", "",
+        f"{r['duration']:g} s (after {r['warmup']:g} s warm-up) per arm; medians. "
+        f"1-minute load average of the machine: {r['loadavg'][0]} before the rounds, "
+        f"{r['loadavg'][1]} after them.", "",
         f"Load: concurrency 64 = {CLIENTS} client processes x {CONNECTIONS} connections x "
         f"{WINDOW} calls in flight, one `vader` document per call (CPU-bound, no TensorFlow). "
         "The clients run on the same cores as the servers.", "",
@@ -310,10 +315,16 @@ def render(r: dict) -> str:
     lines += ["", "Cores kept busy during a round (median; CPU seconds / wall seconds, "
               "including the clients' start-up and warm-up): servers (the workers; for "
               "HAProxy the two servers and HAProxy) and the client processes.", "",
-              "| arm | server cores | client cores |", "|---|---:|---:|"]
+              "| arm | server cores | client cores | calls per server core-second |",
+              "|---|---:|---:|---:|"]
     for arm, runs in r["runs"].items():
-        lines.append(f"| {arm} | {median(x['server_cores'] for x in runs):.2f} | "
-                     f"{median(x['client_cores'] for x in runs):.2f} |")
+        cores = median(x["server_cores"] for x in runs)
+        lines.append(f"| {arm} | {cores:.2f} | {median(x['client_cores'] for x in runs):.2f} | "
+                     f"{median(x['calls_per_s'] / x['server_cores'] for x in runs):,.0f} |")
+    lines += ["", "Two workers can use two cores only when the machine has them to give: "
+              "when the server cores stay near 1 with 2 workers, the other work on the "
+              "machine, not the workers, set the ceiling (compare the calls per server "
+              "core-second, which the extra worker leaves about unchanged)."]
     lines += ["", "How the 16 connections landed (connections per worker or server, per round):", ""]
     for arm, runs in r["runs"].items():
         lines.append(f"- {arm}: {'; '.join('/'.join(map(str, x['split'])) for x in runs)}")

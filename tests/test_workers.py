@@ -286,3 +286,45 @@ def test_a_worker_that_cannot_load_stops_the_start_with_the_reason(tmp_path):
     assert out.returncode == 1, out.stderr
     assert "no_such_module" in out.stderr and "before it was ready" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_reload_under_a_pipe_stream_loses_no_document(tmp_path):
+    config = vader_config(tmp_path, "1")
+    server = Supervised(config, tmp_path, 2)
+    try:
+        env = dict(os.environ, EXPERTD_ENDPOINT=server.endpoint)
+        pipe = subprocess.Popen([EXPERTD, "pipe", "--lines", "--batch-size", "50",
+                                 "--timeout", "30", "vader"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.extend(pipe.stdout))
+        reader.start()
+        i = 0
+
+        def feed(count: int) -> None:
+            nonlocal i
+            for _ in range(count):
+                pipe.stdin.write(json.dumps({"i": i, "text": "fine"}).encode() + b"\n")
+                i += 1
+                if i % 100 == 0:
+                    pipe.stdin.flush()
+                    time.sleep(0.01)
+
+        feed(1000)
+        vader_config(tmp_path, "2")
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        while "reload done" not in server.read_log():
+            feed(100)
+            assert i < 200_000, server.read_log()
+        feed(1000)
+        pipe.stdin.close()
+        assert pipe.wait(120) == 0, pipe.stderr.read().decode()
+        reader.join()
+        docs = [json.loads(line) for line in out]
+        assert [d["i"] for d in docs] == list(range(i))
+        assert all("compound" in d["opinions"]["vader"] and "errors" not in d for d in docs)
+        assert all(h["versions"] == {"vader": "2"}
+                   for h in worker_pids(server.endpoint, 2).values())
+    finally:
+        assert server.stop() == 0, server.read_log()
