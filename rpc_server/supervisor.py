@@ -110,9 +110,15 @@ def wanted_workers(option: int | None, config_path: Path | None) -> int | None:
         return None
     if option is not None:
         return option
-    from experts.config import load_config
+    from experts.config import ConfigError, load_config
 
-    return load_config(config_path).server.workers
+    file = load_config(config_path)
+    workers = file.server.workers
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or workers < 1):
+        raise ConfigError(f"{file.path}: server: workers must be a whole number >= 1, "
+                          f"got {workers!r}")
+    return workers
 
 
 @dataclass

@@ -328,3 +328,14 @@ def test_reload_under_a_pipe_stream_loses_no_document(tmp_path):
                    for h in worker_pids(server.endpoint, 2).values())
     finally:
         assert server.stop() == 0, server.read_log()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5", "true"])
+def test_a_bad_workers_setting_is_refused_with_its_value(tmp_path, value):
+    config = tmp_path / "experts.yaml"
+    config.write_text(f"server: {{workers: {value}}}\n" + VADER_CONFIG.read_text())
+    out = subprocess.run([EXPERTD, "serve", "--config", str(config), "--bind",
+                          f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 1
+    assert "workers must be a whole number >= 1" in out.stderr and "Traceback" not in out.stderr
