@@ -321,10 +321,11 @@ def render(r: dict) -> str:
         cores = median(x["server_cores"] for x in runs)
         lines.append(f"| {arm} | {cores:.2f} | {median(x['client_cores'] for x in runs):.2f} | "
                      f"{median(x['calls_per_s'] / x['server_cores'] for x in runs):,.0f} |")
-    lines += ["", "Two workers can use two cores only when the machine has them to give: "
-              "when the server cores stay near 1 with 2 workers, the other work on the "
-              "machine, not the workers, set the ceiling (compare the calls per server "
-              "core-second, which the extra worker leaves about unchanged)."]
+    busy = {arm: median(x["server_cores"] for x in runs) for arm, runs in r["runs"].items()}
+    lines += ["", f"Two workers can use two cores only when the machine has them to give: here "
+              f"the 2 workers together got {busy['2 workers']:.2f} cores "
+              f"(1 worker: {busy['1 worker']:.2f}), so the other work on the machine, not "
+              f"the number of workers, set the ceiling of this run."]
     lines += ["", "How the 16 connections landed (connections per worker or server, per round):", ""]
     for arm, runs in r["runs"].items():
         lines.append(f"- {arm}: {'; '.join('/'.join(map(str, x['split'])) for x in runs)}")
