@@ -22,10 +22,13 @@ log = logging.getLogger("expertd.health")
 StatusFunction = Callable[[], "tuple[bool, dict]"]
 
 
-class _SharedPortServer(ThreadingHTTPServer):
+class _HealthHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
-    allow_reuse_port = True
     daemon_threads = True
+
+
+class _SharedPortServer(_HealthHTTPServer):
+    allow_reuse_port = True
 
 
 def _handler(status: StatusFunction) -> type[BaseHTTPRequestHandler]:
@@ -58,9 +61,10 @@ def _handler(status: StatusFunction) -> type[BaseHTTPRequestHandler]:
 class HealthServer:
     """``GET /health`` on ``host:port`` in a background thread."""
 
-    def __init__(self, host: str, port: int, status: StatusFunction) -> None:
-        """Bind now (an ``OSError`` if the port is taken by something else)."""
-        self.httpd = _SharedPortServer((host, port), _handler(status))
+    def __init__(self, host: str, port: int, status: StatusFunction, shared: bool = False) -> None:
+        """Bind now (an ``OSError`` if the port is taken); ``shared``: workers share the port."""
+        server_class = _SharedPortServer if shared else _HealthHTTPServer
+        self.httpd = server_class((host, port), _handler(status))
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-http",
                                        daemon=True)
         self.thread.start()

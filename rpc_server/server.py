@@ -139,7 +139,12 @@ class ExpertdServer:
             host = tcp_address(self.config.bind)[0]
         except ValueError:
             host = "127.0.0.1"
-        self.health_http = HealthServer(host, self.config.health_port, self.health_status)
+        try:
+            self.health_http = HealthServer(host, self.config.health_port, self.health_status,
+                                            shared=self.worker is not None)
+        except OSError as exc:
+            raise OSError(f"--health-port {self.config.health_port} on {host}: "
+                          f"{exc.strerror or exc}") from None
 
     def health_status(self) -> tuple[bool, dict]:
         """``(serving, body)`` for the HTTP health check (not serving once draining)."""

@@ -339,3 +339,17 @@ def test_a_bad_workers_setting_is_refused_with_its_value(tmp_path, value):
                          timeout=60, cwd=ROOT)
     assert out.returncode == 1
     assert "workers must be a whole number >= 1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_taken_health_port_is_named(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([EXPERTD, "serve", "--config", str(VADER_CONFIG), "--bind",
+                              f"tcp://127.0.0.1:{free_port()}", "--health-port", str(port)],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 1
+    assert f"--health-port {port}" in out.stderr and "Traceback" not in out.stderr
