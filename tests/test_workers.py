@@ -353,3 +353,34 @@ def test_a_taken_health_port_is_named(tmp_path):
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 1
     assert f"--health-port {port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigterm_lets_every_worker_finish_its_calls(tmp_path):
+    from clients.wire import connect
+
+    config = tmp_path / "experts.yaml"
+    config.write_text("experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
+                      "    options: {seconds: 3}\n")
+    server = Supervised(config, tmp_path, 2)
+    by_pid: dict = {}
+    while len(by_pid) < 2:  # one connection on each worker
+        connection = connect(server.endpoint, timeout=60)
+        pid = connection.call("health")["pid"]
+        if pid in by_pid:
+            connection.close()
+        else:
+            by_pid[pid] = connection
+    connections = list(by_pid.values())
+    answers: list = []
+    callers = [threading.Thread(target=lambda c=c: answers.append(
+        c.call("opinion", "slow", {"text": "x"}))) for c in connections]
+    for caller in callers:
+        caller.start()
+    time.sleep(1.0)  # the calls are running on both workers
+    assert server.stop() == 0, server.read_log()
+    for caller in callers:
+        caller.join()
+    for c in connections:
+        c.close()
+    assert answers == [{"slept": 3}] * len(connections)
+    assert server.read_log().count("finishing in-flight calls") == 2
