@@ -1,27 +1,47 @@
 # expertd: `make run` serves every expert (and the HTTP bridge); `make test` runs every test.
-# Both set up what is missing first: the virtualenv, the pinned packages, the
-# default models (trained from the VADER ground truth) and the bridge's npm packages.
+# Both set up what is missing first, one headed step at a time: the environment
+# (.venv), the pinned packages, the data (VADER ground truth), the training of
+# the default models, and the bridge's Node packages. Each step runs once.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
+DATA := data/vader_icwsm2014/tweets_GroundTruth.txt
 NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+CHROMIUM := /usr/bin/chromium
+HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
-.PHONY: run serve bridge test lint test-python test-node models setup bench clean
+# $(call step,WHAT,FIRST-TIME COST): one heading per set-up step.
+step = @printf '\n==> %s\n    (%s)\n' '$(1)' '$(2)'
+PATH_HINT = @echo "The tools (expertd, ...) are in $(CURDIR)/$(VENV)/bin: run \`source $(VENV)/bin/activate\` or \`eval \"\$$(make -s env)\"\` to put them on PATH."
 
-## Start the server and the HTTP bridge in the foreground; Ctrl-C stops both cleanly.
+.PHONY: run serve bridge test lint test-python test-node models data setup env bench clean
+
+## Start the server, then (once it answers) the HTTP bridge; Ctrl-C stops both.
+## Whatever fails, nothing is left running: the EXIT trap stops both.
 run: setup
-	@echo "expertd on $(EXPERTD_ENDPOINT), HTTP bridge on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
-	@trap 'kill -TERM $$server $$bridge 2>/dev/null; wait' INT TERM; \
+	@echo
+	@echo "==> expertd on $(EXPERTD_ENDPOINT), then the HTTP bridge on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
+	$(PATH_HINT)
+	@if $(VENV)/bin/expertd status --quiet --timeout 2; then $(VENV)/bin/expertd status; \
+	  echo "make run: a server already answers at $(EXPERTD_ENDPOINT); stop it first (expertd stop), or set EXPERTD_ENDPOINT" >&2; exit 1; fi
+	@server=; bridge=; \
+	trap 'trap - EXIT; kill -TERM $$bridge $$server 2>/dev/null; wait' EXIT; \
+	trap 'exit 130' INT TERM HUP; \
 	$(VENV)/bin/expertd serve & server=$$!; \
-	npm start --silent --prefix express_bridge & bridge=$$!; \
-	wait -n; status=$$?; kill -TERM $$server $$bridge 2>/dev/null; wait; exit $$status
+	until $(VENV)/bin/expertd status --quiet --timeout 2; do \
+	  if ! kill -0 $$server 2>/dev/null; then wait $$server; code=$$?; \
+	    echo "make run: expertd serve exited ($$code) before answering; the bridge was not started" >&2; \
+	    exit $$(( code ? code : 1 )); fi; \
+	  sleep 0.5; \
+	done; \
+	(cd express_bridge && exec node src/server.js) & bridge=$$!; \
+	wait -n $$server $$bridge; exit $$?
 
 ## Only the ZeroRPC server.
 serve: $(PIP_STAMP) $(MODELS)
@@ -36,39 +56,67 @@ test: setup lint test-python test-node
 
 ## Static checks (ruff) of the Python code.
 lint: $(PIP_STAMP)
-	$(VENV)/bin/ruff check .
+	$(call step,lint: ruff check,a second)
+	@$(VENV)/bin/ruff check .
 
-test-python: $(PIP_STAMP) $(MODELS)
-	bash deploy/install-haproxy.sh
+test-python: $(PIP_STAMP) $(MODELS) $(HAPROXY)
+	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
 	$(VENV)/bin/pytest
 
-test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
+	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
-setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+## Debian's haproxy, for tests/test_haproxy.py and bench/scale.py (deploy/haproxy.cfg).
+$(HAPROXY):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
-$(PIP_STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+	@echo "==> set-up complete: .venv, packages, data, models, Node packages"
+
+## Print the shell line that puts the tools on PATH: eval "$(make -s env)"
+env:
+	@echo 'export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"'
+
+$(PY):
+	$(call step,environment: a virtualenv in $(VENV) ($(PYTHON) -m venv),first time only: about 5 s)
+	$(PYTHON) -m venv $(VENV)
+
+$(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 		--config-settings editable_mode=compat -e '.[models,test]'
-	touch $@
+	@touch $@
+	$(PATH_HINT)
+
+## The training data: VADER's ground truth, from the vaderSentiment sdist (pip download).
+data: $(DATA)
+$(DATA): | $(PIP_STAMP)
+	$(call step,data: the VADER ground truth (pip download of the vaderSentiment 3.3.2 sdist),first time: about 10 s; cached in data/)
+	$(PY) -c 'from experts.data import fetch_ground_truth; print("   ", fetch_ground_truth("data"))'
 
 ## Train the default models that are missing (reproducible: fixed seeds and split).
-models: $(PIP_STAMP)
+models: $(PIP_STAMP) $(DATA)
 	$(PY) -m experts.train --data-dir data --out models
 
-$(MODELS): | $(PIP_STAMP)
+$(MODELS) &: | $(PIP_STAMP) $(DATA)
+	$(call step,training: the default models sentiment and genre (python -m experts.train),first time: about a minute on 2 cores)
 	$(PY) -m experts.train --data-dir data --out models
 
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
+	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md (installs wrk and libev-dev from Debian if missing).
-bench: setup
+## Benchmarks: writes bench/RESULTS.md, RESULTS-learning.md and RESULTS-scale.md (installs wrk, libev-dev and haproxy from Debian if missing).
+bench: setup $(HAPROXY)
 	bash bench/setup.sh
 	$(PY) -m bench.run
-	bash deploy/install-haproxy.sh
+	$(PY) -m bench.learning
 	$(PY) -m bench.scale
 
 clean:

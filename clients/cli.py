@@ -1,12 +1,24 @@
-"""Small client commands: ``expertd call`` and ``expertd install-stage``."""
+"""Client commands for the shell: call, list, info, status, stop, install-stage.
+
+In the spirit of python-fire, ``expertd call`` turns the server's own methods
+into a command line: plain words are strings, anything that parses as JSON is
+that JSON value, and ``--FIELD VALUE`` flags build the document a method
+takes (``expertd call sentiment --text "I love it"``). The help for a method
+(``expertd call METHOD --help``), ``expertd list`` and ``expertd info`` come
+from the server's own signatures and docstrings (``_zerorpc_inspect``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import stat
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,54 +34,432 @@ from clients.pipe import main
 main(["{name}", *sys.argv[1:]])
 '''
 
+#: Exit status when no server answers (as the pipe stage's).
+NO_SERVER = 3
 
-@click.command("call")
-@click.argument("method")
-@click.argument("args", nargs=-1)
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
-@click.option("--timeout", type=float, default=30.0, show_default=True)
-def call(method, args, endpoint, timeout):
-    """Call METHOD with ARGS (each a JSON value) and print the JSON result.
+endpoint_option = click.option(
+    "--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+    help="Server endpoint (env EXPERTD_ENDPOINT).")
+
+
+def _no_server(command: str, endpoint: str, exc: Exception) -> None:
+    click.echo(f"expertd {command}: no expertd server answered at {endpoint} ({exc}). Start one "
+               f"with `expertd serve --bind {endpoint}` (or `make run`).", err=True)
+    sys.exit(NO_SERVER)
+
+
+def _ask(command: str, endpoint: str, timeout: float, *calls: tuple) -> list:
+    """Make ``calls`` (``(method, *args)`` tuples) on one connection; exit clearly on failure."""
+    try:
+        with connect(endpoint, timeout=timeout) as connection:
+            return [connection.call(*c) for c in calls]
+    except (ServerUnavailable, CallTimeout) as exc:
+        _no_server(command, endpoint, exc)
+    except RemoteError as exc:
+        click.echo(f"expertd {command}: {exc.name}: {exc.msg}", err=True)
+        sys.exit(1)
+
+
+# -- expertd call -------------------------------------------------------------------
+
+def parse_value(word: str) -> Any:
+    """A command-line word as a value: JSON if it parses as JSON, else the word as a string."""
+    try:
+        return json.loads(word)
+    except ValueError:
+        return word
+
+
+def split_words(words: tuple[str, ...]) -> tuple[list[Any], dict[str, Any], bool]:
+    """Positional values, the document built from ``--FIELD VALUE`` flags, and whether --help was asked."""
+    values: list[Any] = []
+    doc: dict[str, Any] = {}
+    wants_help = False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("-h", "--help"):
+            wants_help = True
+        elif word == "--":
+            values.extend(parse_value(w) for w in words[i + 1:])
+            break
+        elif word.startswith("--") and len(word) > 2:
+            key, sep, value = word[2:].partition("=")
+            if not sep:
+                if i + 1 >= len(words):
+                    raise click.UsageError(f"flag --{key} needs a value (a document field)")
+                i += 1
+                value = words[i]
+            doc[key] = parse_value(value)
+        else:
+            values.append(parse_value(word))
+        i += 1
+    return values, doc, wants_help
+
+
+def place_document(method: str, params: list[str] | None, values: list[Any],
+                   doc: dict) -> list[Any]:
+    """Put the flag-built ``doc`` where the method takes its ``doc`` (or ``docs``) argument."""
+    if not doc:
+        return values
+    if params is None:
+        raise click.UsageError("--FIELD flags build a document, but the server did not say "
+                               "which argument takes it; pass the document as JSON instead")
+    for slot, wrap in (("doc", False), ("docs", True)):
+        if slot in params:
+            index = params.index(slot)
+            if index > len(values):
+                missing = ", ".join(params[len(values):index])
+                raise click.UsageError(f"give {missing} before the --FIELD flags")
+            return [*values[:index], [doc] if wrap else doc, *values[index:]]
+    raise click.UsageError(f"{method} takes no document (its arguments: "
+                           f"{', '.join(params) or 'none'}); --FIELD flags build one")
+
+
+def _own_options(words: tuple[str, ...], endpoint: str, timeout: float) -> tuple:
+    """Take ``--endpoint`` and ``--timeout`` out of the words after METHOD (they are ours)."""
+    rest: list[str] = []
+    i = 0
+    while i < len(words):
+        key, sep, value = words[i].partition("=")
+        if key in ("--endpoint", "--timeout"):
+            if not sep:
+                if i + 1 >= len(words):
+                    raise click.UsageError(f"{key} needs a value")
+                i += 1
+                value = words[i]
+            if key == "--endpoint":
+                endpoint = value
+            else:
+                try:
+                    timeout = float(value)
+                except ValueError:
+                    raise click.UsageError(f"--timeout must be a number, got {value!r}") from None
+        else:
+            rest.append(words[i])
+        i += 1
+    return tuple(rest), endpoint, timeout
+
+
+def _method_help(method: str, described: dict | None) -> str:
+    if described is None:
+        return f"the server has no method {method!r}; `expertd list` shows what it has"
+    params = [a["name"] for a in described.get("args") or []]
+    usage = " ".join(params)
+    lines = [f"Usage: expertd call {method} {usage}".rstrip()]
+    if "doc" in params or "docs" in params:
+        others = [p for p in params if p not in ("doc", "docs")]
+        lines.append(" ".join(["   or: expertd call", method, *others, "--FIELD VALUE ..."]))
+    lines += ["", plain(described.get("doc")) or "(no description)"]
+    return "\n".join(lines)
+
+
+@click.command("call", context_settings={"ignore_unknown_options": True,
+                                         "allow_interspersed_args": False},
+               add_help_option=False)
+@click.argument("method", required=False)
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@endpoint_option
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the answer.")
+@click.option("-h", "--help", "wants_help", is_flag=True, help="Show this message and exit.")
+@click.pass_context
+def call(ctx, method, words, endpoint, timeout, wants_help):
+    """Call METHOD on the server and print its JSON result.
+
+    Each word is a JSON value if it parses as JSON, else a plain string.
+    Flags --FIELD VALUE build the document the method takes (values as
+    words are). `expertd call METHOD --help` shows the server's own help
+    for METHOD; `expertd list` shows every method.
 
     \b
       expertd call health
-      expertd call sentiment '{"text": "I love it"}'
+      expertd call sentiment --text "I love it"
+      expertd call opinion sentiment '{"text": "I love it"}'
       expertd call opinions '{"text": "I love it"}' '["sentiment", "genre"]'
     """
-    values = []
-    for i, arg in enumerate(args, 1):
-        try:
-            values.append(json.loads(arg))
-        except ValueError:
-            raise click.UsageError(f"argument {i} is not JSON: {arg!r}") from None
-    try:
-        with connect(endpoint, timeout=timeout) as connection:
-            result = connection.call(method, *values)
-    except (ServerUnavailable, CallTimeout) as exc:
-        click.echo(f"expertd call: {exc}", err=True)
-        sys.exit(3)
-    except RemoteError as exc:
-        click.echo(f"expertd call: {exc.name}: {exc.msg}", err=True)
-        sys.exit(1)
+    words, endpoint, timeout = _own_options(words, endpoint, timeout)
+    values, doc, help_in_words = split_words(words)
+    if method is None or method in ("-h", "--help"):
+        click.echo(ctx.get_help())
+        return
+    if wants_help or help_in_words:
+        (described,) = _ask("call", endpoint, min(timeout, 10.0), ("_zerorpc_inspect",))
+        click.echo(_method_help(method, described["methods"].get(method)))
+        return
+    if doc:
+        (described,) = _ask("call", endpoint, timeout, ("_zerorpc_inspect",))
+        entry = described["methods"].get(method)
+        if entry is None:  # let the server say there is no such method
+            values = [*values, doc]
+        else:
+            params = None if entry.get("args") is None else [a["name"] for a in entry["args"]]
+            values = place_document(method, params, values, doc)
+    (result,) = _ask("call", endpoint, timeout, (method, *values))
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
+
+# -- expertd list / info ---------------------------------------------------------------
+
+def _signature(name: str, described: dict) -> str:
+    args = described.get("args")
+    if args is None:
+        return f"{name}(...)"
+    return f"{name}({', '.join(a['name'] for a in args)})"
+
+
+def plain(text: str | None) -> str:
+    """A docstring for a terminal: RST literals (````x````) and click's ``\\b`` markers removed."""
+    text = re.sub(r"``([^`]+)``", r"\1", text or "")
+    return "\n".join(line for line in text.splitlines() if line.strip() != "\b")
+
+
+def _first_line(text: str | None) -> str:
+    text = plain(text).strip()
+    return text.splitlines()[0] if text else ""
+
+
+@click.command("list", short_help="List the server's experts and methods.")
+@endpoint_option
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the server.")
+def list_experts(endpoint, timeout):
+    """List the server's experts and RPC methods, from its own descriptions."""
+    experts, described = _ask("list", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    names = {e["name"] for e in experts}
+    click.echo(f"Experts on {endpoint} (`expertd info NAME` for one):")
+    width = max((len(e["name"]) for e in experts), default=0)
+    vwidth = max((len(str(e.get("version", "?"))) + 1 for e in experts), default=0)
+    for entry in experts:
+        version = f"v{entry.get('version', '?')}"
+        click.echo(f"  {entry['name']:<{width}}  {version:<{vwidth}}  reads "
+                   f"{entry.get('field', 'text')!r}  {_first_line(entry.get('description'))}")
+    methods = {n: d for n, d in described["methods"].items() if n not in names}
+    click.echo("\nMethods (`expertd call METHOD --help` for one):")
+    shown = {n: _signature(n, d) for n, d in methods.items()}
+    width = max(map(len, shown.values())) if shown else 0
+    for name in sorted(methods):
+        click.echo(f"  {shown[name]:<{width}}  {_first_line(methods[name].get('doc'))}")
+
+
+def opinion_shape(value: Any) -> Any:
+    """The JSON type of each part of an opinion: ``{"valence": "number", ...}``."""
+    if isinstance(value, dict):
+        return {k: opinion_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [opinion_shape(value[0])] if value else []
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "null"
+
+
+SAMPLE_TEXT = "expertd info: a short sample text"
+
+
+@click.command("info", short_help="Describe expert NAME: field, opinion, metrics.")
+@click.argument("name")
+@endpoint_option
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the server (and for the sample opinion).")
+def info(name, endpoint, timeout):
+    """Describe expert NAME: description, field, opinion shape, metrics, batching.
+
+    The opinion's shape is read from the expert's answer to a short sample
+    text (skipped if it does not answer within --timeout).
+    """
+    experts, described = _ask("info", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    entry = next((e for e in experts if e["name"] == name), None)
+    if entry is None:
+        click.echo(f"expertd info: the server at {endpoint} has no expert {name!r}; it runs: "
+                   f"{', '.join(e['name'] for e in experts)}", err=True)
+        sys.exit(2)
+    field = entry.get("field", "text")
+    click.echo(f"{name} (version {entry.get('version', '?')})")
+    click.echo(f"  {entry.get('description') or '(no description)'}")
+    click.echo(f"  reads:    the {field!r} field of a JSON-object document")
+    method = described["methods"].get(name)
+    if method is not None:
+        click.echo(f"  call:     expertd call {name} --{field} VALUE   "
+                   f"(RPC: {_signature(name, method)})")
+    batch = entry.get("batch") or {}
+    if batch:
+        click.echo(f"  batching: up to {batch.get('max_size')} documents per model call, "
+                   f"waiting up to {batch.get('max_wait_ms', 0):g} ms for more")
+    shape = _sample_shape(endpoint, name, field, timeout)
+    click.echo(f"  opinion:  {json.dumps(shape) if shape is not None else '(no sample answer)'}")
+    metrics = entry.get("metrics") or {}
+    if metrics:
+        click.echo("  metrics:")
+        for key, value in metrics.items():
+            click.echo(f"    {key}: {json.dumps(value, ensure_ascii=False)}")
+    else:
+        click.echo("  metrics:  (none reported)")
+
+
+def _sample_shape(endpoint: str, name: str, field: str, timeout: float) -> Any:
+    try:
+        with connect(endpoint, timeout=timeout) as connection:
+            return opinion_shape(connection.call(name, {field: SAMPLE_TEXT}))
+    except (ServerUnavailable, CallTimeout, RemoteError):
+        return None
+
+
+# -- expertd status / stop -------------------------------------------------------------
+
+@click.command("status", short_help="Say whether a server answers (exit 0, else 3).")
+@endpoint_option
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for an answer.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing; only the exit status.")
+def status(endpoint, timeout, quiet):
+    """Say whether a server answers at the endpoint (exit 0), or not (exit 3)."""
+    try:
+        with connect(endpoint, timeout=timeout) as connection:
+            health = connection.call("health")
+    except (ServerUnavailable, CallTimeout) as exc:
+        if not quiet:
+            click.echo(f"no expertd server answers at {endpoint} ({exc})")
+        sys.exit(NO_SERVER)
+    if not quiet:
+        click.echo(f"expertd {health.get('version', '?')} is {health.get('status', '?')} on "
+                   f"{endpoint}: pid {health.get('pid', '?')}, up "
+                   f"{_duration(health.get('uptime_s', 0))}, experts: "
+                   f"{', '.join(health.get('experts', []))}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
+
+
+def is_local(endpoint: str) -> bool:
+    """True if ``endpoint`` is served on this machine (loopback, wildcard, ipc)."""
+    transport, _, address = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    host = address.rpartition(":")[0]
+    if host in LOCAL_HOSTS or host.startswith("127."):
+        return True
+    import socket
+
+    try:
+        return host in {socket.gethostname(), socket.getfqdn()} or \
+            host in {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_expertd(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return True  # no /proc here: trust health()
+    return b"expertd" in cmdline or b"rpc_server" in cmdline
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@click.command("stop", short_help="Stop the server: SIGTERM, then SIGKILL.")
+@endpoint_option
+@click.option("--timeout", type=click.FloatRange(min=0), default=35.0, show_default=True,
+              help="Seconds to let it finish in-flight calls (its --drain-timeout, 30 by "
+                   "default, plus a margin) before it is killed.")
+def stop(endpoint, timeout):
+    """Stop the server at the endpoint: SIGTERM (it drains), then SIGKILL after --timeout.
+
+    The server's pid comes from its health() answer; only a server on this
+    machine (a loopback or local address, or ipc://) is signalled.
+    """
+    try:
+        with connect(endpoint, timeout=15.0) as connection:
+            health = connection.call("health")
+    except (ServerUnavailable, CallTimeout) as exc:
+        click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "
+                   f"to stop", err=True)
+        sys.exit(NO_SERVER)
+    pid = health.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        raise click.ClickException(f"the server at {endpoint} did not report its pid")
+    if not is_local(endpoint):
+        raise click.ClickException(f"the server at {endpoint} is not on this machine; "
+                                   f"stop it where it runs (its pid there is {pid})")
+    if not _alive(pid) or not _is_expertd(pid):
+        raise click.ClickException(f"the server at {endpoint} reports pid {pid}, which is not an "
+                                   f"expertd process here (another machine or container?)")
+    click.echo(f"stopping expertd (pid {pid}) on {endpoint}: SIGTERM, in-flight calls finish")
+    os.kill(pid, signal.SIGTERM)
+    if _wait_gone(pid, timeout):
+        click.echo("stopped")
+        return
+    click.echo(f"still running after {timeout:g} s: SIGKILL", err=True)
+    os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(pid, 5.0):
+        raise click.ClickException(f"pid {pid} survived SIGKILL")
+    click.echo("killed")
+
+
+# -- expertd install-stage ---------------------------------------------------------------
 
 @click.command("install-stage")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=lambda: Path(sys.executable).parent, show_default="the venv's bin/",
               help="Where to write the scripts (a directory on PATH).")
-def install_stage(names, directory):
-    """Write an ``expert_<NAME>`` pipe stage for each NAME.
+@endpoint_option
+def install_stage(names, directory, endpoint):
+    """Write an expert_NAME pipe stage for each NAME.
 
-    A user who had ``expert_sentiment.py`` scripts keeps the name:
-    ``cat doc.json | expert_sentiment | expert_genre``.
+    A user who had expert_sentiment.py scripts keeps the name:
+    cat doc.json | expert_sentiment | expert_genre. If a server answers at
+    the endpoint, names it does not run are refused; if none answers, the
+    stages are written with a warning.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     for name in names:
         if not name.isidentifier():
             raise click.UsageError(f"expert name {name!r} must be an identifier")
+    try:
+        with connect(endpoint, timeout=2.0) as connection:
+            served = connection.call("health").get("experts", [])
+    except (ServerUnavailable, CallTimeout):
+        click.echo(f"warning: no server answers at {endpoint}, so the names were not checked",
+                   err=True)
+    else:
+        unknown = [n for n in names if n not in served]
+        if unknown:
+            raise click.UsageError(f"the server at {endpoint} has no expert "
+                                   f"{', '.join(map(repr, unknown))}; it runs: "
+                                   f"{', '.join(served)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
         path = directory / f"expert_{name}"
         path.write_text(STAGE_TEMPLATE.format(python=sys.executable, name=name))
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -10,7 +10,13 @@ from importlib.metadata import version
 
 SUBCOMMANDS = {
     "serve": "rpc_server.cli:serve",
+    "check": "rpc_server.cli:check",
+    "status": "clients.cli:status",
+    "stop": "clients.cli:stop",
+    "list": "clients.cli:list_experts",
+    "info": "clients.cli:info",
     "pipe": "clients.pipe_cli:pipe",
+    "learn": "clients.learn:learn",
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
     "reload": "rpc_server.supervisor:reload_command",

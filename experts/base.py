@@ -4,6 +4,11 @@ An expert has a name, a version, a one-line description and the document
 field it reads. It loads its model once (``load``) and turns a *batch* of
 field values into a batch of opinions (``predict``). Everything else
 (validation, batching, threads, RPC) is the server's job.
+
+An expert that also learns from labelled examples sets ``learns = True`` and
+implements ``learn`` (apply examples in order), ``state`` (what it has
+learned so far) and ``checkpoint``/``restore`` (its model as bytes). The
+server keeps the examples in a durable log and decides when to apply them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ class Expert:
     field: str = "text"
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
+    #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
+    #: ``experts()`` reports it; the bridge's OpenAPI document and the server's
+    #: check of expert outputs (required keys, top-level property types) use it.
+    opinion_schema: dict | None = None
+    #: Whether ``learn`` is implemented (the server answers ``NotLearnable`` otherwise).
+    learns: bool = False
+    #: The document field holding an example's target, for ``learn`` (``learn: {target: ...}``).
+    target: str = "label"
+    #: The Python type a target must have (``None`` accepts any JSON value).
+    target_type: type | None = str
 
     def __init__(self, name: str | None = None, *, field: str | None = None,
                  version: str | None = None, description: str | None = None,
@@ -58,6 +73,26 @@ class Expert:
         """Held-out metrics of the model, as saved beside it (empty if none)."""
         return {}
 
+    def learn(self, inputs: Sequence[Any], targets: Sequence[Any]) -> None:
+        """Learn from examples, in order (only for experts with ``learns = True``).
+
+        Called from one thread at a time; it may run while ``predict`` runs in
+        another thread, so an expert guards its model itself.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
+    def state(self) -> dict:
+        """What the expert has learned so far; at least ``{"updates": <examples applied>}``."""
+        return {}
+
+    def checkpoint(self) -> bytes:
+        """The learned model as bytes, for ``restore`` after a restart."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
+    def restore(self, data: bytes) -> None:
+        """Replace the model with one saved by ``checkpoint``."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn")
+
     def describe(self) -> dict:
         """What ``experts()`` reports about this expert."""
         return {
@@ -66,13 +101,18 @@ class Expert:
             "description": self.description,
             "field": self.field,
             "metrics": self.metrics(),
+            "opinion_schema": self.opinion_schema,
+            "learns": self.learns,
+            **({"target": self.target, "learning": self.state()} if self.learns else {}),
         }
 
 
 class FunctionExpert(Expert):
     """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
 
-    With ``batched=True`` the function receives the whole batch.
+    With ``batched=True`` the function receives the whole batch. A function
+    may declare the JSON Schema of its opinion as an ``opinion_schema``
+    attribute (optional).
     """
 
     def __init__(self, function: Callable, name: str | None = None, *,
@@ -83,6 +123,7 @@ class FunctionExpert(Expert):
         options.setdefault("version", getattr(function, "version", "0"))
         super().__init__(name or function.__name__, **options)
         self.function = function
+        self.opinion_schema = getattr(function, "opinion_schema", None)
         self.batched = batched
 
     def predict(self, inputs: Sequence[Any]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Read the experts file (YAML) and build the experts it names.
+"""Read the experts file (YAML), check all of it, and build the experts it names.
 
 The file maps each expert's name to a ``module:attribute`` import string and
 its options::
@@ -12,18 +12,29 @@ its options::
 The attribute may be an ``Expert`` subclass (built with the options), an
 ``Expert`` instance, or a plain function (wrapped in ``FunctionExpert``).
 Relative paths in options ending in ``_dir`` or ``_path`` are resolved against
-the directory of the config file.
+the directory of the config file, and must exist.
+
+Every key the file may hold is declared once, as a dataclass field made with
+``setting(default, check)``: ``ServerSettings`` (the ``server:`` section),
+``ExpertSpec`` (one expert's entry), ``BatchPolicy`` and ``QueuePolicy`` (its
+``batch:`` and ``queue:`` sections). To accept a new key, add one such line.
+``load_config`` checks the whole file against them and raises one
+``ConfigError`` listing every problem (file, line, expert, what to fix) before
+anything heavy is imported or loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
 import inspect
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -33,50 +44,217 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
 
 
-class ConfigError(Exception):
-    """The experts file is missing, malformed, or names something that cannot load."""
+# -- problems -----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the experts file, and where."""
+
+    path: Path
+    message: str
+    line: int | None = None
+    expert: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
+        who = f"expert {self.expert!r}: " if self.expert else ""
+        return f"{where}: {who}{self.message}"
+
+
+class ConfigError(Exception):
+    """The experts file is missing, malformed, or names something that cannot load.
+
+    ``problems`` lists every problem found; ``str()`` shows them one per line.
+    """
+
+    def __init__(self, message: str | Iterable[Problem]) -> None:
+        """Take one message, or every ``Problem`` found."""
+        if isinstance(message, str):
+            self.problems: list[Problem] = []
+            text = message
+        else:
+            self.problems = list(message)
+            text = "\n".join(str(p) for p in self.problems)
+            if len(self.problems) > 1:
+                text = (f"{self.problems[0].path}: {len(self.problems)} problems:\n  "
+                        + text.replace("\n", "\n  "))
+        super().__init__(text)
+
+
+class ExpertLoadError(ConfigError):
+    """An expert's ``load()`` raised; the message names the expert and the exception."""
+
+
+class Invalid(ValueError):
+    """Raised by a check: the value is not acceptable (the message says why)."""
+
+
+# -- checks: each takes a value and returns it (possibly converted) or raises Invalid
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if value is None:
+        return "nothing (null)"
+    kinds = {bool: "a boolean", dict: "a mapping", list: "a list", int: "an integer",
+             float: "a number"}
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _unquote_hint(value: Any, convert: Callable) -> str:
+    if isinstance(value, str):
+        try:
+            convert(value)
+            return " (write it without quotes)"
+        except ValueError:
+            pass
+    return ""
+
+
+def integer(minimum: int | None = None) -> Callable[[Any], int]:
+    """A check: an integer (not a boolean), at least ``minimum``."""
+    wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"must be {wanted}, got {_shown(value)}{_unquote_hint(value, int)}")
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be {wanted}, got {value}")
+        return value
+
+    check.wanted = wanted
+    return check
+
+
+def number(minimum: float | None = None) -> Callable[[Any], float]:
+    """A check: an integer or a float, at least ``minimum``."""
+    wanted = "a number" + (f" >= {minimum:g}" if minimum is not None else "")
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(f"must be {wanted}, got {_shown(value)}{_unquote_hint(value, float)}")
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be {wanted}, got {value}")
+        return value
+
+    check.wanted = wanted
+    return check
+
+
+def text(value: Any) -> str:
+    """A check: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"must be a non-empty string, got {_shown(value)}")
+    return value
+
+
+def mapping(value: Any) -> dict:
+    """A check: a mapping (``null`` counts as empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"must be a mapping (key: value), got {_shown(value)}")
+    return dict(value)
+
+
+def import_string(value: Any) -> str:
+    """A check: ``"module:attribute"`` (whether it imports is checked later, with the rest)."""
+    module, sep, attr = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not module or not attr:
+        raise Invalid(f'must be an import string "<module>:<attribute>", got {_shown(value)}')
+    return value
+
+
+def expert_needs(value: Any) -> list | dict:
+    """A check: a list of expert names, or a mapping expert name -> document field."""
+    if isinstance(value, str):
+        raise Invalid(f"must be a list of expert names (e.g. [{value}]) or a mapping "
+                      f"name: field, got {_shown(value)}")
+    if isinstance(value, list):
+        bad = [v for v in value if not isinstance(v, str) or not NAME_RE.match(v)]
+        if bad:
+            raise Invalid(f"must list expert names, but {_shown(bad[0])} is not one")
+        return value
+    if isinstance(value, dict):
+        for name, target in value.items():
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise Invalid(f"keys must be expert names, but {_shown(name)} is not one")
+            if not isinstance(target, str) or not target:
+                raise Invalid(f"{name}: must be the name of a document field, got {_shown(target)}")
+        return dict(value)
+    raise Invalid(f"must be a list of expert names or a mapping name: field, got {_shown(value)}")
+
+
+def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
+    """Declare one key of the experts file: its default and its check (a dataclass field).
+
+    ``key`` is the name in the file when it differs from the attribute's.
+    """
+    if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
+        kind = type(default)
+        made = (lambda: kind()) if dataclasses.is_dataclass(default) else (lambda: kind(default))
+        return field(default_factory=made, metadata={"check": check, "key": key})
+    return field(default=default, metadata={"check": check, "key": key})
+
+
+def section(cls: type) -> Callable:
+    """A check: a mapping whose keys are the settings of dataclass ``cls`` (validated by ``_section``)."""
+
+    def check(value: Any) -> Any:
+        raise AssertionError("sections are checked by _section")  # pragma: no cover
+
+    check.section = cls
+    return check
+
+
+# -- the tables (one line per key) --------------------------------------------
 
 @dataclass
 class BatchPolicy:
-    """How the server groups concurrent requests for one expert."""
+    """How the server groups concurrent requests for one expert (``batch:``)."""
 
-    max_size: int = 64
-    max_wait_ms: float = 0.0
+    max_size: int = setting(64, integer(1))
+    max_wait_ms: float = setting(0.0, number(0))
 
 
 @dataclass
 class QueuePolicy:
     """How much work the server admits for one expert (``queue:`` in the experts file)."""
 
-    max_docs: int = 200_000
-    budget_ms: float = 1000.0
+    max_docs: int = setting(200_000, integer(1))
+    budget_ms: float = setting(1000.0, number(0))
 
 
 @dataclass
 class ExpertSpec:
-    """One entry of the experts file."""
+    """One entry of the experts file (``experts: NAME: ...``)."""
 
     name: str
-    import_string: str
-    options: dict = field(default_factory=dict)
-    batch: BatchPolicy = field(default_factory=BatchPolicy)
-    queue: QueuePolicy = field(default_factory=QueuePolicy)
+    import_string: str = setting("", import_string, key="expert")
+    options: dict = setting({}, mapping)
+    batch: BatchPolicy = setting(BatchPolicy(), section(BatchPolicy))
+    queue: QueuePolicy = setting(QueuePolicy(), section(QueuePolicy))
+    needs: list | dict | None = setting(None, expert_needs)
+    learn: dict = setting({}, mapping)
+    #: Where the entry is written in the file (for messages), if known.
+    line: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
 class ServerSettings:
-    """Server-wide settings that may also come from the experts file."""
+    """Server-wide settings that may also come from the experts file (``server:``)."""
 
-    max_text_bytes: int = 1024 * 1024
-    threads: int = 4
+    max_text_bytes: int = setting(1024 * 1024, integer(1))
+    threads: int = setting(4, integer(1))
     #: Most documents one call may carry (``TooManyDocuments`` beyond).
-    max_batch_docs: int = 100_000
+    max_batch_docs: int = setting(100_000, integer(1))
+    #: Where learning experts keep their feedback log and checkpoints (default: state/ beside the file).
+    state_dir: str | None = setting(None, text)  # relative to the file's directory
     #: Largest ZeroMQ message the socket accepts (a bigger one drops that connection).
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = setting(32 * 1024 * 1024, integer(1))
     #: A connection that has not finished its ZMTP handshake by then is closed.
-    handshake_timeout_ms: float = 5000.0
-    workers: int | None = None  # worker processes on one port (``expertd serve --workers``)
+    handshake_timeout_ms: float = setting(5000.0, number(0))
+    workers: int | None = setting(None, integer(1))  # processes on one port (``--workers``)
 
 
 @dataclass
@@ -87,6 +265,238 @@ class ExpertsConfig:
     experts: list[ExpertSpec]
     server: ServerSettings = field(default_factory=ServerSettings)
 
+
+TOP_LEVEL = ("server", "experts")
+REQUIRED_EXPERT_KEYS = ("expert",)
+
+
+def _settings(cls: type) -> dict[str, dataclasses.Field]:
+    """The file's key -> dataclass field, for every field declared with ``setting``."""
+    return {f.metadata.get("key") or f.name: f for f in dataclasses.fields(cls)
+            if "check" in f.metadata}
+
+
+# -- YAML with line numbers and duplicate keys ----------------------------------
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the line of each key (1-based)."""
+
+    line: int | None = None
+    lines: dict
+
+    def line_of(self, key: Any) -> int | None:
+        """The line where ``key`` is written, else where the mapping starts."""
+        return self.lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that keeps line numbers and records keys written twice."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: ``(key, first line, repeated line, mapping, the earlier value)`` per repeated key.
+        self.duplicates: list[tuple[Any, int, int, dict, Any]] = []
+        self._path: list = []
+
+    def construct_mapping(self, node, deep=False):
+        """Build a ``_Mapping``; a repeated key is recorded instead of silently replacing."""
+        self.flatten_mapping(node)
+        out = _Mapping()
+        out.line = node.start_mark.line + 1
+        out.lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "found an unhashable key", key_node.start_mark) from None
+            line = key_node.start_mark.line + 1
+            value = self.construct_object(value_node, deep=deep)
+            if key in out.lines:
+                self.duplicates.append((key, out.lines[key], line, out, out[key]))
+            out.lines[key] = line
+            out[key] = value
+        return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+
+
+def _parse(path: Path) -> tuple[Any, list]:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"experts file not found: {path} (pass --config FILE or set "
+                          f"EXPERTD_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read experts file {path}: {exc}") from None
+    loader = _Loader(source)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        what = getattr(exc, "problem", None) or str(exc)
+        context, opened = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if opened is not None and context and "<stream end>" in what:
+            mark, what = opened, f"{context} that is never closed ({what})"
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {what}") from None
+    finally:
+        loader.dispose()
+
+
+# -- validation -----------------------------------------------------------------
+
+def _did_you_mean(key: Any, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+class _Checker:
+    """Collects every problem of one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def add(self, message: str, line: int | None = None, expert: str | None = None) -> None:
+        self.problems.append(Problem(self.path, message, line, expert))
+
+    def section(self, cls: type, raw: Any, where: str, line: int | None,
+                expert: str | None = None, fixed: dict | None = None) -> Any:
+        """Check mapping ``raw`` against the settings of ``cls``; return an instance."""
+        table = _settings(cls)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.add(f"{where} must be a mapping (key: value), got {_shown(raw)}", line, expert)
+            return cls(**(fixed or {}))
+        values = dict(fixed or {})
+        for key, value in raw.items():
+            key_line = raw.line_of(key) if isinstance(raw, _Mapping) else line
+            label = f"{where}.{key}" if where else str(key)
+            spec = table.get(key)
+            if spec is None:
+                self.add(f"unknown key {label!r}{_did_you_mean(key, table)}", key_line, expert)
+                continue
+            check = spec.metadata["check"]
+            nested = getattr(check, "section", None)
+            if nested is not None:
+                values[spec.name] = self.section(nested, value, label, key_line, expert)
+                continue
+            try:
+                values[spec.name] = check(value)
+            except Invalid as exc:
+                self.add(f"{label} {exc}", key_line, expert)
+        return cls(**values)
+
+
+def _resolve_paths(options: dict, base: Path) -> dict:
+    resolved = {}
+    for key, value in options.items():
+        if isinstance(value, str) and _is_path_option(key):
+            path = Path(value).expanduser()
+            value = os.path.normpath(path if path.is_absolute() else base / path)
+        resolved[key] = value
+    return resolved
+
+
+def _is_path_option(key: Any) -> bool:
+    return isinstance(key, str) and (key.endswith("_dir") or key.endswith("_path"))
+
+
+def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) -> ExpertsConfig:
+    """Parse and check the whole experts file (default: ``config/experts.yaml``).
+
+    Raises one ``ConfigError`` listing every problem: types, unknown keys (with
+    a "did you mean"), names given twice, names in ``reserved``, import strings
+    that do not import, path options that do not exist.
+    """
+    path = Path(path or DEFAULT_CONFIG)
+    raw, duplicates = _parse(path)
+    checker = _Checker(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("experts"), dict) or not raw["experts"]:
+        line = raw.line_of("experts") if isinstance(raw, _Mapping) else None
+        checker.add("needs a non-empty 'experts:' mapping (name: module:attribute)", line)
+        raise ConfigError(checker.problems)
+    experts_map = raw["experts"]
+    entries = [(name, entry, experts_map.line_of(name)) for name, entry in experts_map.items()]
+    for key, first, again, where, earlier in duplicates:
+        if where is experts_map:
+            entries.append((key, earlier, first))  # checked too, so none of its problems hide
+            checker.add(f"defined twice (lines {first} and {again}); YAML would silently keep "
+                        f"only the second: rename or remove one", again, str(key))
+        else:
+            checker.add(f"key {key!r} written twice in one mapping (lines {first} and "
+                        f"{again}); YAML would silently keep only the second", again)
+    for key in raw:
+        if key not in TOP_LEVEL:
+            checker.add(f"unknown top-level key {key!r}{_did_you_mean(key, TOP_LEVEL)}",
+                        raw.line_of(key))
+    base = path.absolute().parent
+    server = checker.section(ServerSettings, raw.get("server"), "server",
+                             raw.line_of("server"))
+    server.state_dir = _resolve_paths({"state_dir": server.state_dir or "state"}, base)["state_dir"]
+    reserved = set(reserved)
+    specs = []
+    for name, entry, line in sorted(entries, key=lambda e: e[2] or 0):
+        label = name if isinstance(name, str) else None
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            checker.add(f"expert name {name!r} must be an identifier (a letter, then letters, "
+                        f"digits or _)", line)
+            continue
+        if name in reserved:
+            checker.add(f"the name {name!r} is reserved for the server's RPC method of that "
+                        f"name ({', '.join(sorted(reserved))}); choose another", line, label)
+        if isinstance(entry, str):
+            entry = {"expert": entry}
+        elif not isinstance(entry, dict):
+            checker.add(f"needs 'expert: module:attribute' (or just the import string), got "
+                        f"{_shown(entry)}", line, label)
+            continue
+        for key in REQUIRED_EXPERT_KEYS:
+            if key not in entry:
+                checker.add(f"needs '{key}: module:attribute'", line, label)
+        fixed = {"name": name, "line": line}
+        spec = checker.section(ExpertSpec, entry, "", line, label, fixed=fixed)
+        spec.options = _resolve_paths(spec.options, base)
+        if spec.import_string:
+            _check_import(checker, spec, line)
+        _check_paths(checker, spec, entry, base, line)
+        specs.append(spec)
+    if checker.problems:
+        raise ConfigError(sorted(checker.problems, key=lambda p: p.line or 0))
+    return ExpertsConfig(path=path, experts=specs, server=server)
+
+
+def _check_import(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
+    """Import the expert's module now, so that a bad import is reported with the rest."""
+    entry_line = line
+    try:
+        import_from_string(spec.import_string)
+    except ConfigError as exc:
+        checker.add(str(exc), entry_line, spec.name)
+    except Exception as exc:  # the module itself failed while importing
+        checker.add(f"importing {spec.import_string!r} failed: {type(exc).__name__}: {exc}",
+                    entry_line, spec.name)
+
+
+def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
+                 line: int | None) -> None:
+    """Every ``*_dir``/``*_path`` option must name something that exists."""
+    options = entry.get("options")
+    for key, value in spec.options.items():
+        if isinstance(value, str) and _is_path_option(key) and not Path(value).exists():
+            where = options.line_of(key) if isinstance(options, _Mapping) else line
+            written = options.get(key) if isinstance(options, dict) else value
+            hint = "; run `make models` to train the default models" \
+                if "models" in Path(value).parts else ""
+            checker.add(f"options.{key}: {written!r} does not exist ({value}; relative paths "
+                        f"are read from {base}){hint}", where, spec.name)
+
+
+# -- building and loading ---------------------------------------------------------
 
 def import_from_string(import_string: str) -> Any:
     """Import ``"package.module:attribute"`` (attribute may be dotted)."""
@@ -99,7 +509,8 @@ def import_from_string(import_string: str) -> Any:
     except ImportError as exc:
         if exc.name != module_name:
             raise
-        raise ConfigError(f'could not import module "{module_name}"') from exc
+        raise ConfigError(f'could not import module "{module_name}" (is it on the path? '
+                          f'modules are also looked up in the current directory)') from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -108,61 +519,6 @@ def import_from_string(import_string: str) -> Any:
             raise ConfigError(
                 f'attribute "{attr}" not found in module "{module_name}"') from None
     return obj
-
-
-def _resolve_paths(options: dict, base: Path) -> dict:
-    resolved = {}
-    for key, value in options.items():
-        if isinstance(value, str) and (key.endswith("_dir") or key.endswith("_path")):
-            path = Path(value).expanduser()
-            value = str(path if path.is_absolute() else (base / path).resolve())
-        resolved[key] = value
-    return resolved
-
-
-def load_config(path: str | Path | None = None) -> ExpertsConfig:
-    """Parse and validate the experts file (default: ``config/experts.yaml``)."""
-    path = Path(path or DEFAULT_CONFIG)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"experts file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experts file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("experts"), dict) or not raw["experts"]:
-        raise ConfigError(f"experts file {path} needs a non-empty 'experts:' mapping")
-    base = path.resolve().parent
-    specs = []
-    for name, entry in raw["experts"].items():
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ConfigError(f"expert name {name!r} must be an identifier (letters, digits, _)")
-        if isinstance(entry, str):
-            entry = {"expert": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("expert"), str):
-            raise ConfigError(f"expert {name!r} needs 'expert: module:attribute'")
-        unknown = set(entry) - {"expert", "options", "batch", "queue"}
-        if unknown:
-            raise ConfigError(f"expert {name!r} has unknown keys: {', '.join(sorted(unknown))}")
-        batch = entry.get("batch") or {}
-        try:
-            policy = BatchPolicy(**batch)
-        except TypeError as exc:
-            raise ConfigError(f"expert {name!r}: bad batch settings: {exc}") from None
-        if policy.max_size < 1 or policy.max_wait_ms < 0:
-            raise ConfigError(f"expert {name!r}: batch max_size must be >= 1 and max_wait_ms >= 0")
-        try:
-            queue = QueuePolicy(**(entry.get("queue") or {}))
-        except TypeError as exc:
-            raise ConfigError(f"expert {name!r}: bad queue settings: {exc}") from None
-        if not isinstance(queue.max_docs, int) or queue.max_docs < 1 or queue.budget_ms <= 0:
-            raise ConfigError(f"expert {name!r}: queue max_docs must be >= 1 and budget_ms > 0")
-        specs.append(ExpertSpec(name, entry["expert"],
-                                _resolve_paths(entry.get("options") or {}, base), policy, queue))
-    try:
-        server = ServerSettings(**(raw.get("server") or {}))
-    except TypeError as exc:
-        raise ConfigError(f"bad 'server:' settings in {path}: {exc}") from None
-    return ExpertsConfig(path=path, experts=specs, server=server)
 
 
 def build_expert(spec: ExpertSpec) -> Expert:
@@ -178,9 +534,35 @@ def build_expert(spec: ExpertSpec) -> Expert:
             expert = FunctionExpert(target, spec.name, **spec.options)
         else:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
     return expert
+
+
+def build_experts(config: ExpertsConfig) -> dict[str, Expert]:
+    """Construct every expert of ``config`` (nothing loaded); one ``ConfigError`` lists all failures."""
+    experts, problems = {}, []
+    for spec in config.experts:
+        try:
+            experts[spec.name] = build_expert(spec)
+        except ConfigError as exc:
+            message = str(exc).removeprefix(f"expert {spec.name!r}: ")
+            problems.append(Problem(config.path, message, spec.line, spec.name))
+        except Exception as exc:  # a constructor that fails some other way
+            problems.append(Problem(config.path, f"constructing it failed: "
+                                    f"{type(exc).__name__}: {exc}", spec.line, spec.name))
+    if problems:
+        raise ConfigError(problems)
+    return experts
+
+
+def load_expert(spec: ExpertSpec, expert: Expert) -> None:
+    """Call ``expert.load()``; a failure becomes an ``ExpertLoadError`` naming the expert."""
+    try:
+        expert.load()
+    except Exception as exc:
+        raise ExpertLoadError(f"expert {spec.name!r} ({spec.import_string}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def ensure_cwd_importable() -> None:

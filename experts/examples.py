@@ -15,11 +15,25 @@ def shouting(text: str) -> dict:
     return {"ratio": round(upper / len(letters), 4) if letters else 0.0}
 
 
+shouting.opinion_schema = {
+    "type": "object",
+    "required": ["ratio"],
+    "properties": {"ratio": {"type": "number", "minimum": 0, "maximum": 1}},
+    "additionalProperties": False,
+}
+
+
 class SlowExpert(Expert):
     """Sleeps ``seconds`` per batch, then answers ``{"slept": seconds}`` (for timeout tests)."""
 
     version = "1"
     description = "Test expert that sleeps before answering"
+    opinion_schema = {
+        "type": "object",
+        "required": ["slept"],
+        "properties": {"slept": {"type": "number", "minimum": 0}},
+        "additionalProperties": False,
+    }
 
     def __init__(self, name: str | None = None, *, seconds: float = 15, **options) -> None:
         """``seconds``: how long each ``predict`` call sleeps."""

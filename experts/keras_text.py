@@ -7,11 +7,28 @@ signature, so ``predict`` is one graph call per batch from any thread.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
 from experts.base import Expert, read_metrics
 from experts.data import SOURCES
+
+#: Set before TensorFlow is first imported (unless the user set them): its C++
+#: start-up lines (the oneDNN and CPU-feature banners, absl's "log messages
+#: before absl::InitializeLog()" and tf.data's ``E0000 ... use_unbounded_threadpool``)
+#: say nothing a user of expertd can act on. oneDNN's custom ops change results
+#: only in the 7th digit; turning them off keeps inference and training quiet.
+QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ logging; call before ``import tensorflow``."""
+    for key, value in QUIET_TENSORFLOW.items():
+        os.environ.setdefault(key, value)
+
+
+quiet_tensorflow()
 
 #: Sentiment classes; see ``valence_band`` for how valence maps to them.
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
@@ -83,6 +100,18 @@ class SentimentExpert(KerasTextExpert):
     version = "1"
     description = ("Sentiment: mean human valence (-4..+4) and a negative/neutral/positive label, "
                    "trained on VADER's ICWSM-2014 ratings")
+    opinion_schema = {
+        "type": "object",
+        "required": ["valence", "label", "confidence"],
+        "properties": {
+            "valence": {"type": "number",
+                        "description": "predicted mean human rating, about -4 (negative) to +4 (positive)"},
+            "label": {"type": "string", "enum": list(SENTIMENT_LABELS)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                           "description": "the classifier's probability of the label"},
+        },
+        "additionalProperties": False,
+    }
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
         """Return ``{"valence", "label", "confidence"}`` per text."""
@@ -103,6 +132,22 @@ class GenreExpert(KerasTextExpert):
 
     version = "1"
     description = "Genre: tweet / movie_review / product_review / news_editorial, with probabilities"
+    opinion_schema = {
+        "type": "object",
+        "required": ["label", "probabilities"],
+        "properties": {
+            "label": {"type": "string", "enum": list(GENRE_LABELS)},
+            "probabilities": {
+                "type": "object",
+                "description": "probability of each genre (they sum to 1)",
+                "required": list(GENRE_LABELS),
+                "properties": {label: {"type": "number", "minimum": 0, "maximum": 1}
+                               for label in GENRE_LABELS},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    }
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
         """Return ``{"label", "probabilities"}`` per text."""

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from experts.data import DATASET, DataError, load_ground_truth
-from experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, valence_band
+from experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, quiet_tensorflow, valence_band
+
+quiet_tensorflow()  # before TensorFlow is imported (below, inside the functions)
 
 SEED = 20140601
 HELDOUT_FRACTION = 0.10

@@ -31,6 +31,19 @@ class VaderExpert(Expert):
 
     version = VADER_VERSION
     description = "VADER rule-based sentiment: compound score (-1..1), pos/neu/neg shares and a label"
+    opinion_schema = {
+        "type": "object",
+        "required": ["compound", "pos", "neu", "neg", "label"],
+        "properties": {
+            "compound": {"type": "number", "minimum": -1, "maximum": 1,
+                         "description": "normalised sum of the lexicon's valences"},
+            "pos": {"type": "number", "minimum": 0, "maximum": 1, "description": "share of positive text"},
+            "neu": {"type": "number", "minimum": 0, "maximum": 1, "description": "share of neutral text"},
+            "neg": {"type": "number", "minimum": 0, "maximum": 1, "description": "share of negative text"},
+            "label": {"type": "string", "enum": ["negative", "neutral", "positive"]},
+        },
+        "additionalProperties": False,
+    }
 
     def __init__(self, name: str | None = None, **options) -> None:
         """No options beyond the base ones."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -36,27 +37,79 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
                    "for load balancers.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--check", "check_only", is_flag=True,
+              help="Only check the experts file and the endpoint, then exit (0: all good).")
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
-          workers, health_port, log_level):
-    """Load every expert once and answer opinions over ZeroRPC."""
+          workers, health_port, log_level, check_only):
+    """Load every expert once and answer opinions over ZeroRPC.
+
+    The experts file and the endpoint are checked first, so a mistake in
+    either is reported in a second, before any model loads.
+    """
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
                           metrics_port=metrics_port, log_level=log_level,
                           health_port=health_port)
+    if check_only:
+        check_config(config)
+        return
     configure_logging(log_level)
-    from experts.config import ConfigError
     from rpc_server.server import run
     from rpc_server.supervisor import supervise, wanted_workers
 
-    try:
+    with startup_errors(bind):
         workers = wanted_workers(workers, config_path)
         if workers:
             sys.exit(supervise(workers, config_path, drain_timeout, bind))
         run(config)
-    except ConfigError as exc:
+
+
+@click.command("check", short_help="Check the experts file and endpoint; do not serve.")
+@click.option("--bind", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+              help="The endpoint `expertd serve` would listen on (env EXPERTD_ENDPOINT).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EXPERTD_CONFIG", default=None,
+              help="Experts file (YAML). Default: config/experts.yaml (env EXPERTD_CONFIG).")
+def check(bind, config_path):
+    """Check the experts file and the endpoint without serving (same as serve --check).
+
+    Every problem is listed at once, with the file, the line and the expert.
+    Exit status 0 when `expertd serve` would start, 1 otherwise.
+    """
+    check_config(ServerConfig(bind=bind, config=config_path))
+
+
+def check_config(config: ServerConfig) -> None:
+    """What ``--check`` does: read and check everything that can be checked without loading."""
+    from experts.config import build_experts, ensure_cwd_importable
+    from rpc_server.server import ExpertdServer
+
+    ensure_cwd_importable()
+    with startup_errors(config.bind):
+        file = config.load_experts_file()
+        build_experts(file)
+        ExpertdServer(config).check_endpoint()
+    names = ", ".join(spec.name for spec in file.experts)
+    click.echo(f"{file.path}: {len(file.experts)} experts ({names}) look right; "
+               f"{config.bind} is free to serve on")
+
+
+@contextlib.contextmanager
+def startup_errors(bind: str):
+    """Turn what can go wrong at start-up into one clear line (exit status 1), no traceback."""
+    import zmq
+
+    from experts.config import ConfigError
+    from rpc_server.endpoint import EndpointError
+
+    try:
+        yield
+    except (ConfigError, EndpointError) as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # e.g. zmq "Address already in use"
-        raise click.ClickException(f"cannot serve on {bind}: {exc}") from None
+    except zmq.ZMQError as exc:  # the real bind lost a race, or an endpoint zmq refuses
+        raise click.ClickException(f"cannot serve on {bind}: {exc.strerror}") from None
+    except OSError as exc:  # e.g. the metrics port
+        raise click.ClickException(f"cannot start: {exc}") from None
 
 
 def configure_logging(level: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -13,10 +14,13 @@ from pathlib import Path
 import gevent
 from gevent.threadpool import ThreadPool
 
-from experts.config import ExpertsConfig, build_expert, ensure_cwd_importable, load_config
+from experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
+                            load_expert)
 from rpc_server.batching import MicroBatcher
+from rpc_server.endpoint import check_bindable
 from rpc_server.inspection import InspectableServer
 from rpc_server.limits import limit_socket, raise_open_file_limit
+from rpc_server.learning import start_learning
 from rpc_server.reuseport import bind_shared, tcp_address, unbind
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
@@ -45,8 +49,14 @@ class ServerConfig:
     health_port: int | None = None
 
     def load_experts_file(self) -> ExpertsConfig:
-        """Read the experts file this config names (or the default one)."""
-        return load_config(self.config)
+        """Read and check the experts file this config names (or the default one)."""
+        return load_config(self.config, reserved=reserved_names())
+
+
+def reserved_names() -> set[str]:
+    """Names an expert may not take: every RPC method of the service (``health``, ...)."""
+    return set(RESERVED) | {name for name, member in inspect.getmembers(Experts)
+                            if getattr(member, "rpc", False)}
 
 
 class ExpertdServer:
@@ -58,26 +68,25 @@ class ExpertdServer:
         self.zerorpc: InspectableServer | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.learning = None
         self._stopping = False
         self.worker = worker_identity()  # set when a supervisor started this process
         self.health_http = None
 
     def start(self) -> None:
-        """Load every expert once, then bind the endpoint."""
+        """Check the experts file and the endpoint, load every expert once, then bind."""
         soft, hard = raise_open_file_limit()
         log.info("open-file limit %d (hard limit %d)", soft, hard)
         ensure_cwd_importable()
         file = self.config.load_experts_file()
+        self.check_endpoint()
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
         threads = self.config.threads or file.server.threads
-        experts = {}
+        experts = build_experts(file)
         for spec in file.experts:
-            if spec.name in RESERVED:
-                raise SystemExit(f"expert name {spec.name!r} is reserved for an RPC method")
             began = time.perf_counter()
-            expert = build_expert(spec)
-            expert.load()
-            experts[spec.name] = expert
+            expert = experts[spec.name]
+            load_expert(spec, expert)
             log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
                      time.perf_counter() - began)
         if self.worker is not None:
@@ -97,8 +106,9 @@ class ExpertdServer:
                                     max_queued_docs=spec.queue.max_docs,
                                     budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
+        self.learning = start_learning(experts, file)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
-                               file.server.max_batch_docs)
+                               file.server.max_batch_docs, learning=self.learning)
         self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
                                          heartbeat=self.config.heartbeat)
         limit_socket(self.zerorpc, file.server.max_message_bytes,
@@ -152,6 +162,14 @@ class ExpertdServer:
         if self._stopping:
             body["status"] = "draining"
         return not self._stopping, body
+
+    def check_endpoint(self) -> None:
+        """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
+        if self.worker is not None:
+            return  # workers share the port (the supervisor checked it once, before the first)
+        check_bindable(self.config.bind)
+        if self.config.metrics_port:
+            check_bindable(f"tcp://127.0.0.1:{self.config.metrics_port}")
 
     def serve(self) -> None:
         """Answer calls until SIGTERM or SIGINT, then drain and return."""
@@ -251,6 +269,8 @@ class ExpertdServer:
             batcher.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
+        if self.learning is not None:
+            self.learning.close()  # the last checkpoints
         self.pool.kill()
         log.info("stopped")
 

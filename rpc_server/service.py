@@ -23,7 +23,8 @@ from rpc_server import __version__
 from rpc_server.batching import MicroBatcher
 from rpc_server.deadlines import current_deadline
 from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
-                               UnknownExpert, error_info)
+                               NotLearnable, UnknownExpert, error_info)
+from rpc_server.learning import target_value
 from rpc_server.logsafe import shown
 from rpc_server.stats import Stats
 from rpc_server.validation import document_list, expert_names, field_value, json_type
@@ -31,15 +32,15 @@ from rpc_server.validation import document_list, expert_names, field_value, json
 log = logging.getLogger("expertd.calls")
 
 #: Method names an expert may not take, because the service already uses them.
-RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health", "stats"}
+RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health", "stats", "learn"}
 
 
 def _describe_target(method: str, args: tuple, expert: str | None) -> str:
     """The call's target for the log line; everything the caller sent goes through ``shown``."""
     if expert is not None:
         return f"expert={expert}"
-    if method in ("opinion", "batch") and args:
-        items = f" items={len(args[1])}" if method == "batch" and len(args) > 1 and \
+    if method in ("opinion", "batch", "learn") and args:
+        items = f" items={len(args[1])}" if method in ("batch", "learn") and len(args) > 1 and \
             isinstance(args[1], (list, tuple)) else ""
         return f"expert={shown(args[0])}{items}"
     parts = []
@@ -115,9 +116,11 @@ class Experts:
     """The RPC service: opinions from every configured expert."""
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
-                 stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000) -> None:
-        """Serve ``experts`` through their ``batchers``."""
+                 stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000,
+                 learning=None) -> None:
+        """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn."""
         self._experts = experts
+        self._learning = learning
         self._batchers = batchers
         self._stats = stats
         self._max_text_bytes = max_text_bytes
@@ -179,8 +182,41 @@ class Experts:
         for name, expert in self._experts.items():
             entry = expert.describe()
             entry["batch"] = self._batchers[name].settings()
+            if self._learning is not None and name in self._learning.learners:
+                entry["learning"] = self._learning.learners[name].state()
             out.append(entry)
         return out
+
+    @rpc_method
+    def learn(self, name, docs):
+        """Teach expert ``name`` from labelled documents (the target in its target field).
+
+        Each bad document is refused on its own (``refused``: index, name,
+        message); the others are learned. Returns ``{"accepted", "refused",
+        "state"}`` once the accepted examples are durably in the feedback log
+        and applied on this server; ``state`` has ``updates`` and
+        ``model_version``. An expert that does not learn answers ``NotLearnable``.
+        """
+        docs = document_list(docs)
+        expert = self._expert(name)
+        learners = self._learning.learners if self._learning is not None else {}
+        if name not in learners:
+            raise NotLearnable(f"expert {name!r} does not learn; experts that learn: "
+                               f"{', '.join(learners) or 'none on this server'}")
+        inputs, targets, refused = [], [], []
+        for i, doc in enumerate(docs):
+            where = f"docs[{i}]"
+            try:
+                value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes,
+                                    where=where)
+                target = target_value(doc, expert.target, expert.target_type, where=where)
+            except ExpertdError as exc:
+                refused.append({"index": i, **error_info(exc)})
+                continue
+            inputs.append(value)
+            targets.append(target)
+        return {"accepted": len(inputs), "refused": refused,
+                "state": self._learning.teach(name, inputs, targets)}
 
     @rpc_method
     def health(self):

@@ -110,15 +110,33 @@ def wanted_workers(option: int | None, config_path: Path | None) -> int | None:
         return None
     if option is not None:
         return option
-    from experts.config import ConfigError, load_config
+    import yaml
 
-    file = load_config(config_path)
-    workers = file.server.workers
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
-                                or workers < 1):
-        raise ConfigError(f"{file.path}: server: workers must be a whole number >= 1, "
-                          f"got {workers!r}")
+    from experts.config import DEFAULT_CONFIG
+
+    try:  # a light read: the full check (which imports the experts) runs elsewhere
+        raw = yaml.safe_load(Path(config_path or DEFAULT_CONFIG).read_text())
+        workers = raw["server"]["workers"]
+    except Exception:
+        return None  # no setting, or a file the server itself will refuse with the reason
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        return None  # the single-process start refuses it, naming the line
     return workers
+
+
+def check_experts_file(config_path: Path | None) -> str | None:
+    """Check the experts file in a child process (``expertd check``): ``None``, or the problems.
+
+    In a child, so that the supervisor never imports the experts' modules
+    (which may import TensorFlow).
+    """
+    command = [sys.executable, "-m", "expertd.cli", "check", "--bind", "inproc://expertd-check"]
+    if config_path is not None:
+        command += ["--config", str(config_path)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip() or done.stdout.strip()).removeprefix("Error: ")
 
 
 @dataclass
@@ -349,12 +367,9 @@ class Supervisor:
 
     def reload(self) -> None:
         """Replace the workers one at a time; a new worker that fails stops the reload."""
-        from experts.config import ConfigError, load_config
-
-        try:
-            load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload refused, the old workers keep serving: %s", exc)
+        problems = check_experts_file(self.config_path)
+        if problems:
+            log.error("reload refused, the old workers keep serving: %s", problems)
             return
         log.info("reload: replacing %d workers one at a time", len(self.slots))
         for index in sorted(self.slots):
@@ -429,14 +444,17 @@ class Supervisor:
 
 def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: str) -> int:
     """Run ``count`` workers with this process's own ``expertd serve`` command line."""
-    from experts.config import load_config
+    from rpc_server.endpoint import check_bindable
     from rpc_server.reuseport import tcp_address
 
     try:
         tcp_address(bind)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    load_config(config_path)  # a bad file is refused here, before any worker starts
+    problems = check_experts_file(config_path)  # refused once, before any worker starts
+    if problems:
+        raise click.ClickException(problems)
+    check_bindable(bind)  # EndpointError: something else holds the port
     command = [sys.executable, "-m", "expertd.cli", *sys.argv[1:]]
     return Supervisor(command, count, config_path, drain_timeout).run()
 

@@ -23,7 +23,7 @@ def test_client_calls_every_method(server, monkeypatch):
         assert set(doc["opinions"]) == {"sentiment", "genre"}
         assert len(experts.batch("genre", [{"text": "a"}, {"text": "b"}])) == 2
         assert len(experts.opinions_batch([{"text": "a"}, {"x": 1}], ["vader"])) == 2
-        assert {e["name"] for e in experts.experts()} == {"sentiment", "genre", "vader"}
+        assert {e["name"] for e in experts.experts()} == {"sentiment", "genre", "vader", "learner"}
         assert "sentiment" in experts.stats()["experts"]
 
 

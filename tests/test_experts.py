@@ -42,8 +42,8 @@ def genre(default_experts):
     return default_experts["genre"]
 
 
-def test_default_config_names_three_experts(default_experts):
-    assert set(default_experts) == {"sentiment", "genre", "vader"}
+def test_default_config_names_four_experts(default_experts):
+    assert set(default_experts) == {"sentiment", "genre", "vader", "learner"}
     assert isinstance(default_experts["sentiment"], SentimentExpert)
     assert isinstance(default_experts["genre"], GenreExpert)
     assert isinstance(default_experts["vader"], VaderExpert)
@@ -168,7 +168,8 @@ def test_unknown_option_is_a_config_error():
 def test_config_file_errors(tmp_path):
     path = tmp_path / "experts.yaml"
     path.write_text("experts:\n  vader:\n    expert: experts.vader:VaderExpert\n    option: {}\n")
-    with pytest.raises(ConfigError, match="unknown keys: option"):
+    with pytest.raises(ConfigError, match=r"experts.yaml:4: expert 'vader': unknown key 'option' "
+                                          r"\(did you mean 'options'\?\)"):
         load_config(path)
     path.write_text("experts: {}\n")
     with pytest.raises(ConfigError, match="non-empty 'experts:'"):

@@ -59,7 +59,7 @@ def test_opinions_adds_every_expert_and_keeps_the_document(client):
     doc = {"id": 7, "text": POSITIVE, "meta": {"lang": "en"}}
     out = client.opinions(doc, [])
     assert list(out)[:3] == ["id", "text", "meta"] and out["id"] == 7
-    assert set(out["opinions"]) == {"sentiment", "genre", "vader"}
+    assert set(out["opinions"]) == {"sentiment", "genre", "vader", "learner"}
     assert "errors" not in out
     only = client.opinions(doc, ["vader"])
     assert set(only["opinions"]) == {"vader"}
@@ -91,7 +91,7 @@ def test_unicode_text(client):
 
 def test_experts_lists_metrics(client):
     experts = {e["name"]: e for e in client.experts()}
-    assert set(experts) == {"sentiment", "genre", "vader"}
+    assert set(experts) == {"sentiment", "genre", "vader", "learner"}
     for entry in experts.values():
         assert entry["description"] and entry["version"] and entry["field"] == "text"
     assert experts["sentiment"]["metrics"]["heldout_pearson_r"] >= 0.60
@@ -100,7 +100,7 @@ def test_experts_lists_metrics(client):
 
 def test_health_and_stats(client):
     health = client.health()
-    assert health["status"] == "ok" and set(health["experts"]) == {"sentiment", "genre", "vader"}
+    assert health["status"] == "ok" and set(health["experts"]) == {"sentiment", "genre", "vader", "learner"}
     client.sentiment({"text": POSITIVE})
     stats = client.stats()["experts"]["sentiment"]
     assert stats["calls"] >= 1 and stats["latency_ms"]["p50"] > 0

@@ -10,6 +10,12 @@ const pino = require("pino");
 const { HttpError, errorHandler, notFound, toHttpError, errorBody } = require("./errors");
 const { requestLog, bearerAuth, tagRoute } = require("./middleware");
 const { createMetrics } = require("./metrics");
+const { parseBytes } = require("./config");
+const { openApiHandler } = require("./openapi");
+const { streamHandler } = require("./ndjson");
+const { corsPolicy } = require("./cors");
+const { pageRouter } = require("./page");
+const { mountLearn } = require("./learn");
 
 const JSON_TYPES = ["application/json", "application/*+json"];
 const FORM_TYPE = "application/x-www-form-urlencoded";
@@ -63,9 +69,10 @@ function booleanQuery(req, name) {
  * @param {number|string} [deps.bodyLimit="1mb"] largest request body (bytes or "100kb")
  * @param {number} [deps.healthTimeoutMs=1000] how long /healthz waits for `health()`
  * @param {ReturnType<typeof createMetrics>} [deps.metrics] defaults to a fresh registry
+ * @param {string[]} [deps.corsOrigins=[]] origins browsers may call from (cors.js; none by default)
  * @returns {import("express").Express}
  */
-function createApp({ rpc, logger = pino({ level: "silent" }), token = null, bodyLimit = "1mb", healthTimeoutMs = 1000, metrics } = {}) {
+function createApp({ rpc, logger = pino({ level: "silent" }), token = null, bodyLimit = "1mb", healthTimeoutMs = 1000, metrics, corsOrigins = [] } = {}) {
   if (!rpc) throw new TypeError("createApp needs { rpc }");
   metrics = metrics || createMetrics({ rpc });
 
@@ -84,6 +91,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   const expertLabel = (name, status) => (status < 400 || rpc.knownExperts.has(name) ? name : "(other)");
 
   app.use(requestLog({ logger, observe: metrics.observeRequest, expertLabel }));
+  app.use(corsPolicy(corsOrigins));
   app.use(
     helmet({
       contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
@@ -94,6 +102,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.set("Cache-Control", "no-store");
     next();
   });
+  app.use(pageRouter({ tagRoute })); // GET / (the page), /docs (Swagger UI), their assets
 
   /** Call the server, timing the RPC for /metrics. */
   async function rpcCall(method, fn) {
@@ -136,6 +145,13 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall("experts", () => rpc.experts()));
   });
 
+  // Public like /healthz (which already names the experts): the docs page needs it before the token.
+  route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: () => rpcCall("experts", () => rpc.experts()) }, auth: Boolean(token) }));
+
+  route("get", "/stats", {}, async (req, res) => {
+    res.json(await rpcCall("stats", () => rpc.stats()));
+  });
+
   route("post", "/experts/:name", {}, jsonBody, formBody, async (req, res) => {
     const body = parsedBody(req, "a JSON object (application/json) or a form (text=...)");
     if (!isDocument(body)) {
@@ -161,6 +177,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall("batch", () => rpc.batch(req.params.name, body)));
   });
 
+  route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), rpcCall }));
+
   route("post", "/opinions", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, 'a JSON object {"doc": {...}, "experts": [...]} (application/json)');
     if (!isDocument(body)) {
@@ -175,6 +193,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     }
     res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
   });
+
+  mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {

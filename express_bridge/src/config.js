@@ -8,6 +8,7 @@
  */
 
 const net = require("node:net");
+const { parseOrigins } = require("./cors");
 
 const DEFAULTS = Object.freeze({
   HOST: "127.0.0.1",
@@ -140,6 +141,12 @@ function loadConfig(env = process.env) {
     waitMs: parseMilliseconds("COALESCE_WAIT_MS", pick("COALESCE_WAIT_MS")),
     inFlight: parseInteger("COALESCE_IN_FLIGHT", pick("COALESCE_IN_FLIGHT"), 1),
   };
+  let corsOrigins;
+  try {
+    corsOrigins = parseOrigins(env.CORS_ORIGINS);
+  } catch (err) {
+    throw new ConfigError(`CORS_ORIGINS: ${err.message}`);
+  }
   return {
     host,
     port,
@@ -152,6 +159,7 @@ function loadConfig(env = process.env) {
     shutdownTimeoutMs: parseSeconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT"), { allowZero: true }),
     logLevel,
     coalesce,
+    corsOrigins,
   };
 }
 

@@ -29,11 +29,14 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     coalesce: config.coalesce,
     logger,
   });
-  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs });
+  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs, corsOrigins: config.corsOrigins });
   const server = http.createServer(app);
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10000;
-  server.requestTimeout = Math.max(30000, config.rpcTimeoutMs + 10000);
+  // No deadline for a whole request: POST /experts/:name/stream reads a stream
+  // of any length. A client that sends or reads nothing for this long is cut.
+  server.requestTimeout = 0;
+  server.timeout = Math.max(30000, config.rpcTimeoutMs + 10000);
 
   await new Promise((resolve, reject) => {
     server.once("error", reject);

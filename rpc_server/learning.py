@@ -1,0 +1,337 @@
+"""Experts that learn while they serve: the log, the appliers, the checkpoints.
+
+``Learning`` owns the feedback log (``rpc_server.feedback``) and one
+``Learner`` per expert that learns. Teaching goes one way only:
+
+1. ``teach`` appends the examples to the log (durable before it returns) and
+   wakes this server's learner;
+2. every learner, on every server sharing the log, reads the rows after the
+   last one it applied (woken, or every ``poll_ms``) and applies them in
+   sequence order in its own thread, so opinions keep being answered by the
+   server's thread pool meanwhile;
+3. ``teach`` returns once this server has applied its examples, so a caller
+   sees its own examples in the next opinion.
+
+A learner's ``model_version`` is the sequence number of the last example it
+applied: two servers at the same ``model_version`` hold the same model.
+Checkpoints (``<state_dir>/checkpoints/<expert>.ckpt``) are written atomically
+every ``checkpoint_every`` updates or ``checkpoint_seconds`` seconds, and at
+shutdown; a restarted server restores the checkpoint and replays the log
+after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gevent
+from gevent.event import Event
+from gevent.threadpool import ThreadPool
+
+from experts.base import Expert
+from rpc_server.errors import ExpertFailed, InvalidDocument
+from rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
+from rpc_server.validation import json_type
+
+log = logging.getLogger("expertd.learning")
+
+#: Examples handed to ``Expert.learn`` at a time: the expert's lock is held per
+#: chunk, so opinions asked meanwhile wait for at most one chunk.
+APPLY_CHUNK = 4
+#: After each chunk the learner sleeps this many times as long as the chunk took, so
+#: that learning uses at most 1/(1+LEARN_YIELD) of a core and opinions keep their latency.
+LEARN_YIELD = 1.0
+#: Rows read from the log at a time.
+READ_LIMIT = 512
+LOG_FILE = "feedback.sqlite3"
+
+#: Longest target (label) accepted by ``learn``, in characters.
+MAX_TARGET_CHARS = 200
+
+
+def target_value(doc: dict, field: str, target_type: type | None, where: str = "document") -> Any:
+    """Return the example's target ``doc[field]``: present, of the right type, a short non-empty label."""
+    try:
+        value = doc[field]
+    except KeyError:
+        raise InvalidDocument(f"{where} has no target field {field!r} (the label to learn)") from None
+    if target_type is not None and (not isinstance(value, target_type) or isinstance(value, bool)
+                                    and target_type is not bool):
+        raise InvalidDocument(f"{where} target field {field!r} must be of type "
+                              f"{'string' if target_type is str else target_type.__name__}, "
+                              f"got {json_type(value)}")
+    if isinstance(value, str) and not value.strip():
+        raise InvalidDocument(f"{where} target field {field!r} is empty")
+    if isinstance(value, str) and len(value) > MAX_TARGET_CHARS:
+        raise InvalidDocument(f"{where} target field {field!r} is {len(value)} characters; "
+                              f"the limit is {MAX_TARGET_CHARS}")
+    return value
+
+
+@dataclass
+class LearnPolicy:
+    """The per-expert ``learn:`` settings of the experts file."""
+
+    target: str | None = None
+    checkpoint_every: int = 1000
+    checkpoint_seconds: float = 60.0
+    poll_ms: float = 150.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot work."""
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise ValueError(f"target must be a field name, not {self.target!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1, not {self.checkpoint_every!r}")
+        for name in ("checkpoint_seconds", "poll_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a number > 0, not {value!r}")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half."""
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Learner:
+    """Applies one expert's examples from the log, in order, in its own thread."""
+
+    def __init__(self, expert: Expert, feedback: FeedbackLog, log_pool: ThreadPool,
+                 checkpoint_path: Path, policy: LearnPolicy) -> None:
+        """Nothing is read until ``rebuild``."""
+        self.expert = expert
+        self.feedback = feedback
+        self.log_pool = log_pool
+        self.checkpoint_path = checkpoint_path
+        self.policy = policy
+        self.pool = ThreadPool(1)  # one thread: updates are applied in order
+        self.applied_seq = 0
+        self.checkpoint_seq = 0
+        self.failed_updates = 0
+        self._checkpointed_at = time.monotonic()
+        self._wake = Event()
+        self._progress = Event()
+        self._poller: gevent.Greenlet | None = None
+
+    # -- start and stop ---------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Restore the latest checkpoint, then apply the log after it (blocking, at start)."""
+        self._restore()
+        replayed = 0
+        while True:
+            rows = self.feedback.read_after(self.expert.name, self.applied_seq, READ_LIMIT)
+            if not rows:
+                break
+            self._apply(rows)
+            replayed += len(rows)
+        log.info("expert %s rebuilt: checkpoint at seq %d, %d examples replayed from the log, "
+                 "model version %d", self.expert.name, self.checkpoint_seq, replayed,
+                 self.applied_seq)
+
+    def start(self) -> None:
+        """Start following the log."""
+        self._poller = gevent.spawn(self._follow)
+
+    def close(self) -> None:
+        """Stop following the log and write a last checkpoint (at shutdown)."""
+        if self._poller is not None:
+            self._poller.kill()
+        if self.applied_seq > self.checkpoint_seq:
+            self.pool.spawn(self._checkpoint).get()
+        self.pool.kill()
+
+    # -- teaching ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Read the log now (this server has just appended to it)."""
+        self._wake.set()
+
+    def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Wait until the example ``seq`` is applied here; False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        while self.applied_seq < seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.wait(remaining)
+        return True
+
+    def state(self) -> dict:
+        """The expert's own state plus where it stands in the log."""
+        return {**self.expert.state(), "model_version": self.applied_seq,
+                "checkpoint_version": self.checkpoint_seq, "failed_updates": self.failed_updates}
+
+    # -- the follower -----------------------------------------------------------
+
+    def _follow(self) -> None:
+        interval = self.policy.poll_ms / 1000.0
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                while True:
+                    rows = self.log_pool.spawn(self.feedback.read_after, self.expert.name,
+                                               self.applied_seq, READ_LIMIT).get()
+                    if not rows:
+                        break
+                    self.pool.spawn(self._apply, rows).get()
+                    progress, self._progress = self._progress, Event()
+                    progress.set()
+                    if self._checkpoint_due():
+                        self.pool.spawn(self._checkpoint).get()
+                if self._checkpoint_due():
+                    self.pool.spawn(self._checkpoint).get()
+            except gevent.GreenletExit:
+                raise
+            except Exception:  # a locked or lost log: try again a little later
+                log.exception("expert %s: could not follow the feedback log", self.expert.name)
+                gevent.sleep(1.0)
+
+    def _apply(self, rows: Sequence[tuple[int, Any, Any]]) -> None:
+        """Apply rows in order (in the learner's thread); a failing example is skipped everywhere."""
+        for start in range(0, len(rows), APPLY_CHUNK):
+            chunk = rows[start:start + APPLY_CHUNK]
+            began = time.perf_counter()
+            try:
+                self.expert.learn([x for _, x, _ in chunk], [y for _, _, y in chunk])
+            except Exception:
+                for seq, x, y in chunk:  # the same examples fail the same way on every server
+                    try:
+                        self.expert.learn([x], [y])
+                    except Exception as exc:
+                        self.failed_updates += 1
+                        log.warning("expert %s could not learn example %d: %s: %s",
+                                    self.expert.name, seq, type(exc).__name__, exc)
+            self.applied_seq = chunk[-1][0]
+            # Leave the GIL and the model to opinions for as long as learning took.
+            time.sleep((time.perf_counter() - began) * LEARN_YIELD)
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        behind = self.applied_seq - self.checkpoint_seq
+        return behind >= self.policy.checkpoint_every or (
+            behind > 0 and time.monotonic() - self._checkpointed_at >= self.policy.checkpoint_seconds)
+
+    def _checkpoint(self) -> None:
+        """Save the model at ``applied_seq`` (in the learner's thread, so nothing is applied meanwhile)."""
+        seq = self.applied_seq
+        record = {"expert": self.expert.name, "class": type(self.expert).__qualname__,
+                  "version": self.expert.version, "seq": seq,
+                  "failed_updates": self.failed_updates, "model": self.expert.checkpoint()}
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.checkpoint_path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        self.checkpoint_seq = seq
+        self._checkpointed_at = time.monotonic()
+        log.info("expert %s: checkpoint at model version %d", self.expert.name, seq)
+
+    def _restore(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        try:
+            record = pickle.loads(self.checkpoint_path.read_bytes())
+            if (record["class"], record["version"]) != (type(self.expert).__qualname__,
+                                                        self.expert.version):
+                log.warning("expert %s: checkpoint is of %s version %s; replaying the whole log",
+                            self.expert.name, record["class"], record["version"])
+                return
+            self.expert.restore(record["model"])
+        except Exception as exc:
+            log.warning("expert %s: unreadable checkpoint (%s: %s); replaying the whole log",
+                        self.expert.name, type(exc).__name__, exc)
+            self.expert.load()
+            return
+        self.applied_seq = self.checkpoint_seq = record["seq"]
+        self.failed_updates = record.get("failed_updates", 0)
+
+
+class Learning:
+    """Every learning expert of a server, and the feedback log they share."""
+
+    def __init__(self, experts: dict[str, Expert], policies: dict[str, LearnPolicy],
+                 state_dir: Path, feedback: FeedbackLog | None = None) -> None:
+        """Open the log (SQLite under ``state_dir`` unless one is given) and make the learners."""
+        self.state_dir = Path(state_dir)
+        self.feedback = feedback or SQLiteFeedbackLog(self.state_dir / LOG_FILE)
+        self.log_pool = ThreadPool(1)
+        self.learners: dict[str, Learner] = {}
+        for name, expert in experts.items():
+            if not expert.learns:
+                continue
+            policy = policies.get(name) or LearnPolicy()
+            if policy.target:
+                expert.target = policy.target
+            self.learners[name] = Learner(expert, self.feedback, self.log_pool,
+                                          self.state_dir / "checkpoints" / f"{name}.ckpt", policy)
+
+    def start(self) -> None:
+        """Rebuild every learner from its checkpoint and the log, then follow the log."""
+        for learner in self.learners.values():
+            learner.rebuild()
+        for learner in self.learners.values():
+            learner.start()
+
+    def teach(self, name: str, inputs: list, targets: list, wait: float = 60.0) -> dict:
+        """Append examples durably, wait until this server has applied them, return the state."""
+        learner = self.learners[name]
+        if inputs:
+            try:
+                seqs = self.log_pool.spawn(self.feedback.append, name,
+                                           list(zip(inputs, targets))).get()
+            except Exception as exc:
+                log.exception("expert %s: could not append to the feedback log", name)
+                raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
+                                   f"feedback log ({type(exc).__name__}), so none was learned; "
+                                   "the server log has the details") from None
+            learner.wake()
+            learner.wait_applied(seqs[-1], wait)
+        return learner.state()
+
+    def close(self) -> None:
+        """Checkpoint every learner and close the log (at shutdown)."""
+        for name, learner in self.learners.items():
+            try:
+                learner.close()
+            except Exception:
+                log.exception("expert %s: could not write its last checkpoint", name)
+        self.log_pool.kill()
+        self.feedback.close()
+
+
+def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
+    """Build and start ``Learning`` for the experts that learn in an experts file (or ``None``)."""
+    from experts.config import ConfigError
+
+    policies = {}
+    for spec in file.experts:
+        if spec.learn and not experts[spec.name].learns:
+            raise ConfigError(f"expert {spec.name!r} has 'learn:' settings but does not learn")
+        try:
+            policies[spec.name] = LearnPolicy(**spec.learn)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"expert {spec.name!r}: bad learn settings: {exc}") from None
+    if not any(expert.learns for expert in experts.values()):
+        return None
+    learning = Learning(experts, policies, Path(file.server.state_dir))
+    learning.start()
+    log.info("experts that learn: %s (feedback log and checkpoints in %s)",
+             ", ".join(learning.learners), learning.state_dir)
+    return learning

@@ -1,0 +1,301 @@
+"""Experts that learn while they serve: real servers, the stock zerorpc.Client, real kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import zerorpc
+
+from tests.conftest import BIN, EXPERTD, ServerProcess
+
+CORPUS = Path(__file__).resolve().parent / "corpus" / "bad_examples.json"
+PROBES = ["my cat purrs on the sofa", "the dog barked at the mailman", "stock markets fell today",
+          "a purring kitten", "walk the dog", ""]
+CATS = ["the cat purrs", "my kitten sleeps all day", "cats chase mice", "a cat on the mat"]
+DOGS = ["the dog barks", "puppies love to fetch", "walk the dog in the park", "a loyal hound"]
+
+
+def config(tmp: Path, checkpoint_every: int = 1_000_000, checkpoint_seconds: float = 3600) -> Path:
+    """An experts file in ``tmp`` (so its state/ is ``tmp/state``): two learners and vader."""
+    path = tmp / "experts.yaml"
+    path.write_text(f"""
+server:
+  max_text_bytes: 1000
+experts:
+  learner:
+    expert: experts.online:OnlineTextExpert
+    learn: {{checkpoint_every: {checkpoint_every}, checkpoint_seconds: {checkpoint_seconds}}}
+  topic:
+    expert: experts.online:OnlineTextExpert
+    learn: {{target: topic}}
+  vader: experts.vader:VaderExpert
+""")
+    return path
+
+
+def labelled(texts, label, target="label"):
+    return [{"text": t, target: label} for t in texts]
+
+
+def opinions(client, name="learner"):
+    return [client.opinion(name, {"text": t}) for t in PROBES]
+
+
+def learning_state(client, name="learner"):
+    return next(e for e in client.experts() if e["name"] == name)["learning"]
+
+
+@pytest.fixture(scope="module")
+def learn_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("learn")
+    proc = ServerProcess(config(tmp), tmp)
+    yield proc
+    assert proc.stop() == 0, proc.read_log()
+
+
+@pytest.fixture
+def learn_client(learn_server):
+    c = zerorpc.Client(learn_server.endpoint, timeout=30)
+    yield c
+    c.close()
+
+
+def connect(server):
+    return zerorpc.Client(server.endpoint, timeout=30)
+
+
+# -- the interface -------------------------------------------------------------
+
+def test_taught_examples_change_the_opinion(tmp_path):
+    server = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(server)
+    try:
+        assert client.learner({"text": "my cat purrs"}) == {
+            "label": None, "known_labels": [], "updates": 0}
+        result = client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+        assert result["accepted"] == 8 and result["refused"] == []
+        assert result["state"]["updates"] == 8 and result["state"]["model_version"] == 8
+        cat = client.learner({"text": "my cat purrs"})
+        assert cat["label"] == "cats" and cat["known_labels"] == ["cats", "dogs"]
+        assert cat["updates"] == 8 and cat["probabilities"]["cats"] > 0.5
+        assert client.learner({"text": "the dog barks at night"})["label"] == "dogs"
+        # A correction moves the opinion: teach "purrs" as dogs until it flips.
+        client.learn("learner", labelled(["purrs purrs purrs"] * 6, "dogs"))
+        assert client.learner({"text": "my cat purrs"})["label"] == "dogs"
+    finally:
+        client.close()
+        assert server.stop() == 0, server.read_log()
+
+
+def test_bad_examples_are_refused_one_by_one(learn_client):
+    cases = json.loads(CORPUS.read_text())["cases"]
+    docs = []
+    for doc, _ in cases:
+        docs.append(doc)
+        docs.append({"text": "a good example between bad ones", "label": "good"})
+    docs.append({"text": "x" * 1001, "label": "too long"})
+    before = learning_state(learn_client)["updates"]
+    result = learn_client.learn("learner", docs)
+    assert result["accepted"] == len(cases)
+    refused = {r["index"]: r for r in result["refused"]}
+    assert sorted(refused) == [2 * i for i in range(len(cases))] + [len(docs) - 1]
+    for i, (_, fragment) in enumerate(cases):
+        assert refused[2 * i]["name"] == "InvalidDocument"
+        assert fragment in refused[2 * i]["message"], (i, refused[2 * i])
+        assert refused[2 * i]["message"].startswith(f"docs[{2 * i}]")
+    assert refused[len(docs) - 1]["name"] == "TextTooLong"
+    assert result["state"]["updates"] == before + len(cases)
+
+
+def test_learn_takes_a_list_and_names_a_learning_expert(learn_client):
+    with pytest.raises(zerorpc.RemoteError) as info:
+        learn_client.learn("vader", [{"text": "hi", "label": "x"}])
+    assert info.value.name == "NotLearnable"
+    assert "'vader' does not learn" in info.value.msg and "learner, topic" in info.value.msg
+    with pytest.raises(zerorpc.RemoteError) as info:
+        learn_client.learn("nobody", [])
+    assert info.value.name == "UnknownExpert"
+    with pytest.raises(zerorpc.RemoteError) as info:
+        learn_client.learn("learner", {"text": "not a list", "label": "x"})
+    assert info.value.name == "BadArguments"
+    empty = learn_client.learn("learner", [])
+    assert empty["accepted"] == 0 and empty["refused"] == []
+
+
+def test_the_target_field_is_configurable(learn_client):
+    refused = learn_client.learn("topic", labelled(["a label in the wrong field"], "x"))
+    assert refused["accepted"] == 0 and "no target field 'topic'" in refused["refused"][0]["message"]
+    result = learn_client.learn("topic", labelled(CATS, "pets", target="topic"))
+    assert result["accepted"] == 4
+    assert learn_client.topic({"text": "cat"})["label"] == "pets"
+
+
+def test_experts_reports_learning_state(learn_client):
+    learn_client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+    entries = {e["name"]: e for e in learn_client.experts()}
+    assert entries["vader"]["learns"] is False and "learning" not in entries["vader"]
+    learner = entries["learner"]
+    assert learner["learns"] is True and learner["target"] == "label"
+    state = learner["learning"]
+    assert state["updates"] >= 8 and state["model_version"] >= state["updates"]
+    assert 0.0 <= state["progressive_accuracy"] <= 1.0
+    assert {"cats", "dogs"} <= set(state["known_labels"])
+    assert entries["topic"]["target"] == "topic"
+
+
+# -- nothing learned is lost ---------------------------------------------------
+
+def test_kill_9_after_an_acknowledged_learn_loses_nothing(tmp_path):
+    server = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(server)
+    result = client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+    assert result["accepted"] == 8
+    taught = opinions(client)
+    state = learning_state(client)
+    client.close()
+    server.stop(signal.SIGKILL)  # no checkpoint, no goodbye
+    assert not (tmp_path / "state" / "checkpoints" / "learner.ckpt").exists()
+
+    again = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(again)
+    try:
+        assert learning_state(client) == state
+        assert opinions(client) == taught
+        assert "8 examples replayed from the log" in again.read_log()
+    finally:
+        client.close()
+        assert again.stop() == 0, again.read_log()
+
+
+def test_restart_rebuilds_from_the_checkpoint_plus_the_log_after_it(tmp_path):
+    server = ServerProcess(config(tmp_path, checkpoint_every=5), tmp_path)
+    client = connect(server)
+    client.learn("learner", labelled(CATS * 3, "cats"))  # 12 examples: due a checkpoint
+    deadline = time.monotonic() + 60
+    while learning_state(client)["checkpoint_version"] < 12:
+        assert time.monotonic() < deadline, server.read_log()
+        time.sleep(0.1)
+    client.learn("learner", labelled(DOGS[:3], "dogs"))  # 3 more, only in the log
+    taught, state = opinions(client), learning_state(client)
+    client.close()
+    server.stop(signal.SIGKILL)
+
+    again = ServerProcess(config(tmp_path, checkpoint_every=5), tmp_path)
+    client = connect(again)
+    try:
+        assert "checkpoint at seq 12, 3 examples replayed from the log" in again.read_log()
+        assert learning_state(client)["updates"] == state["updates"] == 15
+        assert opinions(client) == taught
+    finally:
+        client.close()
+        assert again.stop() == 0, again.read_log()
+    assert "checkpoint at model version 15" in again.read_log()  # written at shutdown
+
+
+# -- every copy in step --------------------------------------------------------
+
+def test_two_servers_sharing_one_log_give_identical_opinions(tmp_path):
+    path = config(tmp_path)
+    first, second = ServerProcess(path, tmp_path), ServerProcess(path, tmp_path)
+    a, b = connect(first), connect(second)
+    try:
+        assert opinions(a) == opinions(b)
+        a.learn("learner", labelled(CATS, "cats"))
+        b.learn("learner", labelled(DOGS, "dogs"))  # taught through either server
+        a.learn("learner", labelled(["markets fell", "stocks rose"], "finance"))
+        version = learning_state(a)["model_version"]
+        deadline = time.monotonic() + 30  # the README promises ~0.2 s; be generous here
+        while learning_state(b)["model_version"] < version:
+            assert time.monotonic() < deadline, second.read_log()
+            time.sleep(0.05)
+        assert learning_state(a) == learning_state(b)
+        assert learning_state(a)["updates"] == 10
+        assert opinions(a) == opinions(b)
+        assert a.learner({"text": "stocks fell"})["label"] == "finance"
+    finally:
+        a.close()
+        b.close()
+        assert first.stop() == 0, first.read_log()
+        assert second.stop() == 0, second.read_log()
+
+
+# -- the shell -----------------------------------------------------------------
+
+def shell_env(server):
+    env = dict(os.environ)
+    env["EXPERTD_ENDPOINT"] = server.endpoint
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def test_expertd_learn_accounts_for_every_line(learn_server, learn_client):
+    before = learning_state(learn_client, "topic")["updates"]
+    lines = [json.dumps({"text": "football match tonight", "topic": "sport"}),
+             "this is not json",
+             "",
+             json.dumps({"text": "election results", "topic": "politics"}),
+             json.dumps({"text": "no topic"}),
+             json.dumps({"text": "tennis final", "topic": "sport"})]
+    done = subprocess.run([EXPERTD, "learn", "topic"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, env=shell_env(learn_server), timeout=60)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["lines"] == 6 and summary["accepted"] == 3
+    assert summary["refused_lines"] == [2, 5]
+    assert "line 2: not JSON" in done.stderr
+    assert "line 5: InvalidDocument: line 5 has no target field 'topic'" in done.stderr
+    assert summary["state"]["updates"] == before + 3
+    assert learn_client.topic({"text": "football"})["label"] == "sport"
+
+
+def test_expertd_learn_streams_before_its_input_ends(learn_server, learn_client):
+    stage = subprocess.Popen([EXPERTD, "learn", "topic"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=shell_env(learn_server))
+    try:
+        stage.stdin.write(json.dumps({"text": "quantum entanglement lab", "topic": "physics"}) + "\n")
+        stage.stdin.flush()
+        deadline = time.monotonic() + 30
+        while "physics" not in learning_state(learn_client, "topic")["known_labels"]:
+            assert time.monotonic() < deadline and stage.poll() is None
+            time.sleep(0.05)
+        stage.stdin.write(json.dumps({"text": "the orbit of a comet", "topic": "physics"}) + "\n")
+    finally:
+        out, err = stage.communicate(timeout=60)
+    assert stage.returncode == 0, err
+    assert json.loads(out)["accepted"] == 2
+
+
+def test_expertd_learn_to_an_expert_that_does_not_learn(learn_server):
+    done = subprocess.run([EXPERTD, "learn", "vader"], input='{"text": "x", "label": "y"}\n',
+                          capture_output=True, text=True, env=shell_env(learn_server), timeout=60)
+    assert done.returncode == 2
+    assert "NotLearnable: expert 'vader' does not learn" in done.stderr
+
+
+def test_an_unreadable_checkpoint_means_replaying_the_whole_log(tmp_path):
+    server = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(server)
+    client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+    taught, state = opinions(client), learning_state(client)
+    client.close()
+    assert server.stop() == 0  # writes the checkpoint
+    checkpoint = tmp_path / "state" / "checkpoints" / "learner.ckpt"
+    checkpoint.write_bytes(b"not a checkpoint")
+
+    again = ServerProcess(config(tmp_path), tmp_path)
+    client = connect(again)
+    try:
+        assert "unreadable checkpoint" in again.read_log()
+        assert "checkpoint at seq 0, 8 examples replayed from the log" in again.read_log()
+        assert learning_state(client)["updates"] == state["updates"]
+        assert opinions(client) == taught
+    finally:
+        client.close()
+        assert again.stop() == 0, again.read_log()
