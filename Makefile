@@ -112,11 +112,12 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md, RESULTS-learning.md and RESULTS-scale.md (installs wrk, libev-dev and haproxy from Debian if missing).
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
 bench: setup $(HAPROXY)
 	bash bench/setup.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.learning
+	$(PY) -m bench.curve
 	$(PY) -m bench.scale
 
 clean:

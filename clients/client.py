@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import zerorpc
 
 from clients import DEFAULT_ENDPOINT
+from clients.curve import secure_zerorpc
 
 #: Failures worth a retry: the call may not have reached a live server.
 RETRYABLE = (zerorpc.TimeoutExpired, zerorpc.LostRemote)
@@ -40,7 +41,9 @@ class ExpertsClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._client = zerorpc.Client(self.endpoint, timeout=timeout, heartbeat=heartbeat)
+        self._client = zerorpc.Client(timeout=timeout, heartbeat=heartbeat)
+        secure_zerorpc(self._client)  # CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY
+        self._client.connect(self.endpoint)
 
     def call(self, method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the server, retrying timeouts and lost connections."""

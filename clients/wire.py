@@ -105,7 +105,18 @@ def open_socket(endpoint: str, timeout: float) -> socket.socket:
 def connect(endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> "Connection":
     """Open a connection to ``endpoint``: the one way clients make one (keys, when set, pick
     the secure transport here)."""
-    return Connection(endpoint, timeout=timeout, heartbeat=heartbeat)
+    if os.environ.get("EXPERTD_SERVER_KEY") or os.environ.get("EXPERTD_CLIENT_KEY"):
+        from clients.curve import ClientKeys, CurveConnection  # pyzmq: only with keys
+
+        return CurveConnection(endpoint, ClientKeys.from_env(), timeout=timeout,
+                               heartbeat=heartbeat)
+    try:
+        return Connection(endpoint, timeout=timeout, heartbeat=heartbeat)
+    except ServerUnavailable as exc:
+        if "handshake" not in str(exc):
+            raise
+        raise ServerUnavailable(f"{exc} (if the server encrypts with CURVE, set "
+                                f"EXPERTD_SERVER_KEY and EXPERTD_CLIENT_KEY)") from None
 
 
 class Connection:

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
     "reload": "rpc_server.supervisor:reload_command",
+    "keygen": "clients.keygen:keygen",
 }
 
 

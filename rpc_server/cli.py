@@ -35,12 +35,23 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
 @click.option("--health-port", type=click.IntRange(min=1, max=65535), default=None,
               help="Answer GET /health (200 serving, 503 not) on the bind host:PORT, "
                    "for load balancers.")
+@click.option("--curve-secret-key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EXPERTD_CURVE_SECRET_KEY", default=None,
+              help="Encrypt every connection (CurveZMQ) with this server *.key_secret file "
+                   "from `expertd keygen` (env EXPERTD_CURVE_SECRET_KEY).")
+@click.option("--authorized-keys", type=click.Path(file_okay=False, path_type=Path),
+              envvar="EXPERTD_AUTHORIZED_KEYS", default=None,
+              help="Accept only clients whose public *.key file is in this directory; "
+                   "re-read on change (env EXPERTD_AUTHORIZED_KEYS).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Allow a non-loopback --bind without CURVE (logs a warning at start).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--check", "check_only", is_flag=True,
               help="Only check the experts file and the endpoint, then exit (0: all good).")
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
-          workers, health_port, log_level, check_only):
+          workers, health_port, curve_secret_key, authorized_keys, insecure, log_level,
+          check_only):
     """Load every expert once and answer opinions over ZeroRPC.
 
     The experts file and the endpoint are checked first, so a mistake in
@@ -49,7 +60,8 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
                           metrics_port=metrics_port, log_level=log_level,
-                          health_port=health_port)
+                          health_port=health_port, curve_secret_key=curve_secret_key,
+                          authorized_keys=authorized_keys, insecure=insecure)
     if check_only:
         check_config(config)
         return
@@ -101,10 +113,11 @@ def startup_errors(bind: str):
 
     from experts.config import ConfigError
     from rpc_server.endpoint import EndpointError
+    from rpc_server.security import SecurityError
 
     try:
         yield
-    except (ConfigError, EndpointError) as exc:
+    except (ConfigError, EndpointError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from None
     except zmq.ZMQError as exc:  # the real bind lost a race, or an endpoint zmq refuses
         raise click.ClickException(f"cannot serve on {bind}: {exc.strerror}") from None

@@ -19,8 +19,9 @@ from experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable,
 from rpc_server.batching import MicroBatcher
 from rpc_server.endpoint import check_bindable
 from rpc_server.inspection import InspectableServer
-from rpc_server.limits import limit_socket, raise_open_file_limit
 from rpc_server.learning import start_learning
+from rpc_server.limits import limit_socket, raise_open_file_limit
+from rpc_server.security import ServerSecurity
 from rpc_server.reuseport import bind_shared, tcp_address, unbind
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
@@ -47,6 +48,9 @@ class ServerConfig:
     metrics_port: int | None = None
     log_level: str = "info"
     health_port: int | None = None
+    curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
+    authorized_keys: Path | None = None
+    insecure: bool = False
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
@@ -69,17 +73,19 @@ class ExpertdServer:
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
         self.learning = None
+        self.security: ServerSecurity | None = None
         self._stopping = False
         self.worker = worker_identity()  # set when a supervisor started this process
         self.health_http = None
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
-        soft, hard = raise_open_file_limit()
-        log.info("open-file limit %d (hard limit %d)", soft, hard)
+        soft, _ = raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         self.check_endpoint()
+        security = ServerSecurity(self.config.bind, self.config.curve_secret_key,
+                                  self.config.authorized_keys, self.config.insecure)
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
         threads = self.config.threads or file.server.threads
         experts = build_experts(file)
@@ -113,6 +119,8 @@ class ExpertdServer:
                                          heartbeat=self.config.heartbeat)
         limit_socket(self.zerorpc, file.server.max_message_bytes,
                      file.server.handshake_timeout_ms)
+        self.security = security
+        security.apply(self.zerorpc)  # socket options must precede bind
         self.service.identity = self.identity()
         self.bind()
         if self.config.metrics_port:
@@ -123,8 +131,8 @@ class ExpertdServer:
             log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
         if self.config.health_port:
             self.start_health_http()
-        log.info("serving %d experts (%s) on %s, pid %d", len(experts), ", ".join(experts),
-                 self.config.bind, os.getpid())
+        log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
+                 ", ".join(experts), self.config.bind, os.getpid(), soft)
         if self.worker is not None:
             report_ready(self.worker, {n: e.version for n, e in experts.items()})
 
@@ -267,6 +275,8 @@ class ExpertdServer:
             self.health_http = None
         for batcher in self.batchers.values():
             batcher.close()
+        if self.security is not None:
+            self.security.close()
         if self.zerorpc is not None:
             self.zerorpc.close()
         if self.learning is not None:

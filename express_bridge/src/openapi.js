@@ -274,6 +274,37 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         },
       },
     };
+    paths[`${base}/learn`] = {
+      post: {
+        operationId: `learn_${e.name}`,
+        summary: e.learns
+          ? `Teach ${e.name}: labelled documents (the target in "${e.target || "label"}"), acknowledged once durably logged`
+          : `${e.name} does not learn: answers NotLearnable`,
+        tags,
+        requestBody: {
+          required: true,
+          content: {
+            "application/json": { schema: { anyOf: [{ type: "object" }, { type: "array", items: { type: "object" } }] } },
+            "application/x-www-form-urlencoded": { schema: { type: "object", properties: { [field]: { type: "string" }, label: { type: "string" } } } },
+          },
+        },
+        responses: {
+          200: {
+            description: "how many examples were accepted, the refusals one by one, and the expert's new state",
+            content: JSON_OF({
+              type: "object",
+              required: ["accepted", "refused", "state"],
+              properties: {
+                accepted: { type: "integer" },
+                refused: { type: "array", items: { type: "object", properties: { index: { type: "integer" }, name: { type: "string" }, message: { type: "string" } } } },
+                state: { type: "object" },
+              },
+            }),
+          },
+          ...errorResponses([400, 401, 404, 413, 415, 503, 504]),
+        },
+      },
+    };
   }
 
   paths["/opinions"] = {

@@ -28,6 +28,7 @@ const { EventEmitter } = require("node:events");
 const zerorpc = require("zerorpc");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
 const { Coalescer } = require("./coalescer");
+const { curveOptions, secureClient } = require("./curve");
 
 /** Error names the zerorpc node client makes up itself (not remote errors). */
 const LOCAL_TIMEOUTS = new Set(["TimeoutExpired", "HeartbeatError"]);
@@ -58,6 +59,7 @@ class ExpertdClient extends EventEmitter {
     this.heartbeatMs = heartbeatMs;
     this.probeCacheMs = probeCacheMs;
     this.logger = logger || silentLogger;
+    this.curve = curveOptions(); // CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY (throws if unusable)
     /** @type {"unknown"|"up"|"down"} */
     this.state = "unknown";
     /** Expert names last reported by the server (health() or experts()). */
@@ -238,6 +240,7 @@ class ExpertdClient extends EventEmitter {
     // zerorpc's own timer takes whole seconds; ours (ms) fires first, its own is a backstop.
     const client = new zerorpc.Client({ timeout: Math.ceil(timeoutMs / 1000) + 2, heartbeatInterval: this.heartbeatMs });
     client.on("error", (err) => this.logger.warn({ err: String(err) }, "zerorpc socket error"));
+    secureClient(client, this.curve);
     return client;
   }
 

@@ -82,7 +82,7 @@ describe("the page in headless Chromium", { timeout: 300000 }, () => {
     assert.equal(await page.evaluate(() => window.sessionStorage.getItem("expertd.token")), TOKEN);
     assert.equal(await page.evaluate(() => window.localStorage.length), 0, "nothing in localStorage");
 
-    await page.waitForFunction(() => document.querySelectorAll("#expert-select option").length === 3);
+    await page.waitForFunction(() => document.querySelectorAll("#expert-select option").length >= 3); // every default expert
     // Sentiment: a signed valence bar and a confidence bar, drawn from its schema.
     await page.selectOption("#expert-select", "sentiment");
     await page.fill("#text-input", "What a wonderful day, I could not be happier!");
@@ -110,7 +110,7 @@ describe("the page in headless Chromium", { timeout: 300000 }, () => {
       };
       return calls("genre") >= 1 && calls("sentiment") >= 1;
     });
-    assert.match(await page.locator("#server-state").textContent(), /server up: 3 experts/);
+    assert.match(await page.locator("#server-state").textContent(), /server up: \d+ experts/);
 
     const shot = process.env.UPDATE_SCREENSHOT === "1" || !fs.existsSync(SCREENSHOT) ? SCREENSHOT : path.join(os.tmpdir(), "expertd-page.png");
     fs.mkdirSync(path.dirname(shot), { recursive: true });
