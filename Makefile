@@ -11,7 +11,10 @@ PIP_STAMP := $(VENV)/.installed
 DATA := data/vader_icwsm2014/tweets_GroundTruth.txt
 NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
+# consensus's held-out evaluation (it has no model of its own): reported by experts().
+CONSENSUS_METRICS := models/consensus/metrics.json
 CHROMIUM := /usr/bin/chromium
+HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
@@ -58,7 +61,7 @@ lint: $(PIP_STAMP)
 	$(call step,lint: ruff check,a second)
 	@$(VENV)/bin/ruff check .
 
-test-python: $(PIP_STAMP) $(MODELS)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY)
 	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
 	$(VENV)/bin/pytest
 
@@ -66,11 +69,15 @@ test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
+## Debian's haproxy, for tests/test_haproxy.py and bench/scale.py (deploy/haproxy.cfg).
+$(HAPROXY):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
+
 ## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-setup: $(PIP_STAMP) $(MODELS) $(NODE_STAMP)
+setup: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(NODE_STAMP)
 	@echo "==> set-up complete: .venv, packages, data, models, Node packages"
 
 ## Print the shell line that puts the tools on PATH: eval "$(make -s env)"
@@ -98,21 +105,27 @@ $(DATA): | $(PIP_STAMP)
 ## Train the default models that are missing (reproducible: fixed seeds and split).
 models: $(PIP_STAMP) $(DATA)
 	$(PY) -m experts.train --data-dir data --out models
+	$(PY) -m experts.consensus --evaluate --data-dir data --models models
 
 $(MODELS) &: | $(PIP_STAMP) $(DATA)
 	$(call step,training: the default models sentiment and genre (python -m experts.train),first time: about a minute on 2 cores)
 	$(PY) -m experts.train --data-dir data --out models
 
+$(CONSENSUS_METRICS): $(MODELS) experts/consensus.py
+	$(PY) -m experts.consensus --evaluate --data-dir data --models models
+
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk and libev-dev from Debian if missing).
-bench: setup
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
+bench: setup $(HAPROXY)
 	bash bench/setup.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
+	$(PY) -m bench.chains
+	$(PY) -m bench.scale
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload
 

@@ -281,6 +281,10 @@ def info(name, endpoint, timeout):
     click.echo(f"{name} (version {entry.get('version', '?')})")
     click.echo(f"  {entry.get('description') or '(no description)'}")
     click.echo(f"  reads:    the {field!r} field of a JSON-object document")
+    needs = entry.get("needs") or {}
+    if needs:
+        click.echo("  needs:    " + ", ".join(f"{dep} (as {key!r})" for dep, key in needs.items())
+                   + "; asked first, unless the document carries their opinions")
     method = described["methods"].get(name)
     if method is not None:
         click.echo(f"  call:     expertd call {name} --{field} VALUE   "

@@ -16,7 +16,8 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
 
 
 class ExpertError(Exception):
@@ -46,6 +47,13 @@ class Expert:
     target: str = "label"
     #: The Python type a target must have (``None`` accepts any JSON value).
     target_type: type | None = str
+    #: True if the expert builds on other experts' opinions (``needs:`` in the experts file):
+    #: each input is then a dict of its field and those opinions, keyed as the file maps them.
+    takes_opinions: bool = False
+    #: The input keys such an expert requires (checked against ``needs:`` when the server starts).
+    opinion_inputs: tuple[str, ...] = ()
+    #: What the experts file says it needs, ``{expert: input key}`` (set by ``build_expert``).
+    needs: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, name: str | None = None, *, field: str | None = None,
                  version: str | None = None, description: str | None = None,

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable
 import yaml
 
 from experts.base import Expert, FunctionExpert
+from experts.chains import input_problems, resolve_needs
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
@@ -166,10 +167,10 @@ def import_string(value: Any) -> str:
 
 
 def expert_needs(value: Any) -> list | dict:
-    """A check: a list of expert names, or a mapping expert name -> document field."""
+    """A check: a list of expert names, or a mapping expert name -> input key (experts/chains.py)."""
     if isinstance(value, str):
         raise Invalid(f"must be a list of expert names (e.g. [{value}]) or a mapping "
-                      f"name: field, got {_shown(value)}")
+                      f"name: input key, got {_shown(value)}")
     if isinstance(value, list):
         bad = [v for v in value if not isinstance(v, str) or not NAME_RE.match(v)]
         if bad:
@@ -182,7 +183,7 @@ def expert_needs(value: Any) -> list | dict:
             if not isinstance(target, str) or not target:
                 raise Invalid(f"{name}: must be the name of a document field, got {_shown(target)}")
         return dict(value)
-    raise Invalid(f"must be a list of expert names or a mapping name: field, got {_shown(value)}")
+    raise Invalid(f"must be a list of expert names or a mapping name: input key, got {_shown(value)}")
 
 
 def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
@@ -254,6 +255,7 @@ class ServerSettings:
     max_message_bytes: int = setting(32 * 1024 * 1024, integer(1))
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = setting(5000.0, number(0))
+    workers: int | None = setting(None, integer(1))  # processes on one port (``--workers``)
 
 
 @dataclass
@@ -464,6 +466,12 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
             _check_import(checker, spec, line)
         _check_paths(checker, spec, entry, base, line)
         specs.append(spec)
+    graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
+    lines = {spec.name: spec.line for spec in specs}
+    for name, message in problems:  # unknown names and cycles (experts/chains.py)
+        checker.add(message, lines.get(name))
+    for spec in specs:
+        spec.needs = graph.get(spec.name, {})
     if checker.problems:
         raise ConfigError(sorted(checker.problems, key=lambda p: p.line or 0))
     return ExpertsConfig(path=path, experts=specs, server=server)
@@ -535,6 +543,10 @@ def build_expert(spec: ExpertSpec) -> Expert:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
+    problems = input_problems(expert, spec.needs or {})
+    if problems:
+        raise ConfigError("; ".join(problems))
+    expert.needs = dict(spec.needs or {})
     return expert
 
 

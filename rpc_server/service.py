@@ -15,12 +15,13 @@ import os
 import time
 from typing import Any, Callable
 
-import gevent
 from zerorpc.exceptions import LostRemote
 
 from experts.base import Expert
 from rpc_server import __version__
+from rpc_server import chains
 from rpc_server.batching import MicroBatcher
+from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
 from rpc_server.deadlines import current_deadline
 from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
                                NotLearnable, UnknownExpert, error_info)
@@ -126,59 +127,80 @@ class Experts:
         self._max_text_bytes = max_text_bytes
         self._max_batch_docs = max_batch_docs
         self._started = time.time()
+        self._plan = chains.ChainPlan({name: expert.needs for name, expert in experts.items()})
+        #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
+        self.identity: dict = {}
 
     # -- the RPC methods ------------------------------------------------------
 
     @rpc_method
-    def opinion(self, name, doc):
-        """Return the opinion of expert ``name`` on the JSON-object document ``doc``."""
-        return self._timed(name, 1, lambda: self._opinion(name, doc))
+    def opinion(self, name, doc, options=None):
+        """Return the opinion of expert ``name`` on the JSON-object document ``doc``.
+
+        An expert that builds on others (``needs``) has them asked first, reusing
+        their opinions if ``doc`` carries them; ``options`` as for ``opinions``.
+        """
+        return self._opinion(name, doc, options)
 
     @rpc_method
-    def opinions(self, doc, names=None):
+    def opinions(self, doc, names=None, options=None):
         """Return ``doc`` with ``opinions.<name>`` added by each expert in ``names`` (all if empty).
 
-        The experts run concurrently. One that fails leaves its error under
-        ``errors.<name>`` (``{"name", "message"}``) and the others still answer.
+        The experts run concurrently, each after the experts it needs (asked once,
+        and not at all if ``doc`` already carries their opinions). One that fails
+        leaves its error under ``errors.<name>`` (``{"name", "message"}``), its
+        dependents get ``DependencyFailed``, and the others still answer.
+        ``options``: ``{"fresh": true | [names]}`` recomputes needed opinions the
+        document carries; ``{"include_needs": false}`` leaves the needed experts'
+        opinions out of the answer.
         """
         wanted = self._names(expert_names(names))
+        settings = chain_options(options)
         if not isinstance(doc, dict):
             raise InvalidDocument(f"document must be a JSON object, got {json_type(doc)}")
-        return self._merge_all([doc], wanted)[0]
+        return self._merge_all([doc], wanted, settings)[0]
 
     @rpc_method
-    def batch(self, name, docs):
+    def batch(self, name, docs, options=None):
         """Return the opinions of expert ``name`` on a list of documents, in order.
 
         A bad document fails the whole call with an error naming its index.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
-        values = [field_value(d, expert.field, expert.input_type, self._max_text_bytes,
-                              where=f"docs[{i}]") for i, d in enumerate(docs)]
-        if not values:
+        settings = chain_options(options)
+        for i, doc in enumerate(docs):
+            field_value(doc, expert.field, expert.input_type, self._max_text_bytes,
+                        where=f"docs[{i}]")
+        if not docs:
             return []
-        deadline = current_deadline()
-        return self._timed(name, len(values),
-                           lambda: self._batchers[name].predict(values, deadline))
+        answers = self._converted(lambda: self._answers(docs, [name], settings))[name]
+        for i, answer in enumerate(answers):
+            if not answer.ok:
+                if len(answers) > 1 and isinstance(answer.value, ExpertdError):
+                    raise type(answer.value)(f"docs[{i}]: {answer.value}")
+                raise answer.value
+        return [answer.value for answer in answers]
 
     @rpc_method
-    def opinions_batch(self, docs, names=None):
+    def opinions_batch(self, docs, names=None, options=None):
         """Return each document of ``docs`` with its ``opinions`` (and ``errors``) added, in order.
 
         Unlike ``batch``, a bad document does not fail the call: its problem is
         left under ``errors.<name>`` and every other document is answered.
+        Chains and ``options`` as for ``opinions``.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
         wanted = self._names(expert_names(names))
-        return self._merge_all(docs, wanted)
+        return self._merge_all(docs, wanted, chain_options(options))
 
     @rpc_method
     def experts(self):
-        """List the experts: name, version, description, field, held-out metrics, batching."""
+        """List the experts: name, version, description, field, metrics, needs, batching."""
         out = []
         for name, expert in self._experts.items():
             entry = expert.describe()
+            entry["needs"] = dict(self._plan.needs.get(name, {}))
             entry["batch"] = self._batchers[name].settings()
             if self._learning is not None and name in self._learning.learners:
                 entry["learning"] = self._learning.learners[name].state()
@@ -218,9 +240,11 @@ class Experts:
 
     @rpc_method
     def health(self):
-        """Say that the server is up, with its experts, version, pid and uptime."""
+        """Say that the server is up: experts and their versions, pid, worker, uptime."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
-                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3)}
+                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
+                "versions": {n: e.version for n, e in self._experts.items()},
+                **self.identity}
 
     @rpc_method
     def stats(self):
@@ -242,14 +266,22 @@ class Experts:
     def _expert_method(self, name: str) -> Callable:
         expert = self._experts[name]
 
-        def method(doc):
-            return self._timed(name, 1, lambda: self._opinion(name, doc))
+        needs = self._plan.needs.get(name)
+        if needs:
+            def method(doc, options=None):
+                return self._opinion(name, doc, options)
+        else:
+            def method(doc):
+                return self._opinion(name, doc, None)
 
         method.__name__ = name
         method.__qualname__ = name
         method.__doc__ = (f"{expert.description or 'Expert ' + name + '.'}\n\n"
                           f"Return the opinion of expert {name!r} (version {expert.version}) "
                           f"on a JSON-object document; it reads the {expert.field!r} field.")
+        if needs:
+            method.__doc__ += (f" It builds on the opinions of {', '.join(needs)}, asked first "
+                               f"unless the document carries them; options as for opinions.")
         return _checked_function(method, expert=name)
 
     def _expert(self, name: Any) -> Expert:
@@ -268,23 +300,34 @@ class Experts:
             self._expert(name)
         return names
 
-    def _opinion(self, name: str, doc: Any) -> dict:
-        expert = self._expert(name)
-        value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
-        return self._batchers[name].predict([value], current_deadline())[0]
+    def _opinion(self, name: Any, doc: Any, options: Any) -> dict:
+        """One expert's opinion on one document (its needs asked first), or its error raised."""
+        self._expert(name)
+        settings = chain_options(options)
+        answer = self._converted(lambda: self._answers([doc], [name], settings))[name][0]
+        if not answer.ok:
+            raise answer.value
+        return answer.value
 
-    def _merge_all(self, docs: list, names: list[str]) -> list:
-        """Ask every expert in ``names`` about every document, concurrently; merge the answers."""
-        results: dict[str, list] = {}
-        deadline = current_deadline()
+    def _answers(self, docs: list, names: list[str], options: ChainOptions) -> Answers:
+        """Every answer of ``names`` and of the experts they need, per expert, for ``docs``.
 
-        def ask(name: str) -> None:
-            results[name] = self._ask_many(name, docs, deadline)
+        An expert that was only needed (not in ``names``) is not asked about a
+        document that carries its opinion already, unless ``options`` say fresh.
+        """
+        wanted = set(names)
+        deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
 
-        if len(names) == 1:
-            ask(names[0])
-        else:
-            gevent.joinall([gevent.spawn(ask, name) for name in names], raise_error=True)
+        def ask(name: str, needed: Answers) -> list[Answer]:
+            reuse = name not in wanted and options.reuses(name)
+            return self._ask_many(name, docs, needed, reuse, deadline)
+
+        return chains.run(self._plan, names, ask)
+
+    def _merge_all(self, docs: list, names: list[str], options: ChainOptions) -> list:
+        """Ask every expert in ``names`` (and what they need) about every document; merge the answers."""
+        answers = self._converted(lambda: self._answers(docs, names, options))
+        shown = list(answers) if options.include_needs else names
         out = []
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict):
@@ -295,13 +338,15 @@ class Experts:
                 merged.get("opinions"), dict) else {}
             errors = dict(merged.get("errors") or {}) if isinstance(
                 merged.get("errors"), dict) else {}
-            for name in names:
-                ok, answer = results[name][i]
-                if ok:
-                    opinions[name] = answer
+            for name in shown:
+                answer = answers[name][i]
+                if answer.reused:
+                    continue
+                if answer.ok:
+                    opinions[name] = answer.value
                     errors.pop(name, None)
                 else:
-                    errors[name] = answer
+                    errors[name] = error_info(answer.value)
             merged["opinions"] = opinions
             if errors:
                 merged["errors"] = errors
@@ -310,40 +355,64 @@ class Experts:
             out.append(merged)
         return out
 
-    def _ask_many(self, name: str, docs: list,
-                  deadline: float | None = None) -> list[tuple[bool, Any]]:
-        """``(True, opinion)`` or ``(False, error)`` for each document, for one expert.
+    def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
+                  deadline: float | None = None) -> list[Answer]:
+        """One expert's ``Answer`` for each document, in one batcher call.
 
-        A document the expert cannot read, or whose input the expert fails on,
-        gets its own error; only whole-call errors (``Overloaded``,
-        ``ShuttingDown``) are raised. Validation failures are counted apart from
-        the model's latency.
+        ``needed`` holds the answers of the experts it needs: where one failed, this
+        expert is not asked and answers ``DependencyFailed``. With ``reuse``, an
+        opinion the document already carries is the answer. A document the
+        expert cannot read, or whose input the expert fails on, gets its own
+        error; only whole-call errors (``Overloaded``, ``ShuttingDown``) are
+        raised. Validation failures are counted apart from the model's latency.
         """
         expert = self._experts[name]
-        answers: list[tuple[bool, Any]] = [(False, None)] * len(docs)
+        needs = self._plan.needs.get(name, {})
+        answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
+        invalid = 0
         for i, doc in enumerate(docs):
+            if reuse:
+                present = chains.present_opinion(doc, name)
+                if present is not None:
+                    answers[i] = Answer(True, present, reused=True)
+                    continue
             try:
-                values.append(field_value(doc, expert.field, expert.input_type,
-                                          self._max_text_bytes))
-                positions.append(i)
+                value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
             except ExpertdError as exc:
-                answers[i] = (False, error_info(exc))
-        if len(values) < len(docs):
-            self._stats.record_invalid(name, len(docs) - len(values))
+                answers[i] = Answer(False, exc)
+                invalid += 1
+                continue
+            failed = [(dependency, needed[dependency][i].value) for dependency in needs
+                      if not needed[dependency][i].ok]
+            if failed:
+                answers[i] = Answer(False, chains.dependency_failure(name, failed))
+                continue
+            if needs:
+                value = chains.chain_input(expert.field, value, needs, needed, i)
+            values.append(value)
+            positions.append(i)
+        if invalid:
+            self._stats.record_invalid(name, invalid)
         if not values:
             return answers
         began = time.perf_counter()
-        failed = 0
+        failures = 0
         outcomes = self._batchers[name].predict_each(values, deadline)
         for i, (ok, answer) in zip(positions, outcomes):
-            if ok:
-                answers[i] = (True, answer)
-            else:
-                failed += 1
-                answers[i] = (False, error_info(answer))
-        self._stats.record_call(name, len(values), time.perf_counter() - began, failed == 0)
+            answers[i] = Answer(ok, answer)
+            failures += not ok
+        self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return answers
+
+    def _converted(self, call: Callable) -> Any:
+        """Run ``call``; an exception that is not an expertd error becomes ``ExpertFailed``."""
+        try:
+            return call()
+        except (ExpertdError, LostRemote):
+            raise
+        except Exception as exc:
+            raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def _timed(self, name: Any, items: int, call: Callable) -> Any:
         began = time.perf_counter()

@@ -80,7 +80,7 @@ def test_list_and_info_come_from_the_server(odd):
     out = odd("list")
     assert out.returncode == 0, out.stderr
     assert re.search(r"^  shouting +v0 +reads 'text'  Share of upper-case letters", out.stdout, re.M)
-    assert re.search(r"^  opinion\(name, doc\) +Return the opinion of expert name on", out.stdout,
+    assert re.search(r"^  opinion\(name, doc, options\) +Return the opinion of expert name on", out.stdout,
                      re.M)
     assert "``" not in out.stdout
     out = odd("info", "vader")
@@ -98,8 +98,8 @@ def test_list_and_info_come_from_the_server(odd):
 def test_method_help_is_the_servers_docstring_without_markup(odd):
     out = odd("call", "opinions", "--help")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("Usage: expertd call opinions doc names\n"
-                                 "   or: expertd call opinions names --FIELD VALUE ...\n\n"
+    assert out.stdout.startswith("Usage: expertd call opinions doc names options\n"
+                                 "   or: expertd call opinions names options --FIELD VALUE ...\n\n"
                                  "Return doc with opinions.<name> added by each expert in names")
     assert "``" not in out.stdout
 

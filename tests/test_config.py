@@ -133,7 +133,7 @@ experts:
     shouting, vader, both = config.experts
     assert shouting.queue == QueuePolicy(max_docs=100, budget_ms=250)
     assert shouting.learn == {"rate": 0.1} and shouting.batch == BatchPolicy()
-    assert vader.needs == ["shouting"] and vader.queue == QueuePolicy()
+    assert vader.needs == {"shouting": "shouting"} and vader.queue == QueuePolicy()  # each as named
     assert both.needs == {"shouting": "shout", "vader": "sentiment"}
 
 
@@ -214,8 +214,8 @@ def test_check_passes_a_good_file_without_serving():
     port = free_port()
     out = expertd("check", "--bind", f"tcp://127.0.0.1:{port}")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == (f"{DEFAULT_CONFIG}: 3 experts (sentiment, genre, vader) look "
-                                  f"right; tcp://127.0.0.1:{port} is free to serve on")
+    assert out.stdout.strip() == (f"{DEFAULT_CONFIG}: 5 experts (sentiment, genre, vader, learner, "
+                                  f"consensus) look right; tcp://127.0.0.1:{port} is free to serve on")
     same = expertd("serve", "--check", "--bind", f"tcp://127.0.0.1:{port}")
     assert same.returncode == 0 and same.stdout == out.stdout
 

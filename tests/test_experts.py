@@ -43,7 +43,7 @@ def genre(default_experts):
 
 
 def test_default_config_names_four_experts(default_experts):
-    assert set(default_experts) == {"sentiment", "genre", "vader", "learner"}
+    assert set(default_experts) == {"sentiment", "genre", "vader", "learner", "consensus"}
     assert isinstance(default_experts["sentiment"], SentimentExpert)
     assert isinstance(default_experts["genre"], GenreExpert)
     assert isinstance(default_experts["vader"], VaderExpert)

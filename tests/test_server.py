@@ -59,7 +59,7 @@ def test_opinions_adds_every_expert_and_keeps_the_document(client):
     doc = {"id": 7, "text": POSITIVE, "meta": {"lang": "en"}}
     out = client.opinions(doc, [])
     assert list(out)[:3] == ["id", "text", "meta"] and out["id"] == 7
-    assert set(out["opinions"]) == {"sentiment", "genre", "vader", "learner"}
+    assert set(out["opinions"]) == {"sentiment", "genre", "vader", "learner", "consensus"}
     assert "errors" not in out
     only = client.opinions(doc, ["vader"])
     assert set(only["opinions"]) == {"vader"}
@@ -91,7 +91,7 @@ def test_unicode_text(client):
 
 def test_experts_lists_metrics(client):
     experts = {e["name"]: e for e in client.experts()}
-    assert set(experts) == {"sentiment", "genre", "vader", "learner"}
+    assert set(experts) == {"sentiment", "genre", "vader", "learner", "consensus"}
     for entry in experts.values():
         assert entry["description"] and entry["version"] and entry["field"] == "text"
     assert experts["sentiment"]["metrics"]["heldout_pearson_r"] >= 0.60
@@ -100,7 +100,8 @@ def test_experts_lists_metrics(client):
 
 def test_health_and_stats(client):
     health = client.health()
-    assert health["status"] == "ok" and set(health["experts"]) == {"sentiment", "genre", "vader", "learner"}
+    assert health["status"] == "ok" and set(health["experts"]) == {"sentiment", "genre", "vader",
+                                                                 "learner", "consensus"}
     client.sentiment({"text": POSITIVE})
     stats = client.stats()["experts"]["sentiment"]
     assert stats["calls"] >= 1 and stats["latency_ms"]["p50"] > 0
@@ -142,8 +143,9 @@ def test_zerorpc_inspect_lists_methods_with_arguments_and_docs(client):
     for name in ("sentiment", "genre", "vader", "opinion", "opinions", "batch",
                  "opinions_batch", "experts", "health", "stats"):
         assert name in methods and methods[name]["doc"]
-    assert [a["name"] for a in methods["opinion"]["args"]] == ["name", "doc"]
-    assert methods["opinions"]["args"] == [{"name": "doc"}, {"name": "names", "default": None}]
+    assert [a["name"] for a in methods["opinion"]["args"]] == ["name", "doc", "options"]
+    assert methods["opinions"]["args"] == [{"name": "doc"}, {"name": "names", "default": None},
+                                           {"name": "options", "default": None}]
     assert [a["name"] for a in methods["sentiment"]["args"]] == ["doc"]
 
 
@@ -151,7 +153,7 @@ def test_stock_zerorpc_command_line_lists_methods(server):
     out = subprocess.run([str(BIN / "zerorpc"), "-?", server.endpoint], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "opinion(name, doc)" in out.stdout and "sentiment(doc)" in out.stdout
+    assert "opinion(name, doc, options)" in out.stdout and "sentiment(doc)" in out.stdout
 
 
 # -- concurrency ---------------------------------------------------------------

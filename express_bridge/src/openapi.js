@@ -130,6 +130,7 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         metrics: { type: "object" },
         batch: { type: "object" },
         opinion_schema: { type: ["object", "null"], description: "JSON Schema of this expert's opinion, if it declares one" },
+        needs: { type: "object", additionalProperties: { type: "string" }, description: "the experts whose opinions this one builds on (a chain), each mapped to the key it reads it under" },
       },
     },
   };

@@ -1,0 +1,173 @@
+"""Running chains: experts that build on other experts' opinions (``needs:``).
+
+A request names the experts it wants; ``ChainPlan.order`` adds what they need
+(transitively) and puts every expert after the ones it needs. ``run`` then
+asks each expert once for all the documents of the request, each in its own
+greenlet as soon as the experts it needs have answered, so independent experts
+run concurrently. What an expert is asked is the service's ``ask`` callback
+(it reuses opinions a document already carries, and turns a dependency's
+failure into ``DependencyFailed``). Caller options (``fresh``,
+``include_needs``) are parsed by ``chain_options``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple
+
+import gevent
+from gevent.event import Event
+
+from rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
+from rpc_server.validation import json_type
+
+
+class Answer(NamedTuple):
+    """One expert's answer for one document: an opinion, or the exception that stopped it."""
+
+    ok: bool
+    value: Any
+    #: The opinion was already in the document (an earlier stage's), not computed now.
+    reused: bool = False
+
+
+#: Per expert, its answers for the documents of a request, in order.
+Answers = dict[str, list[Answer]]
+
+
+class ChainPlan:
+    """The experts' dependency graph (already checked for unknown names and cycles)."""
+
+    def __init__(self, needs: Mapping[str, Mapping[str, str]]) -> None:
+        """``needs``: for every expert, ``{expert it needs: key in its input}``."""
+        self.needs = {name: dict(deps) for name, deps in needs.items()}
+
+    def order(self, names: list[str]) -> list[str]:
+        """``names`` and everything they need, each after the experts it needs."""
+        ordered: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            for dependency in self.needs.get(name, {}):
+                visit(dependency)
+            ordered.append(name)
+
+        for name in names:
+            visit(name)
+        return ordered
+
+    def chained(self, names: list[str]) -> bool:
+        """Whether any of ``names`` needs another expert."""
+        return any(self.needs.get(name) for name in names)
+
+
+def run(plan: ChainPlan, names: list[str],
+        ask: Callable[[str, Answers], list[Answer]]) -> Answers:
+    """Ask every expert of ``plan.order(names)`` once: ``ask(name, answers of what it needs)``.
+
+    The answers come back in that order (each expert after the ones it needs).
+
+    Experts whose needs have answered run concurrently (a greenlet each). A
+    bug in ``ask`` (an exception) is raised here once everything has stopped;
+    experts that needed the one that raised are not asked.
+    """
+    order = plan.order(names)
+    if len(order) == 1:
+        return {order[0]: ask(order[0], {})}
+    results: Answers = {}
+    finished = {name: Event() for name in order}
+    crashed: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            needs = plan.needs.get(name, {})
+            for dependency in needs:
+                finished[dependency].wait()
+            if all(dependency in results for dependency in needs):
+                results[name] = ask(name, {dependency: results[dependency] for dependency in needs})
+        except Exception as exc:  # reported to the caller below
+            crashed.append(exc)
+        finally:
+            finished[name].set()
+
+    gevent.joinall([gevent.spawn(one, name) for name in order])
+    if crashed:
+        raise crashed[0]
+    missing = [name for name in order if name not in results]
+    if missing:  # a greenlet was killed (the server is stopping)
+        raise ShuttingDown(f"expert {missing[0]!r} was stopped before it answered")
+    return {name: results[name] for name in order}
+
+
+def dependency_failure(name: str, failed: list[tuple[str, BaseException]]) -> DependencyFailed:
+    """``DependencyFailed`` for expert ``name``, naming each failed dependency and its error."""
+    causes = "; ".join(f"{dependency!r}, which failed: {type(exc).__name__}: {exc}"
+                       for dependency, exc in failed)
+    return DependencyFailed(f"expert {name!r} was not asked: it needs {causes}")
+
+
+def chain_input(field: str, value: Any, needs: Mapping[str, str], answers: Answers,
+                index: int) -> dict:
+    """The input of a chained expert for document ``index``: its field and the opinions it needs."""
+    item = {field: value}
+    for dependency, key in needs.items():
+        item[key] = answers[dependency][index].value
+    return item
+
+
+def present_opinion(doc: Any, name: str) -> dict | None:
+    """The opinion ``doc`` already carries under ``opinions.<name>`` (an earlier stage's), if any."""
+    if not isinstance(doc, dict):
+        return None
+    opinions = doc.get("opinions")
+    if not isinstance(opinions, dict):
+        return None
+    opinion = opinions.get(name)
+    return opinion if isinstance(opinion, dict) else None
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    """What a caller may choose about chains (the optional last argument of the RPC methods)."""
+
+    #: Recompute the opinions an expert needs even when the document carries them:
+    #: ``True`` for all, or the names of the ones to recompute.
+    fresh: bool | frozenset = False
+    #: Put the opinions of the experts that were only needed into the answer too.
+    include_needs: bool = True
+
+    def reuses(self, name: str) -> bool:
+        """Whether an opinion of ``name`` already in a document may stand in for asking it."""
+        if self.fresh is True:
+            return False
+        return not (self.fresh and name in self.fresh)
+
+
+DEFAULT_OPTIONS = ChainOptions()
+OPTION_KEYS = ("fresh", "include_needs")
+
+
+def chain_options(options: Any) -> ChainOptions:
+    """Check the ``options`` argument: ``null`` or ``{"fresh": bool|[names], "include_needs": bool}``."""
+    if options is None or options == {}:
+        return DEFAULT_OPTIONS
+    if not isinstance(options, dict):
+        raise BadArguments(f"options must be an object like {{\"fresh\": true, "
+                           f"\"include_needs\": false}}, got {json_type(options)}")
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise BadArguments(f"unknown option(s) {', '.join(map(repr, unknown))}; "
+                           f"options are: {', '.join(OPTION_KEYS)}")
+    fresh = options.get("fresh", False)
+    if isinstance(fresh, (list, tuple)) and all(isinstance(n, str) for n in fresh):
+        fresh = frozenset(fresh)
+    elif not isinstance(fresh, bool):
+        raise BadArguments(f"option fresh must be true, false or a list of expert names, "
+                           f"got {json_type(fresh)}")
+    include = options.get("include_needs", True)
+    if not isinstance(include, bool):
+        raise BadArguments(f"option include_needs must be true or false, got {json_type(include)}")
+    return ChainOptions(fresh=fresh, include_needs=include)
