@@ -14,6 +14,7 @@ MODELS := models/sentiment/model.keras models/genre/model.keras
 # consensus's held-out evaluation (it has no model of its own): reported by experts().
 CONSENSUS_METRICS := models/consensus/metrics.json
 CHROMIUM := /usr/bin/chromium
+HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
@@ -60,13 +61,17 @@ lint: $(PIP_STAMP)
 	$(call step,lint: ruff check,a second)
 	@$(VENV)/bin/ruff check .
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY)
 	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
 	$(VENV)/bin/pytest
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
+
+## Debian's haproxy, for tests/test_haproxy.py and bench/scale.py (deploy/haproxy.cfg).
+$(HAPROXY):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
 ## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
 $(CHROMIUM):
@@ -113,13 +118,16 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk and libev-dev from Debian if missing).
-bench: setup
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
+bench: setup $(HAPROXY)
 	bash bench/setup.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
+	$(PY) -m bench.scale
+	$(MAKE) $(NODE_STAMP)
+	$(PY) -m bench.overload
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data

@@ -2,7 +2,7 @@
 # Set up what `python -m bench.run` needs; safe to run again (does nothing when all is there).
 #  - wrk (HTTP load generator), libev-dev (bjoern builds against it) and GNU time
 #    (peak memory of a stage), from Debian, installed only when missing (`apt-get update` once, then `apt-get install -y`);
-#  - the `bench` extras of pyproject.toml (falcon, bjoern, gunicorn) into .venv,
+#  - the `bench` extras of pyproject.toml (falcon, bjoern, gunicorn, matplotlib) into .venv,
 #    constrained by constraints.txt like every other install of the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ fi
 
 if ! "$VENV/bin/python" - <<'EOF' 2>/dev/null
 import importlib.metadata as m, sys
-want = {"falcon": "4.4.0", "bjoern": "3.2.2", "gunicorn": "27.0.1"}
+want = {"falcon": "4.4.0", "bjoern": "3.2.2", "gunicorn": "27.0.1", "matplotlib": "3.11.2"}
 sys.exit(any(m.version(name) != version for name, version in want.items()))
 EOF
 then

@@ -1,29 +1,33 @@
 """The Python client: a small class over ``zerorpc.Client``.
 
 One connection per ``ExpertsClient``, reused for every call; the endpoint
-comes from the argument or ``EXPERTD_ENDPOINT``; calls time out; and since
-every expertd method is idempotent (asking an opinion twice changes nothing),
-calls that time out or lose the server are retried with backoff::
+comes from the argument or ``EXPERTD_ENDPOINT``. Each call tells the server
+how long it will wait (the ``expertd_timeout_ms`` header, added through
+zerorpc's ``client_before_request`` hook, so the server never computes an
+answer nobody reads), and since every expertd method is idempotent (asking an
+opinion twice changes nothing), a call that fails for a reason the error
+catalogue marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a
+lost server) is asked again with backoff::
 
     from clients import ExpertsClient
     with ExpertsClient() as experts:
         experts.sentiment({"text": "I love it"})     # {'valence': 2.6, ...}
+        experts.expert("timeout")({"text": "x"})     # an expert whatever its name
         experts.opinions({"text": "I love it"}, ["sentiment", "genre"])
 """
 
 from __future__ import annotations
 
 import os
+import random
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import zerorpc
 
 from clients import DEFAULT_ENDPOINT
 from clients.curve import secure_zerorpc
-
-#: Failures worth a retry: the call may not have reached a live server.
-RETRYABLE = (zerorpc.TimeoutExpired, zerorpc.LostRemote)
+from expertd.catalogue import TIMEOUT_HEADER, is_retryable, kind
 
 
 def default_endpoint() -> str:
@@ -31,31 +35,124 @@ def default_endpoint() -> str:
     return os.environ.get("EXPERTD_ENDPOINT") or DEFAULT_ENDPOINT
 
 
+def how_to_start(endpoint: str) -> str:
+    """What to do when no server answers at ``endpoint``."""
+    return (f"is a server running there? Start one with `expertd serve --bind {endpoint}` "
+            f"(or `make run`), or point EXPERTD_ENDPOINT at one")
+
+
+class ServerTimeout(zerorpc.TimeoutExpired):
+    """No answer in time; says from where, after how many tries, and what to do."""
+
+    def __init__(self, endpoint: str, method: str, timeout: float, tries: int) -> None:
+        """The call of ``method`` at ``endpoint`` waited ``timeout`` s, ``tries`` times."""
+        super().__init__(timeout, f"calling {method}")
+        self.endpoint, self.method, self.tries = endpoint, method, tries
+        self.args = (f"no answer from {endpoint} to {method}() within {timeout:g} s "
+                     f"({tries} {'try' if tries == 1 else 'tries'}); {how_to_start(endpoint)}",)
+
+
+class ServerLost(zerorpc.LostRemote):
+    """The server stopped answering heartbeats mid-call; says which and what to do."""
+
+    def __init__(self, endpoint: str, method: str, tries: int) -> None:
+        """The call of ``method`` at ``endpoint`` lost its server ``tries`` times."""
+        super().__init__(f"lost the server at {endpoint} while calling {method}() "
+                         f"({tries} {'try' if tries == 1 else 'tries'}); "
+                         f"{kind('ServerUnavailable').hint}")
+        self.endpoint, self.method, self.tries = endpoint, method, tries
+
+
+class _SayHowLongWeWait:
+    """zerorpc middleware: put the waiting ``ExpertsClient``'s timeout in its request's header.
+
+    zerorpc runs ``client_before_request`` synchronously inside the call, before
+    anything can yield, so ``wait_ms`` set just before an ``ExpertsClient``
+    call belongs to that call alone; other zerorpc clients in the process
+    (``wait_ms`` is None then) send their requests unchanged.
+    """
+
+    wait_ms: int | None = None
+
+    def client_before_request(self, event) -> None:
+        """Add ``expertd_timeout_ms`` (stock servers ignore it)."""
+        if self.wait_ms is not None:
+            event.header[TIMEOUT_HEADER] = self.wait_ms
+
+
+_HEADER_HOOK: _SayHowLongWeWait | None = None
+
+
+def _header_hook() -> _SayHowLongWeWait:
+    """The one hook, registered once on zerorpc's default context."""
+    global _HEADER_HOOK
+    if _HEADER_HOOK is None:
+        _HEADER_HOOK = _SayHowLongWeWait()
+        zerorpc.Context.get_instance().register_middleware(_HEADER_HOOK)
+    return _HEADER_HOOK
+
+
+def _catalogue_name(exc: Exception) -> str:
+    if isinstance(exc, zerorpc.RemoteError):
+        return exc.name
+    if isinstance(exc, zerorpc.TimeoutExpired):
+        return "RpcTimeout"
+    return "ServerUnavailable"  # LostRemote
+
+
 class ExpertsClient:
-    """A reusable connection to an expertd server."""
+    """A reusable connection to an expertd server.
+
+    ``client.NAME(doc)`` asks the expert ``NAME``; ``client.expert(NAME)``
+    reaches any expert, also one named like a method of this class
+    (``call``, ``close``, ``expert``...).
+    """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0,
                  retries: int = 2, backoff: float = 0.2, heartbeat: float = 5.0) -> None:
-        """Connect (lazily, as ZeroMQ does) to ``endpoint``."""
+        """Connect (lazily, as ZeroMQ does) to ``endpoint``.
+
+        ``timeout``: seconds to wait for one answer; ``retries``: how many
+        times a retryable failure is asked again, after ``backoff`` seconds,
+        doubling (at most 2 s) with jitter.
+        """
         self.endpoint = endpoint or default_endpoint()
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._hook = _header_hook()
         self._client = zerorpc.Client(timeout=timeout, heartbeat=heartbeat)
         secure_zerorpc(self._client)  # CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY
         self._client.connect(self.endpoint)
 
     def call(self, method: str, *args: Any) -> Any:
-        """Call ``method(*args)`` on the server, retrying timeouts and lost connections."""
+        """Call ``method(*args)`` on the server, asking again while the failure is retryable."""
         attempt = 0
         while True:
             try:
-                return self._client(method, *args)
-            except RETRYABLE:
-                if attempt >= self.retries:
+                self._hook.wait_ms = int(self._timeout * 1000)
+                try:
+                    request = self._client(method, *args, **{"async": True})
+                finally:
+                    self._hook.wait_ms = None
+                return request.get()
+            except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote) as exc:
+                if not is_retryable(_catalogue_name(exc)):
                     raise
-                time.sleep(min(self.backoff * (2 ** attempt), 2.0))
-                attempt += 1
+                if attempt >= self._retries:
+                    if isinstance(exc, zerorpc.TimeoutExpired):
+                        raise ServerTimeout(self.endpoint, method, self._timeout,
+                                            attempt + 1) from None
+                    if isinstance(exc, zerorpc.LostRemote):
+                        raise ServerLost(self.endpoint, method, attempt + 1) from None
+                    raise
+            pause = min(self._backoff * (2 ** attempt), 2.0)
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            attempt += 1
+
+    def expert(self, name: str) -> Callable[[dict], dict]:
+        """A function that asks the expert ``name`` for its opinion on a document."""
+        return lambda doc: self.opinion(name, doc)
 
     def opinion(self, name: str, doc: dict) -> dict:
         """The opinion of expert ``name`` on ``doc``."""
@@ -86,10 +183,10 @@ class ExpertsClient:
         return self.call("stats")
 
     def __getattr__(self, name: str):
-        """``client.sentiment(doc)``: call the expert of that name."""
+        """``client.sentiment(doc)``: ask the expert of that name."""
         if name.startswith("_"):
             raise AttributeError(name)
-        return lambda doc: self.call(name, doc)
+        return self.expert(name)
 
     def close(self) -> None:
         """Close the connection."""

@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from clients.wire import CallTimeout, RemoteError, ServerUnavailable
+from clients.wire import CallTimeout, RemoteError, ServerUnavailable, request_payload
 
 SERVER_KEY_ENV = "EXPERTD_SERVER_KEY"
 CLIENT_KEY_ENV = "EXPERTD_CLIENT_KEY"
@@ -212,12 +212,19 @@ class CurveConnection:
 
     def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method(*args)`` and return its result (raises ``RemoteError``)."""
-        return self.receive(self.send(method, *args), timeout=timeout)
+        return self.receive(self.send(method, *args, timeout=timeout), timeout=timeout)
 
-    def send(self, method: str, *args: Any) -> str:
+    def send(self, method: str, *args: Any, timeout: float | None = None) -> str:
         """Send a request without waiting; returns its id for ``receive``."""
+        return self.send_packed(method, msgpack.packb(list(args), use_bin_type=True),
+                                timeout=timeout)
+
+    def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
+        """``send`` with the argument list already msgpack-encoded (as ``wire.Connection``)."""
         message_id = os.urandom(16).hex()
-        self._emit({"message_id": message_id, "v": 3}, method, list(args))
+        self._pending.add(message_id)
+        self._send_payload(request_payload(message_id, method, packed_args,
+                                           self.timeout if timeout is None else timeout))
         return message_id
 
     def receive(self, message_id: str, timeout: float | None = None) -> Any:
@@ -251,7 +258,9 @@ class CurveConnection:
     def _emit(self, header: dict, name: str, args: list) -> None:
         if name != "_zpc_hb":
             self._pending.add(header["message_id"])
-        payload = msgpack.packb([header, name, args], use_bin_type=True)
+        self._send_payload(msgpack.packb([header, name, args], use_bin_type=True))
+
+    def _send_payload(self, payload: bytes) -> None:
         self._check_monitor()
         try:
             self._sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)

@@ -34,7 +34,8 @@ def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, a
               show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=D["timeout"],
               show_default=True,
-              help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
+              help="Seconds to keep retrying an unreachable, overloaded or restarting server "
+                   "before giving up (exit 3).")
 @click.option("--call-timeout", type=click.FloatRange(min=0), default=D["call_timeout"],
               show_default=True, help="Seconds to wait for one answer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=D["batch_size"],
@@ -51,8 +52,12 @@ def pipe(**params):
       echo '{"text": "I love it"}' | expertd pipe sentiment genre
       expertd pipe --lines sentiment < docs.jsonl > opinions.jsonl
 
+    Every line read comes out, in order: answered, or unchanged with a
+    warning on stderr naming its line (not JSON, not an object, or a document
+    the server cannot be asked about).
+
     Exit status: 0 all opinions added; 1 some missing (see stderr and
-    errors.<NAME>); 2 usage error; 3 no server answered (documents are
-    written through unchanged).
+    errors.<NAME>); 2 usage error; 3 no server answered (lines are written
+    through unchanged); 128+N stopped by signal N.
     """
     sys.exit(run(options_from_cli(**params)))

@@ -26,6 +26,8 @@ from typing import Any
 
 import msgpack
 
+from expertd.catalogue import TIMEOUT_HEADER
+
 GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
             + b"\x00" + b"\x00" * 31)
 FLAG_MORE, FLAG_LONG, FLAG_COMMAND = 1, 2, 4
@@ -48,6 +50,28 @@ class RemoteError(Exception):
         self.name = name
         self.msg = message
         self.traceback = traceback
+
+
+def pack_array(packed_items: list[bytes]) -> bytes:
+    """A msgpack array made of items that are each already msgpack-encoded."""
+    n = len(packed_items)
+    if n < 16:
+        head = bytes([0x90 | n])
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(packed_items)
+
+
+def request_payload(message_id: str, method: str, packed_args: bytes, wait: float) -> bytes:
+    """A zerorpc request event ``[header, name, args]`` with ``args`` already packed.
+
+    The header says how long the caller will wait (``expertd_timeout_ms``).
+    """
+    header = {"message_id": message_id, "v": 3, TIMEOUT_HEADER: int(1000 * wait)}
+    return (b"\x93" + msgpack.packb(header, use_bin_type=True)
+            + msgpack.packb(method, use_bin_type=True) + packed_args)
 
 
 def _frame(body: bytes, flags: int = 0) -> bytes:
@@ -159,12 +183,25 @@ class Connection:
 
     def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method(*args)`` and return its result (raises ``RemoteError``)."""
-        return self.receive(self.send(method, *args), timeout=timeout)
+        return self.receive(self.send(method, *args, timeout=timeout), timeout=timeout)
 
-    def send(self, method: str, *args: Any) -> str:
-        """Send a request without waiting; returns its id for ``receive``."""
+    def send(self, method: str, *args: Any, timeout: float | None = None) -> str:
+        """Send a request without waiting; returns its id for ``receive``.
+
+        The header says how long the caller will wait (``timeout``, or the
+        connection's): the server answers ``Overloaded`` rather than compute
+        what nobody will read. Stock zerorpc servers ignore the key.
+        """
+        return self.send_packed(method, msgpack.packb(list(args), use_bin_type=True),
+                                timeout=timeout)
+
+    def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
+        """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
-        self._emit({"message_id": message_id, "v": 3}, method, list(args))
+        payload = request_payload(message_id, method, packed_args,
+                                  self.timeout if timeout is None else timeout)
+        self._pending.add(message_id)
+        self._send_payload(payload)
         return message_id
 
     def receive(self, message_id: str, timeout: float | None = None) -> Any:
@@ -194,9 +231,9 @@ class Connection:
     # -- framing --------------------------------------------------------------
 
     def _emit(self, header: dict, name: str, args: list) -> None:
-        payload = msgpack.packb([header, name, args], use_bin_type=True)
-        if name != "_zpc_hb":
-            self._pending.add(header["message_id"])
+        self._send_payload(msgpack.packb([header, name, args], use_bin_type=True))
+
+    def _send_payload(self, payload: bytes) -> None:
         try:
             self._sock.sendall(_frame(b"", FLAG_MORE) + _frame(payload))
         except OSError as exc:

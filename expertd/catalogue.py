@@ -9,10 +9,17 @@ written once. This module imports nothing heavy: the pipe stage uses it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import NamedTuple
 
-PATH = Path(__file__).with_name("errors.json")
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "errors.json")
+
+
+def _read() -> dict:
+    # os.path and open, not pathlib: the pipe stage imports this module, and
+    # pathlib would add a few milliseconds to every stage.
+    with open(PATH, encoding="utf-8") as file:
+        return json.load(file)
 
 
 class ErrorKind(NamedTuple):
@@ -28,9 +35,11 @@ class ErrorKind(NamedTuple):
 
 
 def _load() -> dict[str, ErrorKind]:
-    raw = json.loads(PATH.read_text(encoding="utf-8"))["errors"]
+    raw = _RAW["errors"]
     return {name: ErrorKind(name=name, **fields) for name, fields in raw.items()}
 
+
+_RAW = _read()
 
 #: Every error name, in the catalogue's order.
 ERRORS: dict[str, ErrorKind] = _load()
@@ -52,4 +61,4 @@ def exit_code(name: str) -> int:
 
 
 #: The optional header key in which a caller says how many milliseconds it will wait.
-TIMEOUT_HEADER: str = json.loads(PATH.read_text(encoding="utf-8"))["protocol"]["timeout_header"]
+TIMEOUT_HEADER: str = _RAW["protocol"]["timeout_header"]

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "learn": "clients.learn:learn",
     "call": "clients.cli:call",
     "install-stage": "clients.cli:install_stage",
+    "reload": "rpc_server.supervisor:reload_command",
     "keygen": "clients.keygen:keygen",
 }
 

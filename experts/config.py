@@ -255,6 +255,7 @@ class ServerSettings:
     max_message_bytes: int = setting(32 * 1024 * 1024, integer(1))
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = setting(5000.0, number(0))
+    workers: int | None = setting(None, integer(1))  # processes on one port (``--workers``)
 
 
 @dataclass

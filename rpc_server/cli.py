@@ -29,6 +29,12 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
               help="On SIGTERM/SIGINT, seconds to let in-flight calls finish.")
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes sharing the endpoint, under a supervisor that restarts "
+                   "them and reloads on SIGHUP. Default: from the experts file, else one process.")
+@click.option("--health-port", type=click.IntRange(min=1, max=65535), default=None,
+              help="Answer GET /health (200 serving, 503 not) on the bind host:PORT, "
+                   "for load balancers.")
 @click.option("--curve-secret-key", type=click.Path(dir_okay=False, path_type=Path),
               envvar="EXPERTD_CURVE_SECRET_KEY", default=None,
               help="Encrypt every connection (CurveZMQ) with this server *.key_secret file "
@@ -44,7 +50,8 @@ from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
 @click.option("--check", "check_only", is_flag=True,
               help="Only check the experts file and the endpoint, then exit (0: all good).")
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
-          curve_secret_key, authorized_keys, insecure, log_level, check_only):
+          workers, health_port, curve_secret_key, authorized_keys, insecure, log_level,
+          check_only):
     """Load every expert once and answer opinions over ZeroRPC.
 
     The experts file and the endpoint are checked first, so a mistake in
@@ -53,15 +60,19 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
                           metrics_port=metrics_port, log_level=log_level,
-                          curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
-                          insecure=insecure)
+                          health_port=health_port, curve_secret_key=curve_secret_key,
+                          authorized_keys=authorized_keys, insecure=insecure)
     if check_only:
         check_config(config)
         return
     configure_logging(log_level)
     from rpc_server.server import run
+    from rpc_server.supervisor import supervise, wanted_workers
 
     with startup_errors(bind):
+        workers = wanted_workers(workers, config_path)
+        if workers:
+            sys.exit(supervise(workers, config_path, drain_timeout, bind))
         run(config)
 
 

@@ -22,12 +22,17 @@ from rpc_server.inspection import InspectableServer
 from rpc_server.learning import start_learning
 from rpc_server.limits import limit_socket, raise_open_file_limit
 from rpc_server.security import ServerSecurity
+from rpc_server.reuseport import bind_shared, tcp_address, unbind
 from rpc_server.service import RESERVED, Experts
 from rpc_server.stats import Stats
+from rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
+                                   worker_identity)
 
 log = logging.getLogger("expertd.server")
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+#: A retiring worker first waits this long for calls on connections it just accepted.
+RETIRE_GRACE_S = 0.2
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ServerConfig:
     drain_timeout: float = 30.0
     metrics_port: int | None = None
     log_level: str = "info"
+    health_port: int | None = None
     curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
     authorized_keys: Path | None = None
     insecure: bool = False
@@ -69,6 +75,8 @@ class ExpertdServer:
         self.learning = None
         self.security: ServerSecurity | None = None
         self._stopping = False
+        self.worker = worker_identity()  # set when a supervisor started this process
+        self.health_http = None
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
@@ -87,6 +95,9 @@ class ExpertdServer:
             load_expert(spec, expert)
             log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
                      time.perf_counter() - began)
+        if self.worker is not None:
+            die_with_supervisor(self.worker)
+            warm_up(experts)
         # The models leave ~300,000 long-lived objects behind; move them out of
         # the collector's reach so full collections stop pausing calls (~190 ms
         # each, measured by `make bench`) instead of rescanning them forever.
@@ -110,19 +121,60 @@ class ExpertdServer:
                      file.server.handshake_timeout_ms)
         self.security = security
         security.apply(self.zerorpc)  # socket options must precede bind
-        self.zerorpc.bind(self.config.bind)
+        self.service.identity = self.identity()
+        self.bind()
         if self.config.metrics_port:
             from prometheus_client import start_http_server
 
-            start_http_server(self.config.metrics_port, addr="127.0.0.1",
-                              registry=stats.registry)
-            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics",
-                     self.config.metrics_port)
+            port = self.config.metrics_port + (self.worker.index if self.worker else 0)
+            start_http_server(port, addr="127.0.0.1", registry=stats.registry)
+            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+        if self.config.health_port:
+            self.start_health_http()
         log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
                  ", ".join(experts), self.config.bind, os.getpid(), soft)
+        if self.worker is not None:
+            report_ready(self.worker, {n: e.version for n, e in experts.items()})
+
+    def identity(self) -> dict:
+        """What ``health()`` says about this process: pid, worker index, supervisor pid."""
+        if self.worker is None:
+            return {"worker": None, "supervisor_pid": None}
+        return {"worker": self.worker.index, "supervisor_pid": self.worker.supervisor_pid}
+
+    def bind(self) -> None:
+        """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
+        if self.worker is not None:
+            bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
+        else:
+            self.zerorpc.bind(self.config.bind)
+
+    def start_health_http(self) -> None:
+        """``GET /health`` for load balancers, on the bind host (all interfaces for ``*``)."""
+        from rpc_server.health_http import HealthServer
+
+        try:
+            host = tcp_address(self.config.bind)[0]
+        except ValueError:
+            host = "127.0.0.1"
+        try:
+            self.health_http = HealthServer(host, self.config.health_port, self.health_status,
+                                            shared=self.worker is not None)
+        except OSError as exc:
+            raise OSError(f"--health-port {self.config.health_port} on {host}: "
+                          f"{exc.strerror or exc}") from None
+
+    def health_status(self) -> tuple[bool, dict]:
+        """``(serving, body)`` for the HTTP health check (not serving once draining)."""
+        body = self.service.health()
+        if self._stopping:
+            body["status"] = "draining"
+        return not self._stopping, body
 
     def check_endpoint(self) -> None:
         """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
+        if self.worker is not None:
+            return  # workers share the port (the supervisor checked it once, before the first)
         check_bindable(self.config.bind)
         if self.config.metrics_port:
             check_bindable(f"tcp://127.0.0.1:{self.config.metrics_port}")
@@ -131,6 +183,9 @@ class ExpertdServer:
         """Answer calls until SIGTERM or SIGINT, then drain and return."""
         gevent.signal_handler(signal.SIGTERM, self.shutdown, "SIGTERM")
         gevent.signal_handler(signal.SIGINT, self.shutdown, "SIGINT")
+        gevent.signal_handler(signal.SIGHUP, self.hangup)
+        if self.worker is not None:
+            gevent.signal_handler(RETIRE_SIGNAL, self.retire)
         try:
             self.zerorpc.run()
         except gevent.GreenletExit:
@@ -144,6 +199,60 @@ class ExpertdServer:
         self._stopping = True
         log.info("%s: finishing in-flight calls, then exiting", reason)
         gevent.spawn(self._drain)
+
+    def hangup(self) -> None:
+        """SIGHUP: a supervised worker leaves reloads to its supervisor; alone, say how."""
+        if self.worker is None:
+            log.warning("SIGHUP ignored: this server runs in one process and cannot reload "
+                        "in place; restart it, or serve with --workers N (then SIGHUP or "
+                        "`expertd reload` replaces the workers one at a time)")
+
+    def retire(self) -> None:
+        """Replaced by a newer worker: stop taking connections, finish the calls, exit.
+
+        The new worker already steers the port's new connections to itself.
+        libzmq's ``unbind`` also closes the connections the listener accepted, so
+        this waits for a moment with no call in flight (their callers' sockets then
+        reconnect to another worker); past half the drain timeout, new calls get
+        ``ShuttingDown`` (retryable) until the last one has finished.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("retiring: closing the listener once no call is in flight")
+        gevent.spawn(self._retire)
+
+    def _retire(self) -> None:
+        if self.health_http is not None:  # the balancer's next check goes to another worker
+            self.health_http.close()
+            self.health_http = None
+        server = self.zerorpc
+        gevent.sleep(RETIRE_GRACE_S)  # connections accepted just before: their first call
+        patience = time.monotonic() + self.config.drain_timeout / 2
+        deadline = time.monotonic() + self.config.drain_timeout
+        while time.monotonic() < deadline:
+            if self._idle() and (gevent.sleep(0.001) or self._idle()):
+                break
+            if not server._methods.draining and time.monotonic() > patience:
+                log.info("still busy after %.0f s: answering new calls ShuttingDown",
+                         self.config.drain_timeout / 2)
+                server._methods.draining = True
+            gevent.sleep(0.002)
+        unbind(server, self.config.bind)
+        if len(server._task_pool):
+            log.warning("gave up waiting for %d calls after %.0f s", len(server._task_pool),
+                        self.config.drain_timeout)
+            server._task_pool.kill()
+        log.info("listener closed; exiting")
+        server.stop()
+
+    def _idle(self) -> bool:
+        """No call running.
+
+        (Not ``ZMQ_EVENTS``: reading it from another greenlet eats the edge that
+        wakes zerorpc's receiver, which then stalls for a second.)
+        """
+        return not len(self.zerorpc._task_pool)
 
     def _drain(self) -> None:
         server = self.zerorpc
@@ -161,6 +270,9 @@ class ExpertdServer:
 
     def close(self) -> None:
         """Release the socket, the batchers and the threads."""
+        if self.health_http is not None:
+            self.health_http.close()
+            self.health_http = None
         for batcher in self.batchers.values():
             batcher.close()
         if self.security is not None:
@@ -171,6 +283,19 @@ class ExpertdServer:
             self.learning.close()  # the last checkpoints
         self.pool.kill()
         log.info("stopped")
+
+
+def warm_up(experts: dict) -> None:
+    """One prediction per expert before taking calls (a failure is logged, not fatal)."""
+    for name, expert in experts.items():
+        began = time.perf_counter()
+        try:
+            expert.predict(["warm-up"] if expert.input_type in (str, None) else [{}])
+        except Exception as exc:
+            log.warning("warm-up of expert %s failed (%s: %s); serving it anyway", name,
+                        type(exc).__name__, str(exc)[:200])
+            continue
+        log.info("warmed expert %s in %.2f s", name, time.perf_counter() - began)
 
 
 def run(config: ServerConfig) -> None:

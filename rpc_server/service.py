@@ -128,6 +128,8 @@ class Experts:
         self._max_batch_docs = max_batch_docs
         self._started = time.time()
         self._plan = chains.ChainPlan({name: expert.needs for name, expert in experts.items()})
+        #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
+        self.identity: dict = {}
 
     # -- the RPC methods ------------------------------------------------------
 
@@ -238,9 +240,11 @@ class Experts:
 
     @rpc_method
     def health(self):
-        """Say that the server is up, with its experts, version, pid and uptime."""
+        """Say that the server is up: experts and their versions, pid, worker, uptime."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
-                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3)}
+                "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
+                "versions": {n: e.version for n, e in self._experts.items()},
+                **self.identity}
 
     @rpc_method
     def stats(self):

@@ -9,6 +9,7 @@ import pytest
 import zerorpc
 
 from clients import ExpertsClient
+from clients.client import ServerTimeout
 from tests.conftest import ServerProcess, free_port
 
 
@@ -53,3 +54,65 @@ def test_client_retries_until_a_server_comes_up(tmp_path):
     finally:
         thread.join()
         assert started["server"].stop() == 0
+
+
+def test_experts_named_like_client_methods_are_reachable(tmp_path):
+    config = tmp_path / "experts.yaml"
+    config.write_text("experts:\n"
+                      "  timeout: experts.examples:shouting\n"
+                      "  close: experts.examples:shouting\n"
+                      "  call: experts.examples:shouting\n")
+    server = ServerProcess(config, tmp_path)
+    try:
+        with ExpertsClient(server.endpoint, timeout=10) as experts:
+            for name in ("timeout", "close", "call"):
+                assert experts.expert(name)({"text": "HEY"}) == {"ratio": 1.0}
+            # Settings are private, so an expert called "timeout" is an attribute too.
+            assert experts.timeout({"text": "Hey"}) == {"ratio": 0.3333}
+    finally:
+        assert server.stop() == 0
+
+
+def test_timeout_names_the_endpoint_and_how_to_start_a_server():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with ExpertsClient(endpoint, timeout=0.5, retries=1, backoff=0.05) as experts:
+        with pytest.raises(zerorpc.TimeoutExpired) as info:
+            experts.health()
+    assert isinstance(info.value, ServerTimeout)
+    message = str(info.value)
+    assert endpoint in message and "expertd serve" in message and "health()" in message
+    assert "2 tries" in message
+
+
+def test_each_call_says_how_long_the_client_waits(tmp_path):
+    """The header reaches a stock zerorpc server (which can read it through a middleware)."""
+    from expertd.catalogue import TIMEOUT_HEADER
+
+    seen = []
+
+    class Record:
+        def server_before_exec(self, event):
+            seen.append(event.header.get(TIMEOUT_HEADER))
+
+    class Echo:
+        def echo(self, x):
+            return x
+
+    context = zerorpc.Context()
+    context.register_middleware(Record())
+    server = zerorpc.Server(Echo(), context=context)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server.bind(endpoint)
+    import gevent
+
+    task = gevent.spawn(server.run)
+    try:
+        with ExpertsClient(endpoint, timeout=7.5) as experts:
+            assert experts.call("echo", 5) == 5
+        plain = zerorpc.Client(endpoint, timeout=5)
+        assert plain.echo(6) == 6  # a stock client's calls carry no such key
+        plain.close()
+    finally:
+        server.close()
+        task.kill()
+    assert seen == [7500, None]

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import BIN, ROOT, free_port
 
@@ -222,8 +223,8 @@ def test_bridge_readme_block_runs_as_written(walk, line, body, output):
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         answer = read_json_list(proc.stdout.fileno(), within=120)
-        assert {e["name"] for e in answer} == {"sentiment", "genre", "vader", "learner",
-                                               "consensus"}, answer
+        default_experts = set(yaml.safe_load((ROOT / "config" / "experts.yaml").read_text())["experts"])
+        assert {e["name"] for e in answer} == default_experts, answer
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

@@ -8,7 +8,7 @@ const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
 const { HttpError, errorHandler, notFound, toHttpError, errorBody } = require("./errors");
-const { requestLog, bearerAuth, tagRoute } = require("./middleware");
+const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
 const { openApiHandler } = require("./openapi");
@@ -69,10 +69,11 @@ function booleanQuery(req, name) {
  * @param {number|string} [deps.bodyLimit="1mb"] largest request body (bytes or "100kb")
  * @param {number} [deps.healthTimeoutMs=1000] how long /healthz waits for `health()`
  * @param {ReturnType<typeof createMetrics>} [deps.metrics] defaults to a fresh registry
+ * @param {number} [deps.jsonMaxDepth=64] deepest nesting of arrays/objects a JSON body may have (else 400)
  * @param {string[]} [deps.corsOrigins=[]] origins browsers may call from (cors.js; none by default)
  * @returns {import("express").Express}
  */
-function createApp({ rpc, logger = pino({ level: "silent" }), token = null, bodyLimit = "1mb", healthTimeoutMs = 1000, metrics, corsOrigins = [] } = {}) {
+function createApp({ rpc, logger = pino({ level: "silent" }), token = null, bodyLimit = "1mb", healthTimeoutMs = 1000, metrics, corsOrigins = [], jsonMaxDepth = 64 } = {}) {
   if (!rpc) throw new TypeError("createApp needs { rpc }");
   metrics = metrics || createMetrics({ rpc });
 
@@ -83,7 +84,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   app.locals.rpc = rpc;
 
   const auth = bearerAuth(token);
-  const jsonBody = express.json({ limit: bodyLimit, strict: false, type: JSON_TYPES });
+  const jsonBody = [express.json({ limit: bodyLimit, strict: false, type: JSON_TYPES }), limitJsonDepth(jsonMaxDepth)];
   const formBody = express.urlencoded({ limit: bodyLimit, extended: false, parameterLimit: 1000, type: FORM_TYPE });
 
   // An expert label only for names the server has reported (or that just
@@ -123,7 +124,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     const allowed = routes.get(path) || [];
     allowed.push(method.toUpperCase());
     routes.set(path, allowed);
-    app[method](path, tagRoute(path), ...(isPublic ? [] : [auth]), ...handlers);
+    app[method](path, tagRoute(path), ...(isPublic ? [] : [auth]), checkExpertName(), ...handlers);
   }
 
   route("get", "/healthz", { isPublic: true }, async (req, res) => {

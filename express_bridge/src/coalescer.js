@@ -31,29 +31,24 @@
  *   - Each caller gets its own opinion, or a RemoteError built from its own
  *     `errors[name]` ({name, message}): the same error `opinion()` would have
  *     raised (InvalidDocument 400, TextTooLong 413, ExpertFailed 422, ...).
- *     A failure of the whole call (timeout 504, unavailable 503,
- *     UnknownExpert 404, ...) goes to every caller in the batch.
- *   - When the model fails on a batch of several documents, the server gives
- *     every valid document of it the same error. expertd's own micro-batcher
- *     then asks the model once per request, so that one poisoned input cannot
- *     fail its neighbours; to keep that, such documents are asked again one
- *     by one with `opinion(name, doc)` and each caller gets its own answer.
+ *     expertd isolates a failing input itself (it splits a failing model call
+ *     until the failing inputs are found), so one poisoned document fails
+ *     only its own caller. A failure of the whole call (timeout 504,
+ *     unavailable 503, Overloaded 503, UnknownExpert 404, ...) goes to every
+ *     caller in the batch.
  *   - Each request keeps its own deadline (`timeoutMs` from when it was
- *     made): a batch call gets the time left to its earliest member, and a
- *     request still queued at its deadline ends like a timed-out call
- *     (504, or 503 when a fresh probe finds the server gone).
+ *     made), queued or sent: a batch call may take as long as its LATEST
+ *     member waits (and tells the server so), and a member whose deadline
+ *     passes, queued or in flight, ends alone like a timed-out call (504, or
+ *     503 when a fresh probe finds the server gone) while the others go on.
+ *   - The queue of each expert is bounded (`maxQueue` requests waiting to be
+ *     sent): a request beyond it is answered at once with 503 Overloaded and
+ *     Retry-After, as the server answers when its own queue is full.
  *
  * `maxBatch` 1 disables all of this: every request is one `opinion()` call.
  */
 
-const { RemoteError, HttpError } = require("./errors");
-
-/**
- * Error names the server puts under `errors[name]` for a document it did not send to the model
- * (DependencyFailed: an expert this one needs failed for that document; asking again alone
- * would only recompute the same failure).
- */
-const DOCUMENT_ERRORS = new Set(["InvalidDocument", "TextTooLong", "DependencyFailed"]);
+const { RemoteError, HttpError, OverloadedError } = require("./errors");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -62,7 +57,7 @@ const DOCUMENT_ERRORS = new Set(["InvalidDocument", "TextTooLong", "DependencyFa
  */
 const SPLIT_MIN = 32;
 
-const DEFAULTS = Object.freeze({ maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2 });
+const DEFAULTS = Object.freeze({ maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2, maxQueue: 256 });
 
 /** Coalesces `opinion(name, doc)` calls per expert into `opinions_batch` calls. */
 class Coalescer {
@@ -77,15 +72,16 @@ class Coalescer {
    * @param {number} [options.maxBytes=4 MiB] approximate JSON bytes per call
    * @param {number} [options.waitMs=0] extra time to collect a batch (0: one loop turn)
    * @param {number} [options.inFlight=2] batch calls on the wire per expert
+   * @param {number} [options.maxQueue=256] requests waiting to be sent, per expert; more are 503 Overloaded
    * @param {(name: string, size: number) => void} [options.onBatch] called for every call sent
    * @param {(name: string) => boolean} [options.keepState] true for names whose state (the load
    *   estimate) is kept while idle, e.g. the experts the server runs; others are forgotten
    *   when idle, so made-up names in URLs cannot grow memory
    */
   constructor({ call, timeoutError, timeoutMs = 30000, maxBatch = DEFAULTS.maxBatch, maxBytes = DEFAULTS.maxBytes,
-    waitMs = DEFAULTS.waitMs, inFlight = DEFAULTS.inFlight, onBatch, keepState } = {}) {
+    waitMs = DEFAULTS.waitMs, inFlight = DEFAULTS.inFlight, maxQueue = DEFAULTS.maxQueue, onBatch, keepState } = {}) {
     if (typeof call !== "function") throw new TypeError("Coalescer needs a call function");
-    for (const [k, v, min] of [["maxBatch", maxBatch, 1], ["maxBytes", maxBytes, 1], ["inFlight", inFlight, 1], ["waitMs", waitMs, 0]]) {
+    for (const [k, v, min] of [["maxBatch", maxBatch, 1], ["maxBytes", maxBytes, 1], ["inFlight", inFlight, 1], ["waitMs", waitMs, 0], ["maxQueue", maxQueue, 1]]) {
       if (!Number.isFinite(v) || v < min) throw new RangeError(`Coalescer: ${k} must be a number >= ${min}, got ${v}`);
     }
     this._call = call;
@@ -95,6 +91,7 @@ class Coalescer {
     this.maxBytes = maxBytes;
     this.waitMs = waitMs;
     this.inFlight = Math.floor(inFlight);
+    this.maxQueue = Math.floor(maxQueue);
     this.onBatch = onBatch || (() => {});
     this._keepState = keepState || (() => false);
     /** @type {Map<string, {queue: object[], head: number, inFlight: number, inFlightDocs: number, peak: number, scheduled: boolean}>} */
@@ -119,15 +116,19 @@ class Coalescer {
       this.onBatch(name, 1);
       return this._call("opinion", [name, doc], { timeoutMs });
     }
+    let state = this._experts.get(name);
+    if (state && state.queue.length - state.head >= this.maxQueue) {
+      return Promise.reject(new OverloadedError(
+        `the bridge's queue for expert ${JSON.stringify(name)} is full (${this.maxQueue} requests waiting); retry shortly`));
+    }
     return new Promise((resolve, reject) => {
-      let state = this._experts.get(name);
       if (!state) {
         state = { queue: [], head: 0, inFlight: 0, inFlightDocs: 0, peak: 0, scheduled: false };
         this._experts.set(name, state);
       }
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
-      const item = { doc, size, deadline: Date.now() + timeoutMs, timer: null, done: false, resolve, reject };
-      // A request that cannot leave before its deadline ends like a timed-out call.
+      const item = { doc, size, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
+      // A request not answered by its deadline (queued or sent) ends like a timed-out call.
       item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
       state.queue.push(item);
       const queued = state.queue.length - state.head;
@@ -152,6 +153,7 @@ class Coalescer {
       state.head = 0;
       for (const item of items) {
         clearTimeout(item.timer);
+        item.done = true;
         item.reject(err);
       }
     }
@@ -214,7 +216,7 @@ class Coalescer {
         const item = state.queue[state.head];
         if (batch.length > 0 && bytes + item.size > this.maxBytes) break;
         state.queue[state.head++] = undefined;
-        clearTimeout(item.timer);
+        item.sent = true;
         batch.push(item);
         bytes += item.size;
       }
@@ -248,8 +250,9 @@ class Coalescer {
       await this._alone(name, state, batch[0]); // alone: exactly the call made without coalescing
       return;
     }
-    let deadline = Infinity;
-    for (const item of batch) deadline = Math.min(deadline, item.deadline);
+    // The call may take as long as its latest member waits; earlier members expire on their own.
+    let deadline = 0;
+    for (const item of batch) deadline = Math.max(deadline, item.deadline);
     const timeoutMs = Math.max(1, deadline - Date.now());
     let results;
     try {
@@ -267,31 +270,22 @@ class Coalescer {
       for (const item of batch) this._settle(state, item, err);
       return;
     }
-    const retry = [];
     batch.forEach((item, i) => {
       const answer = results[i];
       const error = answer && answer.errors && answer.errors[name];
       if (error) {
-        if (DOCUMENT_ERRORS.has(error.name)) this._settle(state, item, new RemoteError(error.name, error.message));
-        else retry.push([item, error]);
+        this._settle(state, item, new RemoteError(error.name, error.message));
       } else if (answer && answer.opinions && Object.prototype.hasOwnProperty.call(answer.opinions, name)) {
         this._settle(state, item, null, answer.opinions[name]);
       } else {
         this._settle(state, item, new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch gave document ${i} neither an opinion nor an error from ${name}`));
       }
     });
-    if (retry.length === 1) {
-      const [[item, error]] = retry;
-      this._settle(state, item, new RemoteError(error.name, error.message));
-    } else if (retry.length > 1) {
-      // The model failed on the batch: ask each document on its own, as expertd's
-      // micro-batcher does, so that one bad input cannot fail the others.
-      await Promise.all(retry.map(([item]) => this._alone(name, state, item)));
-    }
   }
 
   /** Ask `opinion(name, doc)` for one request, within what is left of its deadline. */
   async _alone(name, state, item) {
+    if (item.done) return; // its deadline passed already
     try {
       const opinion = await this._call("opinion", [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
       this._settle(state, item, null, opinion);
@@ -307,16 +301,23 @@ class Coalescer {
   _settle(state, item, err, value) {
     if (item.done) return;
     item.done = true;
+    clearTimeout(item.timer);
     state.inFlightDocs -= 1;
     if (err) item.reject(err);
     else item.resolve(value);
   }
 
+  /** A request's deadline passed: it alone ends now, queued or sent (its batch goes on for the others). */
   async _expire(name, state, item, timeoutMs) {
-    const i = state.queue.indexOf(item, state.head);
-    if (i < 0) return; // already sent
-    state.queue.splice(i, 1);
-    this._forgetIfIdle(name, state);
+    if (item.done) return;
+    item.done = true;
+    if (item.sent) {
+      state.inFlightDocs -= 1;
+    } else {
+      const i = state.queue.indexOf(item, state.head);
+      if (i >= 0) state.queue.splice(i, 1);
+      this._forgetIfIdle(name, state);
+    }
     let err;
     try {
       err = this._timeoutError ? await this._timeoutError("opinion", timeoutMs) : null;
@@ -341,4 +342,4 @@ function approximateJsonBytes(doc) {
   }
 }
 
-module.exports = { Coalescer, DOCUMENT_ERRORS, DEFAULTS };
+module.exports = { Coalescer, DEFAULTS };

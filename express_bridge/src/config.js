@@ -24,6 +24,8 @@ const DEFAULTS = Object.freeze({
   COALESCE_MAX_BYTES: "4mb",
   COALESCE_WAIT_MS: "0",
   COALESCE_IN_FLIGHT: "2",
+  COALESCE_MAX_QUEUE: "256",
+  JSON_MAX_DEPTH: "64",
 });
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -97,7 +99,8 @@ function parseMilliseconds(name, raw) {
  * @returns {{host: string, port: number, endpoint: string, token: string|null,
  *   rpcTimeoutMs: number, probeTimeoutMs: number, heartbeatMs: number,
  *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string,
- *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number}}}
+ *   jsonMaxDepth: number,
+ *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number, maxQueue: number}}}
  * @throws {ConfigError} when a value is malformed
  */
 function loadConfig(env = process.env) {
@@ -140,6 +143,7 @@ function loadConfig(env = process.env) {
     maxBytes: coalesceMaxBytes,
     waitMs: parseMilliseconds("COALESCE_WAIT_MS", pick("COALESCE_WAIT_MS")),
     inFlight: parseInteger("COALESCE_IN_FLIGHT", pick("COALESCE_IN_FLIGHT"), 1),
+    maxQueue: parseInteger("COALESCE_MAX_QUEUE", pick("COALESCE_MAX_QUEUE"), 1),
   };
   let corsOrigins;
   try {
@@ -158,6 +162,7 @@ function loadConfig(env = process.env) {
     bodyLimit,
     shutdownTimeoutMs: parseSeconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT"), { allowZero: true }),
     logLevel,
+    jsonMaxDepth: parseInteger("JSON_MAX_DEPTH", pick("JSON_MAX_DEPTH"), 1),
     coalesce,
     corsOrigins,
   };

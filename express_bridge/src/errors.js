@@ -21,25 +21,55 @@ class HttpError extends Error {
   }
 }
 
+/**
+ * The error catalogue (expertd/errors.json), shared with the Python side:
+ * each error name's HTTP status, whether it is retryable, and its scope.
+ */
+const CATALOGUE_FILE = require("../../expertd/errors.json");
+const CATALOGUE = Object.freeze(CATALOGUE_FILE.errors);
+
+/** The zerorpc header key in which a caller says how long it will wait (milliseconds). */
+const TIMEOUT_HEADER = CATALOGUE_FILE.protocol.timeout_header;
+
+/** Seconds a client should wait before asking again after a retryable 503. */
+const RETRY_AFTER_S = "1";
+
+/**
+ * An HttpError for a catalogue name: its status comes from the catalogue, and
+ * a retryable 503 carries Retry-After.
+ * @param {string} name a catalogue name, e.g. "Overloaded"
+ * @param {string} message
+ * @returns {HttpError}
+ */
+function catalogueError(name, message) {
+  const entry = CATALOGUE[name] || CATALOGUE.InternalError;
+  const headers = entry.retryable && entry.status === 503 ? { "Retry-After": RETRY_AFTER_S } : {};
+  return new HttpError(entry.status, name, message, { headers });
+}
+
 /** expertd does not answer (nothing listens, or it stopped answering). HTTP 503. */
 class ServerUnavailableError extends HttpError {
   constructor(message) {
-    super(503, "ServerUnavailable", message, { headers: { "Retry-After": "1" } });
+    const e = catalogueError("ServerUnavailable", message);
+    super(e.status, e.name, message, e);
   }
 }
 
 /** expertd is up but did not answer this call in time. HTTP 504. */
 class RpcTimeoutError extends HttpError {
   constructor(message) {
-    super(504, "RpcTimeout", message);
+    const e = catalogueError("RpcTimeout", message);
+    super(e.status, e.name, message, e);
   }
 }
 
-/**
- * The error catalogue (expertd/errors.json), shared with the Python side:
- * each error name's HTTP status, whether it is retryable, and its scope.
- */
-const CATALOGUE = Object.freeze(require("../../expertd/errors.json").errors);
+/** The bridge (its coalescer queue) or expertd is at capacity: HTTP 503 with Retry-After. */
+class OverloadedError extends HttpError {
+  constructor(message) {
+    const e = catalogueError("Overloaded", message);
+    super(e.status, e.name, message, e);
+  }
+}
 
 /**
  * The HTTP status of each exception name expertd sends back. Any other remote
@@ -61,8 +91,10 @@ class RemoteError extends HttpError {
    * @param {string} message remote exception message
    */
   constructor(name, message) {
-    const status = REMOTE_STATUS[name] || REMOTE_STATUS.InternalError;
-    super(status, name || "RemoteError", message || "", status === 503 ? { headers: { "Retry-After": "1" } } : {});
+    const known = Object.prototype.hasOwnProperty.call(REMOTE_STATUS, name);
+    const status = known ? REMOTE_STATUS[name] : REMOTE_STATUS.InternalError;
+    const retryAfter = known && RETRYABLE.has(name) && status === 503;
+    super(status, name || "RemoteError", message || "", retryAfter ? { headers: { "Retry-After": RETRY_AFTER_S } } : {});
     this.remote = true;
   }
 }
@@ -102,6 +134,10 @@ function toHttpError(err) {
     if (err.type === "entity.parse.failed") message = `request body is not valid JSON: ${err.message}`;
     if (err.type === "entity.too.large") message = `request body is larger than the limit of ${err.limit} bytes`;
     return new HttpError(status, name, message);
+  }
+  if (err instanceof URIError && err.status === 400) {
+    // The router could not percent-decode a path segment, e.g. /experts/%E0%A4%A.
+    return new HttpError(400, "MalformedURL", `the URL is not valid percent-encoded UTF-8: ${err.message}`);
   }
   if (err && Number.isInteger(err.status) && err.status >= 400 && err.status < 500 && err.expose) {
     return new HttpError(err.status, err.name && err.name !== "Error" ? err.name : "BadRequest", err.message);
@@ -144,11 +180,44 @@ function notFound() {
   };
 }
 
+/** Node's HTTP parser errors (before Express sees a request) -> status and public name. */
+const CLIENT_ERRORS = {
+  HPE_HEADER_OVERFLOW: [431, "HeadersTooLarge", "the request's headers are larger than the server accepts (16 KiB)"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "RequestTimeout", "the request was not received in time"],
+  HPE_HEADERS_TIMEOUT: [408, "RequestTimeout", "the request's headers were not received in time"],
+};
+
+/**
+ * A `clientError` listener for the http.Server: a request Node cannot parse
+ * (headers too large, a malformed request line or header, a bad chunk) gets
+ * a JSON 4xx like every other error, then the connection is closed.
+ * @param {{debug: Function}} logger
+ * @returns {(err: any, socket: import("node:net").Socket) => void}
+ */
+function clientErrorHandler(logger) {
+  return (err, socket) => {
+    if (err.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, name, message] = CLIENT_ERRORS[err.code] || [400, "MalformedRequest", `the request is not valid HTTP/1.1 (${err.code || "parse error"})`];
+    logger.debug({ code: err.code, status }, "malformed HTTP request");
+    const body = JSON.stringify(errorBody({ status, name, message }));
+    const reason = { 400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large" }[status];
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
+  };
+}
+
 module.exports = {
+  clientErrorHandler,
   HttpError,
   RemoteError,
   ServerUnavailableError,
   RpcTimeoutError,
+  OverloadedError,
+  catalogueError,
+  TIMEOUT_HEADER,
   REMOTE_STATUS,
   RETRYABLE,
   CATALOGUE,

@@ -1,8 +1,20 @@
 "use strict";
-/** Small Express middlewares: request id + access log, bearer-token auth, route tagging. */
+/**
+ * Small Express middlewares: request id + access log, bearer-token auth,
+ * route tagging, and the checks of hostile input (control characters in an
+ * expert name, JSON nested too deep).
+ */
 
 const crypto = require("node:crypto");
-const { HttpError } = require("./errors");
+const { HttpError, catalogueError } = require("./errors");
+
+/**
+ * Characters no expert name can hold: C0 and C1 controls, DEL, and the
+ * Unicode line and paragraph separators (a newline in a name could forge a
+ * line in a plain-text log downstream).
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /** An incoming X-Request-Id is kept only if it matches (no log injection). */
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -79,9 +91,72 @@ function bearerAuth(token) {
 function tagRoute(pattern) {
   return (req, res, next) => {
     res.locals.route = pattern;
-    if (req.params && typeof req.params.name === "string") res.locals.expert = req.params.name;
+    if (req.params && typeof req.params.name === "string") res.locals.expert = escapeControls(req.params.name);
     next();
   };
 }
 
-module.exports = { requestLog, bearerAuth, tagRoute, REQUEST_ID_RE };
+/**
+ * `text` with every control character (CONTROL_RE) written as a `\\uXXXX`
+ * escape, so that it stays on one line in any log, JSON or not.
+ * @param {string} text
+ * @returns {string}
+ */
+function escapeControls(text) {
+  return text.replace(new RegExp(CONTROL_RE.source, "g"), (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/**
+ * Refuse an expert name (the `:name` URL parameter) that holds control
+ * characters: 404 UnknownExpert, with the name JSON-escaped in the message,
+ * and nothing sent to the server.
+ * @returns {import("express").RequestHandler}
+ */
+function checkExpertName() {
+  return (req, res, next) => {
+    const name = req.params && req.params.name;
+    if (typeof name === "string" && CONTROL_RE.test(name)) {
+      return next(catalogueError("UnknownExpert", `unknown expert ${JSON.stringify(name)}: expert names hold no control characters`));
+    }
+    next();
+  };
+}
+
+/**
+ * How deeply `value` nests (a scalar is 0, `[]` and `{}` are 1), counted
+ * without recursion and stopping as soon as `limit` is passed.
+ * @param {unknown} value @param {number} limit
+ * @returns {number} the depth, or `limit + 1` when it is deeper than `limit`
+ */
+function jsonDepth(value, limit) {
+  let deepest = 0;
+  const stack = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop();
+    if (v === null || typeof v !== "object") continue;
+    const d = depth + 1;
+    if (d > limit) return limit + 1;
+    if (d > deepest) deepest = d;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === "object") stack.push([child, d]);
+    }
+  }
+  return deepest;
+}
+
+/**
+ * 400 InvalidDocument for a parsed body nested deeper than `maxDepth` levels
+ * (the RPC encoder, and the server, recurse per level).
+ * @param {number} maxDepth
+ * @returns {import("express").RequestHandler}
+ */
+function limitJsonDepth(maxDepth) {
+  return (req, res, next) => {
+    if (req.body !== null && typeof req.body === "object" && jsonDepth(req.body, maxDepth) > maxDepth) {
+      return next(new HttpError(400, "InvalidDocument", `the request body nests deeper than ${maxDepth} levels of arrays and objects`));
+    }
+    next();
+  };
+}
+
+module.exports = { requestLog, bearerAuth, tagRoute, checkExpertName, escapeControls, limitJsonDepth, jsonDepth, REQUEST_ID_RE, CONTROL_RE };

@@ -11,6 +11,7 @@ const pino = require("pino");
 const { loadConfig, assertSafeToListen, ConfigError } = require("./config");
 const { ExpertdClient } = require("./rpc");
 const { createApp } = require("./app");
+const { clientErrorHandler } = require("./errors");
 
 /**
  * Start the bridge.
@@ -29,8 +30,12 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     coalesce: config.coalesce,
     logger,
   });
-  const app = createApp({ rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs, corsOrigins: config.corsOrigins });
+  const app = createApp({
+    rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs,
+    corsOrigins: config.corsOrigins, jsonMaxDepth: config.jsonMaxDepth,
+  });
   const server = http.createServer(app);
+  server.on("clientError", clientErrorHandler(logger)); // unparsable requests get a JSON 4xx too
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10000;
   // No deadline for a whole request: POST /experts/:name/stream reads a stream

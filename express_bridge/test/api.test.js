@@ -47,7 +47,7 @@ describe("express bridge against a real expertd", { timeout: 240000 }, () => {
       const res = await request(app).get("/healthz").expect(200).expect("Content-Type", /json/);
       assert.equal(res.body.status, "ok");
       assert.equal(res.body.server.status, "ok");
-      assert.deepEqual([...res.body.server.experts].sort(), ["failing", "sentiment", "slow", "vader"]);
+      assert.deepEqual([...res.body.server.experts].sort(), ["failing", "narrow", "poison", "sentiment", "slow", "vader"]);
       assert.equal(typeof res.body.server.pid, "number");
       assert.equal(res.body.server.pid, server.pid);
       assert.equal(typeof res.body.server.uptime_s, "number");
@@ -58,7 +58,7 @@ describe("express bridge against a real expertd", { timeout: 240000 }, () => {
       const res = await request(app).get("/experts").expect(200);
       assert.ok(Array.isArray(res.body));
       const byName = Object.fromEntries(res.body.map((e) => [e.name, e]));
-      assert.deepEqual(Object.keys(byName).sort(), ["failing", "sentiment", "slow", "vader"]);
+      assert.deepEqual(Object.keys(byName).sort(), ["failing", "narrow", "poison", "sentiment", "slow", "vader"]);
       for (const e of res.body) {
         assert.equal(typeof e.version, "string");
         assert.equal(typeof e.description, "string");
@@ -274,7 +274,7 @@ describe("express bridge against a real expertd", { timeout: 240000 }, () => {
     it("asks every expert when 'experts' is omitted", async () => {
       const res = await request(app).post("/opinions").send({ doc: { text: POSITIVE } }).expect(200);
       const answered = [...Object.keys(res.body.opinions), ...Object.keys(res.body.errors || {})].sort();
-      assert.deepEqual(answered, ["failing", "sentiment", "slow", "vader"]);
+      assert.deepEqual(answered, ["failing", "narrow", "poison", "sentiment", "slow", "vader"]);
     });
 
     it("makes ONE opinions() RPC call", async () => {

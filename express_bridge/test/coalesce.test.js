@@ -257,4 +257,76 @@ describe("coalescing POST /experts/:name against a real expertd", { timeout: 240
     // And the bridge goes on working.
     assert.equal((await post(bridge, "/experts/vader", { text: "I love it" })).status, 200);
   });
+
+  it("one poisoned document in a burst fails only itself (the server isolates it; no one-by-one retries)", async () => {
+    const bridge = await startBridge();
+    await warm(bridge, 16);
+    bridge.batches.length = 0;
+    const docs = Array.from({ length: 12 }, (_, i) => ({ text: i === 5 ? "a poison pill" : `fine text ${i}` }));
+    const results = await Promise.all(docs.map((doc) => post(bridge, "/experts/poison", doc)));
+    assert.ok(bridge.batches.some(([name, size]) => name === "poison" && size > 1), JSON.stringify(bridge.batches));
+    results.forEach((res, i) => {
+      if (i === 5) {
+        assert.equal(res.status, 422, JSON.stringify(res.body));
+        assert.equal(res.body.error.name, "ExpertFailed");
+      } else {
+        assert.equal(res.status, 200, `document ${i}: ${JSON.stringify(res.body)}`);
+        assert.deepEqual(res.body, { length: docs[i].text.length });
+      }
+    });
+  });
+
+  it("each request keeps its own deadline in a batch: an early member ends alone, the late-comers get answers", async (t) => {
+    // inFlight 1: a first slow call (3 s) holds the pipe; request A (deadline 5.5 s) and
+    // ten requests made at 1 s (deadline 21 s) then leave together once it is back
+    // (~3 s); the batch takes ~3 s more, so A's deadline passes while it is in flight.
+    const bridge = await startBridge({ inFlight: 1 }, { timeoutMs: 20000 });
+    const first = bridge.rpc.opinion("slow", { text: "first" });
+    await new Promise((r) => setTimeout(r, 50)); // first leaves alone
+    const started = Date.now();
+    const early = bridge.rpc.opinion("slow", { text: "early" }, { timeoutMs: 5500 }).then((v) => ({ ok: v }), (err) => ({ err, at: Date.now() }));
+    await new Promise((r) => setTimeout(r, 1000));
+    const late = Array.from({ length: 10 }, (_, i) => bridge.rpc.opinion("slow", { text: `late ${i}` }));
+    assert.deepEqual(await first, { slept: 3 });
+    const a = await early;
+    assert.ok(a.err, `the early request got ${JSON.stringify(a.ok)} after its deadline`);
+    assert.equal(a.err.status, 504, a.err.message);
+    assert.ok(a.at - started >= 5400, `it ended at ${a.at - started} ms, before its own deadline`);
+    for (const answer of await Promise.all(late)) assert.deepEqual(answer, { slept: 3 });
+    const sizes = bridge.batches.filter(([name]) => name === "slow").map(([, size]) => size);
+    t.diagnostic(`batch sizes ${JSON.stringify(sizes)} (11: the early request was in the late-comers' batch)`);
+    assert.equal(sizes[0], 1);
+    assert.ok(sizes.length === 2 && sizes[1] >= 10, JSON.stringify(sizes));
+  });
+
+  it("the server's Overloaded is 503 with Retry-After; the bridge's full queue is too, at once", async () => {
+    const direct = await startBridge({ maxBatch: 1 });
+    const results = await Promise.all(Array.from({ length: 5 }, (_, i) => post(direct, "/experts/narrow", { text: `n${i}` })));
+    const statuses = results.map((r) => r.status).sort();
+    assert.ok(statuses.includes(503), JSON.stringify(results));
+    for (const res of results) {
+      if (res.status === 503) assert.equal(res.body.error.name, "Overloaded", JSON.stringify(res.body));
+      else assert.equal(res.status, 200, JSON.stringify(res.body));
+    }
+
+    const queued = await startBridge({ inFlight: 1, maxQueue: 2 });
+    const busy = post(queued, "/experts/slow", { text: "busy" });
+    await new Promise((r) => setTimeout(r, 200));
+    const waiting = [post(queued, "/experts/slow", { text: "w1" }), post(queued, "/experts/slow", { text: "w2" })];
+    await new Promise((r) => setTimeout(r, 200));
+    const res = await new Promise((resolve, reject) => {
+      const req = http.request(`${queued.url}/experts/slow`, { method: "POST", agent: queued.agent, headers: { "Content-Type": "application/json" } }, (r) => {
+        let text = "";
+        r.on("data", (c) => (text += c));
+        r.on("end", () => resolve({ status: r.statusCode, retryAfter: r.headers["retry-after"], body: JSON.parse(text), at: Date.now() }));
+      });
+      req.on("error", reject);
+      req.end(JSON.stringify({ text: "over" }));
+    });
+    assert.equal(res.status, 503);
+    assert.equal(res.retryAfter, "1");
+    assert.equal(res.body.error.name, "Overloaded");
+    assert.match(res.body.error.message, /queue for expert "slow" is full/);
+    for (const r of await Promise.all([busy, ...waiting])) assert.equal(r.status, 200);
+  });
 });

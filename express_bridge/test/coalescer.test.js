@@ -213,7 +213,7 @@ describe("Coalescer (fake server)", () => {
     assert.deepEqual([long.name, long.status], ["TextTooLong", 413]);
   });
 
-  it("when the model fails on a batch, each document is asked again on its own", async () => {
+  it("a model failure goes to each caller with its own error, without asking again", async () => {
     const srv = fakeServer();
     const c = new Coalescer({ call: srv.call });
     const results = await Promise.allSettled([1, 2, 3].map((i) => c.opinion("failing", { text: "t".repeat(i) })).concat(c.opinion("failing", { nope: 1 })));
@@ -222,7 +222,7 @@ describe("Coalescer (fake server)", () => {
       assert.deepEqual([r.reason.name, r.reason.status], ["ExpertFailed", 422]);
     }
     assert.equal(results[3].reason.name, "InvalidDocument");
-    assert.deepEqual(srv.calls.map((x) => x.method), ["opinions_batch", "opinion", "opinion", "opinion"]);
+    assert.deepEqual(srv.calls.map((x) => x.method), ["opinions_batch"]);
   });
 
   it("a failure of the whole call goes to every caller of the batch", async () => {
@@ -262,11 +262,12 @@ describe("Coalescer (fake server)", () => {
     assert.deepEqual(srv.calls.map((x) => x.method), ["opinions_batch", "opinion", "opinion"]);
   });
 
-  it("each request keeps its deadline: the batch call gets the time left, a queued request expires", async () => {
+  it("each request keeps its deadline: the call gets the time left, a queued or sent request expires alone", async () => {
     const srv = fakeServer({ hold: true });
     const expired = new RpcTimeoutError("expertd did not answer opinion() within 150 ms");
     const c = new Coalescer({ call: srv.call, timeoutMs: 150, inFlight: 1, timeoutError: async () => expired });
     const first = c.opinion("echo", { text: "a" });
+    first.catch(() => {});
     await tick();
     assert.ok(srv.calls[0].options.timeoutMs > 100 && srv.calls[0].options.timeoutMs <= 150, String(srv.calls[0].options.timeoutMs));
     const started = Date.now();
@@ -275,9 +276,49 @@ describe("Coalescer (fake server)", () => {
     const took = Date.now() - started;
     assert.ok(took >= 140 && took < 1000, `took ${took} ms`);
     assert.equal(c.queued, 0);
+    await assert.rejects(first, (err) => err === expired);
     srv.release();
-    assert.deepEqual(await first, { len: 1 });
+    await tick();
     assert.equal(srv.calls.length, 1, "the expired request was never sent");
+  });
+
+  it("a batch lasts as long as its latest member waits; an early member's deadline fails only it", async () => {
+    const srv = fakeServer({ hold: true });
+    const expired = new RpcTimeoutError("expertd did not answer opinion() within its deadline");
+    const c = new Coalescer({ call: srv.call, timeoutMs: 10000, inFlight: 1, timeoutError: async () => expired });
+    const busy = c.opinion("echo", { text: "busy" });
+    await tick();
+    const late = c.opinion("echo", { text: "late" }, { timeoutMs: 60 });
+    late.catch(() => {});
+    const fresh = Array.from({ length: 10 }, (_, i) => c.opinion("echo", { text: "f".repeat(i + 1) }));
+    srv.releaseOldest();
+    assert.deepEqual(await busy, { len: 4 });
+    await tick();
+    await tick();
+    assert.equal(srv.calls.length, 2);
+    assert.equal(srv.calls[1].method, "opinions_batch");
+    assert.equal(srv.calls[1].args[0].length, 11);
+    assert.ok(srv.calls[1].options.timeoutMs > 5000, `the batch call got ${srv.calls[1].options.timeoutMs} ms`);
+    await assert.rejects(late, (err) => err === expired);
+    srv.release();
+    assert.deepEqual(await Promise.all(fresh), Array.from({ length: 10 }, (_, i) => ({ len: i + 1 })));
+  });
+
+  it("a full queue is 503 Overloaded with Retry-After at once; the queued requests still get answers", async () => {
+    const srv = fakeServer({ hold: true });
+    const c = new Coalescer({ call: srv.call, inFlight: 1, maxQueue: 3 });
+    const busy = c.opinion("echo", { text: "busy" });
+    await tick();
+    const queued = [1, 2, 3].map((i) => c.opinion("echo", { text: "q".repeat(i) }));
+    const over = c.opinion("echo", { text: "over" });
+    await assert.rejects(over, (err) => err.status === 503 && err.name === "Overloaded" && err.headers["Retry-After"] === "1"
+      && /queue for expert "echo" is full \(3 requests waiting\)/.test(err.message));
+    assert.equal(c.queued, 3);
+    srv.release();
+    assert.deepEqual(await busy, { len: 4 });
+    while (srv.held.length === 0) await tick();
+    srv.release();
+    assert.deepEqual(await Promise.all(queued), [{ len: 1 }, { len: 2 }, { len: 3 }]);
   });
 
   it("waitMs > 0 collects requests over several loop turns", async () => {
@@ -321,5 +362,6 @@ describe("Coalescer (fake server)", () => {
     assert.throws(() => new Coalescer({ call: () => {}, maxBatch: 0 }), RangeError);
     assert.throws(() => new Coalescer({ call: () => {}, inFlight: 0 }), RangeError);
     assert.throws(() => new Coalescer({ call: () => {}, waitMs: -1 }), RangeError);
+    assert.throws(() => new Coalescer({ call: () => {}, maxQueue: 0 }), RangeError);
   });
 });

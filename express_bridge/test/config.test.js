@@ -48,12 +48,14 @@ describe("config", () => {
     assert.equal(c.bodyLimit, 1024 * 1024);
     assert.equal(c.rpcTimeoutMs, 30000);
     assert.equal(c.probeTimeoutMs, 1000);
-    assert.deepEqual(c.coalesce, { maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2 });
+    assert.deepEqual(c.coalesce, { maxBatch: 64, maxBytes: 4 * 1024 * 1024, waitMs: 0, inFlight: 2, maxQueue: 256 });
+    assert.equal(c.jsonMaxDepth, 64);
   });
 
   it("reads the coalescing knobs (COALESCE_MAX=1 turns coalescing off)", () => {
-    const c = loadConfig({ COALESCE_MAX: "16", COALESCE_MAX_BYTES: "512kb", COALESCE_WAIT_MS: "0.5", COALESCE_IN_FLIGHT: "4" });
-    assert.deepEqual(c.coalesce, { maxBatch: 16, maxBytes: 512 * 1024, waitMs: 0.5, inFlight: 4 });
+    const c = loadConfig({ COALESCE_MAX: "16", COALESCE_MAX_BYTES: "512kb", COALESCE_WAIT_MS: "0.5", COALESCE_IN_FLIGHT: "4", COALESCE_MAX_QUEUE: "32" });
+    assert.deepEqual(c.coalesce, { maxBatch: 16, maxBytes: 512 * 1024, waitMs: 0.5, inFlight: 4, maxQueue: 32 });
+    assert.equal(loadConfig({ JSON_MAX_DEPTH: "10" }).jsonMaxDepth, 10);
     assert.equal(loadConfig({ COALESCE_MAX: "1" }).coalesce.maxBatch, 1);
   });
 
@@ -88,6 +90,8 @@ describe("config", () => {
       [{ COALESCE_MAX: "many" }, /COALESCE_MAX/],
       [{ COALESCE_MAX_BYTES: "huge" }, /COALESCE_MAX_BYTES/],
       [{ COALESCE_WAIT_MS: "-1" }, /COALESCE_WAIT_MS/],
+      [{ COALESCE_MAX_QUEUE: "0" }, /COALESCE_MAX_QUEUE/],
+      [{ JSON_MAX_DEPTH: "deep" }, /JSON_MAX_DEPTH/],
       [{ COALESCE_WAIT_MS: "soon" }, /COALESCE_WAIT_MS/],
       [{ COALESCE_IN_FLIGHT: "0" }, /COALESCE_IN_FLIGHT/],
     ]) {

@@ -141,4 +141,34 @@ function logCapture() {
   return { stream, lines };
 }
 
-module.exports = { REPO_ROOT, EXPERTD_BIN, EXPERTS_CONFIG, freePort, startExpertd, healthOnce, logCapture, sleep };
+const SERVER_JS = path.join(__dirname, "..", "src", "server.js");
+
+/**
+ * Start the bridge as a process (`node src/server.js`); `ready` resolves to its
+ * URL once it logs that it listens, `lines` collects its JSON log lines.
+ * @param {Record<string, string>} env
+ */
+function startBridge(env) {
+  const proc = spawn(process.execPath, [SERVER_JS], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const lines = [];
+  let buf = "";
+  let stderr = "";
+  proc.stderr.on("data", (d) => (stderr += d));
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  const ready = new Promise((resolve, reject) => {
+    proc.stdout.on("data", (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = JSON.parse(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        if (line.msg === "expertd bridge listening") resolve(line.url);
+      }
+    });
+    exited.then((e) => reject(new Error(`bridge exited early (${JSON.stringify(e)}): ${stderr}`)));
+  });
+  return { proc, lines, ready, exited };
+}
+
+module.exports = { startBridge, REPO_ROOT, EXPERTD_BIN, EXPERTS_CONFIG, freePort, startExpertd, healthOnce, logCapture, sleep };

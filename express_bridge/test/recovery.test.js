@@ -9,36 +9,9 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
-const path = require("node:path");
-const { startExpertd, freePort, sleep } = require("./helpers");
+const { startExpertd, startBridge, freePort, sleep } = require("./helpers");
 
-const SERVER_JS = path.join(__dirname, "..", "src", "server.js");
 const RPC_TIMEOUT_S = 5; // > the slow expert's 3 s
-
-/** Start the bridge process; resolve once it logs that it listens. */
-function startBridge(env) {
-  const proc = spawn(process.execPath, [SERVER_JS], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const lines = [];
-  let buf = "";
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
-  const ready = new Promise((resolve, reject) => {
-    proc.stdout.on("data", (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = JSON.parse(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        if (line.msg === "expertd bridge listening") resolve(line.url);
-      }
-    });
-    exited.then((e) => reject(new Error(`bridge exited early (${JSON.stringify(e)}): ${stderr}`)));
-  });
-  return { proc, lines, ready, exited };
-}
 
 async function post(url, body, headers = {}) {
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });

@@ -29,7 +29,7 @@
     const t = token();
     if (t) headers.Authorization = `Bearer ${t}`;
     const res = await fetch(path, { ...options, headers });
-    let body = null;
+    let body;
     try {
       body = await res.json();
     } catch {

@@ -1,0 +1,54 @@
+"""``expertd pipe NAME [NAME ...]``: a pipeline stage that adds opinions to JSON.
+
+Reads one JSON document, or JSON Lines, from stdin and writes each document to
+stdout with ``opinions.<NAME>`` added by the warm expertd server. Nothing is
+lost: every line read comes out, in order, either answered or unchanged. A
+line that is not a JSON object, or that the server could not be asked about
+(an integer beyond 64 bits, a lone surrogate, deep nesting, NaN), is written
+through unchanged and reported on stderr with its line number; an expert's
+failure is left under ``errors.<NAME>``; a busy, restarting or lost server is
+asked again within ``--timeout``; and if no server answers, or a signal stops
+the stage, every line not yet answered is written through unchanged.
+
+The stage is started once per document in many pipelines, so it imports as
+little as it can: no TensorFlow, no server code, not even zerorpc (it talks
+through the lean ``clients.wire``), and no click for the common command lines.
+
+Its parts: ``options`` (what it can be told), ``reading`` (stdin, parsing and
+encoding each line), ``connecting`` (the connection and ``--autostart``),
+``retrying`` (the catalogue's retry rule, backoff), ``pipelining`` (chunks in
+flight, isolating refused documents), ``output`` (the ledger of lines not yet
+written), ``stage`` (detection, signals, exit paths).
+
+Exit status (from the error catalogue, ``expertd/errors.json``): 0 every
+document got every opinion; 1 some did not; 2 usage error (including an
+unknown expert); 3 no server answered; 128+N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from clients import DEFAULT_ENDPOINT
+from clients.pipe.options import FAST_OPTIONS, PipeOptions, parse_fast
+from clients.pipe.reading import LineReader
+from clients.pipe.stage import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE, Stage, run
+
+__all__ = ["DEFAULT_ENDPOINT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNREACHABLE", "EXIT_USAGE",
+           "FAST_OPTIONS", "LineReader", "PipeOptions", "Stage", "main", "parse_fast", "run"]
+
+
+def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None:
+    """Entry point of ``expertd pipe``, ``expertd-pipe`` and ``expert_<name>`` stages.
+
+    The common command lines are parsed without importing click (which costs
+    a stage more than its whole run); anything else goes to the click command.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    options = parse_fast(argv)
+    if options is None:
+        from clients.pipe_cli import pipe
+
+        pipe.main(args=argv, prog_name=prog_name)
+        return
+    sys.exit(run(options))

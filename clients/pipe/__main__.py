@@ -1,0 +1,5 @@
+"""``python -m clients.pipe``: the pipe stage."""
+
+from clients.pipe import main
+
+main()

@@ -1,0 +1,174 @@
+"""Connecting: one connection to the server, made again when lost, and ``--autostart``.
+
+With ``--autostart``, a stage that finds no server starts ``expertd serve``
+in the background (its output goes to a log file), and watches it: if that
+server exits before it answers, the stage shows the tail of its log at once
+and stops with exit 3. Stages that autostart at the same time take a lock
+beside the log (``fcntl.flock``), so one of them starts a server and the
+others wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable
+
+from expertd.catalogue import exit_code
+from clients.pipe.options import PipeOptions
+from clients.pipe.retrying import Backoff, Stop
+from clients.wire import CallTimeout, Connection, ServerUnavailable, connect
+
+#: Lines of a failed server's log shown when it exits during ``--autostart``.
+LOG_TAIL_LINES = 20
+
+
+def state_dir() -> str:
+    """Where autostarted servers log (``$XDG_STATE_HOME/expertd``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "expertd")
+
+
+class Connector:
+    """Hands out the stage's connection, connecting (and autostarting) when there is none."""
+
+    def __init__(self, options: PipeOptions, warn: Callable[[str], None]) -> None:
+        """Connect as ``options`` say; tell the user what happens through ``warn``."""
+        self.options = options
+        self.warn = warn
+        self.connection: Connection | None = None
+        self.server = None          # the Popen of a server this stage started
+        self.log_path = os.path.join(state_dir(), "server.log")
+        self._log_offset = 0
+        self._lock_fd: int | None = None
+
+    def get(self, backoff: Backoff | None = None) -> Connection:
+        """The connection; made within ``backoff`` (or ``--timeout``), or ``Stop`` (exit 3)."""
+        if self.connection is not None:
+            return self.connection
+        opts = self.options
+        backoff = backoff or Backoff(opts.timeout)
+        last_error: Exception | None = None
+        try:
+            while True:
+                try:
+                    # The handshake is bounded by the time left, so a port that
+                    # accepts and never speaks ZMTP cannot hold us past --timeout.
+                    connection = connect(opts.endpoint,
+                                         timeout=max(0.05, min(opts.call_timeout,
+                                                               backoff.remaining())))
+                    connection.timeout = opts.call_timeout
+                    if self.server is not None:
+                        connection.call("health", timeout=min(5.0, opts.call_timeout))
+                    self.connection = connection
+                    return connection
+                except (ServerUnavailable, CallTimeout) as exc:
+                    last_error = exc
+                if opts.autostart:
+                    if self.server is None and self._try_lock():
+                        if self._answers():
+                            continue
+                        self.start_server()
+                        backoff = Backoff(opts.autostart_timeout)
+                    elif self._lock_fd is None and self.server is None:
+                        # Another stage is starting one: wait for it, as long as it may take.
+                        if backoff.deadline - backoff.started < opts.autostart_timeout:
+                            backoff = Backoff(opts.autostart_timeout)
+                    self.check_server()
+                if not backoff.sleep():
+                    raise Stop(self.unreachable_message(last_error, backoff),
+                               exit_code("ServerUnavailable"))
+        finally:
+            self._unlock()
+
+    def _answers(self) -> bool:
+        """True if a server answers now (one another stage started while we waited)."""
+        try:
+            with connect(self.options.endpoint, timeout=2.0) as connection:
+                connection.call("health", timeout=2.0)
+            return True
+        except (ServerUnavailable, CallTimeout):
+            return False
+
+    def drop(self, connection: Connection | None = None) -> None:
+        """Forget a connection that broke (the next ``get`` makes a new one)."""
+        connection = connection or self.connection
+        if connection is not None:
+            connection.close()
+        if self.connection is connection:
+            self.connection = None
+
+    def close(self) -> None:
+        """Close the connection and release the autostart lock."""
+        self.drop()
+        self._unlock()
+
+    def unreachable_message(self, error: Exception | None, backoff: Backoff) -> str:
+        """Say which endpoint was tried, for how long, and how to start a server."""
+        endpoint = self.options.endpoint
+        allowed = backoff.deadline - backoff.started
+        return (f"no expertd server answered at {endpoint} within {allowed:g} s "
+                f"({error}). Start one with `expertd serve --bind {endpoint}` "
+                f"(or `make run`), pass --autostart, or point EXPERTD_ENDPOINT at one. "
+                f"Lines not yet answered were written through unchanged.")
+
+    # -- autostart --
+
+    def _lock_path(self) -> str:
+        safe = re.sub(r"[^A-Za-z0-9.]+", "_", self.options.endpoint).strip("_")
+        return os.path.join(state_dir(), f"autostart-{safe}.lock")
+
+    def _try_lock(self) -> bool:
+        """Take the autostart lock of this endpoint without waiting; True if we hold it."""
+        import fcntl
+
+        if self._lock_fd is not None:
+            return True
+        os.makedirs(state_dir(), exist_ok=True)
+        fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def start_server(self) -> None:
+        """Start ``expertd serve`` in the background, detached from this stage."""
+        import subprocess
+
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        command = [os.path.join(os.path.dirname(sys.executable), "expertd"), "serve",
+                   "--bind", self.options.endpoint]
+        if self.options.config:
+            command += ["--config", self.options.config]
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            self.server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=log, start_new_session=True, close_fds=True)
+        self.warn(f"no server at {self.options.endpoint}: started `{' '.join(command)}` "
+                  f"(log: {self.log_path}); waiting for it to load its experts")
+
+    def check_server(self) -> None:
+        """If the server this stage started has exited, ``Stop`` with the tail of its log."""
+        if self.server is None or self.server.poll() is None:
+            return
+        status = self.server.returncode
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                tail = log.read().decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            tail = []
+        shown = "".join(f"\n    {line}" for line in tail) or " (nothing logged)"
+        raise Stop(f"the server it started ({' '.join(self.server.args)}) exited with status "
+                   f"{status} before answering; the end of its log ({self.log_path}):{shown}\n"
+                   f"Fix what it says, then run again. Lines were written through unchanged.",
+                   exit_code("ServerUnavailable"))

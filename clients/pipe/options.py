@@ -1,0 +1,94 @@
+"""What ``expertd pipe`` can be told, and the fast parser of its common command lines."""
+
+from __future__ import annotations
+
+import os
+
+from clients import DEFAULT_ENDPOINT
+
+
+class PipeOptions:
+    """Everything ``expertd pipe`` can be told; the CLI maps onto it one to one."""
+
+    DEFAULTS = {
+        "endpoint": DEFAULT_ENDPOINT,
+        "mode": "auto",            # "auto", "lines" or "single"
+        "timeout": 5.0,            # seconds to keep retrying an unreachable or busy server
+        "call_timeout": 60.0,      # seconds to wait for one answer
+        "batch_size": 256,         # documents per request for JSON Lines
+        "autostart": False,        # start `expertd serve` when no server answers
+        "autostart_timeout": 180.0,
+        "config": None,            # experts file for --autostart
+        "progress": None,          # None: when stderr is a terminal
+    }
+
+    def __init__(self, names, **values) -> None:
+        """``names`` of the experts, then any of ``DEFAULTS`` by keyword."""
+        unknown = set(values) - set(self.DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown pipe options: {', '.join(sorted(unknown))}")
+        self.names = tuple(dict.fromkeys(names))
+        for key, default in self.DEFAULTS.items():
+            setattr(self, key, values.get(key, default))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PipeOptions) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"PipeOptions({vars(self)!r})"
+
+
+#: The fast parser's view of the command line: option -> (field, kind).
+#: The click command (``clients.pipe_cli``) declares the same options for
+#: --help and error messages; tests check that both parse alike.
+FAST_OPTIONS = {
+    "--lines": ("mode", "lines"), "--single": ("mode", "single"),
+    "--autostart": ("autostart", True),
+    "--progress": ("progress", True), "--no-progress": ("progress", False),
+    "--endpoint": ("endpoint", str), "--config": ("config", str),
+    "--timeout": ("timeout", float), "--call-timeout": ("call_timeout", float),
+    "--batch-size": ("batch_size", int),
+}
+
+
+def parse_fast(argv: list[str]) -> PipeOptions | None:
+    """Parse the common command lines without click; ``None`` means "ask click".
+
+    Anything unusual (help, an unknown option, a bad value, no names) goes to
+    click, which explains it properly.
+    """
+    names: list[str] = []
+    values: dict = {}
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-") or arg == "-":
+            names.append(arg)
+            continue
+        if arg == "--":
+            names.extend(args)
+            break
+        key, has_value, inline = arg.partition("=")
+        spec = FAST_OPTIONS.get(key)
+        if spec is None:
+            return None
+        field, kind = spec
+        if isinstance(kind, type):
+            raw = inline if has_value else next(args, None)
+            if raw is None:
+                return None
+            try:
+                value = kind(raw)
+            except ValueError:
+                return None
+            if kind is not str and not value >= (1 if field == "batch_size" else 0):
+                return None  # also refuses nan
+            values[field] = value
+        elif has_value:
+            return None
+        else:
+            values[field] = kind
+    if not names:
+        return None
+    if "endpoint" not in values and os.environ.get("EXPERTD_ENDPOINT"):
+        values["endpoint"] = os.environ["EXPERTD_ENDPOINT"]
+    return PipeOptions(names, **values)

@@ -1,0 +1,116 @@
+"""Writing stdout: every line read comes out once, in order, as JSON or exactly as it came.
+
+``Output`` keeps the ledger of lines read and not yet written. A line leaves
+the ledger only when its output is written, and ``write_through_pending``
+writes whatever is left unchanged: that is what every exit path calls, so no
+exit (an error, a signal, a bug) loses a line. Writing a line and taking it
+off the ledger is one step that a signal never splits (``Output.guard``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import IO
+
+from clients.pipe.reading import Item
+
+
+def dump(doc: dict) -> bytes:
+    """One line of JSON, non-ASCII kept as it is; ``ValueError`` if it would not be JSON."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
+    """Put the server's ``opinions`` and ``errors`` into ``doc``, keeping its key order.
+
+    Returns True when every expert in ``names`` gave its opinion.
+    """
+    if not isinstance(answered, dict):
+        return False
+    for key in ("opinions", "errors"):
+        if key in answered:
+            doc[key] = answered[key]
+        elif key in doc:
+            del doc[key]
+    opinions = doc.get("opinions") or {}
+    return isinstance(opinions, dict) and all(name in opinions for name in names) and not any(
+        name in (doc.get("errors") or {}) for name in names)
+
+
+def as_line(raw: bytes) -> bytes:
+    """``raw`` with its newline (the last input line may lack one)."""
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+class Output:
+    """stdout, and the ledger of lines read but not yet written."""
+
+    def __init__(self, stdout: IO[bytes]) -> None:
+        """Write to ``stdout``."""
+        self.out = stdout
+        self.pending: deque[Item] = deque()
+        self.writing = False      # a signal that arrives now waits until the line is out
+        self.deferred = None      # (signal number) that arrived while writing
+        self.raise_deferred = None  # set by the stage: raises the deferred signal
+
+    def read(self, item: Item) -> Item:
+        """Note that ``item`` was read (it now must come out)."""
+        self.pending.append(item)
+        return item
+
+    def write(self, item: Item, data: bytes | None = None) -> None:
+        """Write ``item``'s line (``data``, or its raw bytes) and take it off the ledger."""
+        self.writing = True
+        try:
+            self.out.write(as_line(item.raw) if data is None else data)
+            head = self.pending.popleft()
+            assert head is item, f"line {item.number} written out of order"
+        finally:
+            self.writing = False
+        if self.deferred is not None and self.raise_deferred is not None:
+            self.raise_deferred()
+
+    def write_through_pending(self, also: bytes = b"") -> int:
+        """Write every line still on the ledger unchanged, then ``also``; returns how many."""
+        count = len(self.pending)
+        self.writing = True
+        try:
+            while self.pending:
+                self.out.write(as_line(self.pending.popleft().raw))
+            if also:
+                self.out.write(also)
+            self.out.flush()
+        finally:
+            self.writing = False
+        return count
+
+    def flush(self) -> None:
+        """Flush stdout."""
+        self.out.flush()
+
+
+class Progress:
+    """Count and rate on stderr, at most twice a second, only when asked (a terminal)."""
+
+    def __init__(self, stderr: IO[str], enabled: bool) -> None:
+        """Show on ``stderr`` if ``enabled``."""
+        self.err, self.enabled = stderr, enabled
+        self.count = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def add(self, n: int, final: bool = False) -> None:
+        """``n`` more documents are out; show the count if it is time to."""
+        self.count += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self._last < 0.5:
+            return
+        self._last = now
+        rate = self.count / max(now - self.started, 1e-9)
+        self.err.write(f"\r{self.count} documents, {rate:,.0f}/s" + ("\n" if final else ""))
+        self.err.flush()

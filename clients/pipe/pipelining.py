@@ -1,0 +1,265 @@
+"""Pipelining JSON Lines: chunks in flight while more input is read, answers in input order.
+
+A chunk is sent when it is full or when the input pauses, so a slow
+producer's documents come out as they go in. When the server refuses a whole
+chunk (not one of its documents), one empty call with the same experts tells
+whether the request itself is wrong (an unknown expert: the stream stops) or
+one of its documents is; then the chunk is split in halves until the
+documents the server refuses are found, and every other one is answered. A
+request on which the server drops a fresh connection twice (a message over
+its size cap) is split the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from clients.pipe.output import dump, merge
+from clients.pipe.reading import Item, parse_line
+from clients.pipe.retrying import Backoff, describe, retryable, stop_for
+from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
+
+if TYPE_CHECKING:
+    from clients.pipe.stage import Stage
+
+#: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+#: Requests a JSON Lines stream keeps in flight, so the server never waits for us.
+IN_FLIGHT = 3
+#: Times a request may lose a freshly made connection before it is split to find the
+#: documents at fault.
+DROPS_BEFORE_SPLIT = 2
+
+
+class Refused:
+    """The answer for a document the server refused on its own (not per expert)."""
+
+    def __init__(self, exc: RemoteError) -> None:
+        """Keep why."""
+        self.exc = exc
+
+
+class Sent:
+    """A chunk of lines, and the request that asks about its documents (if sent)."""
+
+    __slots__ = ("items", "docs", "connection", "message_id")
+
+    def __init__(self, items: list[Item]) -> None:
+        """The chunk's lines; those that can be asked about are ``docs``."""
+        self.items = items
+        self.docs = [item for item in items if not item.passes_through()]
+        self.connection: Connection | None = None
+        self.message_id: str | None = None
+
+
+class Asker:
+    """Asks the server about documents: retries, and isolates what the server refuses."""
+
+    def __init__(self, stage: "Stage") -> None:
+        """Ask on behalf of ``stage`` (its options and connector)."""
+        self.stage = stage
+        self.connector = stage.connector
+        self.options = stage.options
+        self._names = msgpack.packb(list(self.options.names), use_bin_type=True)
+
+    def packed_args(self, docs: list[Item]) -> bytes:
+        """``[docs, names]`` as msgpack, from documents already encoded one by one."""
+        return pack_array([pack_array([item.packed for item in docs]), self._names])
+
+    def send(self, sent: Sent) -> None:
+        """Send a chunk's request without waiting (a lost connection is asked again later)."""
+        if not sent.docs:
+            return
+        connection = self.connector.get()
+        try:
+            sent.message_id = connection.send_packed("opinions_batch",
+                                                     self.packed_args(sent.docs))
+            sent.connection = connection
+        except ServerUnavailable:
+            self.connector.drop(connection)
+
+    def answers(self, sent: Sent) -> list:
+        """The answer for each document of a sent chunk, in order (``Refused`` where refused)."""
+        if not sent.docs:
+            return []
+        if sent.connection is not None and sent.connection is self.connector.connection:
+            started = time.monotonic()
+            try:
+                return self.checked(sent.connection.receive(sent.message_id), sent.docs)
+            except (ServerUnavailable, CallTimeout, RemoteError) as exc:
+                if not retryable(exc):
+                    return self.isolate(sent.docs, exc)
+                self.recover(sent.connection, exc)
+                backoff = self.backoff_after(exc, started)
+                if not backoff.sleep():
+                    raise stop_for(exc, self.options.endpoint, backoff.waited()) from None
+                return self.ask_or_isolate(sent.docs, backoff)
+        return self.ask_or_isolate(sent.docs)
+
+    def ask_or_isolate(self, docs: list[Item], backoff: Backoff | None = None) -> list:
+        """Ask about ``docs``; if the server refuses the call, find the documents at fault."""
+        try:
+            return self.ask(docs, backoff)
+        except RemoteError as exc:
+            return self.isolate(docs, exc)
+
+    def ask(self, docs: list[Item], backoff: Backoff | None = None) -> list:
+        """One ``opinions_batch`` call, asked again while it fails for a retryable reason.
+
+        Raises ``RemoteError`` when the server refuses it, ``Stop`` when
+        ``--timeout`` passes.
+        """
+        args = self.packed_args(docs)
+        dropped = 0
+        while True:
+            connection = self.connector.get(backoff)
+            started = time.monotonic()
+            try:
+                return self.checked(connection.receive(
+                    connection.send_packed("opinions_batch", args)), docs)
+            except (ServerUnavailable, CallTimeout, RemoteError) as exc:
+                if not retryable(exc):
+                    raise
+                self.recover(connection, exc)
+                if isinstance(exc, ServerUnavailable):
+                    dropped += 1
+                    if dropped >= DROPS_BEFORE_SPLIT:
+                        # A server that takes the connection and drops it on this
+                        # request each time (a message over its size cap, or a
+                        # document that crashes it): the request is at fault.
+                        raise RemoteError("ServerUnavailable", f"the server dropped the "
+                                          f"connection on this request {dropped} times "
+                                          f"({exc})") from None
+                backoff = backoff or self.backoff_after(exc, started)
+                if not backoff.sleep():
+                    raise stop_for(exc, self.options.endpoint, backoff.waited()) from None
+
+    def backoff_after(self, exc: Exception, started: float) -> Backoff:
+        """The retry window after a first failure: ``--timeout``, less the wait of a timed-out call."""
+        spent = time.monotonic() - started if isinstance(exc, CallTimeout) else 0.0
+        return Backoff(max(0.0, self.options.timeout - spent))
+
+    def recover(self, connection: Connection, exc: Exception) -> None:
+        """After a retryable failure: a connection that is lost, draining or stuck is dropped."""
+        if not (isinstance(exc, RemoteError) and exc.name == "Overloaded"):
+            self.connector.drop(connection)
+
+    @staticmethod
+    def checked(answers, docs: list[Item]) -> list:
+        """The server's answers, if they are one per document."""
+        if not isinstance(answers, list) or len(answers) != len(docs):
+            raise RemoteError("InternalError", f"the server answered {len(docs)} documents "
+                                               f"with {type(answers).__name__}")
+        return answers
+
+    def isolate(self, docs: list[Item], exc: RemoteError) -> list:
+        """The server refused a whole call: stop if the call is wrong, else find the culprits."""
+        try:
+            self.ask([])
+        except RemoteError as probe:
+            raise stop_for(probe, self.options.endpoint) from None
+        return self.bisect(docs, exc)
+
+    def bisect(self, docs: list[Item], exc: RemoteError) -> list:
+        """Answers for ``docs``, which the server refused together with ``exc``."""
+        if len(docs) == 1:
+            return [Refused(exc)]
+        middle = len(docs) // 2
+        answers: list = []
+        for half in (docs[:middle], docs[middle:]):
+            try:
+                answers += self.ask(half)
+            except RemoteError as half_exc:
+                answers += self.bisect(half, half_exc)
+        return answers
+
+
+class Pipeline:
+    """The JSON Lines loop of one stage."""
+
+    def __init__(self, stage: "Stage", preset: list[Item] | None = None) -> None:
+        """Run for ``stage`` (its reader, output, options); ``preset`` lines come first."""
+        self.stage = stage
+        self.preset = list(preset or [])
+        self.reader = stage.reader
+        self.output = stage.output
+        self.options = stage.options
+        self.asker = Asker(stage)
+        self.number = 0
+
+    def read_chunk(self) -> tuple[list[Item], bool]:
+        """The next chunk of lines, and whether the input has ended."""
+        chunk: list[Item] = []
+        size = 0
+        while len(chunk) < self.options.batch_size and size < MAX_CHUNK_BYTES:
+            if chunk and not self.preset and not self.reader.ready():
+                return chunk, False  # the input paused: answer what we have now
+            if self.preset:
+                item = self.output.read(self.preset.pop(0))
+                self.number = item.number
+            else:
+                line = self.reader.readline()
+                if line is None:
+                    return chunk, True
+                self.number += 1
+                item = self.output.read(parse_line(self.number, line))
+            chunk.append(item)
+            size += len(item.packed) if item.packed is not None else 0
+        return chunk, False
+
+    def run(self) -> None:
+        """Read, send, and write answers until the input ends."""
+        in_flight: deque[Sent] = deque()
+        ended = False
+        while True:
+            if not ended:
+                chunk, ended = self.read_chunk()
+                if chunk:
+                    sent = Sent(chunk)
+                    self.asker.send(sent)
+                    in_flight.append(sent)
+            while in_flight and (len(in_flight) >= IN_FLIGHT or ended
+                                 or not self.reader.ready()):
+                sent = in_flight.popleft()
+                self.write(sent, self.asker.answers(sent))
+            if ended and not in_flight:
+                self.stage.progress.add(0, final=True)
+                return
+
+    def write(self, sent: Sent, answers: list) -> None:
+        """Write a chunk's lines, in order: each answered, or through unchanged."""
+        stage = self.stage
+        answers_iter = iter(answers)
+        for item in sent.items:
+            if item.passes_through():
+                self.output.write(item)
+                if item.problem:
+                    stage.incomplete += 1
+                    stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
+                continue
+            answer = next(answers_iter)
+            if isinstance(answer, Refused):
+                self.output.write(item)
+                stage.incomplete += 1
+                stage.warn(f"line {item.number}: the server refused it ({describe(answer.exc)}); "
+                           f"written through unchanged")
+                continue
+            complete = merge(item.doc, answer, self.options.names)
+            try:
+                data = dump(item.doc)
+            except (ValueError, TypeError, UnicodeEncodeError) as exc:
+                self.output.write(item)
+                stage.incomplete += 1
+                stage.warn(f"line {item.number}: the answer cannot be written as JSON ({exc}); "
+                           f"written through unchanged")
+                continue
+            self.output.write(item, data)
+            if not complete:
+                stage.incomplete += 1
+                stage.report_errors(item.number, item.doc)
+        self.output.flush()
+        stage.progress.add(len(sent.items))

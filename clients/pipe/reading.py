@@ -1,0 +1,204 @@
+"""Reading stdin: lines as they arrive, each parsed and encoded for the server on its own.
+
+Every problem a line can have is found here, before anything is sent, so a
+line the server could never be asked about is written through unchanged
+(with a warning naming it) and never costs its neighbours their opinions:
+not JSON, not an object, nested too deep, a number no double holds (it would
+come back as ``Infinity``, which is not JSON), an integer msgpack cannot carry
+(beyond 64 bits), a lone surrogate (a half emoji), or too large.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+from typing import Iterator
+
+import msgpack
+
+#: Largest document the stage sends at all: with a full chunk (8 MiB) it stays under the
+#: server's default message cap (max_message_bytes, 32 MiB), over which it drops the connection.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+class LineReader:
+    """Lines of a file descriptor, and whether more are ready without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        """Read from ``fd`` (stdin's)."""
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+
+    def _read(self) -> None:
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+        else:
+            self.buf += chunk
+
+    def fill(self) -> None:
+        """Read one block from the descriptor into the buffer (sets ``eof`` at the end)."""
+        self._read()
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is still to be read."""
+        self.buf[:0] = data
+
+    def ready(self) -> bool:
+        """True if a whole line (or end of input) is available without blocking."""
+        if b"\n" in self.buf or self.eof:
+            return True
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if readable:
+            self._read()
+        return b"\n" in self.buf or self.eof
+
+    def readline(self) -> bytes | None:
+        """The next line with its newline (the last may lack one); ``None`` at the end."""
+        while b"\n" not in self.buf and not self.eof:
+            self._read()
+        if not self.buf:
+            return None
+        end = self.buf.find(b"\n")
+        end = len(self.buf) if end < 0 else end + 1
+        line = bytes(self.buf[:end])
+        del self.buf[:end]
+        return line
+
+    def take_buffered(self) -> bytes:
+        """What was read from the descriptor but not yet returned (emptied)."""
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+    def rest(self) -> Iterator[bytes]:
+        """Everything not yet returned, in blocks, to the end of input."""
+        if self.buf:
+            yield self.take_buffered()
+        while not self.eof:
+            self._read()
+            if self.buf:
+                yield self.take_buffered()
+
+
+class Item:
+    """One input line: its raw bytes and, if it can be asked about, the document.
+
+    ``packed`` is the document msgpack-encoded for the server; ``problem``
+    says why a line is written through instead.
+    """
+
+    __slots__ = ("number", "raw", "doc", "packed", "problem")
+
+    def __init__(self, number: int, raw: bytes, doc: dict | None = None,
+                 packed: bytes | None = None, problem: str | None = None) -> None:
+        """Line ``number`` (from 1), as read; ``doc`` and ``packed`` if it can be sent."""
+        self.number, self.raw, self.doc, self.packed, self.problem = (
+            number, raw, doc, packed, problem)
+
+    def passes_through(self) -> bool:
+        """True if the line is written as it came, without asking the server."""
+        return self.doc is None
+
+
+class NotPortable(ValueError):
+    """A JSON number that would not come back as JSON (NaN, Infinity, 1e400)."""
+
+
+def _constant(name: str):
+    raise NotPortable(f"{name} is not JSON")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise NotPortable(f"the number {text[:40]} is beyond what a double holds")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float)
+
+
+def decode(text: str | bytes):
+    """``json.loads`` that refuses NaN, Infinity and numbers no double holds."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # strict, like json.loads: bad UTF-8 is a ValueError
+    return _DECODER.decode(text)
+
+
+def problem_of(exc: BaseException) -> str:
+    """Why a line could not be read as a document, in words."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(exc, NotPortable):
+        return f"not portable JSON ({exc})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    return f"not valid JSON ({exc})"
+
+
+def pack_document(doc: dict) -> bytes:
+    """The document as the server will receive it; raises ``ValueError`` if msgpack cannot."""
+    try:
+        return msgpack.packb(doc, use_bin_type=True)
+    except OverflowError:
+        raise ValueError("it holds an integer beyond 64 bits") from None
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"it holds a lone surrogate ({exc.object[exc.start:exc.end]!r}), "
+                         f"half of a character") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"msgpack cannot encode it ({exc})") from None
+
+
+def parse_line(number: int, raw: bytes) -> Item:
+    """Parse and encode one line; a line that cannot be sent keeps a ``problem``."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        return Item(number, raw, problem=f"document is {len(raw)} bytes, over the "
+                                         f"{MAX_DOCUMENT_BYTES} a stage sends")
+    text = raw.strip()
+    if not text:
+        return Item(number, raw)
+    try:
+        value = decode(text)
+    except (ValueError, RecursionError) as exc:
+        return Item(number, raw, problem=problem_of(exc))
+    if not isinstance(value, dict):
+        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__})")
+    try:
+        packed = pack_document(value)
+    except ValueError as exc:
+        return Item(number, raw, problem=f"cannot be sent to the server: {exc}")
+    return Item(number, raw, doc=value, packed=packed)
+
+
+# -- telling JSON Lines from one document ---------------------------------------
+
+VALUE, INCOMPLETE, INVALID = "value", "incomplete", "invalid"
+
+
+def classify(text: bytes) -> str:
+    """Is ``text`` a whole JSON value, the start of one, or neither?
+
+    Used on the first lines of input: a first line that is a whole value means
+    JSON Lines, the start of one (``{``) means one pretty-printed document,
+    and anything else means JSON Lines whose first line is bad (never a reason
+    to read all of stdin before writing).
+    """
+    try:
+        stripped = text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return INVALID
+    if not stripped:
+        return INCOMPLETE
+    try:
+        json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        return INCOMPLETE if exc.pos >= len(stripped) else INVALID
+    except (ValueError, RecursionError):
+        return INVALID
+    return VALUE

@@ -1,0 +1,220 @@
+"""One run of the stage: telling JSON Lines from one document, and every way out of it.
+
+Whatever ends a run (the input's end, a server that stays away, a refused
+request, SIGTERM or SIGINT, a bug), every line read and not yet written is
+written through unchanged, in order, before the stage exits (see
+``clients.pipe.output``). A closed stdout (the next stage went away) ends the
+run quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import IO
+
+from expertd.catalogue import exit_code
+from clients.pipe.connecting import Connector
+from clients.pipe.options import PipeOptions
+from clients.pipe.output import Output, Progress, as_line
+from clients.pipe.pipelining import Pipeline
+from clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
+                                  parse_line)
+from clients.pipe.retrying import Stop
+
+EXIT_OK = 0
+#: Some document got no opinion (e.g. ``InvalidDocument``, ``ExpertFailed``).
+EXIT_PARTIAL = exit_code("InvalidDocument")
+#: The request was wrong (e.g. ``UnknownExpert``).
+EXIT_USAGE = exit_code("UnknownExpert")
+#: No server answered.
+EXIT_UNREACHABLE = exit_code("ServerUnavailable")
+#: Lines read before detection gives up and calls the input JSON Lines.
+DETECT_LINES = 64
+
+
+class Interrupted(BaseException):
+    """A signal (SIGTERM, SIGINT, SIGHUP) asked the stage to stop."""
+
+    def __init__(self, signum: int) -> None:
+        """Which signal."""
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Stage:
+    """Runs one invocation of the pipe stage."""
+
+    def __init__(self, options: PipeOptions, stdin_fd: int, stdout: IO[bytes],
+                 stderr: IO[str]) -> None:
+        """Read documents from ``stdin_fd``, write them to ``stdout``, talk on ``stderr``."""
+        self.options = options
+        self.reader = LineReader(stdin_fd)
+        self.output = Output(stdout)
+        self.output.raise_deferred = self._raise_deferred
+        self.err = stderr
+        self.connector = Connector(options, self.warn)
+        self.incomplete = 0
+        self.stopping = False
+        self.progress = Progress(stderr, options.progress if options.progress is not None
+                                 else stderr.isatty())
+
+    def warn(self, message: str) -> None:
+        """One line on stderr, prefixed with the command name."""
+        self.err.write(f"expertd pipe: {message}\n")
+        self.err.flush()
+
+    def report_errors(self, number: int, doc: dict) -> None:
+        """Name, on stderr, each expert that gave no opinion for a document."""
+        errors = doc.get("errors")
+        for name, error in (errors.items() if isinstance(errors, dict) else ()):
+            if name in self.options.names or not self.options.names:
+                message = error.get("message") if isinstance(error, dict) else error
+                kind = error.get("name") if isinstance(error, dict) else "Error"
+                self.warn(f"line {number}: {name}: {kind}: {message}")
+
+    # -- signals --
+
+    def on_signal(self, signum: int, frame) -> None:
+        """Stop at once, unless a line is being written (then right after it)."""
+        if self.output.writing or self.stopping:
+            self.output.deferred = signum
+            return
+        raise Interrupted(signum)
+
+    def _raise_deferred(self) -> None:
+        signum, self.output.deferred = self.output.deferred, None
+        if not self.stopping:
+            raise Interrupted(signum)
+
+    # -- running --
+
+    def run(self) -> int:
+        """Process all of stdin; return the exit status."""
+        try:
+            try:
+                self.detect_and_run()
+                return EXIT_PARTIAL if self.incomplete else EXIT_OK
+            except Stop as exc:
+                self.output.write_through_pending(self.buffered())
+                self.warn(str(exc))
+                self.pass_rest()
+                return exc.code
+            except Interrupted:
+                raise
+            except BrokenPipeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
+                self.output.write_through_pending(self.buffered())
+                self.warn(f"internal error in the pipe stage ({type(exc).__name__}: {exc}); "
+                          f"lines not yet answered were written through unchanged; "
+                          f"please report this")
+                self.pass_rest()
+                return exit_code("InternalError")
+        except Interrupted as exc:
+            self.stopping = True
+            count = self.output.write_through_pending(self.buffered())
+            self.warn(f"stopped by {signal.Signals(exc.signum).name}; {count} lines not yet "
+                      f"answered were written through unchanged")
+            return 128 + exc.signum
+        finally:
+            self.stopping = True
+            self.output.flush()
+            self.connector.close()
+
+    def buffered(self) -> bytes:
+        """Input read from stdin but not yet split into lines (ending in a newline)."""
+        data = self.reader.take_buffered()
+        return as_line(data) if data else b""
+
+    def pass_rest(self) -> None:
+        """Copy the rest of stdin to stdout unchanged (the server cannot be asked).
+
+        A signal may stop the copy while it waits for input, never between
+        taking a block from the buffer and writing it.
+        """
+        while True:
+            self.output.writing = True
+            try:
+                block = self.reader.take_buffered()
+                if block:
+                    self.output.out.write(block)
+                    self.output.flush()
+            finally:
+                self.output.writing = False
+            if self.output.deferred is not None:
+                self._raise_deferred()
+            if self.reader.eof:
+                return
+            self.reader.fill()
+
+    def detect_and_run(self) -> None:
+        """Pick JSON Lines or one document from the first lines, without reading all of stdin.
+
+        A first line that is a whole JSON value means JSON Lines; a first line
+        that starts a value (``{``) is read on until the value is whole (one
+        pretty-printed document) or cannot be (JSON Lines whose first line is
+        bad); anything else means JSON Lines at once.
+        """
+        mode = self.options.mode
+        if mode == "single":
+            self.run_single(b"".join(self.reader.rest()))
+            return
+        if mode == "lines":
+            Pipeline(self).run()
+            return
+        head: list[bytes] = []
+        text = b""
+        checked = 0  # size of ``text`` when last classified
+        while len(text) <= MAX_DOCUMENT_BYTES:
+            line = self.reader.readline()
+            if line is None:
+                break
+            head.append(line)
+            text += line
+            if len(head) > DETECT_LINES and len(text) < 2 * checked:
+                continue  # a long document: parse again only when it has doubled
+            checked = len(text)
+            state = classify(text)
+            if state == INCOMPLETE:
+                continue
+            if state == VALUE and sum(1 for h in head if h.strip()) > 1:
+                self.run_single(text + b"".join(self.reader.rest()))
+                return
+            break
+        self.reader.unread(text)
+        Pipeline(self).run()
+
+    def run_single(self, raw: bytes) -> None:
+        """One document that may span many lines (pretty-printed JSON)."""
+        item = parse_line(1, raw)
+        if ((item.problem or "").startswith("not valid JSON") and raw.count(b"\n") > 1
+                and self.options.mode == "auto"):
+            self.reader.unread(raw)  # not one document after all: JSON Lines
+            Pipeline(self).run()
+        elif raw:
+            Pipeline(self, preset=[item]).run()
+
+
+def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | None = None,
+        stderr: IO[str] | None = None) -> int:
+    """Run the stage on stdin/stdout (or the given streams); return the exit status."""
+    stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
+                  stdout or sys.stdout.buffer, stderr or sys.stderr)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, stage.on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        return stage.run()
+    except BrokenPipeError:
+        # The next stage went away; that is its business, not an error of ours.
+        stage.stopping = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

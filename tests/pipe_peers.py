@@ -1,0 +1,92 @@
+"""Real peers for client tests, run as processes: ``python -m tests.pipe_peers KIND ENDPOINT``.
+
+* ``refusing``: a stock zerorpc server with expertd's ``opinions_batch``
+  signature that refuses a whole call the way a server bug does: the call
+  fails with ``InternalError`` when any document holds the key ``"poison"``
+  (every call, if started with ``--always``), and with ``UnknownExpert`` when
+  a name is ``nope``. Answered documents get ``opinions.<name> = {"seen": n}``.
+  It counts its calls in ``calls()``.
+* ``echo``: a stock zerorpc server with ``echo(x)`` and ``headers()`` (the
+  header of every request it has received, as a list), for conformance tests.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+class InternalError(Exception):
+    """Named as expertd names a server bug."""
+
+
+class UnknownExpert(Exception):
+    """Named as expertd names an unknown expert."""
+
+
+class Refusing:
+    """expertd's ``opinions_batch`` and ``health``, refusing poisoned calls whole."""
+
+    def __init__(self, always: bool) -> None:
+        """Refuse every call if ``always``."""
+        self.always = always
+        self.count = 0
+
+    def opinions_batch(self, docs, names):
+        """Each document with an opinion per name, unless the call is refused."""
+        self.count += 1
+        if "nope" in names:
+            raise UnknownExpert("unknown expert 'nope'")
+        if self.always or any(isinstance(d, dict) and "poison" in d for d in docs):
+            raise InternalError("a bug in the server, id 1234")
+        return [dict(d, opinions={n: {"seen": len(docs)} for n in names}) for d in docs]
+
+    def health(self):
+        """Up."""
+        return {"status": "ok"}
+
+    def calls(self):
+        """How many ``opinions_batch`` calls arrived."""
+        return self.count
+
+
+class Echo:
+    """Echoes, and remembers request headers."""
+
+    def __init__(self) -> None:
+        """No headers seen yet."""
+        self.seen: list = []
+
+    def server_before_exec(self, event) -> None:
+        """zerorpc middleware hook: keep the request's header."""
+        if event.name != "headers":
+            self.seen.append(dict(event.header))
+
+    def echo(self, x):
+        """``x``."""
+        return x
+
+    def headers(self):
+        """Every request header seen so far."""
+        return self.seen
+
+
+def main() -> None:
+    """Serve the peer named on the command line."""
+    import zerorpc
+
+    kind, endpoint = sys.argv[1], sys.argv[2]
+    if kind == "echo":
+        echo = Echo()
+        context = zerorpc.Context()
+        context.register_middleware(echo)
+        server = zerorpc.Server(echo, context=context)
+    else:
+        assert kind == "refusing", kind
+        server = zerorpc.Server(Refusing(always="--always" in sys.argv))
+    server.bind(endpoint)
+    print("ready", flush=True)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""``expertd serve --workers N``: real supervisor and worker processes on one port.
+
+No TensorFlow: the workers serve ``vader`` (tests/vader_experts.yaml, or a
+copy under tmp_path when the test rewrites it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zerorpc
+
+from tests.conftest import EXPERTD, ROOT, ServerProcess, free_port
+
+VADER_CONFIG = Path(__file__).resolve().parent / "vader_experts.yaml"
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (its value), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def health_over_fresh_connection(endpoint: str) -> dict:
+    """``health()`` through a new stock zerorpc client (so the kernel picks a worker)."""
+    client = zerorpc.Client(endpoint, timeout=10, heartbeat=None)
+    try:
+        return client.health()
+    finally:
+        client.close()
+
+
+def worker_pids(endpoint: str, want: int, tries: int = 200) -> dict[int, dict]:
+    """``{pid: health}`` of the workers seen over fresh connections, once ``want`` were seen."""
+    seen: dict[int, dict] = {}
+    for _ in range(tries):
+        health = health_over_fresh_connection(endpoint)
+        seen[health["pid"]] = health
+        if len(seen) >= want:
+            break
+    return seen
+
+
+class Supervised(ServerProcess):
+    """``expertd serve --workers N``, ready once the supervisor says every worker serves."""
+
+    def __init__(self, config: Path, tmp: Path, workers: int = 2, *extra: str) -> None:
+        """Start it and wait for "N workers serving" in its log."""
+        super().__init__(config, tmp, "--workers", str(workers), *extra)
+        wait_for(lambda: "workers serving" in self.read_log(), 120, "every worker ready")
+
+    def supervisor_pid(self) -> int:
+        """The pid of the supervisor (the process the test started)."""
+        return self.process.pid
+
+
+def vader_config(tmp_path: Path, version: str, expert: str = "experts.vader:VaderExpert") -> Path:
+    """A one-expert experts file with ``version`` (rewritten in place by reload tests)."""
+    path = tmp_path / "experts.yaml"
+    path.write_text(f"experts:\n  vader:\n    expert: {expert}\n"
+                    f"    options: {{version: \"{version}\"}}\n")
+    return path
+
+
+def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
+    server = Supervised(VADER_CONFIG, tmp_path, 2)
+    try:
+        seen = worker_pids(server.endpoint, 2)
+        assert len(seen) == 2, f"every fresh connection went to one worker: {seen}"
+        assert {h["worker"] for h in seen.values()} == {0, 1}
+        assert {h["supervisor_pid"] for h in seen.values()} == {server.supervisor_pid()}
+        assert server.supervisor_pid() not in seen
+        for health in seen.values():
+            assert health["versions"] == {"vader": "1"}
+        answer = zerorpc.Client(server.endpoint, timeout=10).opinion("vader", {"text": "great"})
+        assert answer["label"] == "positive"
+    finally:
+        assert server.stop() == 0, server.read_log()
+    log = server.read_log()
+    assert "draining 2 workers" in log and "all workers stopped" in log
+    for pid in seen:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
+    server = Supervised(VADER_CONFIG, tmp_path, 2)
+    try:
+        victim = next(iter(worker_pids(server.endpoint, 2)))
+        env = dict(os.environ, EXPERTD_ENDPOINT=server.endpoint)
+        pipe = subprocess.Popen([EXPERTD, "pipe", "--lines", "--batch-size", "50",
+                                 "--timeout", "30", "vader"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        total = 6000
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.extend(pipe.stdout))
+        reader.start()
+        for i in range(total):
+            pipe.stdin.write(json.dumps({"i": i, "text": f"doc {i} is rather good"}).encode()
+                             + b"\n")
+            if i % 100 == 0:
+                pipe.stdin.flush()
+                time.sleep(0.01)
+            if i == total // 3:
+                os.kill(victim, signal.SIGKILL)
+        pipe.stdin.close()
+        assert pipe.wait(120) == 0, pipe.stderr.read().decode()
+        reader.join()
+        docs = [json.loads(line) for line in out]
+        assert [d["i"] for d in docs] == list(range(total))
+        assert all("compound" in d["opinions"]["vader"] and "errors" not in d for d in docs)
+        log = wait_for(lambda: (lambda t: t if re.search(
+            rf"worker \d \(pid {victim}\) exited with status -9.*restarting", t)
+            and t.count(" ready (pid") >= 3 else None)(server.read_log()), 60,
+            "the killed worker to be replaced")
+        assert "restarting it in" in log
+        seen = worker_pids(server.endpoint, 2)
+        assert len(seen) == 2 and victim not in seen
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def call_stream_through_fresh_connections(endpoint: str, stop: threading.Event,
+                                          results: list, errors: list) -> None:
+    """Each call on a new stock zerorpc client, until ``stop``: ``(pid, version)`` or the error."""
+    while not stop.is_set():
+        client = zerorpc.Client(endpoint, timeout=15, heartbeat=None)
+        try:
+            answer = client.opinion("vader", {"text": "good"})
+            health = client.health()
+            assert answer["label"] == "positive"
+            results.append((health["pid"], health["versions"]["vader"]))
+        except Exception as exc:  # counted: the test asserts there are none
+            errors.append(repr(exc))
+        finally:
+            client.close()
+
+
+def test_reload_replaces_every_worker_with_the_new_version_without_an_error(tmp_path):
+    config = vader_config(tmp_path, "1")
+    server = Supervised(config, tmp_path, 2)
+    try:
+        old = worker_pids(server.endpoint, 2)
+        stop, results, errors = threading.Event(), [], []
+        callers = [threading.Thread(target=call_stream_through_fresh_connections,
+                                    args=(server.endpoint, stop, results, errors))
+                   for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        wait_for(lambda: len(results) > 50, 30, "calls before the reload")
+        vader_config(tmp_path, "2")
+        reload = subprocess.run([EXPERTD, "reload", "--endpoint", server.endpoint],
+                                capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 0, reload.stderr
+        assert f"pid {server.supervisor_pid()}" in reload.stdout
+        wait_for(lambda: "reload done" in server.read_log(), 120, "the reload to finish")
+        during = len(results)
+        wait_for(lambda: len(results) > during + 50, 30, "calls after the reload")
+        stop.set()
+        for caller in callers:
+            caller.join()
+        assert errors == [], errors[:5]
+        assert {v for _, v in results} == {"1", "2"}
+        new = worker_pids(server.endpoint, 2)
+        assert len(new) == 2 and not set(new) & set(old)
+        assert all(h["versions"] == {"vader": "2"} for h in new.values())
+        # after the reload, only the new workers answer, with the new version
+        assert all(v == "2" for _, v in results[during + 10:])
+        experts = zerorpc.Client(server.endpoint, timeout=10).experts()
+        assert experts[0]["version"] == "2"
+    finally:
+        stop.set()
+        assert server.stop() == 0, server.read_log()
+
+
+def test_a_bad_new_config_leaves_the_old_workers_serving(tmp_path):
+    config = vader_config(tmp_path, "1")
+    server = Supervised(config, tmp_path, 2)
+    try:
+        old = worker_pids(server.endpoint, 2)
+        vader_config(tmp_path, "2", expert="tests.broken_expert:UnloadableExpert")
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        log = wait_for(lambda: (lambda t: t if "reload stopped" in t else None)(
+            server.read_log()), 120, "the reload to fail")
+        assert "old workers keep serving" in log
+        assert "model file is truncated" in log  # the new worker said why
+        now = worker_pids(server.endpoint, 2)
+        assert set(now) == set(old)
+        assert all(h["versions"] == {"vader": "1"} for h in now.values())
+        vader_config(tmp_path, "2", expert="experts.no_such_module:Nothing")  # refused at once
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        wait_for(lambda: "reload refused" in server.read_log(), 60, "the refusal")
+        assert "no_such_module" in server.read_log()
+        assert set(worker_pids(server.endpoint, 2)) == set(old)
+        config.write_text("experts: [not, a, mapping]\n")  # refused before any worker starts
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        wait_for(lambda: "reload refused" in server.read_log(), 60, "the refusal")
+        assert set(worker_pids(server.endpoint, 2)) == set(old)
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_sighup_does_not_kill_a_lone_server(tmp_path):
+    server = ServerProcess(VADER_CONFIG, tmp_path)
+    try:
+        pid = health_over_fresh_connection(server.endpoint)["pid"]
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP ignored" in server.read_log(), 30, "the SIGHUP log line")
+        health = health_over_fresh_connection(server.endpoint)
+        assert health["pid"] == pid and health["worker"] is None
+        assert health["supervisor_pid"] is None
+        reload = subprocess.run([EXPERTD, "reload", "--endpoint", server.endpoint],
+                                capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 1 and "without --workers" in reload.stderr
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_workers_need_a_tcp_endpoint(tmp_path):
+    out = subprocess.run([EXPERTD, "serve", "--config", str(VADER_CONFIG), "--workers", "2",
+                          "--bind", f"ipc://{tmp_path}/sock"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 1
+    assert "tcp://HOST:PORT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_health_port_answers_200_then_503_while_draining(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    health_port = free_port()
+    server = ServerProcess(Path(__file__).resolve().parent / "odd_experts.yaml", tmp_path,
+                           "--health-port", str(health_port), "--drain-timeout", "30")
+    url = f"http://127.0.0.1:{health_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.loads(response.read())
+        assert response.status == 200 and body["status"] == "ok" and "slow" in body["versions"]
+        from clients.wire import connect
+
+        connection = connect(server.endpoint, timeout=60)
+        slow = threading.Thread(target=lambda: connection.call("opinion", "slow", {"text": "x"}))
+        slow.start()
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)  # draining: the slow call keeps it alive
+
+        def draining():
+            try:
+                urllib.request.urlopen(url, timeout=5)
+            except urllib.error.HTTPError as exc:
+                return exc.code == 503 and json.loads(exc.read())["status"] == "draining"
+            return False
+
+        wait_for(draining, 10, "503 while draining")
+        slow.join()
+        connection.close()
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_workers_from_the_experts_file(tmp_path):
+    config = tmp_path / "experts.yaml"
+    config.write_text("server:\n  workers: 2\n" + VADER_CONFIG.read_text())
+    server = ServerProcess(config, tmp_path)
+    try:
+        wait_for(lambda: "2 workers serving" in server.read_log(), 120, "two workers")
+        assert len(worker_pids(server.endpoint, 2)) == 2
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_a_worker_that_cannot_load_stops_the_start_with_the_reason(tmp_path):
+    config = vader_config(tmp_path, "1", expert="tests.broken_expert:UnloadableExpert")
+    out = subprocess.run([EXPERTD, "serve", "--config", str(config), "--workers", "2",
+                          "--bind", f"tcp://127.0.0.1:{free_port()}"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 1, out.stderr
+    assert "model file is truncated" in out.stderr and "before it was ready" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_reload_under_a_pipe_stream_loses_no_document(tmp_path):
+    config = vader_config(tmp_path, "1")
+    server = Supervised(config, tmp_path, 2)
+    try:
+        env = dict(os.environ, EXPERTD_ENDPOINT=server.endpoint)
+        pipe = subprocess.Popen([EXPERTD, "pipe", "--lines", "--batch-size", "50",
+                                 "--timeout", "30", "vader"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.extend(pipe.stdout))
+        reader.start()
+        i = 0
+
+        def feed(count: int) -> None:
+            nonlocal i
+            for _ in range(count):
+                pipe.stdin.write(json.dumps({"i": i, "text": "fine"}).encode() + b"\n")
+                i += 1
+                if i % 100 == 0:
+                    pipe.stdin.flush()
+                    time.sleep(0.01)
+
+        feed(1000)
+        vader_config(tmp_path, "2")
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        while "reload done" not in server.read_log():
+            feed(100)
+            assert i < 200_000, server.read_log()
+        feed(1000)
+        pipe.stdin.close()
+        assert pipe.wait(120) == 0, pipe.stderr.read().decode()
+        reader.join()
+        docs = [json.loads(line) for line in out]
+        assert [d["i"] for d in docs] == list(range(i))
+        assert all("compound" in d["opinions"]["vader"] and "errors" not in d for d in docs)
+        assert all(h["versions"] == {"vader": "2"}
+                   for h in worker_pids(server.endpoint, 2).values())
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5", "true"])
+def test_a_bad_workers_setting_is_refused_with_its_value(tmp_path, value):
+    config = tmp_path / "experts.yaml"
+    config.write_text(f"server: {{workers: {value}}}\n" + VADER_CONFIG.read_text())
+    out = subprocess.run([EXPERTD, "serve", "--config", str(config), "--bind",
+                          f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 1
+    assert "server.workers must be an integer >= 1" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_taken_health_port_is_named(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([EXPERTD, "serve", "--config", str(VADER_CONFIG), "--bind",
+                              f"tcp://127.0.0.1:{free_port()}", "--health-port", str(port)],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 1
+    assert f"--health-port {port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigterm_lets_every_worker_finish_its_calls(tmp_path):
+    from clients.wire import connect
+
+    config = tmp_path / "experts.yaml"
+    config.write_text("experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
+                      "    options: {seconds: 3}\n")
+    server = Supervised(config, tmp_path, 2)
+    by_pid: dict = {}
+    while len(by_pid) < 2:  # one connection on each worker
+        connection = connect(server.endpoint, timeout=60)
+        pid = connection.call("health")["pid"]
+        if pid in by_pid:
+            connection.close()
+        else:
+            by_pid[pid] = connection
+    connections = list(by_pid.values())
+    answers: list = []
+    callers = [threading.Thread(target=lambda c=c: answers.append(
+        c.call("opinion", "slow", {"text": "x"}))) for c in connections]
+    for caller in callers:
+        caller.start()
+    time.sleep(1.0)  # the calls are running on both workers
+    assert server.stop() == 0, server.read_log()
+    for caller in callers:
+        caller.join()
+    for c in connections:
+        c.close()
+    assert answers == [{"slept": 3}] * len(connections)
+    assert server.read_log().count("finishing in-flight calls") == 2
