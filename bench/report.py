@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 
 # -- formatting ----------------------------------------------------------------------
@@ -302,4 +303,16 @@ def section_tables(r: dict) -> list[str]:
     if r.get("startup_s"):
         lines += ["Seconds from spawn to ready (all started together): "
                   + ", ".join(f"{k} {v:g}" for k, v in r["startup_s"].items()) + ".", ""]
-    return lines
+    return lines + other_reports()
+
+
+def other_reports() -> list[str]:
+    """Links to the reports the other ``make bench`` modules write (``bench/RESULTS-*.md``)."""
+    here = Path(__file__).resolve().parent
+    lines = ["## Other reports", "",
+             "Written by the other modules `make bench` runs, each in its own run:", ""]
+    for path in sorted(here.glob("RESULTS-*.md")):
+        title = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                      if line.startswith("# ")), path.stem)
+        lines.append(f"- [{path.name}]({path.name}): {title}")
+    return lines + [""]
