@@ -178,7 +178,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall("batch", () => rpc.batch(req.params.name, body)));
   });
 
-  route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), rpcCall }));
+  route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), maxDepth: jsonMaxDepth, rpcCall }));
 
   route("post", "/opinions", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, 'a JSON object {"doc": {...}, "experts": [...]} (application/json)');

@@ -23,6 +23,7 @@
  */
 
 const { HttpError, toHttpError } = require("./errors");
+const { jsonDepth } = require("./middleware");
 
 /** Media types this route reads. */
 const NDJSON_TYPES = ["application/x-ndjson", "application/jsonl", "application/x-jsonlines"];
@@ -94,22 +95,6 @@ class LineSplitter {
   }
 }
 
-/** How deep arrays and objects nest in a parsed JSON value (iterative: no recursion limit). */
-function nestingDepth(value) {
-  let deepest = 0;
-  const stack = [[value, 1]];
-  while (stack.length) {
-    const [v, depth] = stack.pop();
-    if (v === null || typeof v !== "object") continue;
-    if (depth > deepest) deepest = depth;
-    if (deepest > MAX_DEPTH) return deepest;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (child !== null && typeof child === "object") stack.push([child, depth + 1]);
-    }
-  }
-  return deepest;
-}
-
 function typeName(value) {
   if (value === null) return "null";
   if (Array.isArray(value)) return "array";
@@ -120,8 +105,9 @@ function typeName(value) {
  * One input line -> `{number, doc}` or `{number, problem}` or `{number, blank: true}`.
  * @param {{number: number, bytes: Buffer|null, length: number}} line
  * @param {number} maxBytes
+ * @param {number} [maxDepth] deepest nesting of arrays and objects a line may have (JSON_MAX_DEPTH)
  */
-function parseLine(line, maxBytes) {
+function parseLine(line, maxBytes, maxDepth = MAX_DEPTH) {
   const { number } = line;
   if (line.bytes === null) {
     return { number, problem: `line ${number}: document is ${line.length} bytes, over the limit of ${maxBytes} bytes a line may have (BODY_LIMIT)` };
@@ -137,8 +123,8 @@ function parseLine(line, maxBytes) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     return { number, problem: `line ${number}: not a JSON object (got ${typeName(value)})` };
   }
-  if (nestingDepth(value) > MAX_DEPTH) {
-    return { number, problem: `line ${number}: nested deeper than ${MAX_DEPTH} levels` };
+  if (jsonDepth(value, maxDepth) > maxDepth) {
+    return { number, problem: `line ${number}: nested deeper than ${maxDepth} levels` };
   }
   return { number, doc: value };
 }
@@ -165,7 +151,7 @@ function drained(res) {
  * @param {(method: string, fn: () => Promise<any>) => Promise<any>} [options.rpcCall] wraps RPC calls (metrics)
  * @returns {import("express").RequestHandler}
  */
-function streamHandler({ rpc, maxLineBytes, batchSize = 256, rpcCall = (m, fn) => fn() }) {
+function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 256, rpcCall = (m, fn) => fn() }) {
   return async (req, res) => {
     const { name } = req.params;
     if (!req.is(NDJSON_TYPES)) {
@@ -238,7 +224,7 @@ function streamHandler({ rpc, maxLineBytes, batchSize = 256, rpcCall = (m, fn) =
 
     try {
       for await (const chunk of req) {
-        for (const line of splitter.push(chunk)) pending.push(parseLine(line, maxLineBytes));
+        for (const line of splitter.push(chunk)) pending.push(parseLine(line, maxLineBytes, maxDepth));
         if (!(await flush())) return;
       }
     } catch (err) {
@@ -246,7 +232,7 @@ function streamHandler({ rpc, maxLineBytes, batchSize = 256, rpcCall = (m, fn) =
       throw err;
     }
     const last = splitter.end();
-    if (last) pending.push(parseLine(last, maxLineBytes));
+    if (last) pending.push(parseLine(last, maxLineBytes, maxDepth));
     if (!(await flush())) return;
     if (!started) {
       res.status(200).set("Content-Type", "application/x-ndjson; charset=utf-8");
@@ -255,4 +241,4 @@ function streamHandler({ rpc, maxLineBytes, batchSize = 256, rpcCall = (m, fn) =
   };
 }
 
-module.exports = { streamHandler, LineSplitter, parseLine, nestingDepth, NDJSON_TYPES, MAX_DEPTH };
+module.exports = { streamHandler, LineSplitter, parseLine, NDJSON_TYPES, MAX_DEPTH };
