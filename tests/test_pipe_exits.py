@@ -256,3 +256,21 @@ def test_sigterm_stops_a_stage_passing_input_through_without_a_server(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert early + out == b"partial\n" or early + out == b"partial"
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["--single", None])
+def test_a_signal_while_a_document_is_still_arriving_writes_what_was_read(tmp_path, mode):
+    # A pretty-printed document whose end has not arrived yet: its first lines
+    # were taken off the reader (to see whether it is one document) when SIGTERM comes.
+    args = [sys.executable, "-m", "clients.pipe", "--endpoint", "tcp://127.0.0.1:1",
+            *([mode] if mode else []), "sentiment"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=stage_env("tcp://127.0.0.1:1"), cwd=ROOT)
+    head = b'{\n  "text": "hello",\n'
+    proc.stdin.write(head)
+    proc.stdin.flush()
+    time.sleep(1.0)  # the stage has read both lines and waits for more
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out == head, (out, err)

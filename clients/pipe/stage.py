@@ -159,7 +159,7 @@ class Stage:
         """
         mode = self.options.mode
         if mode == "single":
-            self.run_single(b"".join(self.reader.rest()))
+            self.run_single(self.read_to_end())
             return
         if mode == "lines":
             Pipeline(self).run()
@@ -167,24 +167,37 @@ class Stage:
         head: list[bytes] = []
         text = b""
         checked = 0  # size of ``text`` when last classified
-        while len(text) <= MAX_DOCUMENT_BYTES:
-            line = self.reader.readline()
-            if line is None:
+        try:
+            while len(text) <= MAX_DOCUMENT_BYTES:
+                line = self.reader.readline()
+                if line is None:
+                    break
+                head.append(line)
+                text += line
+                if len(head) > DETECT_LINES and len(text) < 2 * checked:
+                    continue  # a long document: parse again only when it has doubled
+                checked = len(text)
+                state = classify(text)
+                if state == INCOMPLETE:
+                    continue
+                if state == VALUE and sum(1 for h in head if h.strip()) > 1:
+                    self.reader.unread(text)
+                    text = b""
+                    self.run_single(self.read_to_end())
+                    return
                 break
-            head.append(line)
-            text += line
-            if len(head) > DETECT_LINES and len(text) < 2 * checked:
-                continue  # a long document: parse again only when it has doubled
-            checked = len(text)
-            state = classify(text)
-            if state == INCOMPLETE:
-                continue
-            if state == VALUE and sum(1 for h in head if h.strip()) > 1:
-                self.run_single(text + b"".join(self.reader.rest()))
-                return
-            break
+        except Interrupted:
+            self.reader.unread(text)  # the lines read so far are written through, too
+            raise
         self.reader.unread(text)
         Pipeline(self).run()
+
+    def read_to_end(self) -> bytes:
+        """All the rest of stdin; until it is all read it stays in the reader (a signal
+        meanwhile writes it through)."""
+        while not self.reader.eof:
+            self.reader.fill()
+        return self.reader.take_buffered()
 
     def run_single(self, raw: bytes) -> None:
         """One document that may span many lines (pretty-printed JSON)."""
