@@ -410,7 +410,8 @@ def stop(endpoint, timeout):
         click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "
                    f"to stop", err=True)
         sys.exit(NO_SERVER)
-    pid = health.get("pid")
+    # With --workers, the supervisor (whose children would be restarted) is what stops.
+    pid = health.get("supervisor_pid") or health.get("pid")
     if not isinstance(pid, int) or pid <= 1:
         raise click.ClickException(f"the server at {endpoint} did not report its pid")
     if not is_local(endpoint):

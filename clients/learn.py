@@ -25,6 +25,7 @@ import click
 
 from clients import DEFAULT_ENDPOINT
 from clients.pipe import LineReader
+from clients.pipe.reading import decode, pack_document, problem_of
 from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.catalogue import exit_code
 
@@ -106,10 +107,17 @@ def run(name: str, endpoint: str, timeout: float, call_timeout: float, batch_siz
             number += 1
             if not raw.strip():
                 continue
+            try:  # the pipe stage's own reading: what msgpack cannot carry is refused here
+                value = decode(raw.strip())
+            except (ValueError, RecursionError) as exc:
+                teacher.refuse(number, problem_of(exc))
+                continue
             try:
-                batch.append((number, json.loads(raw)))
+                pack_document(value)
             except ValueError as exc:
-                teacher.refuse(number, f"not JSON ({exc})")
+                teacher.refuse(number, f"cannot be sent: {exc}")
+                continue
+            batch.append((number, value))
         if batch:
             teacher.send(batch)
             batch = []

@@ -223,7 +223,7 @@ class QueuePolicy:
     """How much work the server admits for one expert (``queue:`` in the experts file)."""
 
     max_docs: int = setting(200_000, integer(1))
-    budget_ms: float = setting(1000.0, number(0))
+    budget_ms: float = setting(1000.0, number(1))
 
 
 @dataclass

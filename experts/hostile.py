@@ -80,3 +80,13 @@ class CountingExpert(Expert):
             self.computed += len(inputs)
             total = self.computed
         return [{"computed": total} for _ in inputs]
+
+
+class BrokenMetricsExpert(PoisonExpert):
+    """A ``PoisonExpert`` whose ``metrics()`` raises: ``experts()`` then hits a server bug."""
+
+    description = "Test expert whose metrics cannot be read"
+
+    def metrics(self) -> dict:
+        """Fail the way a bug would, with a path in the message that must not reach a caller."""
+        raise RuntimeError("cannot read /srv/secret/metrics.json")

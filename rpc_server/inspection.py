@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import traceback
 from typing import Any, Callable
 
 import zerorpc
@@ -90,14 +91,22 @@ class InspectableServer(zerorpc.Server):
             name, message = exc_type.__name__, str(exc_value)
         else:
             error_id = os.urandom(4).hex()
-            log.error("internal error %s: %s: %s", error_id, exc_type.__name__,
-                      shown(str(exc_value), 200), exc_info=tuple(exc_infos))
+            # The stack is the server's own code; the message may hold what a caller sent: bounded.
+            stack = "".join(traceback.format_tb(exc_infos[2])[-12:])
+            log.error("internal error %s: %s: %s\n%s", error_id, exc_type.__name__,
+                      shown(str(exc_value), 200), stack.rstrip())
             name = "InternalError"
             message = (f"the server failed on this call (error id {error_id}, in its log); "
                        f"this is a bug in expertd, not in your request")
         if protocol_v1:
             return (f"{name}: {message}",)
         return (name, message, f"{name}: {message}")
+
+    def _known(self, name: Any) -> Any:
+        """The method called ``name``, or ``UnknownMethod`` (for the introspection calls)."""
+        if isinstance(name, str) and name in self._methods:
+            return self._methods[name]
+        raise UnknownMethod(f"no RPC method or expert named {shown(name)!r}")
 
     def _zerorpc_inspect(self) -> dict:
         methods = {name: {"args": describe_args(f), "doc": describe_doc(f)}
@@ -106,8 +115,8 @@ class InspectableServer(zerorpc.Server):
 
     def _inject_builtins(self) -> None:
         super()._inject_builtins()
-        self._methods["_zerorpc_args"] = lambda m: _argspec(self._methods[m])
-        self._methods["_zerorpc_help"] = lambda m: describe_doc(self._methods[m])
+        self._methods["_zerorpc_args"] = lambda m: _argspec(self._known(m))
+        self._methods["_zerorpc_help"] = lambda m: describe_doc(self._known(m))
         self._methods["_zerorpc_inspect"] = self._zerorpc_inspect
 
 

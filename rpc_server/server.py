@@ -166,7 +166,8 @@ class ExpertdServer:
 
     def health_status(self) -> tuple[bool, dict]:
         """``(serving, body)`` for the HTTP health check (not serving once draining)."""
-        body = self.service.health()
+        # The plain method, not the RPC one: a balancer's probes are not calls to log.
+        body = type(self.service).health.__wrapped__(self.service)
         if self._stopping:
             body["status"] = "draining"
         return not self._stopping, body
@@ -288,6 +289,8 @@ class ExpertdServer:
 def warm_up(experts: dict) -> None:
     """One prediction per expert before taking calls (a failure is logged, not fatal)."""
     for name, expert in experts.items():
+        if getattr(expert, "takes_opinions", False):
+            continue  # its inputs are other experts' opinions: warmed by theirs
         began = time.perf_counter()
         try:
             expert.predict(["warm-up"] if expert.input_type in (str, None) else [{}])

@@ -217,7 +217,7 @@ class Experts:
         and applied on this server; ``state`` has ``updates`` and
         ``model_version``. An expert that does not learn answers ``NotLearnable``.
         """
-        docs = document_list(docs)
+        docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
         learners = self._learning.learners if self._learning is not None else {}
         if name not in learners:

@@ -478,16 +478,14 @@ def parent_pid(pid) -> int | None:
               show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
 def reload_command(endpoint):
     """Reload a server started with --workers: new workers replace old ones one at a time."""
-    import zerorpc
+    from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 
-    client = zerorpc.Client(endpoint, timeout=10, heartbeat=None)
-    try:
-        health = client.health()
-    except (zerorpc.TimeoutExpired, zerorpc.LostRemote):
-        raise click.ClickException(f"no expertd server answered at {endpoint}; "
+    try:  # the clients' own connection: it carries CURVE keys when they are configured
+        with connect(endpoint, timeout=10.0) as connection:
+            health = connection.call("health")
+    except (ServerUnavailable, CallTimeout, RemoteError) as exc:
+        raise click.ClickException(f"no expertd server answered at {endpoint} ({exc}); "
                                    f"is it running?") from None
-    finally:
-        client.close()
     pid = health.get("supervisor_pid") if isinstance(health, dict) else None
     if not pid:
         raise click.ClickException(

@@ -83,7 +83,8 @@ def test_every_problem_at_once_with_file_line_and_expert(tmp_path):
     ("options: [1]", "options must be a mapping (key: value), got a list [1]"),
     ("queue: {max_docs: '10'}", "queue.max_docs must be an integer >= 1, got the string '10' "
                                 "(write it without quotes)"),
-    ("queue: {budget_ms: -5}", "queue.budget_ms must be a number >= 0, got -5"),
+    ("queue: {budget_ms: -5}", "queue.budget_ms must be a number >= 1, got -5"),
+    ("queue: {budget_ms: 0}", "queue.budget_ms must be a number >= 1, got 0"),
     ("needs: other", "needs must be a list of expert names (e.g. [other]) or a mapping"),
     ("needs: [1]", "needs must list expert names, but an integer 1 is not one"),
     ("needs: {other: 3}", "needs other: must be the name of a document field, got an integer 3"),

@@ -226,11 +226,19 @@ def test_stock_client_errors_read_name_colon_message(stock):
     assert str(info.value).startswith("UnknownExpert: unknown expert 'nosuch'")
 
 
-def test_a_server_bug_sends_an_id_not_a_traceback(stock):
+def test_a_server_bug_sends_an_id_not_a_traceback(hostile, stock):
     with pytest.raises(zerorpc.RemoteError) as info:
-        stock._zerorpc_args("no_such_method")
+        stock.experts()  # BrokenMetricsExpert.metrics() raises, with a path in its message
     assert info.value.name == "InternalError" and "error id" in info.value.msg
     assert "Traceback" not in str(info.value) and "/" not in info.value.msg
+    error_id = info.value.msg.split("error id ")[1].split(",")[0]
+    assert f"internal error {error_id}: RuntimeError" in hostile.read_log()
+
+
+def test_introspecting_an_unknown_method_is_a_clear_error(stock):
+    with pytest.raises(zerorpc.RemoteError) as info:
+        stock._zerorpc_args("x" * 10_000)
+    assert info.value.name == "UnknownMethod" and len(info.value.msg) < 300
 
 
 # -- failure isolation --------------------------------------------------------------

@@ -248,10 +248,25 @@ def test_expertd_learn_accounts_for_every_line(learn_server, learn_client):
     summary = json.loads(done.stdout)
     assert summary["lines"] == 6 and summary["accepted"] == 3
     assert summary["refused_lines"] == [2, 5]
-    assert "line 2: not JSON" in done.stderr
+    assert "line 2: not valid JSON" in done.stderr
     assert "line 5: InvalidDocument: line 5 has no target field 'topic'" in done.stderr
     assert summary["state"]["updates"] == before + 3
     assert learn_client.topic({"text": "football"})["label"] == "sport"
+
+
+def test_expertd_learn_refuses_lines_msgpack_cannot_carry(learn_server, learn_client):
+    lines = [json.dumps({"text": "football match tonight", "topic": "sport"}),
+             '{"text": "huge", "topic": "sport", "n": 123456789012345678901234567890}',
+             '{"text": "half an emoji \\ud83d", "topic": "sport"}',
+             '{"text": "not a number", "topic": "sport", "x": NaN}',
+             json.dumps({"text": "tennis final", "topic": "sport"})]
+    done = subprocess.run([EXPERTD, "learn", "topic"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, env=shell_env(learn_server), timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["accepted"] == 2 and summary["refused_lines"] == [2, 3, 4], summary
+    assert "line 2: cannot be sent: it holds an integer beyond 64 bits" in done.stderr
 
 
 def test_expertd_learn_streams_before_its_input_ends(learn_server, learn_client):

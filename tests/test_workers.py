@@ -390,3 +390,18 @@ def test_sigterm_lets_every_worker_finish_its_calls(tmp_path):
         c.close()
     assert answers == [{"slept": 3}] * len(connections)
     assert server.read_log().count("finishing in-flight calls") == 2
+
+
+def test_expertd_stop_stops_the_supervisor_and_every_worker(tmp_path):
+    server = Supervised(VADER_CONFIG, tmp_path, 2)
+    try:
+        workers = set(worker_pids(server.endpoint, 2))
+        out = subprocess.run([EXPERTD, "stop", "--endpoint", server.endpoint], capture_output=True,
+                             text=True, timeout=90, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        server.process.wait(60)  # the supervisor itself exits (a worker alone would be restarted)
+        for pid in workers:
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}")
+                     or "zombie" in open(f"/proc/{pid}/status").read().lower(), 30, f"worker {pid} gone")
+    finally:
+        server.stop()

@@ -261,7 +261,9 @@ class Coalescer {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
       }
     } catch (err) {
-      if (err && err.local) {
+      // TooManyDocuments: the batch outgrew the expert's queue (queue.max_docs), though each
+      // request alone fits: ask for each on its own.
+      if (err && (err.local || err.name === "TooManyDocuments")) {
         // The batch could not even be sent (e.g. one document msgpack cannot
         // encode): that is one document's problem, so ask each on its own.
         await Promise.all(batch.map((item) => this._alone(name, state, item)));
