@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,11 +125,8 @@ class ExpertdServer:
         self.service.identity = self.identity()
         self.bind()
         if self.config.metrics_port:
-            from prometheus_client import start_http_server
-
             port = self.config.metrics_port + (self.worker.index if self.worker else 0)
-            start_http_server(port, addr="127.0.0.1", registry=stats.registry)
-            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+            self.serve_metrics(port, stats.registry)
         if self.config.health_port:
             self.start_health_http()
         log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
@@ -163,6 +161,35 @@ class ExpertdServer:
         except OSError as exc:
             raise OSError(f"--health-port {self.config.health_port} on {host}: "
                           f"{exc.strerror or exc}") from None
+
+    def serve_metrics(self, port: int, registry) -> None:
+        """Prometheus metrics on 127.0.0.1:``port``.
+
+        A worker started by a reload may find the port still held by the worker
+        it replaces (which drains first): it takes the port over once it is free.
+        """
+        from prometheus_client import start_http_server
+
+        def take_over() -> None:
+            for _ in range(int(self.config.drain_timeout * 4) + 120):
+                time.sleep(0.5)
+                try:
+                    start_http_server(port, addr="127.0.0.1", registry=registry)
+                except OSError:
+                    continue
+                log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+                return
+            log.warning("metrics port %d stayed busy; no metrics from this worker", port)
+
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=registry)
+        except OSError:
+            if self.worker is None:
+                raise
+            log.info("metrics port %d is still the old worker's; taking it over when free", port)
+            threading.Thread(target=take_over, name="metrics-takeover", daemon=True).start()
+            return
+        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
 
     def health_status(self) -> tuple[bool, dict]:
         """``(serving, body)`` for the HTTP health check (not serving once draining)."""

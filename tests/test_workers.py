@@ -405,3 +405,31 @@ def test_expertd_stop_stops_the_supervisor_and_every_worker(tmp_path):
                      or "zombie" in open(f"/proc/{pid}/status").read().lower(), 30, f"worker {pid} gone")
     finally:
         server.stop()
+
+
+def test_reload_with_a_metrics_port_replaces_every_worker(tmp_path):
+    # Each worker serves metrics on --metrics-port + its index; the new worker i
+    # starts while the old worker i still holds that port.
+    config = vader_config(tmp_path, "1")
+    metrics = free_port()
+    server = Supervised(config, tmp_path, 2, "--metrics-port", str(metrics))
+    try:
+        vader_config(tmp_path, "2")
+        os.kill(server.supervisor_pid(), signal.SIGHUP)
+        wait_for(lambda: "reload done" in server.read_log() or "reload stopped" in server.read_log(),
+                 120, "the reload to end")
+        assert "reload done" in server.read_log(), server.read_log()[-3000:]
+        assert all(h["versions"] == {"vader": "2"} for h in worker_pids(server.endpoint, 2).values())
+        import urllib.request
+
+        body = wait_for(lambda: _metrics(urllib.request, metrics), 30, "metrics from the new worker")
+        assert "expertd_calls" in body
+    finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def _metrics(request, port):
+    try:
+        return request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
