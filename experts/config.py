@@ -227,6 +227,16 @@ class QueuePolicy:
 
 
 @dataclass
+class LearnSettings:
+    """How an expert that learns keeps its state (``learn:``; used by ``rpc_server.learning``)."""
+
+    target: str | None = setting(None, text)
+    checkpoint_every: int = setting(1000, integer(1))
+    checkpoint_seconds: float = setting(60.0, number(0.001))
+    poll_ms: float = setting(150.0, number(1))
+
+
+@dataclass
 class ExpertSpec:
     """One entry of the experts file (``experts: NAME: ...``)."""
 
@@ -236,7 +246,7 @@ class ExpertSpec:
     batch: BatchPolicy = setting(BatchPolicy(), section(BatchPolicy))
     queue: QueuePolicy = setting(QueuePolicy(), section(QueuePolicy))
     needs: list | dict | None = setting(None, expert_needs)
-    learn: dict = setting({}, mapping)
+    learn: LearnSettings | None = setting(None, section(LearnSettings))
     #: Where the entry is written in the file (for messages), if known.
     line: int | None = field(default=None, compare=False, repr=False)
 
@@ -556,6 +566,10 @@ def build_experts(config: ExpertsConfig) -> dict[str, Expert]:
     for spec in config.experts:
         try:
             experts[spec.name] = build_expert(spec)
+            if spec.learn is not None and not getattr(experts[spec.name], "learns", False):
+                problems.append(Problem(config.path, "has 'learn:' settings but does not learn "
+                                        "(remove them, or name an expert that learns)",
+                                        spec.line, spec.name))
         except ConfigError as exc:
             message = str(exc).removeprefix(f"expert {spec.name!r}: ")
             problems.append(Problem(config.path, message, spec.line, spec.name))

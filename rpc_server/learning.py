@@ -22,6 +22,8 @@ after it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import pickle
@@ -210,16 +212,15 @@ class Learner:
         for start in range(0, len(rows), APPLY_CHUNK):
             chunk = rows[start:start + APPLY_CHUNK]
             began = time.perf_counter()
-            try:
-                self.expert.learn([x for _, x, _ in chunk], [y for _, _, y in chunk])
-            except Exception:
-                for seq, x, y in chunk:  # the same examples fail the same way on every server
-                    try:
-                        self.expert.learn([x], [y])
-                    except Exception as exc:
-                        self.failed_updates += 1
-                        log.warning("expert %s could not learn example %d: %s: %s",
-                                    self.expert.name, seq, type(exc).__name__, exc)
+            # One example per call: an expert that raises part-way through a batch
+            # cannot say how far it got, and retrying the batch would learn some twice.
+            for seq, x, y in chunk:  # the same examples fail the same way on every server
+                try:
+                    self.expert.learn([x], [y])
+                except Exception as exc:
+                    self.failed_updates += 1
+                    log.warning("expert %s could not learn example %d: %s: %s",
+                                self.expert.name, seq, type(exc).__name__, str(exc)[:200])
             self.applied_seq = chunk[-1][0]
             # Leave the GIL and the model to opinions for as long as learning took.
             time.sleep((time.perf_counter() - began) * LEARN_YIELD)
@@ -322,10 +323,11 @@ def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
 
     policies = {}
     for spec in file.experts:
-        if spec.learn and not experts[spec.name].learns:
+        if spec.learn is not None and not experts[spec.name].learns:
             raise ConfigError(f"expert {spec.name!r} has 'learn:' settings but does not learn")
         try:
-            policies[spec.name] = LearnPolicy(**spec.learn)
+            policies[spec.name] = LearnPolicy(**dataclasses.asdict(spec.learn)) \
+                if spec.learn is not None else LearnPolicy()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"expert {spec.name!r}: bad learn settings: {exc}") from None
     if not any(expert.learns for expert in experts.values()):

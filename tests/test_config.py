@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, DEFAULT_CONFIG, ROOT, free_port
-from experts.config import (BatchPolicy, ConfigError, QueuePolicy, ServerSettings, build_experts,
+from experts.config import (BatchPolicy, ConfigError, LearnSettings, QueuePolicy, ServerSettings,
+                            build_experts,
                             load_config)
 from rpc_server.service import RESERVED
 
@@ -119,7 +120,7 @@ experts:
   shouting:
     expert: experts.examples:shouting
     queue: {max_docs: 100, budget_ms: 250}
-    learn: {rate: 0.1}
+    learn: {checkpoint_every: 10}
   vader:
     expert: experts.vader:VaderExpert
     needs: [shouting]
@@ -133,7 +134,7 @@ experts:
                                            max_message_bytes=1000000, handshake_timeout_ms=2500)
     shouting, vader, both = config.experts
     assert shouting.queue == QueuePolicy(max_docs=100, budget_ms=250)
-    assert shouting.learn == {"rate": 0.1} and shouting.batch == BatchPolicy()
+    assert shouting.learn == LearnSettings(checkpoint_every=10) and shouting.batch == BatchPolicy()
     assert vader.needs == {"shouting": "shouting"} and vader.queue == QueuePolicy()  # each as named
     assert both.needs == {"shouting": "shout", "vader": "sentiment"}
 
