@@ -32,7 +32,7 @@ from gevent.threadpool import ThreadPool
 
 from experts.base import Expert
 from rpc_server.errors import ExpertdError, ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
-from rpc_server.outputs import opinion_problem
+from rpc_server.outputs import opinion_checker
 
 log = logging.getLogger("expertd.batching")
 
@@ -86,6 +86,7 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.on_shed = on_shed
         self.schema = getattr(expert, "opinion_schema", None)
+        self._check = opinion_checker(self.schema)
         self.queued_docs = 0
         self.shed = 0                # requests answered Overloaded
         self._queue: deque[_Request] = deque()
@@ -301,7 +302,7 @@ class MicroBatcher:
             raise ValueError(f"returned {len(result)} opinions for {len(values)} inputs")
         outcomes = []
         for opinion in result:
-            problem = opinion_problem(opinion, self.schema)
+            problem = self._check(opinion)
             if problem is None:
                 outcomes.append((True, opinion))
             else:

@@ -46,27 +46,53 @@ def _value_problem(value: Any, depth: int) -> str | None:
     return f"a value of type {kind.__name__}"
 
 
-def _type_matches(value: Any, expected: str | list) -> bool:
-    names = expected if isinstance(expected, list) else [expected]
-    actual = _JSON_NAMES.get(type(value))
-    if actual == "integer" and "number" in names:
-        return True
-    return actual in names
-
-
 def opinion_problem(opinion: Any, schema: dict | None = None) -> str | None:
     """Why ``opinion`` cannot be served (``None`` when it can)."""
-    if type(opinion) is not dict:
-        return f"returned {_JSON_NAMES.get(type(opinion), type(opinion).__name__)}, not a JSON object"
-    problem = _value_problem(opinion, 0)
-    if problem:
-        return f"returned an opinion holding {problem}"
-    if schema:
-        for key in schema.get("required", ()):
+    return opinion_checker(schema)(opinion)
+
+
+#: JSON Schema type names -> the Python types that satisfy them.
+_SCHEMA_TYPES = {"object": (dict,), "array": (list, tuple), "string": (str,), "boolean": (bool,),
+                 "integer": (int,), "number": (int, float), "null": (type(None),)}
+
+
+def opinion_checker(schema: dict | None = None):
+    """A fast ``opinion -> problem or None`` for one expert's outputs (its schema compiled once)."""
+    required = tuple(schema.get("required", ())) if schema else ()
+    typed = []
+    for key, spec in ((schema or {}).get("properties") or {}).items():
+        if isinstance(spec, dict) and "type" in spec:
+            names = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+            allowed = tuple(t for name in names for t in _SCHEMA_TYPES.get(name, ()))
+            typed.append((key, allowed, spec["type"], "boolean" in names))
+
+    def check(opinion: Any) -> str | None:
+        if type(opinion) is not dict:
+            return (f"returned {_JSON_NAMES.get(type(opinion), type(opinion).__name__)}, "
+                    f"not a JSON object")
+        for value in opinion.values():  # the common flat opinion, without recursion
+            kind = type(value)
+            if kind is str or kind is bool or value is None:
+                continue
+            if kind is float and math.isfinite(value):
+                continue
+            if kind is int and _INT_MIN <= value <= _INT_MAX:
+                continue
+            problem = _value_problem(opinion, 0)
+            if problem:
+                return f"returned an opinion holding {problem}"
+            break
+        else:
+            if any(type(key) is not str for key in opinion):
+                return f"returned an opinion holding {_value_problem(opinion, 0)}"
+        for key in required:
             if key not in opinion:
                 return f"returned an opinion without its required key {key!r}"
-        for key, spec in (schema.get("properties") or {}).items():
-            if key in opinion and isinstance(spec, dict) and "type" in spec and \
-                    not _type_matches(opinion[key], spec["type"]):
-                return f"returned an opinion whose {key!r} is not of type {spec['type']}"
-    return None
+        for key, allowed, named, boolean_ok in typed:
+            if key in opinion:
+                value = opinion[key]
+                if not isinstance(value, allowed) or (type(value) is bool and not boolean_ok):
+                    return f"returned an opinion whose {key!r} is not of type {named}"
+        return None
+
+    return check
