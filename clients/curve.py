@@ -22,10 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import zmq
 
-from clients.wire import CallTimeout, RemoteError, ServerUnavailable, request_payload
+from clients.wire import Calls, ServerUnavailable
 
 SERVER_KEY_ENV = "EXPERTD_SERVER_KEY"
 CLIENT_KEY_ENV = "EXPERTD_CLIENT_KEY"
@@ -132,7 +131,7 @@ HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_A
                     | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED)
 
 
-class CurveConnection:
+class CurveConnection(Calls):
     """An encrypted connection to a zerorpc server, with ``clients.wire.Connection``'s interface."""
 
     def __init__(self, endpoint: str, keys: ClientKeys, timeout: float = 30.0,
@@ -204,61 +203,12 @@ class CurveConnection:
         if self._lost:
             raise ServerUnavailable(self._lost)
 
-    def __enter__(self) -> "CurveConnection":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call ``method(*args)`` and return its result (raises ``RemoteError``)."""
-        return self.receive(self.send(method, *args, timeout=timeout), timeout=timeout)
-
-    def send(self, method: str, *args: Any, timeout: float | None = None) -> str:
-        """Send a request without waiting; returns its id for ``receive``."""
-        return self.send_packed(method, msgpack.packb(list(args), use_bin_type=True),
-                                timeout=timeout)
-
-    def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
-        """``send`` with the argument list already msgpack-encoded (as ``wire.Connection``)."""
-        message_id = os.urandom(16).hex()
-        self._pending.add(message_id)
-        self._send_payload(request_payload(message_id, method, packed_args,
-                                           self.timeout if timeout is None else timeout))
-        return message_id
-
-    def receive(self, message_id: str, timeout: float | None = None) -> Any:
-        """Wait for the reply to ``message_id``; heartbeat while waiting."""
-        wait = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        next_beat = time.monotonic() + self.heartbeat
-        while message_id not in self._replies:
-            now = time.monotonic()
-            if now >= deadline:
-                raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
-            if now >= next_beat:
-                for pending in self._pending:
-                    self._emit({"message_id": os.urandom(16).hex(), "v": 3,
-                                "response_to": pending}, "_zpc_hb", [0])
-                next_beat = now + self.heartbeat
-            ready = dict(self._poller.poll((min(deadline, next_beat) - now) * 1000))
-            while self._sock.poll(0):
-                self._file_reply(self._sock.recv_multipart()[-1])
-            if self._monitor in ready:
-                self._check_monitor()
-        name, args = self._replies.pop(message_id)
-        self._pending.discard(message_id)
-        if name == "OK":
-            return args[0]
-        if name == "ERR":
-            args = list(args) + ["", "", ""]
-            raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
-        raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
-
-    def _emit(self, header: dict, name: str, args: list) -> None:
-        if name != "_zpc_hb":
-            self._pending.add(header["message_id"])
-        self._send_payload(msgpack.packb([header, name, args], use_bin_type=True))
+    def _wait_for_replies(self, until: float) -> None:
+        ready = dict(self._poller.poll(max(0.0, until - time.monotonic()) * 1000))
+        while self._sock.poll(0):
+            self._file_reply(self._sock.recv_multipart()[-1])
+        if self._monitor in ready:
+            self._check_monitor()
 
     def _send_payload(self, payload: bytes) -> None:
         self._check_monitor()
@@ -267,11 +217,3 @@ class CurveConnection:
         except zmq.ZMQError as exc:
             raise ServerUnavailable(f"connection to {self.endpoint} lost: {exc}") from None
 
-    def _file_reply(self, payload: bytes) -> None:
-        try:
-            header, name, args = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
-            return
-        reply_to = header.get("response_to") if isinstance(header, dict) else None
-        if reply_to in self._pending and name not in ("_zpc_hb", "_zpc_more"):
-            self._replies[reply_to] = [name, args]

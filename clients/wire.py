@@ -143,41 +143,23 @@ def connect(endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> "Co
                                 f"EXPERTD_SERVER_KEY and EXPERTD_CLIENT_KEY)") from None
 
 
-class Connection:
-    """One ZMTP connection to a zerorpc server, for request/reply calls."""
+class Calls:
+    """The zerorpc request/reply bookkeeping that every client connection shares.
 
-    def __init__(self, endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> None:
-        """Connect and handshake; raises ``ServerUnavailable`` if nobody answers."""
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.heartbeat = heartbeat
-        self._sock = open_socket(endpoint, timeout=min(timeout, 5.0))
-        self._buf = bytearray()
-        self._replies: dict[str, list] = {}
-        self._pending: set[str] = set()  # ids of requests still waiting for a reply
-        self._unpacker_opts = {"raw": False, "strict_map_key": False}
-        try:
-            self._sock.sendall(GREETING + _ready_command())
-            greeting = self._read_exact(64, time.monotonic() + min(timeout, 5.0))
-        except (OSError, CallTimeout) as exc:
-            self.close()
-            raise ServerUnavailable(f"no ZMTP handshake from {endpoint}: {exc}") from None
-        if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
-            self.close()
-            raise ServerUnavailable(f"{endpoint} does not speak ZMTP 3")
+    A subclass sets ``endpoint``, ``timeout``, ``heartbeat``, ``_replies`` and
+    ``_pending``, and moves bytes: ``_send_payload(payload)`` sends one event,
+    ``_wait_for_replies(until)`` files (``_file_reply``) what arrives before ``until``.
+    """
 
-    def close(self) -> None:
-        """Close the socket."""
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self) -> "Connection":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Close the transport."""
+        raise NotImplementedError
 
     # -- calls ----------------------------------------------------------------
 
@@ -206,19 +188,19 @@ class Connection:
 
     def receive(self, message_id: str, timeout: float | None = None) -> Any:
         """Wait for the reply to ``message_id``; heartbeat while waiting."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         next_beat = time.monotonic() + self.heartbeat
         while message_id not in self._replies:
             now = time.monotonic()
             if now >= deadline:
-                raise CallTimeout(f"no answer from {self.endpoint} in "
-                                  f"{self.timeout if timeout is None else timeout:g} s")
+                raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
             if now >= next_beat:
                 for pending in self._pending:
                     self._emit({"message_id": os.urandom(16).hex(), "v": 3,
                                 "response_to": pending}, "_zpc_hb", [0])
                 next_beat = now + self.heartbeat
-            self._read_event(min(deadline, next_beat))
+            self._wait_for_replies(min(deadline, next_beat))
         name, args = self._replies.pop(message_id)
         self._pending.discard(message_id)
         if name == "OK":
@@ -228,10 +210,55 @@ class Connection:
             raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
         raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
 
-    # -- framing --------------------------------------------------------------
-
     def _emit(self, header: dict, name: str, args: list) -> None:
         self._send_payload(msgpack.packb([header, name, args], use_bin_type=True))
+
+    def _file_reply(self, payload: bytes) -> None:
+        try:
+            header, name, args = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception:
+            return
+        reply_to = header.get("response_to") if isinstance(header, dict) else None
+        if reply_to in self._pending and name not in ("_zpc_hb", "_zpc_more"):
+            self._replies[reply_to] = [name, args]
+
+    def _send_payload(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _wait_for_replies(self, until: float) -> None:
+        raise NotImplementedError
+
+
+class Connection(Calls):
+    """One ZMTP connection to a zerorpc server, for request/reply calls."""
+
+    def __init__(self, endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> None:
+        """Connect and handshake; raises ``ServerUnavailable`` if nobody answers."""
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self._sock = open_socket(endpoint, timeout=min(timeout, 5.0))
+        self._buf = bytearray()
+        self._replies: dict[str, list] = {}
+        self._pending: set[str] = set()  # ids of requests still waiting for a reply
+        try:
+            self._sock.sendall(GREETING + _ready_command())
+            greeting = self._read_exact(64, time.monotonic() + min(timeout, 5.0))
+        except (OSError, CallTimeout) as exc:
+            self.close()
+            raise ServerUnavailable(f"no ZMTP handshake from {endpoint}: {exc}") from None
+        if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+            self.close()
+            raise ServerUnavailable(f"{endpoint} does not speak ZMTP 3")
+
+    def close(self) -> None:
+        """Close the socket."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    # -- framing --------------------------------------------------------------
 
     def _send_payload(self, payload: bytes) -> None:
         try:
@@ -239,7 +266,7 @@ class Connection:
         except OSError as exc:
             raise ServerUnavailable(f"connection to {self.endpoint} lost: {exc}") from None
 
-    def _read_event(self, until: float) -> None:
+    def _wait_for_replies(self, until: float) -> None:
         """Read what arrives before ``until`` and file every complete reply in it."""
         if not self._parse_messages():
             self._fill(until)
@@ -277,15 +304,6 @@ class Connection:
             if parts:
                 found = True
                 self._file_reply(parts[-1])
-
-    def _file_reply(self, payload: bytes) -> None:
-        try:
-            header, name, args = msgpack.unpackb(payload, **self._unpacker_opts)
-        except Exception:
-            return
-        reply_to = header.get("response_to") if isinstance(header, dict) else None
-        if reply_to in self._pending and name not in ("_zpc_hb", "_zpc_more"):
-            self._replies[reply_to] = [name, args]
 
     def _fill(self, until: float) -> None:
         """Read whatever the socket has before ``until`` (possibly nothing)."""

@@ -31,7 +31,7 @@ from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
 
 from experts.base import Expert
-from rpc_server.errors import ExpertdError, ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
+from rpc_server.errors import ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
 from rpc_server.outputs import opinion_checker
 
 log = logging.getLogger("expertd.batching")
@@ -133,16 +133,6 @@ class MicroBatcher:
         except BaseException:
             self._cancel(request)
             raise
-
-    def predict(self, values: Sequence[Any], deadline: float | None = None) -> list[dict]:
-        """Opinions for ``values``, in order; the first input that failed raises its error."""
-        outcomes = self.predict_each(values, deadline)
-        for index, (ok, answer) in enumerate(outcomes):
-            if not ok:
-                if len(outcomes) > 1 and isinstance(answer, ExpertdError):
-                    raise type(answer)(f"docs[{index}]: {answer}")
-                raise answer
-        return [answer for _, answer in outcomes]
 
     def close(self) -> None:
         """Stop the batching greenlet; queued requests are answered ``ShuttingDown``."""

@@ -59,9 +59,6 @@ class ChainPlan:
             visit(name)
         return ordered
 
-    def chained(self, names: list[str]) -> bool:
-        """Whether any of ``names`` needs another expert."""
-        return any(self.needs.get(name) for name in names)
 
 
 def run(plan: ChainPlan, names: list[str],

@@ -414,20 +414,6 @@ class Experts:
         except Exception as exc:
             raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    def _timed(self, name: Any, items: int, call: Callable) -> Any:
-        began = time.perf_counter()
-        ok = False
-        try:
-            result = call()
-            ok = True
-            return result
-        except (ExpertdError, LostRemote):
-            raise
-        except Exception as exc:
-            raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if isinstance(name, str) and name in self._experts:
-                self._stats.record_call(name, items, time.perf_counter() - began, ok)
 
 
 def _checked_function(fn: Callable, expert: str) -> Callable:

@@ -44,6 +44,17 @@ def wait_ready(endpoint: str, process: subprocess.Popen | None = None,
     raise RuntimeError(f"server at {endpoint} not ready after {timeout} s")
 
 
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (its value), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 class ServerProcess:
     """A real ``expertd serve`` process."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, ROOT, free_port, wait_for
 
 EXPERTD = str(BIN / "expertd")
 
@@ -23,17 +23,6 @@ def stage_env(endpoint: str, **extra) -> dict:
     """Environment for a stage that talks to ``endpoint``."""
     return dict(os.environ, EXPERTD_ENDPOINT=endpoint, PYTHONPATH=str(ROOT),
                 PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "it"):
-    """Poll ``predicate`` until true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def read_position(pid: int) -> int:
@@ -84,7 +73,7 @@ def test_signal_writes_every_line_read(slow_server, tmp_path, sig):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=stage_env(slow_server.endpoint))
     try:
-        wait_until(lambda: read_position(proc.pid) == source.stat().st_size, what="reading")
+        wait_for(lambda: read_position(proc.pid) == source.stat().st_size, what="reading")
         first = readline_within(proc.stdout, 30)
         assert json.loads(first)["errors"]["slow"]["name"] == "InvalidDocument"
         proc.send_signal(sig)

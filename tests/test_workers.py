@@ -18,20 +18,9 @@ from pathlib import Path
 import pytest
 import zerorpc
 
-from tests.conftest import EXPERTD, ROOT, ServerProcess, free_port
+from tests.conftest import EXPERTD, ROOT, ServerProcess, free_port, wait_for
 
 VADER_CONFIG = Path(__file__).resolve().parent / "vader_experts.yaml"
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something true (its value), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def health_over_fresh_connection(endpoint: str) -> dict:

@@ -7,7 +7,7 @@
 const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
-const { HttpError, errorHandler, notFound, toHttpError, errorBody } = require("./errors");
+const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType } = require("./errors");
 const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
@@ -27,12 +27,6 @@ const FORM_TYPE = "application/x-www-form-urlencoded";
  */
 function isDocument(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
-}
-
-function jsonType(value) {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  return typeof value;
 }
 
 /**

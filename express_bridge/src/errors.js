@@ -4,6 +4,13 @@
  * `{"error": {"name": "...", "message": "...", "status": N}}`, never as HTML.
  */
 
+/** The JSON name of a value's type ("null", "array", "object", "string", ...), for messages. */
+function jsonType(value) {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  return typeof value;
+}
+
 /** An error that already knows its HTTP status and public name. */
 class HttpError extends Error {
   /**
@@ -210,6 +217,7 @@ function clientErrorHandler(logger) {
 }
 
 module.exports = {
+  jsonType,
   clientErrorHandler,
   HttpError,
   RemoteError,

@@ -11,15 +11,9 @@
  * that refusal's own status (from the error catalogue), like any bad request.
  */
 
-const { HttpError, REMOTE_STATUS } = require("./errors");
+const { HttpError, REMOTE_STATUS, jsonType } = require("./errors");
 
 const PATH = "/experts/:name/learn";
-
-function jsonType(value) {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  return typeof value;
-}
 
 /**
  * The documents a learn body carries, and whether it was a single one.

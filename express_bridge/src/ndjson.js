@@ -22,7 +22,7 @@
  * batch, and the stream goes on.
  */
 
-const { HttpError, toHttpError } = require("./errors");
+const { HttpError, toHttpError, jsonType } = require("./errors");
 const { jsonDepth } = require("./middleware");
 
 /** Media types this route reads. */
@@ -95,12 +95,6 @@ class LineSplitter {
   }
 }
 
-function typeName(value) {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  return typeof value;
-}
-
 /**
  * One input line -> `{number, doc}` or `{number, problem}` or `{number, blank: true}`.
  * @param {{number: number, bytes: Buffer|null, length: number}} line
@@ -121,7 +115,7 @@ function parseLine(line, maxBytes, maxDepth = MAX_DEPTH) {
     return { number, problem: `line ${number}: not valid JSON (${err.message})` };
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    return { number, problem: `line ${number}: not a JSON object (got ${typeName(value)})` };
+    return { number, problem: `line ${number}: not a JSON object (got ${jsonType(value)})` };
   }
   if (jsonDepth(value, maxDepth) > maxDepth) {
     return { number, problem: `line ${number}: nested deeper than ${maxDepth} levels` };
