@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from clients.wire import Calls, ServerUnavailable
+from expertd.keys import read_certificate, valid_key
 
 SERVER_KEY_ENV = "EXPERTD_SERVER_KEY"
 CLIENT_KEY_ENV = "EXPERTD_CLIENT_KEY"
@@ -66,22 +67,6 @@ class ClientKeys:
                 zmq.CURVE_SECRETKEY: self.secret}
 
 
-def read_certificate(path: str) -> tuple[bytes | None, bytes | None]:
-    """``(public, secret)`` Z85 keys of a ZeroMQ certificate file (as ``zmq.auth`` reads them).
-
-    Parsed here because ``import zmq.auth`` costs a pipe stage ~10 ms more.
-    """
-    public = secret = None
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith(b"public-key"):
-                public = line.split(b"=", 1)[1].strip(b" \t'\"")
-            elif line.startswith(b"secret-key"):
-                secret = line.split(b"=", 1)[1].strip(b" \t'\"")
-    return public, secret
-
-
 def _read(path: str, variable: str, need_secret: bool) -> tuple[bytes, bytes]:
     try:
         public, secret = read_certificate(path)
@@ -95,16 +80,6 @@ def _read(path: str, variable: str, need_secret: bool) -> tuple[bytes, bytes]:
         raise KeyFileError(f"{variable}={path} holds only a public key; name the "
                            f"*.key_secret file `expertd keygen` wrote for this client")
     return public, secret
-
-
-def valid_key(key: bytes | None) -> bool:
-    """True if ``key`` is a CURVE key in Z85 (40 characters that decode to 32 bytes)."""
-    from zmq.utils import z85
-
-    try:
-        return key is not None and len(key) == 40 and len(z85.decode(key)) == 32
-    except Exception:  # KeyError, struct.error, ValueError: not Z85
-        return False
 
 
 def monitor_event(monitor) -> int:

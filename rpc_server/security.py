@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import stat
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ import gevent
 import zmq
 from zmq.utils import monitor as zmq_monitor
 from zmq.utils import z85
+
+from expertd.keys import read_certificate, valid_key
 
 log = logging.getLogger("expertd.security")
 
@@ -63,28 +64,21 @@ def is_local_endpoint(endpoint: str) -> bool:
 
 def read_key_file(path: Path, what: str, secret: bool) -> tuple[bytes, bytes | None]:
     """``(public, secret)`` z85 keys from a ZeroMQ certificate file, or a clear error."""
-    import zmq.auth
-
     try:
-        public, secret_key = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise SecurityError(f"{what} {path}: cannot read a ZeroMQ certificate ({exc}); "
+        public, secret_key = read_certificate(path)
+    except OSError as exc:
+        raise SecurityError(f"{what} {path}: cannot read a ZeroMQ certificate ({exc.strerror}); "
                             f"{KEYGEN_HINT}") from None
+    if public is None:
+        raise SecurityError(f"{what} {path}: no public-key line, so not a ZeroMQ certificate; "
+                            f"{KEYGEN_HINT}")
     if secret and not secret_key:
         raise SecurityError(f"{what} {path} holds only a public key; pass the "
                             f"*.key_secret file that `expertd keygen` wrote")
     for key in (public, secret_key):
-        if key is not None and not valid_z85_key(key):
+        if key is not None and not valid_key(key):
             raise SecurityError(f"{what} {path}: a key is not 40 Z85 characters")
     return public, secret_key
-
-
-def valid_z85_key(key: bytes) -> bool:
-    """True if ``key`` is a 40-character Z85 CURVE key."""
-    try:
-        return len(key) == 40 and len(z85.decode(key)) == 32
-    except (ValueError, KeyError, TypeError, struct.error):
-        return False
 
 
 class AuthorizedKeys:
