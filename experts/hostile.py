@@ -5,6 +5,7 @@
 * ``BadOutputExpert`` returns, for some inputs, something that is not an opinion.
 * ``CountingExpert`` sleeps per model call and counts the inputs it computed,
   so a test can see that work was (or was not) done.
+* ``SlowLearner`` learns slowly, so a ``learn`` call outlives its caller's deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Sequence
 
 from experts.base import Expert
+from experts.online import OnlineTextExpert
 
 
 class PoisonExpert(Expert):
@@ -90,3 +92,17 @@ class BrokenMetricsExpert(PoisonExpert):
     def metrics(self) -> dict:
         """Fail the way a bug would, with a path in the message that must not reach a caller."""
         raise RuntimeError("cannot read /srv/secret/metrics.json")
+
+
+class SlowLearner(OnlineTextExpert):
+    """``OnlineTextExpert`` that sleeps ``learn_delay_s`` before each chunk it learns."""
+
+    def __init__(self, name: str | None = None, *, learn_delay_s: float = 0.2, **options) -> None:
+        """``learn_delay_s``: seconds slept per ``learn`` call."""
+        super().__init__(name, **options)
+        self.learn_delay_s = float(learn_delay_s)
+
+    def learn(self, inputs: Sequence[str], targets: Sequence) -> None:
+        """Sleep, then learn."""
+        time.sleep(self.learn_delay_s)
+        super().learn(inputs, targets)

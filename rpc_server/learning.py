@@ -52,6 +52,12 @@ LEARN_YIELD = 1.0
 #: Rows read from the log at a time.
 READ_LIMIT = 512
 LOG_FILE = "feedback.sqlite3"
+#: Longest a ``learn`` call waits for its examples to be applied (seconds) when
+#: its caller did not say how long it waits.
+MAX_APPLY_WAIT = 60.0
+#: Time kept back from the caller's deadline to send the answer (seconds; at most
+#: a tenth of what is left).
+ANSWER_MARGIN = 0.05
 
 #: Longest target (label) accepted by ``learn``, in characters.
 MAX_TARGET_CHARS = 200
@@ -290,9 +296,16 @@ class Learning:
         for learner in self.learners.values():
             learner.start()
 
-    def teach(self, name: str, inputs: list, targets: list, wait: float = 60.0) -> dict:
-        """Append examples durably, wait until this server has applied them, return the state."""
+    def teach(self, name: str, inputs: list, targets: list, deadline: float | None = None) -> dict:
+        """Append examples durably, wait until this server has applied them, return the state.
+
+        Waits at most ``MAX_APPLY_WAIT`` seconds, and never past ``deadline`` (the
+        caller's, ``time.monotonic()``) less a margin to send the answer: the
+        state's ``applied`` says whether the examples were applied by then (they
+        are stored either way, and applied in the log's order soon after).
+        """
         learner = self.learners[name]
+        applied = True
         if inputs:
             try:
                 seqs = self.log_pool.spawn(self.feedback.append, name,
@@ -303,8 +316,12 @@ class Learning:
                                    f"feedback log ({type(exc).__name__}), so none was learned; "
                                    "the server log has the details") from None
             learner.wake()
-            learner.wait_applied(seqs[-1], wait)
-        return learner.state()
+            wait = MAX_APPLY_WAIT
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 10)))
+            applied = learner.wait_applied(seqs[-1], wait)
+        return {**learner.state(), "applied": applied}
 
     def close(self) -> None:
         """Checkpoint every learner and close the log (at shutdown)."""

@@ -214,8 +214,9 @@ class Experts:
         Each bad document is refused on its own (``refused``: index, name,
         message); the others are learned. Returns ``{"accepted", "refused",
         "state"}`` once the accepted examples are durably in the feedback log
-        and applied on this server; ``state`` has ``updates`` and
-        ``model_version``. An expert that does not learn answers ``NotLearnable``.
+        and applied on this server, or, if the caller's deadline comes first,
+        with ``state.applied`` false (stored, and applied soon after); ``state``
+        has ``updates`` and ``model_version``. An expert that does not learn answers ``NotLearnable``.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
@@ -236,7 +237,7 @@ class Experts:
             inputs.append(value)
             targets.append(target)
         return {"accepted": len(inputs), "refused": refused,
-                "state": self._learning.teach(name, inputs, targets)}
+                "state": self._learning.teach(name, inputs, targets, current_deadline())}
 
     @rpc_method
     def health(self):

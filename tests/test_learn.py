@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zerorpc
 
-from tests.conftest import BIN, EXPERTD, ServerProcess
+from tests.conftest import BIN, EXPERTD, ServerProcess, wait_for
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "bad_examples.json"
 PROBES = ["my cat purrs on the sofa", "the dog barked at the mailman", "stock markets fell today",
@@ -314,3 +314,40 @@ def test_an_unreadable_checkpoint_means_replaying_the_whole_log(tmp_path):
     finally:
         client.close()
         assert again.stop() == 0, again.read_log()
+
+
+def test_learn_answers_by_the_callers_deadline_with_applied_false(tmp_path):
+    import msgpack
+    import zmq
+
+    from expertd.catalogue import TIMEOUT_HEADER
+
+    path = tmp_path / "experts.yaml"
+    path.write_text("experts:\n  slow:\n    expert: experts.hostile:SlowLearner\n"
+                    "    options: {learn_delay_s: 0.5}\n")
+    server = ServerProcess(path, tmp_path)
+    context = zmq.Context()
+    peer = context.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.connect(server.endpoint)
+    try:
+        docs = labelled(CATS * 5, "cat")  # 20 examples: 5 chunks of 0.5 s, plus the learner's yield
+        header = {"message_id": "learn-1", "v": 3, TIMEOUT_HEADER: 1500}
+        peer.send_multipart([b"", msgpack.packb([header, "learn", ["slow", docs]])])
+        assert peer.poll(20_000)
+        _, name, args = msgpack.unpackb(peer.recv_multipart()[-1], raw=False)
+        assert name == "OK", args
+        answer = args[0]
+        assert answer["accepted"] == 20 and answer["state"]["applied"] is False
+        assert answer["state"]["updates"] < 20
+        client = connect(server)
+        try:  # stored, so applied soon after
+            assert wait_for(lambda: learning_state(client, "slow")["updates"] == 20, 30)
+            done = client.learn("slow", labelled(DOGS, "dog"))
+            assert done["state"]["applied"] is True and done["state"]["updates"] == 24
+        finally:
+            client.close()
+    finally:
+        peer.close()
+        context.term()
+        assert server.stop() == 0, server.read_log()
