@@ -17,6 +17,9 @@ from typing import Sequence
 from experts.base import Expert
 from experts.online import OnlineTextExpert
 
+#: The server-side path ``PoisonExpert`` names when an input asks for a missing file.
+MISSING_FILE = "/srv/expertd-secret-dir/models/vocab.txt"
+
 
 class PoisonExpert(Expert):
     """Answers ``{"length": n}``; a batch holding an input with "poison" raises for all of it."""
@@ -27,7 +30,10 @@ class PoisonExpert(Expert):
                       "properties": {"length": {"type": "integer"}}}
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
-        """Fail the whole call if any input contains "poison"."""
+        """Fail the whole call if any input contains "poison" (or "missing file", as a
+        model library that cannot find its resource fails, naming a server path)."""
+        if any("missing file" in text for text in inputs):
+            raise FileNotFoundError(f"[Errno 2] No such file or directory: '{MISSING_FILE}'")
         if any("poison" in text for text in inputs):
             raise ValueError("poisoned input in this batch")
         return [{"length": len(text)} for text in inputs]

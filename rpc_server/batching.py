@@ -32,6 +32,7 @@ from gevent.threadpool import ThreadPool
 
 from experts.base import Expert
 from rpc_server.errors import ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
+from rpc_server.logsafe import without_paths
 from rpc_server.outputs import opinion_checker
 
 log = logging.getLogger("expertd.batching")
@@ -264,7 +265,8 @@ class MicroBatcher:
             message = message[:MESSAGE_LIMIT] + "..."
         log.warning("expert %s failed on an input: %s: %s", self.expert.name,
                     type(exc).__name__, message.encode("unicode_escape").decode("ascii"))
-        return ExpertFailed(f"expert {self.expert.name!r} failed: {type(exc).__name__}: {message}")
+        return ExpertFailed(f"expert {self.expert.name!r} failed: {type(exc).__name__}: "
+                            f"{without_paths(message)}")
 
     def _call_model(self, values: list) -> list[Outcome]:
         began = time.perf_counter()

@@ -4,17 +4,28 @@ Anything a peer controls (an expert name, a method name, a rejected event) is
 shown through ``shown``: control characters (a newline would forge a log line)
 are escaped and long values cut, so a log line never grows with what was sent.
 ``RateLimitedLog`` turns a flood of the same warning into one line per interval
-with a count.
+with a count. ``without_paths`` keeps the server's file paths out of text that is
+sent to a remote caller (a model library's exception message).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 #: The longest rendering of a caller's value in a log line or an error message.
 SHOWN_LIMIT = 80
+
+
+#: An absolute file path (POSIX, ``file://``, or a Windows drive), up to its last component.
+_PATH = re.compile(r"(?:file://)?(?<![\w.~-])(?:[A-Za-z]:[\\/]|/)(?:[^\s'\"/\\:,;()\[\]{}<>]+[\\/])+")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path's directories replaced by ``.../`` (file names stay)."""
+    return _PATH.sub(".../", text)
 
 
 def shown(value: Any, limit: int = SHOWN_LIMIT) -> str:

@@ -273,6 +273,17 @@ def test_batch_names_the_failing_document(stock):
     assert info.value.name == "ExpertFailed" and info.value.msg.startswith("docs[2]:")
 
 
+def test_an_expert_failure_names_no_server_path_to_the_caller(hostile, stock):
+    from experts.hostile import MISSING_FILE
+
+    out = stock.opinions({"text": "a missing file"}, ["poison"])
+    message = out["errors"]["poison"]["message"]
+    assert out["errors"]["poison"]["name"] == "ExpertFailed"
+    assert "FileNotFoundError" in message and "vocab.txt" in message
+    assert "expertd-secret-dir" not in message, message
+    assert MISSING_FILE in hostile.read_log()  # the operator still sees where
+
+
 @pytest.mark.parametrize("trigger", ["float", "none", "set", "list", "nan", "infinity", "bigint",
                                      "bytes-key", "object", "schema"])
 def test_an_output_that_is_not_an_opinion_fails_only_that_expert_and_document(
