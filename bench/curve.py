@@ -42,46 +42,24 @@ experts:
 
 def load_zerorpc(endpoint: str, concurrency: int, duration: float, warmup: float,
                  texts: list[str]) -> dict:
-    """Stock zerorpc client (keys from the environment, if any), gevent callers."""
-    import gevent
+    """Stock zerorpc client (keys from the environment, if any), gevent callers (bench.load)."""
     import zerorpc
 
+    from bench.load import drive
     from clients.curve import secure_zerorpc
 
     client = zerorpc.Client(timeout=30, heartbeat=5)
     secure_zerorpc(client)
     client.connect(endpoint)
-    client("health")
-    docs = [{"text": t} for t in texts]
-    window_start = time.perf_counter() + warmup
-    window_end = window_start + duration
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    def caller(k: int) -> None:
-        while True:
-            start = time.perf_counter()
-            if start >= window_end:
-                return
-            try:
-                client("shouting", docs[k % len(docs)])
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                gevent.sleep(0.01)
-                continue
-            end = time.perf_counter()
-            if window_start <= end <= window_end:
-                latencies.append(end - start)
-            k += concurrency
-
-    gevent.joinall([gevent.spawn(caller, i) for i in range(concurrency)],
-                   timeout=warmup + duration + 60)
-    client.close()
-    return summary(latencies, duration, errors)
+    try:
+        return drive(client, "shouting", concurrency, duration, warmup, texts)
+    finally:
+        client.close()
 
 
 def load_wire(endpoint: str, duration: float, warmup: float, texts: list[str]) -> dict:
     """The pipe's connection (``clients.wire.connect``: CURVE when keys are set), one caller."""
+    from bench.load import summary
     from clients.wire import connect
 
     docs = [{"text": t} for t in texts]
@@ -142,15 +120,6 @@ def zmq_round_trips(curve: bool, count: int, size: int) -> float:
     dealer.close(0)
     context.term()
     return elapsed / count * 1e6
-
-
-def summary(latencies: list[float], duration: float, errors: list[str]) -> dict:
-    """calls/s, p50, p99 of a measured window."""
-    latencies.sort()
-    return {"calls_per_s": len(latencies) / duration,
-            "p50_ms": percentile(latencies, 50) * 1000.0,
-            "p99_ms": percentile(latencies, 99) * 1000.0,
-            "errors": len(errors), "first_error": errors[0] if errors else None}
 
 
 # -- the driver ---------------------------------------------------------------------------

@@ -25,12 +25,20 @@ from bench.common import percentile
 
 def run(endpoint: str, method: str, concurrency: int, duration: float, warmup: float,
         texts: list[str]) -> dict:
-    """Drive the server; return the statistics of the measured window."""
+    """Drive the server with a new stock client; return the statistics of the measured window."""
     client = zerorpc.Client(endpoint, timeout=30, heartbeat=5)
+    try:
+        return drive(client, method, concurrency, duration, warmup, texts)
+    finally:
+        client.close()
+
+
+def drive(client: zerorpc.Client, method: str, concurrency: int, duration: float, warmup: float,
+          texts: list[str]) -> dict:
+    """``concurrency`` greenlets call ``method`` on a connected ``client``; the window's statistics."""
     docs = [{"text": t} for t in texts]
     client("health")  # connected before the clock starts
-    began = time.perf_counter()
-    window_start = began + warmup
+    window_start = time.perf_counter() + warmup
     window_end = window_start + duration
     latencies: list[float] = []
     errors: list[str] = []
@@ -55,7 +63,11 @@ def run(endpoint: str, method: str, concurrency: int, duration: float, warmup: f
 
     gevent.joinall([gevent.spawn(caller, i) for i in range(concurrency)],
                    timeout=warmup + duration + 60)
-    client.close()
+    return summary(latencies, duration, errors)
+
+
+def summary(latencies: list[float], duration: float, errors: list[str]) -> dict:
+    """calls, calls/s, p50, p99, mean, max and errors of a measured window (seconds in)."""
     latencies.sort()
     return {
         "calls": len(latencies),
