@@ -69,18 +69,20 @@ class ConnectionPool {
    * The connection for the next call: fills empty slots, then picks the least
    * busy (per peer, then per connection) of those not excluded.
    * @param {{avoid?: Set<object>, avoidPeers?: Set<number>}} [exclude]
-   *   connections already tried by this call, and peers (pids) that said Overloaded to it
+   *   connections already tried by this call, and workers (pids) that refused it
+   *   (Overloaded, ShuttingDown): connections known to reach another worker come first
    * @returns {import("./connection").Connection|null} null when every connection is excluded
    */
   pick({ avoid, avoidPeers } = {}) {
     this.fill();
     const load = new Map();
     for (const c of this.active) load.set(peerKey(c), (load.get(peerKey(c)) || 0) + c.pending.size);
+    const candidates = this.active.filter((c) => !(avoid && avoid.has(c)) && !(c.peer && avoidPeers && avoidPeers.has(c.peer.pid)));
+    // Away from a worker that refused the call: to one known to be another, if the pool has one.
+    const known = avoidPeers && avoidPeers.size ? candidates.filter((c) => c.peer) : [];
     let best = null;
     let bestScore = null;
-    for (const c of this.active) {
-      if (avoid && avoid.has(c)) continue;
-      if (avoidPeers && c.peer && avoidPeers.has(c.peer.pid)) continue;
+    for (const c of known.length ? known : candidates) {
       const score = [load.get(peerKey(c)), c.pending.size, c.calls];
       if (!best || lessThan(score, bestScore)) {
         best = c;
@@ -88,6 +90,14 @@ class ConnectionPool {
       }
     }
     return best;
+  }
+
+  /**
+   * Whether some connection not in `avoid` is known to reach a worker not in `avoidPeers`.
+   * @param {{avoid?: Set<object>, avoidPeers?: Set<number>}} exclude
+   */
+  reachesAnother({ avoid, avoidPeers }) {
+    return this.active.some((c) => c.peer && !(avoid && avoid.has(c)) && !(avoidPeers && avoidPeers.has(c.peer.pid)));
   }
 
   /** Dial the empty slots (each new connection says hello at once). */

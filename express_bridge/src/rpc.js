@@ -110,10 +110,10 @@ class ExpertdClient extends EventEmitter {
       const probe = await this.probe();
       if (!probe.ok) throw this._unavailable(probe.reason);
     }
-    const attempt = { method, deadline, number: 0, tried: new Set(), overloaded: new Set(), drained: 0 };
+    const attempt = { method, deadline, number: 0, tried: new Set(), refusedBy: new Set(), drained: 0, lastError: null };
     for (;;) {
       attempt.number += 1;
-      const connection = this.pool.pick({ avoid: attempt.tried });
+      const connection = this.pool.pick({ avoid: attempt.tried, avoidPeers: attempt.refusedBy });
       if (!connection) throw attempt.lastError; // every connection was tried (a retry only)
       try {
         const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs);
@@ -231,9 +231,10 @@ class ExpertdClient extends EventEmitter {
    *     fresh probe finds the server answering (else 503), unless the method
    *     changes state on the server (it may have run);
    *   - `ShuttingDown`: the worker behind the connection drains, so the
-   *     connection leaves the pool and the call goes on another (after a
-   *     short backoff when that keeps happening, e.g. a balancer that still
-   *     sends new connections to a draining machine);
+   *     connection leaves the pool and the call goes on another, one known to
+   *     reach another worker if the pool has one (else on a new connection,
+   *     after a short backoff from the second time on: e.g. a balancer that
+   *     still sends new connections to a draining machine);
    *   - `Overloaded`: only on a connection known to reach another worker
    *     (never again to the worker that said it: no retry storm);
    *   - anything else retryable (a timeout before the deadline): on another connection.
@@ -250,19 +251,17 @@ class ExpertdClient extends EventEmitter {
       if (!probe.ok) return this._unavailable(probe.reason);
     } else if (err.remote && err.name === "ShuttingDown") {
       this.pool.remove(connection);
+      if (connection.peer) attempt.refusedBy.add(connection.peer.pid);
       attempt.drained += 1;
-      if (attempt.drained > 1) {
+      if (attempt.drained > 1 && !this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) {
         const backoffMs = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (attempt.drained - 2));
         if (timeLeft() < backoffMs + MIN_RETRY_MS) return err;
         await new Promise((resolve) => setTimeout(resolve, backoffMs));
       }
     } else if (err.remote && err.name === "Overloaded") {
       if (!connection.peer) return err;
-      attempt.overloaded.add(connection.peer.pid);
-      const other = this.pool.active.some((c) => c.peer && !attempt.overloaded.has(c.peer.pid) && !attempt.tried.has(c));
-      if (!other) return err;
-      // pick() prefers the least busy; make it skip every connection to a worker that said Overloaded.
-      for (const c of this.pool.active) if (!c.peer || attempt.overloaded.has(c.peer.pid)) attempt.tried.add(c);
+      attempt.refusedBy.add(connection.peer.pid);
+      if (!this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) return err;
     }
     if (this._closed || timeLeft() < MIN_RETRY_MS) return err;
     this.logger.debug({ method: attempt.method, error: err.name, attempt: attempt.number, connection: connection.id }, "asking again on another connection");
@@ -352,11 +351,11 @@ class ExpertdClient extends EventEmitter {
   }
 }
 
-/** Attempts of one call at most (the first and its retries). */
-const MAX_ATTEMPTS = 6;
+/** Attempts of one call at most (the first and its retries), within its deadline. */
+const MAX_ATTEMPTS = 10;
 /** A retry needs at least this much of the call's deadline left. */
 const MIN_RETRY_MS = 20;
-/** Backoff before the second and later retries after `ShuttingDown`: 25 ms doubling, at most 500 ms. */
+/** Backoff before the second and later retries after `ShuttingDown` on a new connection: 25 ms doubling, at most 500 ms (about 3 s over 10 attempts). */
 const BACKOFF_MS = 25;
 const MAX_BACKOFF_MS = 500;
 /** Methods that change the server's state: not sent again after a lost connection (they may have run). */
