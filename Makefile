@@ -65,11 +65,11 @@ test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY)
 	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
 	$(VENV)/bin/pytest
 
-test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM)
+test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
-## Debian's haproxy, for tests/test_haproxy.py and bench/scale.py (deploy/haproxy.cfg).
+## Debian's haproxy, for tests/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
@@ -128,6 +128,7 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.scale
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload
+	$(PY) -m bench.bridge_pool
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data

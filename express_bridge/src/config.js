@@ -26,6 +26,8 @@ const DEFAULTS = Object.freeze({
   COALESCE_IN_FLIGHT: "2",
   COALESCE_MAX_QUEUE: "256",
   JSON_MAX_DEPTH: "64",
+  // Connections to expertd in the bridge's pool (src/pool.js); servers balance per connection.
+  EXPERTD_CONNECTIONS: "4",
 });
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -99,7 +101,7 @@ function parseMilliseconds(name, raw) {
  * @returns {{host: string, port: number, endpoint: string, token: string|null,
  *   rpcTimeoutMs: number, probeTimeoutMs: number, heartbeatMs: number,
  *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string,
- *   jsonMaxDepth: number,
+ *   jsonMaxDepth: number, connections: number,
  *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number, maxQueue: number}}}
  * @throws {ConfigError} when a value is malformed
  */
@@ -163,6 +165,7 @@ function loadConfig(env = process.env) {
     shutdownTimeoutMs: parseSeconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT"), { allowZero: true }),
     logLevel,
     jsonMaxDepth: parseInteger("JSON_MAX_DEPTH", pick("JSON_MAX_DEPTH"), 1),
+    connections: parseInteger("EXPERTD_CONNECTIONS", pick("EXPERTD_CONNECTIONS"), 1),
     coalesce,
     corsOrigins,
   };

@@ -1,10 +1,11 @@
 "use strict";
 /**
  * One connection to expertd: a zerorpc client (one ZeroMQ DEALER socket),
- * the calls in flight on it, and its retirement.
+ * the calls in flight on it, the worker behind it, and its retirement.
  *
- * zerorpc multiplexes concurrent calls on channels, so one connection carries
- * every call. Its calls are lost for good when the TCP connection drops: the
+ * zerorpc multiplexes concurrent calls on channels, so one connection can
+ * carry any number of calls (the pool, pool.js, keeps a few of them because
+ * servers balance per connection). Its calls are lost for good when the TCP connection drops: the
  * server's ROUTER routes each reply by the identity of the connection that
  * brought the request, and a reconnected DEALER gets a new identity. So a
  * ZeroMQ "disconnect" on this socket fails every call in flight at once
@@ -44,6 +45,10 @@ class Connection {
     this.lastReplyAt = 0;
     /** Timed-out calls in a row with no reply since they started. */
     this.suspect = 0;
+    /** Calls sent on this connection so far. */
+    this.calls = 0;
+    /** @type {{pid: number, worker: number|null, versions: object|null}|null} the worker behind it, once its health() answered (pool.js) */
+    this.peer = null;
     /** @type {Map<number, (err: any, result?: any) => void>} */
     this.pending = new Map();
     this.client = newZerorpcClient({ timeoutMs, heartbeatMs, logger, curve });
@@ -86,6 +91,7 @@ class Connection {
         else resolve(result);
       };
       this.pending.set(id, settle);
+      this.calls += 1;
       timer = setTimeout(() => {
         const err = new Error(`Timeout after ${timeoutMs}ms`);
         err.name = "TimeoutExpired";

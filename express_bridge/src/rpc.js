@@ -5,8 +5,10 @@
  * Its parts, one module each:
  *   - zerorpc_client.js: the one place a zerorpc.Client is made, and the
  *     caller's deadline (`expertd_timeout_ms`) in each call's header;
- *   - connection.js: the connection that carries every call (zerorpc
- *     multiplexes them), the calls in flight on it, and its retirement;
+ *   - connection.js: one connection (zerorpc multiplexes calls on it), the
+ *     calls in flight on it, and its retirement;
+ *   - pool.js: the few connections calls go on (servers balance per
+ *     connection), each call on the least busy one;
  *   - probe.js: connectivity ("unknown" | "up" | "down") from `health()`
  *     probes on fresh sockets;
  *   - coalescer.js: concurrent `opinion(name, doc)` calls for one expert
@@ -17,19 +19,24 @@
  *     (shared: at most one probe is in flight); if it fails: 503;
  *   - a call that times out triggers a fresh probe: server down -> 503,
  *     server up -> 504;
- *   - a ZeroMQ "disconnect" on the connection (the server died, or dropped
- *     us) ends every call in flight on it at once with 503 (their answers can
- *     no longer come) and probes; a probe that finds the connection refused
- *     does the same;
- *   - when the server goes down the connection is retired (closed once its
+ *   - a ZeroMQ "disconnect" on a connection (its worker died, or dropped
+ *     us) ends every call in flight on it at once (their answers can no
+ *     longer come), takes it out of the pool and probes;
+ *   - a failure the error catalogue marks retryable is asked again on
+ *     another connection within the call's own deadline (see `_retry`): a
+ *     lost connection once a fresh probe finds the server answering (else
+ *     503), `ShuttingDown` on a new connection (the draining one leaves the
+ *     pool), `Overloaded` only on a connection known to reach another worker;
+ *   - when the server goes down every connection is retired (closed once its
  *     calls have ended, linger 0) so that requests queued for a dead server
- *     are not replayed to the next one; a new connection is made on demand.
+ *     are not replayed to the next one; new connections are made on demand.
  */
 
 const { EventEmitter } = require("node:events");
-const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
+const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError, RETRYABLE } = require("./errors");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
+const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
 
@@ -46,9 +53,10 @@ class ExpertdClient extends EventEmitter {
    *   how `opinion()` calls for one expert are coalesced into `opinions_batch` calls
    *   (see coalescer.js; `{maxBatch: 1}` turns it off). Each call sent emits
    *   `"batch"` (expert name, number of documents).
+   * @param {number} [options.connections=4] connections in the pool (EXPERTD_CONNECTIONS; see pool.js)
    * @param {{info: Function, warn: Function, debug: Function}} [options.logger]
    */
-  constructor({ endpoint, timeoutMs = 30000, probeTimeoutMs = 1000, heartbeatMs = 5000, probeCacheMs = 250, coalesce = {}, logger } = {}) {
+  constructor({ endpoint, timeoutMs = 30000, probeTimeoutMs = 1000, heartbeatMs = 5000, probeCacheMs = 250, coalesce = {}, connections = DEFAULT_SIZE, logger } = {}) {
     super();
     if (!endpoint) throw new TypeError("ExpertdClient needs an endpoint");
     this.endpoint = endpoint;
@@ -61,10 +69,16 @@ class ExpertdClient extends EventEmitter {
     /** Expert names last reported by the server (health() or experts()). */
     this.knownExperts = new Set();
     this.lastHealth = null;
-    /** @type {Connection|null} the connection new calls go on */
-    this._connection = null;
-    /** @type {Set<Connection>} retired connections with calls still in flight */
-    this._retired = new Set();
+    /** The connections calls go on (pool.js). */
+    this.pool = new ConnectionPool({
+      size: connections,
+      logger: this.logger,
+      connect: () => this._newConnection(),
+      hello: (c) => c.invoke("health", [], this.timeoutMs).then((h) => {
+        this._observe("health", h);
+        return h;
+      }),
+    });
     this._closed = false;
     this.coalescer = new Coalescer({
       ...coalesce,
@@ -91,32 +105,24 @@ class ExpertdClient extends EventEmitter {
    */
   async call(method, args = [], { timeoutMs = this.timeoutMs } = {}) {
     if (this._closed) throw new ServerUnavailableError("the bridge is shutting down");
+    const deadline = Date.now() + timeoutMs;
     if (this.state !== "up") {
       const probe = await this.probe();
       if (!probe.ok) throw this._unavailable(probe.reason);
     }
-    const connection = this._acquire();
-    const startedAt = Date.now();
-    try {
-      const result = await connection.invoke(method, args, timeoutMs);
-      this._observe(method, result);
-      return result;
-    } catch (err) {
-      if (err instanceof HttpError || err.local) throw err;
-      if (LOCAL_TIMEOUTS.has(err.name)) {
-        const probe = await this.probe({ maxAgeMs: 0 });
-        if (!probe.ok) throw this._unavailable(probe.reason);
-        this._checkWedged(connection, startedAt);
-        throw new RpcTimeoutError(
-          err.name === "HeartbeatError"
-            ? `expertd stopped sending heartbeats during ${method}() (${err.message})`
-            : `expertd did not answer ${method}() within ${timeoutMs} ms`,
-        );
+    const attempt = { method, deadline, number: 0, tried: new Set(), refusedBy: new Set(), drained: 0, lastError: null };
+    for (;;) {
+      attempt.number += 1;
+      const connection = this.pool.pick({ avoid: attempt.tried, avoidPeers: attempt.refusedBy });
+      if (!connection) throw attempt.lastError; // every connection was tried (a retry only)
+      try {
+        const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs);
+        this._observe(method, result);
+        return result;
+      } catch (err) {
+        const next = await this._retry(err, connection, attempt);
+        if (next instanceof Error) throw next;
       }
-      if (err.name === "ProtocolError") {
-        throw new HttpError(502, "ProtocolError", `bad answer from expertd: ${err.message}`);
-      }
-      throw new RemoteError(err.name, err.message);
     }
   }
 
@@ -182,18 +188,92 @@ class ExpertdClient extends EventEmitter {
     const err = new ServerUnavailableError("the bridge is shutting down");
     this.coalescer.rejectQueued(err);
     if (this.connectivity.inFlight) await this.connectivity.inFlight;
-    for (const connection of [this._connection, ...this._retired].filter(Boolean)) {
+    const connections = this.pool.all();
+    this.pool.removeAll();
+    for (const connection of connections) {
       connection.failPending(err);
       connection.close();
     }
-    this._connection = null;
-    this._retired.clear();
   }
 
   // -- internals --------------------------------------------------------------
 
+  /** One attempt of a call on `connection`, its failure as an HttpError. */
+  async _callOn(connection, method, args, remainingMs, timeoutMs) {
+    const startedAt = Date.now();
+    try {
+      return await connection.invoke(method, args, remainingMs);
+    } catch (err) {
+      if (err instanceof HttpError || err.local) throw err;
+      if (LOCAL_TIMEOUTS.has(err.name)) {
+        const probe = await this.probe({ maxAgeMs: 0 });
+        if (!probe.ok) throw this._unavailable(probe.reason);
+        this._checkWedged(connection, startedAt);
+        throw new RpcTimeoutError(
+          err.name === "HeartbeatError"
+            ? `expertd stopped sending heartbeats during ${method}() (${err.message})`
+            : `expertd did not answer ${method}() within ${timeoutMs} ms`,
+        );
+      }
+      if (err.name === "ProtocolError") {
+        throw new HttpError(502, "ProtocolError", `bad answer from expertd: ${err.message}`);
+      }
+      throw new RemoteError(err.name, err.message);
+    }
+  }
+
+  /**
+   * After a failed attempt: the error to give the caller, or `true` to try
+   * again (on another connection). Only a failure the catalogue marks
+   * retryable is tried again, only while the call's deadline leaves time, and
+   * at most MAX_ATTEMPTS times:
+   *   - the connection was lost before the answer (`err.lost`): again once a
+   *     fresh probe finds the server answering (else 503), unless the method
+   *     changes state on the server (it may have run);
+   *   - `ShuttingDown`: the worker behind the connection drains, so the
+   *     connection leaves the pool and the call goes on another, one known to
+   *     reach another worker if the pool has one (else on a new connection,
+   *     after a short backoff from the second time on: e.g. a balancer that
+   *     still sends new connections to a draining machine);
+   *   - `Overloaded`: only on a connection known to reach another worker
+   *     (never again to the worker that said it: no retry storm);
+   *   - anything else retryable (a timeout before the deadline): on another connection.
+   */
+  async _retry(err, connection, attempt) {
+    attempt.tried.add(connection);
+    attempt.lastError = err;
+    if (this._closed || err.serverDown || !RETRYABLE.has(err.name) || attempt.number >= MAX_ATTEMPTS) return err;
+    const timeLeft = () => attempt.deadline - Date.now();
+    if (timeLeft() < MIN_RETRY_MS) return err;
+    if (err.lost) {
+      if (STATEFUL_METHODS.has(attempt.method)) return err;
+      const probe = await this.probe({ maxAgeMs: 0 });
+      if (!probe.ok) return this._unavailable(probe.reason);
+    } else if (err.remote && err.name === "ShuttingDown") {
+      this.pool.remove(connection);
+      if (connection.peer) attempt.refusedBy.add(connection.peer.pid);
+      attempt.drained += 1;
+      if (attempt.drained > 1 && !this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) {
+        const backoffMs = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (attempt.drained - 2));
+        if (timeLeft() < backoffMs + MIN_RETRY_MS) return err;
+        await new Promise((resolve) => setTimeout(resolve, backoffMs));
+      }
+    } else if (err.remote && err.name === "Overloaded") {
+      if (!connection.peer) return err;
+      attempt.refusedBy.add(connection.peer.pid);
+      if (!this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) return err;
+    }
+    if (this._closed || timeLeft() < MIN_RETRY_MS) return err;
+    this.logger.debug({ method: attempt.method, error: err.name, attempt: attempt.number, connection: connection.id }, "asking again on another connection");
+    this.emit("retry", attempt.method, err.name);
+    return true;
+  }
+
+  /** 503: a probe found the server not answering (never asked again: the probe has just said so). */
   _unavailable(reason) {
-    return new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}`);
+    const err = new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}`);
+    err.serverDown = true;
+    return err;
   }
 
   /** The error of a call that got no answer within `timeoutMs`: 503 if a fresh probe fails, else 504. */
@@ -213,45 +293,47 @@ class ExpertdClient extends EventEmitter {
   }
 
   _onState(next, prev, result) {
-    if (next === "down" && this._connection) {
+    if (next === "down") {
       // Requests queued for a dead server must not be replayed to the next one.
-      const connection = this._connection;
-      this._connection = null;
-      // Refused: nothing listens, so no answer can come on the old connection either.
-      if (result && result.refused) this._failLost(connection, result.reason);
-      this._retire(connection);
+      const connections = this.pool.all();
+      this.pool.removeAll();
+      // Refused: nothing listens, so no answer can come on the old connections either.
+      if (result && result.refused) for (const c of connections) this._failLost(c, result.reason);
+    } else if (next === "up" && !this._closed) {
+      this.pool.fill(); // connected (and each worker known) before the first call needs it
     }
     this.emit("state", next, prev);
   }
 
-  /** The connection lost its server: its calls end now with 503, and we find out whether the server is still there. */
+  /**
+   * A connection lost its worker: it leaves the pool, its calls end now (each
+   * is asked again elsewhere if it may be, see `_retry`), and a fresh probe
+   * finds out whether the server is still there.
+   */
   _onDisconnect(connection) {
     if (this._closed) return;
-    this.logger.warn({ endpoint: this.endpoint, connection: connection.id, inFlight: connection.pending.size }, "connection to expertd lost");
-    if (this._connection === connection) this._connection = null;
+    this.logger.warn({ endpoint: this.endpoint, connection: connection.id, pid: connection.peer && connection.peer.pid, inFlight: connection.pending.size }, "connection to expertd lost");
+    this.pool.lost(connection);
     this._failLost(connection, "connection lost");
-    this._retire(connection);
-    this.connectivity.set("down", { reason: "connection lost" });
     this.probe({ maxAgeMs: 0 });
   }
 
   _failLost(connection, reason) {
-    connection.failPending(new ServerUnavailableError(
-      `expertd at ${this.endpoint} went away during the call (${reason}); it was not answered, ask again`));
+    const err = new ServerUnavailableError(
+      `expertd at ${this.endpoint} went away during the call (${reason}); it was not answered, ask again`);
+    err.lost = true;
+    connection.failPending(err);
   }
 
-  _acquire() {
-    if (!this._connection) {
-      this._connection = new Connection({
-        endpoint: this.endpoint,
-        timeoutMs: this.timeoutMs,
-        heartbeatMs: this.heartbeatMs,
-        logger: this.logger,
-        curve: this.curve,
-        onDisconnect: (c) => this._onDisconnect(c),
-      });
-    }
-    return this._connection;
+  _newConnection() {
+    return new Connection({
+      endpoint: this.endpoint,
+      timeoutMs: this.timeoutMs,
+      heartbeatMs: this.heartbeatMs,
+      logger: this.logger,
+      curve: this.curve,
+      onDisconnect: (c) => this._onDisconnect(c),
+    });
   }
 
   /**
@@ -262,19 +344,22 @@ class ExpertdClient extends EventEmitter {
   _checkWedged(connection, startedAt) {
     if (connection.retired || connection.lastReplyAt >= startedAt) return;
     connection.suspect += 1;
-    if (connection.suspect >= 2 && this._connection === connection) {
+    if (connection.suspect >= 2 && this.pool.active.includes(connection)) {
       this.logger.warn({ endpoint: this.endpoint, connection: connection.id }, "zerorpc client gets no replies; replacing it");
-      this._connection = null;
-      this._retire(connection);
+      this.pool.remove(connection);
     }
   }
-
-  _retire(connection) {
-    connection.retire();
-    for (const old of this._retired) if (old.pending.size === 0) this._retired.delete(old);
-    if (connection.pending.size > 0) this._retired.add(connection);
-  }
 }
+
+/** Attempts of one call at most (the first and its retries), within its deadline. */
+const MAX_ATTEMPTS = 10;
+/** A retry needs at least this much of the call's deadline left. */
+const MIN_RETRY_MS = 20;
+/** Backoff before the second and later retries after `ShuttingDown` on a new connection: 25 ms doubling, at most 500 ms (about 3 s over 10 attempts). */
+const BACKOFF_MS = 25;
+const MAX_BACKOFF_MS = 500;
+/** Methods that change the server's state: not sent again after a lost connection (they may have run). */
+const STATEFUL_METHODS = new Set(["learn"]);
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };

@@ -28,6 +28,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     probeTimeoutMs: config.probeTimeoutMs,
     heartbeatMs: config.heartbeatMs,
     coalesce: config.coalesce,
+    connections: config.connections,
     logger,
   });
   const app = createApp({

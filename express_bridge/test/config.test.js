@@ -59,6 +59,14 @@ describe("config", () => {
     assert.equal(loadConfig({ COALESCE_MAX: "1" }).coalesce.maxBatch, 1);
   });
 
+  it("reads the pool size (EXPERTD_CONNECTIONS, default 4) and refuses a bad one by name", () => {
+    assert.equal(loadConfig({}).connections, 4);
+    assert.equal(loadConfig({ EXPERTD_CONNECTIONS: "8" }).connections, 8);
+    for (const bad of ["0", "-1", "1.5", "many"]) {
+      assert.throws(() => loadConfig({ EXPERTD_CONNECTIONS: bad }), (err) => err instanceof ConfigError && /EXPERTD_CONNECTIONS/.test(err.message), bad);
+    }
+  });
+
   it("reads the environment", () => {
     const c = loadConfig({
       HOST: "::1",
