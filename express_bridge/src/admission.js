@@ -87,7 +87,7 @@ class Admission {
     }
     // The two answers are built once: a shed request must cost next to nothing.
     this._answers = {
-      in_flight: shedAnswer("the bridge is at capacity (as many requests in progress as it serves without queueing); retry shortly"),
+      in_flight: shedAnswer("the bridge is at capacity (its limit of requests in progress is reached); retry shortly"),
       event_loop: shedAnswer(`the bridge is at capacity (its event loop lags more than ${this.maxLagMs} ms); retry shortly`),
     };
     const self = this;
