@@ -16,8 +16,8 @@ was due, so waiting in the generator or in the server's socket counts.
    scale of the rates tried); the **capacity** is the highest constant rate
    of the latency-vs-throughput sweep (same generator, same connections as
    the overload row) that the default bridge serves within the latency
-   objective: every request answered 200, goodput >= 98% of offered, and the
-   p99 no worse than 3x the unloaded p99.
+   objective: goodput (200s) >= 98% of offered, and the p99 of the 200s no
+   worse than 3x the unloaded p99.
 2. **Latency vs throughput**: constant rates from a tenth of wrk's figure to
    twice it, bridge and bjoern interleaved at each rate; p50/p99 of answered
    requests and the goodput, drawn in ``bench/latency.png``.
@@ -115,9 +115,14 @@ def constant_rate(url: str, rate: float, seconds: float, bodies: Path,
     }
 
 
+def wrk_goodput(run: dict) -> float:
+    """200 answers per second of a wrk run (a shed 503 is no throughput)."""
+    return (run["requests"] - run["status_errors"]) / run["seconds"] if run["seconds"] else float("nan")
+
+
 def sustained(point: dict, unloaded_p99_ms: float) -> bool:
     """True when a constant-rate point is within the latency objective (see the module docstring)."""
-    return (point["ok"] == point["requests"] and point["goodput_rps"] >= 0.98 * point["rate"]
+    return (point["goodput_rps"] >= 0.98 * point["rate"]
             and point["p99_ms"] is not None and point["p99_ms"] <= P99_OBJECTIVE * unloaded_p99_ms)
 
 
@@ -196,7 +201,7 @@ def measure(only: str | None = None) -> dict:
         # 1. warm up, wrk's closed-loop figure, unloaded latency (interleaved, medians of 3)
         for url in [*urls.values(), *(b.url + PATH for b in bridges.values())]:
             run_wrk(url, 64, 2.0, bodies)
-        out["wrk"] = {name: median(run_wrk(url, CONNECTIONS, 5.0, bodies)["rps"] for _ in range(2))
+        out["wrk"] = {name: median(wrk_goodput(run_wrk(url, CONNECTIONS, 5.0, bodies)) for _ in range(2))
                       for name, url in urls.items()}
         unloaded_runs: dict[str, list[dict]] = {name: [] for name in urls}
         for _ in range(3):
@@ -348,11 +353,11 @@ def report(data: dict) -> str:
     lines += ["## Capacity and unloaded latency", "",
               "**Capacity** is the highest constant rate of the sweep below (same generator, same "
               f"{CONNECTIONS} connections as the overload row) that the server answers within the latency "
-              "objective: every "
-              f"request 200, goodput >= 98% of offered, p99 <= {P99_OBJECTIVE:g}x the unloaded p99. wrk's "
+              "objective: goodput "
+              f"(200s) >= 98% of offered, p99 <= {P99_OBJECTIVE:g}x the unloaded p99. wrk's "
               f"closed-loop figure (`wrk -c{CONNECTIONS}`, which waits for each answer before the next "
               "request, so it never offers more than the server takes) is shown next to it.", "",
-              row("server", "capacity (req/s, constant rate)", f"wrk -c{CONNECTIONS} (req/s, median of 2)",
+              row("server", "capacity (req/s, constant rate)", f"wrk -c{CONNECTIONS} (200s/s, median of 2)",
                   "unloaded p50 (ms)", f"unloaded p99 (ms, {UNLOADED_RATE} req/s, median of 3)"),
               row("---", "---", "---", "---", "---")]
     for name in unl:

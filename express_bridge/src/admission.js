@@ -13,7 +13,7 @@
  *     queues and the batches on the wire). The limit adapts to the latency
  *     the admitted requests see (concurrency_limit.js): it grows while they
  *     are answered about as fast as on an unloaded bridge and shrinks when
- *     they start to queue, between 16 and `maxInFlight`; or fixed at
+ *     they start to queue, between 64 and `maxInFlight`; or fixed at
  *     `maxInFlight` with `adaptive` false. Or when
  *   - the event loop lags: the largest delay of Node's event loop over the
  *     last sample (perf_hooks.monitorEventLoopDelay, the signal of
@@ -41,6 +41,13 @@ const DEFAULTS = Object.freeze({ maxInFlight: 256, adaptive: true, maxLagMs: 100
 /** Routes whose latency says nothing about queueing (a stream lasts as long as its body). */
 const UNTIMED_ROUTES = new Set(["/experts/:name/stream"]);
 
+/**
+ * The adaptive limit never goes below this: one full coalesced batch
+ * (COALESCE_MAX's default), so that jitter on a busy machine cannot make the
+ * bridge shed a load it can serve.
+ */
+const ADAPTIVE_MIN = 64;
+
 /** Resolution (ms) of the event-loop delay histogram. */
 const LAG_RESOLUTION_MS = 10;
 
@@ -67,7 +74,7 @@ class Admission {
     this.onShed = onShed || (() => {});
     /** The adaptive limit, or null (fixed at maxInFlight). */
     this.limiter = adaptive && this.maxInFlight > 0
-      ? new AdaptiveLimit({ max: this.maxInFlight, min: Math.min(16, this.maxInFlight), initial: Math.min(64, this.maxInFlight) })
+      ? new AdaptiveLimit({ max: this.maxInFlight, min: Math.min(ADAPTIVE_MIN, this.maxInFlight), initial: Math.min(ADAPTIVE_MIN, this.maxInFlight) })
       : null;
     /** Requests admitted and not yet answered. */
     this.inFlight = 0;

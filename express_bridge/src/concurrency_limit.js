@@ -11,7 +11,9 @@
  *   - the floor (`baselineMs`) is the lowest window median of the last
  *     `baselineWindows` windows (so it follows a change of expert or machine);
  *   - when the window's median is above `tolerance` x the floor (plus
- *     `slackMs`, so a 2 ms floor does not make 4 ms "queueing"), the limit
+ *     `slackMs`, so a 2 ms floor does not make 4 ms "queueing"; generous,
+ *     because coalesced batches grow, and take longer, with the load, which
+ *     is not queueing), the limit
  *     shrinks by a tenth (multiplicative decrease). The median, not a tail
  *     percentile: queueing moves every answer, a pause of the machine only
  *     a few, and the limit should not fall for those;
@@ -22,7 +24,7 @@
  * feeds latencies (`sample`) and closes windows (`update`), e.g. on a timer.
  */
 
-const DEFAULTS = Object.freeze({ min: 16, max: 256, initial: 64, tolerance: 2.5, slackMs: 5, minSamples: 20, baselineWindows: 100 });
+const DEFAULTS = Object.freeze({ min: 64, max: 256, initial: 64, tolerance: 4, slackMs: 10, minSamples: 20, baselineWindows: 100 });
 
 /** Quantile `q` (0-1) of an array of numbers (sorted in place). */
 function quantile(values, q) {
@@ -34,11 +36,11 @@ function quantile(values, q) {
 class AdaptiveLimit {
   /**
    * @param {object} [options]
-   * @param {number} [options.min=16] the limit never goes below this
+   * @param {number} [options.min=64] the limit never goes below this
    * @param {number} [options.max=256] nor above this
    * @param {number} [options.initial=64] the limit before any answer is seen (within [min, max])
-   * @param {number} [options.tolerance=2.5] a window's median above tolerance x floor + slackMs means queueing
-   * @param {number} [options.slackMs=5]
+   * @param {number} [options.tolerance=4] a window's median above tolerance x floor + slackMs means queueing
+   * @param {number} [options.slackMs=10]
    * @param {number} [options.minSamples=20] answers a window needs before it counts
    * @param {number} [options.baselineWindows=100] windows the floor is the lowest median of
    */
