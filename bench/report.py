@@ -315,4 +315,7 @@ def other_reports() -> list[str]:
         title = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
                       if line.startswith("# ")), path.stem)
         lines.append(f"- [{path.name}]({path.name}): {title}")
+        # A report may give RESULTS.md one line of its own: "Headline: ..." (e.g. the overload row).
+        lines += [f"  {line[len('Headline: '):]}" for line in path.read_text().splitlines()
+                  if line.startswith("Headline: ")]
     return lines + [""]

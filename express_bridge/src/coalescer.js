@@ -41,6 +41,10 @@
  *     member waits (and tells the server so), and a member whose deadline
  *     passes, queued or in flight, ends alone like a timed-out call (504, or
  *     503 when a fresh probe finds the server gone) while the others go on.
+ *   - A queued request whose deadline would pass before an answer could
+ *     come (less time left than a call for this expert has lately taken) is
+ *     answered 503 Overloaded when its turn comes, and never sent: no work
+ *     is done for an answer nobody will read.
  *   - The queue of each expert is bounded (`maxQueue` requests waiting to be
  *     sent): a request beyond it is answered at once with 503 Overloaded and
  *     Retry-After, as the server answers when its own queue is full.
@@ -123,7 +127,7 @@ class Coalescer {
     }
     return new Promise((resolve, reject) => {
       if (!state) {
-        state = { queue: [], head: 0, inFlight: 0, inFlightDocs: 0, peak: 0, scheduled: false };
+        state = { queue: [], head: 0, inFlight: 0, inFlightDocs: 0, peak: 0, scheduled: false, callMs: null };
         this._experts.set(name, state);
       }
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
@@ -212,8 +216,14 @@ class Coalescer {
     while (state.inFlight < this.inFlight && state.queue.length > state.head) {
       const batch = [];
       let bytes = 0;
+      const now = Date.now();
       while (state.queue.length > state.head && batch.length < this.maxBatch) {
         const item = state.queue[state.head];
+        if (state.callMs !== null && item.deadline - now < state.callMs) {
+          state.queue[state.head++] = undefined;
+          this._shed(name, state, item);
+          continue;
+        }
         if (batch.length > 0 && bytes + item.size > this.maxBytes) break;
         state.queue[state.head++] = undefined;
         item.sent = true;
@@ -227,6 +237,7 @@ class Coalescer {
         state.queue = state.queue.slice(state.head);
         state.head = 0;
       }
+      if (batch.length === 0) break; // every queued request was shed
       state.inFlight += 1;
       state.inFlightDocs += batch.length;
       this._send(name, state, batch)
@@ -243,6 +254,21 @@ class Coalescer {
     }
   }
 
+  /** A queued request that cannot be answered within its deadline: 503 Overloaded, never sent. */
+  _shed(name, state, item) {
+    item.done = true;
+    clearTimeout(item.timer);
+    item.reject(new OverloadedError(
+      `the request for expert ${JSON.stringify(name)} could not be answered within its deadline ` +
+      `(${Math.max(0, item.deadline - Date.now())} ms left, a call takes about ${Math.round(state.callMs)} ms); retry shortly`));
+  }
+
+  /** How long calls for this expert take lately (an average that moves by a fifth per call). */
+  _timed(state, started) {
+    const ms = Date.now() - started;
+    state.callMs = state.callMs === null ? ms : 0.8 * state.callMs + 0.2 * ms;
+  }
+
   /** Send one batch and settle each of its callers. Never rejects. */
   async _send(name, state, batch) {
     this.onBatch(name, batch.length);
@@ -255,8 +281,10 @@ class Coalescer {
     for (const item of batch) deadline = Math.max(deadline, item.deadline);
     const timeoutMs = Math.max(1, deadline - Date.now());
     let results;
+    const started = Date.now();
     try {
       results = await this._call("opinions_batch", [batch.map((item) => item.doc), [name]], { timeoutMs });
+      this._timed(state, started);
       if (!Array.isArray(results) || results.length !== batch.length) {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
       }
@@ -288,8 +316,10 @@ class Coalescer {
   /** Ask `opinion(name, doc)` for one request, within what is left of its deadline. */
   async _alone(name, state, item) {
     if (item.done) return; // its deadline passed already
+    const started = Date.now();
     try {
       const opinion = await this._call("opinion", [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
+      this._timed(state, started);
       this._settle(state, item, null, opinion);
     } catch (err) {
       this._settle(state, item, err);

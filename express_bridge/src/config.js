@@ -28,6 +28,9 @@ const DEFAULTS = Object.freeze({
   JSON_MAX_DEPTH: "64",
   // Connections to expertd in the bridge's pool (src/pool.js); servers balance per connection.
   EXPERTD_CONNECTIONS: "4",
+  ADMIT_MAX_IN_FLIGHT: "256",
+  ADMIT_ADAPTIVE: "true",
+  ADMIT_MAX_LAG_MS: "100",
 });
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -95,6 +98,13 @@ function parseMilliseconds(name, raw) {
   return n;
 }
 
+function parseBoolean(name, raw) {
+  const v = String(raw).trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(v)) return true;
+  if (["false", "0", "no", "off"].includes(v)) return false;
+  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
+}
+
 /**
  * Read and check the bridge's settings.
  * @param {Record<string, string|undefined>} [env=process.env]
@@ -102,7 +112,8 @@ function parseMilliseconds(name, raw) {
  *   rpcTimeoutMs: number, probeTimeoutMs: number, heartbeatMs: number,
  *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string,
  *   jsonMaxDepth: number, connections: number,
- *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number, maxQueue: number}}}
+ *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number, maxQueue: number},
+ *   admission: {maxInFlight: number, adaptive: boolean, maxLagMs: number}}}
  * @throws {ConfigError} when a value is malformed
  */
 function loadConfig(env = process.env) {
@@ -167,6 +178,12 @@ function loadConfig(env = process.env) {
     jsonMaxDepth: parseInteger("JSON_MAX_DEPTH", pick("JSON_MAX_DEPTH"), 1),
     connections: parseInteger("EXPERTD_CONNECTIONS", pick("EXPERTD_CONNECTIONS"), 1),
     coalesce,
+    // Load shedding before Express (admission.js); 0 turns a check off.
+    admission: {
+      maxInFlight: parseInteger("ADMIT_MAX_IN_FLIGHT", pick("ADMIT_MAX_IN_FLIGHT"), 0),
+      adaptive: parseBoolean("ADMIT_ADAPTIVE", pick("ADMIT_ADAPTIVE")),
+      maxLagMs: parseMilliseconds("ADMIT_MAX_LAG_MS", pick("ADMIT_MAX_LAG_MS")),
+    },
     corsOrigins,
   };
 }

@@ -20,7 +20,8 @@ const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
  * @param {boolean} [options.defaultMetrics=true] also collect process metrics
  * @returns {{registry: promClient.Registry,
  *   observeRequest: (labels: {method: string, route: string, status: number, expert: string}, seconds: number) => void,
- *   observeRpc: (labels: {method: string, outcome: string}, seconds: number) => void}}
+ *   observeRpc: (labels: {method: string, outcome: string}, seconds: number) => void,
+ *   observeShed: (reason: string) => void, watchAdmission: (admission: object) => void}}
  */
 function createMetrics({ rpc, defaultMetrics = true } = {}) {
   const registry = new promClient.Registry();
@@ -69,8 +70,27 @@ function createMetrics({ rpc, defaultMetrics = true } = {}) {
     });
   }
 
+  const shed = new promClient.Counter({
+    name: "expertd_bridge_shed_total",
+    help: "Requests answered 503 Overloaded before Express, by reason (in_flight: ADMIT_MAX_IN_FLIGHT reached; event_loop: lag over ADMIT_MAX_LAG_MS).",
+    labelNames: ["reason"],
+    registers: [registry],
+  });
+
   return {
     registry,
+    observeShed(reason) {
+      shed.inc({ reason });
+    },
+    /** Gauges of the bridge's admission control (admission.js): limit, requests in flight, loop lag. */
+    watchAdmission(admission) {
+      const gauge = (name, help, read) => new promClient.Gauge({ name, help, registers: [registry], collect() {
+        this.set(read());
+      } });
+      gauge("expertd_bridge_admission_limit", "Requests the bridge takes on at once now (adaptive up to ADMIT_MAX_IN_FLIGHT; 0: no bound).", () => admission.limit);
+      gauge("expertd_bridge_admission_in_flight", "Requests admitted and not yet answered.", () => admission.inFlight);
+      gauge("expertd_bridge_event_loop_lag_seconds", "Largest event-loop delay over the last sample (ADMIT_MAX_LAG_MS sheds above it).", () => admission.lagMs / 1000);
+    },
     observeRequest({ method, route, status, expert }, seconds) {
       const labels = { method, route, status: String(status), expert: expert || "" };
       requests.inc(labels);

@@ -12,6 +12,7 @@ const { loadConfig, assertSafeToListen, ConfigError } = require("./config");
 const { ExpertdClient } = require("./rpc");
 const { createApp } = require("./app");
 const { clientErrorHandler } = require("./errors");
+const { Admission, admitted } = require("./admission");
 
 /**
  * Start the bridge.
@@ -35,7 +36,13 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
     rpc, logger, token: config.token, bodyLimit: config.bodyLimit, healthTimeoutMs: config.probeTimeoutMs,
     corsOrigins: config.corsOrigins, jsonMaxDepth: config.jsonMaxDepth,
   });
-  const server = http.createServer(app);
+  // Shedding comes first, before Express reads anything (admission.js).
+  const admission = new Admission({
+    ...config.admission,
+    onShed: (reason) => app.locals.metrics.observeShed(reason),
+  });
+  app.locals.metrics.watchAdmission(admission);
+  const server = http.createServer(admitted(admission, app));
   server.on("clientError", clientErrorHandler(logger)); // unparsable requests get a JSON 4xx too
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10000;
@@ -54,7 +61,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
   const addr = server.address();
   const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
-  logger.info({ url, endpoint: config.endpoint, auth: Boolean(config.token), bodyLimit: config.bodyLimit, rpcTimeoutMs: config.rpcTimeoutMs, coalesce: config.coalesce }, "expertd bridge listening");
+  logger.info({ url, endpoint: config.endpoint, auth: Boolean(config.token), bodyLimit: config.bodyLimit, rpcTimeoutMs: config.rpcTimeoutMs, coalesce: config.coalesce, admission: config.admission }, "expertd bridge listening");
   // Learn the server's state (and expert names) now rather than on the first request.
   rpc.probe().catch(() => {});
 
@@ -74,11 +81,12 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
         await drained;
       }
       clearTimeout(timer);
+      admission.close();
       await rpc.close();
     })();
     return closing;
   };
-  return { server, rpc, url, close };
+  return { server, rpc, url, close, admission };
 }
 
 /** Run as a program: exit 1 on a bad or unsafe configuration. */

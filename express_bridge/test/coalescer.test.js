@@ -8,7 +8,7 @@
 const { describe, it } = require("node:test");
 const assert = require("node:assert/strict");
 const { Coalescer } = require("../src/coalescer");
-const { RemoteError, RpcTimeoutError, HttpError } = require("../src/errors");
+const { RemoteError, RpcTimeoutError, HttpError, CATALOGUE } = require("../src/errors");
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -134,6 +134,32 @@ describe("Coalescer (fake server)", () => {
     const d = new Coalescer({ call: srv.call });
     await Promise.all(Array.from({ length: 64 }, () => d.opinion("nosuch", { text: "x" }).catch(() => {})));
     assert.equal(d._experts.size, 0);
+  });
+
+  it("a queued request whose deadline would pass before a call could answer is 503 Overloaded and never sent", async () => {
+    const srv = fakeServer({ hold: true });
+    const c = new Coalescer({ call: srv.call, inFlight: 1, keepState: () => true });
+    // One call that takes at least 100 ms teaches the coalescer how long calls take.
+    const first = c.opinion("echo", { text: "first" });
+    await new Promise((r) => setTimeout(r, 100));
+    srv.release();
+    await first;
+    // The pipe is full (inFlight 1); behind it, a request with 10 s to wait and one with 50 ms.
+    const busy = c.opinion("echo", { text: "busy" });
+    while (srv.held.length === 0) await tick();
+    const patient = c.opinion("echo", { text: "patient" }, { timeoutMs: 10000 });
+    const hurried = c.opinion("echo", { text: "hurried" }, { timeoutMs: 50 }).catch((err) => err);
+    srv.release(); // "busy" answers; the queue's turn comes
+    await busy;
+    const err = await hurried;
+    assert.equal(err.name, "Overloaded", String(err));
+    assert.equal(err.status, CATALOGUE.Overloaded.status);
+    assert.match(err.message, /deadline/);
+    while (srv.held.length === 0) await tick();
+    srv.release();
+    assert.deepEqual(await patient, { len: 7 });
+    const sent = srv.calls.flatMap((x) => (x.method === "opinion" ? [x.args[1].text] : x.args[0].map((d) => d.text)));
+    assert.deepEqual(sent, ["first", "busy", "patient"], "the hurried request was never sent");
   });
 
   it("a batch leaves once it has maxBatch documents, without waiting for the end of the loop turn", async () => {

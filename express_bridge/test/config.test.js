@@ -67,6 +67,20 @@ describe("config", () => {
     }
   });
 
+  it("reads the admission knobs (ADMIT_*), with shedding on by default", () => {
+    assert.deepEqual(loadConfig({}).admission, { maxInFlight: 256, adaptive: true, maxLagMs: 100 });
+    assert.deepEqual(loadConfig({ ADMIT_MAX_IN_FLIGHT: "32", ADMIT_ADAPTIVE: "off", ADMIT_MAX_LAG_MS: "0" }).admission,
+      { maxInFlight: 32, adaptive: false, maxLagMs: 0 });
+    for (const [env, re] of [
+      [{ ADMIT_MAX_IN_FLIGHT: "-1" }, /ADMIT_MAX_IN_FLIGHT/],
+      [{ ADMIT_MAX_IN_FLIGHT: "many" }, /ADMIT_MAX_IN_FLIGHT/],
+      [{ ADMIT_ADAPTIVE: "maybe" }, /ADMIT_ADAPTIVE/],
+      [{ ADMIT_MAX_LAG_MS: "-5" }, /ADMIT_MAX_LAG_MS/],
+    ]) {
+      assert.throws(() => loadConfig(env), (err) => err instanceof ConfigError && re.test(err.message), JSON.stringify(env));
+    }
+  });
+
   it("reads the environment", () => {
     const c = loadConfig({
       HOST: "::1",
