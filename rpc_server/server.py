@@ -135,10 +135,11 @@ class ExpertdServer:
             report_ready(self.worker, {n: e.version for n, e in experts.items()})
 
     def identity(self) -> dict:
-        """What ``health()`` says about this process: pid, worker index, supervisor pid."""
+        """What ``health()`` says about this process: worker index, worker count, supervisor pid."""
         if self.worker is None:
-            return {"worker": None, "supervisor_pid": None}
-        return {"worker": self.worker.index, "supervisor_pid": self.worker.supervisor_pid}
+            return {"worker": None, "workers": 1, "supervisor_pid": None}
+        return {"worker": self.worker.index, "workers": self.worker.count,
+                "supervisor_pid": self.worker.supervisor_pid}
 
     def bind(self) -> None:
         """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""

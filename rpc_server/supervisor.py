@@ -41,6 +41,7 @@ SUPERVISOR_PID_ENV = "EXPERTD_SUPERVISOR_PID"
 READY_FD_ENV = "EXPERTD_READY_FD"
 #: Set for a worker started by a reload: its place in the port's group (it steers to itself).
 STEER_INDEX_ENV = "EXPERTD_STEER_INDEX"
+WORKER_COUNT_ENV = "EXPERTD_WORKER_COUNT"
 #: Sent by the supervisor to a worker it replaces: stop taking connections, finish, exit.
 RETIRE_SIGNAL = signal.SIGUSR2
 
@@ -60,6 +61,8 @@ class WorkerIdentity:
     supervisor_pid: int
     ready_fd: int | None
     steer_index: int | None = None
+    #: How many workers the supervisor keeps (clients spreading connections want to reach them all).
+    count: int | None = None
 
 
 def worker_identity() -> WorkerIdentity | None:
@@ -69,8 +72,10 @@ def worker_identity() -> WorkerIdentity | None:
         return None
     fd = os.environ.get(READY_FD_ENV)
     steer = os.environ.get(STEER_INDEX_ENV)
+    count = os.environ.get(WORKER_COUNT_ENV)
     return WorkerIdentity(int(index), int(os.environ.get(SUPERVISOR_PID_ENV, "0")),
-                          int(fd) if fd else None, int(steer) if steer else None)
+                          int(fd) if fd else None, int(steer) if steer else None,
+                          int(count) if count else None)
 
 
 def die_with_supervisor(identity: WorkerIdentity) -> None:
@@ -250,6 +255,7 @@ class Supervisor:
         env = dict(os.environ)
         env[WORKER_INDEX_ENV] = str(index)
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
+        env[WORKER_COUNT_ENV] = str(self.count)
         env[READY_FD_ENV] = str(ready_w)
         env.pop(STEER_INDEX_ENV, None)
         if steer:  # the group numbers its sockets in listening order: it comes last

@@ -24,8 +24,12 @@
  * A shed request costs the bridge only Node's HTTP parsing and one write, so
  * that under twice its capacity the bridge still spends its time on the
  * requests it admitted (goodput stays near capacity), instead of on requests
- * that fail anyway (congestion collapse). `/healthz` and `/metrics` are never
- * shed: they are how an operator sees the overload.
+ * that fail anyway (congestion collapse). Only requests that bring work for
+ * the experts (POST and the other methods that carry a body) are counted and
+ * shed: a GET or HEAD (the page and its assets, /openapi.json, /experts,
+ * /healthz, /metrics) or an OPTIONS preflight is cheap and is how a user and
+ * an operator see the overload, so a busy machine, whose loop lags without
+ * any overload of the bridge's own, never breaks the page.
  *
  * Why not a library: @fastify/under-pressure is a Fastify plugin, toobusy-js
  * (2017) and overload-protection (2019) are unmaintained and measure only the
@@ -51,8 +55,8 @@ const ADAPTIVE_MIN = 64;
 /** Resolution (ms) of the event-loop delay histogram. */
 const LAG_RESOLUTION_MS = 10;
 
-/** Paths never shed (how an operator sees the overload). */
-const EXEMPT = new Set(["/healthz", "/metrics"]);
+/** Methods never counted or shed: they bring no work for the experts. */
+const EXEMPT_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /** Decides, per request, whether the bridge takes it on; answers the rest 503 Overloaded. */
 class Admission {
@@ -115,7 +119,7 @@ class Admission {
    * @returns {boolean}
    */
   admit(req, res) {
-    if (EXEMPT.has(pathOf(req.url))) return true;
+    if (EXEMPT_METHODS.has(req.method)) return true;
     const reason = this._refusal();
     if (reason === null) {
       this.inFlight += 1;
@@ -183,12 +187,6 @@ function shedAnswer(message) {
   return { status: err.status, headers, body };
 }
 
-/** The path of a request target ("/a/b?x" -> "/a/b"). */
-function pathOf(url) {
-  const q = url.indexOf("?");
-  return q < 0 ? url : url.slice(0, q);
-}
-
 /**
  * An http.Server 'request' listener: `admission` first, then `app` for the admitted.
  * @param {Admission} admission
@@ -201,4 +199,4 @@ function admitted(admission, app) {
   };
 }
 
-module.exports = { Admission, admitted, DEFAULTS, EXEMPT };
+module.exports = { Admission, admitted, DEFAULTS, EXEMPT_METHODS };

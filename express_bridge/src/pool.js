@@ -22,7 +22,10 @@
  * - While connections share workers, one of the most shared worker is
  *   redialled now and then (after 1 s, then 2, 4 ... up to 60 s; back to 1 s
  *   when a connection is lost or a new worker shows up): so a worker that
- *   was restarted, or started by a reload, gets connections again.
+ *   was restarted, or started by a reload, gets connections again. While
+ *   the pool reaches fewer workers than the server says it has (health()'s
+ *   `workers`, up to the pool's size), the delay stays at 1 s: a worker that
+ *   is known to exist is looked for steadily, not ever more rarely.
  * - A connection that is lost, or whose worker drains, leaves the pool (its
  *   calls in flight still end on it) and a new one takes its slot on the
  *   next call.
@@ -175,7 +178,10 @@ class ConnectionPool {
   _met(connection, health) {
     if (!health || typeof health.pid !== "number") return;
     const known = this.active.some((c) => c.peer && c.peer.pid === health.pid);
-    connection.peer = { pid: health.pid, worker: health.worker ?? null, versions: health.versions ?? null };
+    connection.peer = {
+      pid: health.pid, worker: health.worker ?? null, versions: health.versions ?? null,
+      workers: Number.isInteger(health.workers) ? health.workers : null,
+    };
     if (!this.active.includes(connection)) return;
     if (!known) this._spreadMs = SPREAD_FIRST_MS; // a worker the pool had not reached
     this._spreadSoon();
@@ -211,10 +217,17 @@ class ConnectionPool {
     if (!shared) return; // every connection on its own worker: nothing to spread
     const victim = shared.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     this.logger.debug({ connection: victim.id, pid: victim.peer.pid, delayMs: this._spreadMs }, "redialling a connection that shares its worker");
-    this._spreadMs = Math.min(SPREAD_MAX_MS, this._spreadMs * 2);
+    if (!this._missingWorkers()) this._spreadMs = Math.min(SPREAD_MAX_MS, this._spreadMs * 2);
     this.remove(victim);
     this._dial(this.redials); // no quick redials of its own: the next spread comes after the delay
     this._spreadSoon();
+  }
+
+  /** True while the pool reaches fewer workers than the server says it has (up to the pool's size). */
+  _missingWorkers() {
+    const peers = this.active.filter((c) => c.peer);
+    const said = Math.max(0, ...peers.map((c) => c.peer.workers || 0));
+    return new Set(peers.map((c) => c.peer.pid)).size < Math.min(this.active.length, said);
   }
 
   _retire(connection) {
