@@ -70,6 +70,7 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
         seen = worker_pids(server.endpoint, 2)
         assert len(seen) == 2, f"every fresh connection went to one worker: {seen}"
         assert {h["worker"] for h in seen.values()} == {0, 1}
+        assert {h["workers"] for h in seen.values()} == {2}  # so a client knows how many to reach
         assert {h["supervisor_pid"] for h in seen.values()} == {server.supervisor_pid()}
         assert server.supervisor_pid() not in seen
         for health in seen.values():
@@ -210,7 +211,7 @@ def test_sighup_does_not_kill_a_lone_server(tmp_path):
         server.process.send_signal(signal.SIGHUP)
         wait_for(lambda: "SIGHUP ignored" in server.read_log(), 30, "the SIGHUP log line")
         health = health_over_fresh_connection(server.endpoint)
-        assert health["pid"] == pid and health["worker"] is None
+        assert health["pid"] == pid and health["worker"] is None and health["workers"] == 1
         assert health["supervisor_pid"] is None
         reload = subprocess.run([EXPERTD, "reload", "--endpoint", server.endpoint],
                                 capture_output=True, text=True, timeout=60)
