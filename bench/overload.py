@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -50,6 +51,8 @@ OVERLOAD_ROUNDS = 2
 CURVE_SECONDS = 4
 CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5)
 BIG_BATCH = 100_000
+BIG_BATCH_ROUNDS = 3
+BIG_BATCH_SECONDS = 8
 
 
 class LoadError(RuntimeError):
@@ -183,19 +186,45 @@ def measure() -> dict:
         out["curve"] = curve
 
         # 4. one document while 100,000-document batches run (unloaded / loaded interleaved)
-        rounds = []
-        for _ in range(2):
-            quiet = constant_rate(urls["bridge"], UNLOADED_RATE, 6, bodies)
-            stop, log = threading.Event(), []
-            worker = threading.Thread(target=big_batches, args=(server.url, texts, stop, log), daemon=True)
-            worker.start()
-            time.sleep(1.0)  # the first batch is running
-            busy = constant_rate(urls["bridge"], UNLOADED_RATE, 6, bodies)
-            stop.set()
-            worker.join(180)
-            rounds.append({"unloaded": quiet, "during_batch": busy, "batches": log})
-        out["big_batch"] = rounds
+        out["big_batch"] = one_document_during_big_batches(server.url, urls["bridge"], texts, bodies)
     return out
+
+
+def one_document_during_big_batches(endpoint: str, url: str, texts: list[str], bodies: Path,
+                                    rounds: int = BIG_BATCH_ROUNDS) -> list[dict]:
+    """Section 4: the one-document latency at ``url`` without, then with, big batches on ``endpoint``.
+
+    Each round measures unloaded, then starts ``batch`` calls of 100,000 documents
+    back to back on the same expert and measures again while they run.
+    """
+    out = []
+    for _ in range(rounds):
+        quiet = constant_rate(url, UNLOADED_RATE, BIG_BATCH_SECONDS, bodies)
+        stop, log = threading.Event(), []
+        worker = threading.Thread(target=big_batches, args=(endpoint, texts, stop, log), daemon=True)
+        worker.start()
+        time.sleep(1.0)  # the first batch is running
+        busy = constant_rate(url, UNLOADED_RATE, BIG_BATCH_SECONDS, bodies)
+        stop.set()
+        worker.join(180)
+        out.append({"unloaded": quiet, "during_batch": busy, "batches": log})
+    return out
+
+
+def one_document_only() -> None:
+    """``--one-document``: only section 4 (one server, one bridge); print its table."""
+    texts = load_texts()
+    bodies = write_bodies(texts, TMP / "overload-bodies.jsonl", count=2000)
+    with Fleet() as fleet:
+        server = fleet.expertd("expertd", DEFAULT_CONFIG)
+        fleet.wait_ready([server])
+        with environment(LOG_LEVEL="warn"):
+            bridge = fleet.bridge(server.url)
+        fleet.wait_ready([bridge])
+        run_wrk(bridge.url + PATH, 64, 2.0, bodies)  # warm up
+        rounds = one_document_during_big_batches(server.url, bridge.url + PATH, texts, bodies)
+    (TMP / "overload-one-document.json").write_text(json.dumps(rounds, indent=2))
+    print("\n".join(big_batch_lines(rounds)))
 
 
 def draw(curve: dict, capacity: dict, path: Path) -> None:
@@ -242,6 +271,29 @@ def fmt(value, digits: int = 1) -> str:
 def row(*cells) -> str:
     """One Markdown table row."""
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def big_batch_lines(rounds: list[dict]) -> list[str]:
+    """Section 4 of the report: one document while big batches run."""
+    lines = ["", f"## One document while {BIG_BATCH:,}-document batches run", "",
+             f"Goal: the one-document p99 during a big batch <= 3x the unloaded p99 ({UNLOADED_RATE} req/s "
+             f"through the bridge for {BIG_BATCH_SECONDS} s; the batches go to the same expert over RPC, "
+             "back to back, from 1 s before the loaded run to its end).", "",
+             row("round", "unloaded p50 / p99 (ms)", "during batches p50 / p99 (ms)", "p99 ratio",
+                 "batch calls (s each)"),
+             row(*["---"] * 5)]
+    ratios = []
+    for i, r in enumerate(rounds, 1):
+        q, b = r["unloaded"]["p99_ms"], r["during_batch"]["p99_ms"]
+        ratio = b / q if q and b else None
+        if ratio is not None:
+            ratios.append(ratio)
+        calls = ", ".join(f"{c['seconds']:.1f}" + (" (error)" if "error" in c else "") for c in r["batches"])
+        lines.append(row(i, f"{fmt(r['unloaded']['p50_ms'], 2)} / {fmt(q, 2)}",
+                         f"{fmt(r['during_batch']['p50_ms'], 2)} / {fmt(b, 2)}", f"{fmt(ratio, 1)}x", calls))
+    if ratios:
+        lines.append(f"\nMedian ratio: {median(ratios):.1f}x.")
+    return lines
 
 
 def report(data: dict) -> str:
@@ -299,21 +351,7 @@ def report(data: dict) -> str:
                          f"{fmt(b['p50_ms'])} / {fmt(b['p99_ms'])}", b["requests"] - b["ok"],
                          fmt(f["goodput_rps"], 0),
                          f"{fmt(f['p50_ms'])} / {fmt(f['p99_ms'])}", f["requests"] - f["ok"]))
-    lines += ["", f"## One document while {BIG_BATCH:,}-document batches run", "",
-              f"Goal: the one-document p99 during a big batch <= 3x the unloaded p99 ({UNLOADED_RATE} req/s "
-              "through the bridge; the batches go to the same expert over RPC, back to back).", "",
-              row("round", "unloaded p99 (ms)", "p99 during batches (ms)", "ratio", "batch calls (s each)"),
-              row(*["---"] * 5)]
-    ratios = []
-    for i, r in enumerate(data["big_batch"], 1):
-        q, b = r["unloaded"]["p99_ms"], r["during_batch"]["p99_ms"]
-        ratio = b / q if q and b else None
-        if ratio is not None:
-            ratios.append(ratio)
-        calls = ", ".join(f"{c['seconds']:.1f}" + (" (error)" if "error" in c else "") for c in r["batches"])
-        lines.append(row(i, fmt(q, 2), fmt(b, 2), f"{fmt(ratio, 1)}x", calls))
-    if ratios:
-        lines.append(f"\nMedian ratio: {median(ratios):.1f}x.")
+    lines += big_batch_lines(data["big_batch"])
     late = max(r["elapsed_s"] for runs in o["runs"].values() for r in runs)
     reading = (
         f"At twice its capacity the bridge is offered {fmt(o['offered_rps'], 0)} requests a second and "
@@ -331,7 +369,10 @@ def report(data: dict) -> str:
 
 
 def main() -> None:
-    """Measure, draw, write the report."""
+    """Measure, draw, write the report (``--one-document``: only section 4, printed)."""
+    if "--one-document" in sys.argv[1:]:
+        one_document_only()
+        return
     data = measure()
     (TMP / "overload.json").write_text(json.dumps(data, indent=2))
     draw(data["curve"], data["capacity"], PICTURE)

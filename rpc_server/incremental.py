@@ -18,7 +18,7 @@ import gevent
 import msgpack
 
 #: Items (documents, answers) handled between two yields of the gevent loop.
-SLICE = 256
+SLICE = 64
 #: A frame of at least this many bytes is decoded apart from the dispatcher, a slice at a time.
 BIG_FRAME = 128 * 1024
 
