@@ -29,6 +29,7 @@ import gevent
 import gevent.pool
 import gevent.queue
 import msgpack
+import zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event
 
@@ -176,8 +177,10 @@ class GuardedMultiplexer(ChannelMultiplexer):
         blob = incremental.pack(event.header, event.name, event.args)
         if event.identity:
             parts = [*event.identity, b"", blob]
-        else:
+        elif self._events._zmq_socket_type in (zmq.DEALER, zmq.ROUTER):
             parts = [b"", blob]
+        else:
+            parts = [blob]
         self._events._send(parts, timeout)
         return None
 
