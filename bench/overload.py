@@ -21,6 +21,8 @@ with real sentences. Constant-rate load comes from ``bench/constant_rate.js``
 4. **One document during a big batch**: the one-document p99 through the
    bridge at a light constant rate while 100,000-document ``batch`` calls run
    back to back on the same expert, next to the unloaded p99 (interleaved).
+   ``python -m bench.overload --one-document`` runs only this section (one
+   server, one bridge) and prints its table.
 """
 
 from __future__ import annotations
