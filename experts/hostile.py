@@ -6,6 +6,8 @@
 * ``CountingExpert`` sleeps per model call and counts the inputs it computed,
   so a test can see that work was (or was not) done.
 * ``SlowLearner`` learns slowly, so a ``learn`` call outlives its caller's deadline.
+* ``CallSizeExpert`` sleeps per model call and answers how many inputs that
+  call held, so a test can see which requests were computed together.
 """
 
 from __future__ import annotations
@@ -88,6 +90,25 @@ class CountingExpert(Expert):
             self.computed += len(inputs)
             total = self.computed
         return [{"computed": total} for _ in inputs]
+
+
+class CallSizeExpert(Expert):
+    """Sleeps ``seconds`` plus ``per_input`` per input; answers ``{"call_size": inputs in the call}``."""
+
+    version = "1"
+    description = "Test expert that tells how many inputs its model call held"
+
+    def __init__(self, name: str | None = None, *, seconds: float = 0.002,
+                 per_input: float = 0.00002, **options) -> None:
+        """``seconds`` per model call, plus ``per_input`` seconds per input."""
+        super().__init__(name, **options)
+        self.seconds = float(seconds)
+        self.per_input = float(per_input)
+
+    def predict(self, inputs: Sequence[str]) -> list[dict]:
+        """Sleep, then answer ``{"call_size": len(inputs)}`` for each input."""
+        time.sleep(self.seconds + self.per_input * len(inputs))
+        return [{"call_size": len(inputs)} for _ in inputs]
 
 
 class BrokenMetricsExpert(PoisonExpert):

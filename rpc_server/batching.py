@@ -10,10 +10,13 @@ zerorpc's heartbeats) keeps running while the model works.
   A request that waited longer than ``budget_ms`` before its first model call,
   or whose caller's deadline passed, is answered ``Overloaded`` and never
   computed; a request whose caller went away (its greenlet was killed) is dropped.
-* **Fair batching.** Each model call takes every small request waiting (FIFO,
-  up to ``max_size`` inputs) plus one chunk (``chunk_size`` inputs) of the
-  oldest large request, which then goes to the back of the line: a
-  one-document call waits for about one model call, not for a 100,000-document batch.
+* **Fair batching.** A model call takes either the small requests waiting
+  (FIFO, up to ``max_size`` inputs) or one chunk of the oldest large request,
+  which then goes to the back of the line; while both wait, the two kinds
+  take turns. A chunk is sized to take about ``chunk_ms`` (measured from the
+  expert's recent calls, between ``max_size`` and ``chunk_size`` inputs), so a
+  one-document call waits for at most about one short chunk, never for a
+  100,000-document batch, and is never computed together with one.
 * **Isolation.** A model call that raises is split in halves until the failing
   inputs are found, so a poison input fails only itself; each output is
   checked (``outputs.opinion_problem``) and a bad one fails only its input.
@@ -37,8 +40,12 @@ from rpc_server.outputs import opinion_checker
 
 log = logging.getLogger("expertd.batching")
 
-#: Inputs of one large request given to one model call.
+#: Most inputs of one large request given to one model call.
 DEFAULT_CHUNK = 1024
+#: How long a chunk of a large request should take in the model (its size follows).
+DEFAULT_CHUNK_MS = 5.0
+#: Weight of the newest call in the running estimate of the model's seconds per input.
+_SMOOTHING = 0.5
 #: Defaults of an expert's ``queue:`` settings.
 DEFAULT_MAX_QUEUED_DOCS = 200_000
 DEFAULT_BUDGET_MS = 1000.0
@@ -74,7 +81,8 @@ class MicroBatcher:
     def __init__(self, expert: Expert, pool: ThreadPool, max_size: int = 64,
                  max_wait_ms: float = 0.0, on_batch=None, *, on_shed=None,
                  max_queued_docs: int = DEFAULT_MAX_QUEUED_DOCS,
-                 budget_ms: float = DEFAULT_BUDGET_MS, chunk_size: int = DEFAULT_CHUNK) -> None:
+                 budget_ms: float = DEFAULT_BUDGET_MS, chunk_size: int = DEFAULT_CHUNK,
+                 chunk_ms: float = DEFAULT_CHUNK_MS) -> None:
         """``on_batch(expert_name, size, seconds)`` is called after each model call,
         ``on_shed(expert_name)`` for each request answered ``Overloaded``."""
         self.expert = expert
@@ -84,6 +92,9 @@ class MicroBatcher:
         self.max_queued_docs = max_queued_docs
         self.budget = budget_ms / 1000.0
         self.chunk_size = max(chunk_size, max_size)
+        self.chunk_seconds = chunk_ms / 1000.0
+        self._seconds_per_input: float | None = None  # measured on calls of >= max_size inputs
+        self._small_turn = True      # whether small requests go next when both kinds wait
         self.on_batch = on_batch
         self.on_shed = on_shed
         self.schema = getattr(expert, "opinion_schema", None)
@@ -100,7 +111,7 @@ class MicroBatcher:
     def settings(self) -> dict:
         """The batching and queue settings, as ``experts()`` reports them."""
         return {"max_size": self.max_size, "max_wait_ms": self.max_wait * 1000.0,
-                "chunk_size": self.chunk_size,
+                "chunk_size": self.chunk_size, "chunk_ms": self.chunk_seconds * 1000.0,
                 "queue": {"max_docs": self.max_queued_docs, "budget_ms": self.budget * 1000.0}}
 
     def predict_each(self, values: Sequence[Any], deadline: float | None = None) -> list[Outcome]:
@@ -212,12 +223,41 @@ class MicroBatcher:
             if not request.result.ready():
                 request.result.set_exception(Overloaded(why))
 
+    def chunk(self) -> int:
+        """Inputs of a large request for its next model call (about ``chunk_ms`` of work)."""
+        if not self._seconds_per_input:
+            return self.max_size
+        fitting = int(self.chunk_seconds / self._seconds_per_input)
+        return max(self.max_size, min(self.chunk_size, fitting))
+
     def _take(self) -> list[tuple[_Request, int, int]]:
-        """The inputs of the next model call: ``(request, start, end)`` slices."""
+        """The inputs of the next model call: ``(request, start, end)`` slices.
+
+        Either every small request that fits (oldest first) or one chunk of the
+        oldest large request; when both kinds wait they take turns.
+        """
         self._expire(time.monotonic())
+        if not self._queue:
+            return []
+        small = sum(1 for request in self._queue if request.remaining <= self.max_size)
+        if small and (self._small_turn or small == len(self._queue)):
+            self._small_turn = False
+            return self._take_small()
+        self._small_turn = True
+        request = next(r for r in self._queue if r.remaining > self.max_size)
+        take = min(request.remaining, self.chunk())
+        part = (request, request.taken, request.taken + take)
+        request.taken += take
+        self.queued_docs -= take
+        self._queue.remove(request)
+        if request.remaining:
+            self._queue.append(request)  # to the back of the line
+        return [part]
+
+    def _take_small(self) -> list[tuple[_Request, int, int]]:
         parts: list[tuple[_Request, int, int]] = []
         size = 0
-        for request in list(self._queue):  # every small request that fits, oldest first
+        for request in list(self._queue):
             if request.remaining <= self.max_size - size:
                 parts.append((request, request.taken, len(request.values)))
                 size += request.remaining
@@ -226,15 +266,6 @@ class MicroBatcher:
                 self._queue.remove(request)
             if size >= self.max_size:
                 break
-        for request in self._queue:  # then one chunk of the oldest large request
-            take = min(request.remaining, self.chunk_size)
-            parts.append((request, request.taken, request.taken + take))
-            request.taken += take
-            self.queued_docs -= take
-            self._queue.remove(request)
-            if request.remaining:
-                self._queue.append(request)  # to the back of the line
-            break
         return parts
 
     def _serve(self, parts: list[tuple[_Request, int, int]]) -> None:
@@ -271,8 +302,14 @@ class MicroBatcher:
     def _call_model(self, values: list) -> list[Outcome]:
         began = time.perf_counter()
         failure, outcomes = self.pool.spawn(self._predict_checked, values).get()
+        seconds = time.perf_counter() - began
+        if failure is None and len(values) >= self.max_size:
+            per_input = seconds / len(values)
+            previous = self._seconds_per_input
+            self._seconds_per_input = per_input if previous is None else \
+                previous + _SMOOTHING * (per_input - previous)
         if self.on_batch is not None:
-            self.on_batch(self.expert.name, len(values), time.perf_counter() - began)
+            self.on_batch(self.expert.name, len(values), seconds)
         if failure is not None:
             raise failure
         return outcomes

@@ -13,6 +13,9 @@ greenlet with one that checks every event before routing it:
 * an event for a channel is delivered only if it comes from that channel's
   peer and the channel has room; otherwise it is dropped (it can only cost its
   own call, never the dispatcher);
+* a big event (a 100,000-document call) is decoded in a greenlet of its own,
+  a slice at a time, and a big reply is encoded the same way
+  (``incremental``), so that other calls are received and answered meanwhile;
 * nothing it logs grows with what the peer sent (``logsafe``).
 """
 
@@ -20,35 +23,52 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any
+
 import gevent
+import gevent.pool
 import gevent.queue
 import msgpack
+import zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event
 
+from rpc_server import incremental
 from rpc_server.logsafe import RateLimitedLog, shown
 
 log = logging.getLogger("expertd.guard")
 
 #: Events a channel may hold before more are dropped (zerorpc's own is 1, and blocks).
 CHANNEL_QUEUE = 32
+#: Big events decoded at once, each in its own greenlet (the dispatcher waits beyond that).
+BIG_DECODERS = 4
 _ID_TYPES = (str, bytes)
 
 
-def decode(parts: list) -> Event:
-    """The zerorpc event in a ROUTER message (identity frames, empty delimiter, payload).
-
-    Stricter than zerorpc about the shape, laxer about map keys (so that a
-    header with an integer key still yields a message id to answer).
-    """
+def split(parts: list) -> tuple[list | None, Any]:
+    """The identity frames and the payload of a ROUTER message."""
     if len(parts) > 2:
         identity, blob = parts[0:-2], parts[-1]
     elif len(parts) == 2:
         identity, blob = parts[0:-1], parts[-1]
     else:
         identity, blob = None, parts[0]
-    unpacked = msgpack.unpackb(blob.buffer if hasattr(blob, "buffer") else blob, raw=False,
-                               strict_map_key=False)
+    return identity, (blob.buffer if hasattr(blob, "buffer") else blob)
+
+
+def decode(parts: list) -> Event:
+    """The zerorpc event in a ROUTER message (identity frames, empty delimiter, payload).
+
+    Stricter than zerorpc about the shape, laxer about map keys (so that a
+    header with an integer key still yields a message id to answer). A big
+    payload is decoded a slice at a time (``incremental.unpack``), yielding
+    the gevent loop: call it from a greenlet of its own.
+    """
+    identity, blob = split(parts)
+    if len(blob) >= incremental.BIG_FRAME:
+        unpacked = incremental.unpack(blob)
+    else:
+        unpacked = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     if not isinstance(unpacked, (list, tuple)) or len(unpacked) != 3:
         raise ValueError(f"an event must be [header, name, args], got {type(unpacked).__name__}"
                          f"{' of ' + str(len(unpacked)) if isinstance(unpacked, (list, tuple)) else ''}")
@@ -103,7 +123,13 @@ class GuardedMultiplexer(ChannelMultiplexer):
         """Dispatch the events of ``events`` (the server's ROUTER socket)."""
         self._noisy = RateLimitedLog(log)
         self.dropped = 0
+        self._big = gevent.pool.Pool(BIG_DECODERS)
         super().__init__(events)
+
+    def close(self) -> None:
+        """Stop the dispatcher and any big event still being decoded."""
+        self._big.kill()
+        super().close()
 
     def channel(self, from_event=None) -> GuardedChannel:
         """A new channel (for a call that ``from_event`` starts)."""
@@ -119,19 +145,44 @@ class GuardedMultiplexer(ChannelMultiplexer):
                 self._drop("recv", "error receiving an event: %s", shown(str(exc)))
                 continue
             try:
-                event = decode(parts)
-            except gevent.GreenletExit:
-                raise
-            except Exception as exc:  # not msgpack, not a 3-list, ...
-                self._drop("undecodable", "dropped an undecodable event: %s", shown(str(exc)))
-                continue
-            try:
-                self._route(event)
-            except gevent.GreenletExit:
-                raise
-            except Exception as exc:  # never let one event end the dispatcher
-                self._drop("routing", "dropped an event that failed to route: %s: %s",
-                           type(exc).__name__, shown(str(exc)))
+                big = len(split(parts)[1]) >= incremental.BIG_FRAME
+            except Exception:  # noqa: BLE001 - a frame without a length: decode() will say
+                big = False
+            if big:
+                self._big.spawn(self._receive, parts)
+            else:
+                self._receive(parts)
+
+    def _receive(self, parts: list) -> None:
+        """Decode and route one ROUTER message; whatever fails costs only this event."""
+        try:
+            event = decode(parts)
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:  # not msgpack, not a 3-list, ...
+            self._drop("undecodable", "dropped an undecodable event: %s", shown(str(exc)))
+            return
+        try:
+            self._route(event)
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:  # never let one event end the dispatcher
+            self._drop("routing", "dropped an event that failed to route: %s: %s",
+                       type(exc).__name__, shown(str(exc)))
+
+    def emit_event(self, event, timeout=None):
+        """Send ``event``; one holding a long list (a big answer) is encoded a slice at a time."""
+        if not incremental.is_big(event.args):
+            return self._events.emit_event(event, timeout)
+        blob = incremental.pack(event.header, event.name, event.args)
+        if event.identity:
+            parts = [*event.identity, b"", blob]
+        elif self._events._zmq_socket_type in (zmq.DEALER, zmq.ROUTER):
+            parts = [b"", blob]
+        else:
+            parts = [blob]
+        self._events._send(parts, timeout)
+        return None
 
     def _route(self, event) -> None:
         problem = malformation(event)

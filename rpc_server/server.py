@@ -17,6 +17,7 @@ from gevent.threadpool import ThreadPool
 
 from experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
                             load_expert)
+from rpc_server import runtime
 from rpc_server.batching import MicroBatcher
 from rpc_server.endpoint import check_bindable
 from rpc_server.inspection import InspectableServer
@@ -105,6 +106,7 @@ class ExpertdServer:
         gc.collect()
         gc.freeze()
         stats = Stats(list(experts))
+        runtime.tune()  # the GIL switch interval and full collections (see rpc_server/runtime.py)
         self.pool = ThreadPool(threads)
         self.batchers = {
             spec.name: MicroBatcher(experts[spec.name], self.pool, spec.batch.max_size,

@@ -25,6 +25,7 @@ from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
 from rpc_server.deadlines import current_deadline
 from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
                                NotLearnable, UnknownExpert, error_info)
+from rpc_server.incremental import cooperatively
 from rpc_server.learning import target_value
 from rpc_server.logsafe import shown
 from rpc_server.stats import Stats
@@ -169,18 +170,18 @@ class Experts:
         docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
         settings = chain_options(options)
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(cooperatively(docs)):
             field_value(doc, expert.field, expert.input_type, self._max_text_bytes,
                         where=f"docs[{i}]")
         if not docs:
             return []
         answers = self._converted(lambda: self._answers(docs, [name], settings))[name]
-        for i, answer in enumerate(answers):
+        for i, answer in enumerate(cooperatively(answers)):
             if not answer.ok:
                 if len(answers) > 1 and isinstance(answer.value, ExpertdError):
                     raise type(answer.value)(f"docs[{i}]: {answer.value}")
                 raise answer.value
-        return [answer.value for answer in answers]
+        return [answer.value for answer in cooperatively(answers)]
 
     @rpc_method
     def opinions_batch(self, docs, names=None, options=None):
@@ -225,7 +226,7 @@ class Experts:
             raise NotLearnable(f"expert {name!r} does not learn; experts that learn: "
                                f"{', '.join(learners) or 'none on this server'}")
         inputs, targets, refused = [], [], []
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(cooperatively(docs)):
             where = f"docs[{i}]"
             try:
                 value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes,
@@ -330,7 +331,7 @@ class Experts:
         answers = self._converted(lambda: self._answers(docs, names, options))
         shown = list(answers) if options.include_needs else names
         out = []
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(cooperatively(docs)):
             if not isinstance(doc, dict):
                 out.append(doc)
                 continue
@@ -372,7 +373,7 @@ class Experts:
         answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
         invalid = 0
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(cooperatively(docs)):
             if reuse:
                 present = chains.present_opinion(doc, name)
                 if present is not None:
@@ -400,7 +401,7 @@ class Experts:
         began = time.perf_counter()
         failures = 0
         outcomes = self._batchers[name].predict_each(values, deadline)
-        for i, (ok, answer) in zip(positions, outcomes):
+        for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
             answers[i] = Answer(ok, answer)
             failures += not ok
         self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)

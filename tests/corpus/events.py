@@ -63,3 +63,22 @@ EVENTS = {
     "stray_more": (event(H, name="_zpc_more", args=[5]), None),
     "reply_to_nobody": (event({"message_id": ID, "v": 3, "response_to": "nobody"}, name="OK"), None),
 }
+
+# Big events (over ``rpc_server.incremental.BIG_FRAME``) are decoded a slice at a
+# time in a greenlet of their own: the same answers are owed.
+BIG_DOCS = [{"text": "x" * 300}] * 600  # few objects, so that memory stays put
+_BIG_BATCH = msgpack.packb([H, "batch", ["poison", BIG_DOCS]], use_bin_type=True)
+EVENTS.update({
+    "big_batch": ([b"", _BIG_BATCH], "OK"),
+    "big_truncated": ([b"", _BIG_BATCH[:-5]], None),
+    "big_with_extra_bytes": ([b"", _BIG_BATCH + b"\x00"], None),
+    "big_header_is_a_list": (event([ID, 3], name="batch", args=["poison", BIG_DOCS]), None),
+    "big_name_is_an_int": (event(H, name=7, args=["poison", BIG_DOCS]), "MalformedEvent"),
+    "big_args_is_a_map": (event(H, name="batch", args={"docs": BIG_DOCS}), "MalformedEvent"),
+    "big_list_of_non_documents": (event(H, name="batch", args=["poison", ["x" * 300] * 600]),
+                                  "InvalidDocument"),
+    "big_nested_lists": (event(H, name="batch", args=["poison", [[1, ["x" * 300]]] * 600]),
+                         "InvalidDocument"),
+    "big_two_items": (raw([H, "batch" * 40_000]), None),
+    "big_array16_event": ([b"", b"\xdc\x00\x03" + _BIG_BATCH[1:]], "OK"),
+})
