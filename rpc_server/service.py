@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any, Callable
 
-from zerorpc.exceptions import LostRemote
 
 from experts.base import Expert
 from rpc_server import __version__
@@ -23,7 +22,7 @@ from rpc_server import chains
 from rpc_server.batching import MicroBatcher
 from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
 from rpc_server.deadlines import current_deadline
-from rpc_server.errors import (BadArguments, ExpertdError, ExpertFailed, InvalidDocument,
+from rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, error_info)
 from rpc_server.incremental import cooperatively
 from rpc_server.learning import target_value
@@ -175,7 +174,7 @@ class Experts:
                         where=f"docs[{i}]")
         if not docs:
             return []
-        answers = self._converted(lambda: self._answers(docs, [name], settings))[name]
+        answers = self._answers(docs, [name], settings)[name]
         for i, answer in enumerate(cooperatively(answers)):
             if not answer.ok:
                 if len(answers) > 1 and isinstance(answer.value, ExpertdError):
@@ -306,7 +305,7 @@ class Experts:
         """One expert's opinion on one document (its needs asked first), or its error raised."""
         self._expert(name)
         settings = chain_options(options)
-        answer = self._converted(lambda: self._answers([doc], [name], settings))[name][0]
+        answer = self._answers([doc], [name], settings)[name][0]
         if not answer.ok:
             raise answer.value
         return answer.value
@@ -328,7 +327,7 @@ class Experts:
 
     def _merge_all(self, docs: list, names: list[str], options: ChainOptions) -> list:
         """Ask every expert in ``names`` (and what they need) about every document; merge the answers."""
-        answers = self._converted(lambda: self._answers(docs, names, options))
+        answers = self._answers(docs, names, options)
         shown = list(answers) if options.include_needs else names
         out = []
         for i, doc in enumerate(cooperatively(docs)):
@@ -407,14 +406,6 @@ class Experts:
         self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return answers
 
-    def _converted(self, call: Callable) -> Any:
-        """Run ``call``; an exception that is not an expertd error becomes ``ExpertFailed``."""
-        try:
-            return call()
-        except (ExpertdError, LostRemote):
-            raise
-        except Exception as exc:
-            raise ExpertFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 
