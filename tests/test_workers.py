@@ -85,10 +85,29 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
             os.kill(pid, 0)
 
 
+def items_per_worker(endpoint: str, expert: str = "vader", want: int = 2) -> dict[int, int]:
+    """``{pid: documents expert answered}`` of each worker (its ``stats()``), over fresh
+    connections."""
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        client = zerorpc.Client(endpoint, timeout=10, heartbeat=None)
+        try:
+            pid = client.health()["pid"]
+            seen[pid] = client.stats()["experts"][expert]["items"]
+        finally:
+            client.close()
+        if len(seen) >= want:
+            break
+    return seen
+
+
 def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
+    # The stream spreads its chunks over two connections, one on each worker
+    # (--connections 2, the default): whichever worker dies, one of its
+    # connections dies with it, and its chunks are asked again.
     server = Supervised(VADER_CONFIG, tmp_path, 2)
+    pipe = None
     try:
-        victim = next(iter(worker_pids(server.endpoint, 2)))
         env = dict(os.environ, EXPERTD_ENDPOINT=server.endpoint)
         pipe = subprocess.Popen([EXPERTD, "pipe", "--lines", "--batch-size", "50",
                                  "--timeout", "30", "vader"],
@@ -98,6 +117,7 @@ def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
         out: list[bytes] = []
         reader = threading.Thread(target=lambda: out.extend(pipe.stdout))
         reader.start()
+        victim = None
         for i in range(total):
             pipe.stdin.write(json.dumps({"i": i, "text": f"doc {i} is rather good"}).encode()
                              + b"\n")
@@ -105,6 +125,11 @@ def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
                 pipe.stdin.flush()
                 time.sleep(0.01)
             if i == total // 3:
+                pipe.stdin.flush()
+                served = wait_for(lambda: (lambda s: s if len(s) == 2 and all(s.values())
+                                           else None)(items_per_worker(server.endpoint)),
+                                  60, "the stream to reach both workers")
+                victim = min(served)
                 os.kill(victim, signal.SIGKILL)
         pipe.stdin.close()
         assert pipe.wait(120) == 0, pipe.stderr.read().decode()
@@ -120,6 +145,8 @@ def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
         seen = worker_pids(server.endpoint, 2)
         assert len(seen) == 2 and victim not in seen
     finally:
+        if pipe is not None and pipe.poll() is None:
+            pipe.kill()  # a failed check must not leave the stage waiting for input
         assert server.stop() == 0, server.read_log()
 
 
