@@ -15,9 +15,10 @@ import subprocess
 
 import gevent
 import pytest
+import zerorpc
 
 from clients import ExpertsClient
-from tests.conftest import EXPERTD, ROOT
+from tests.conftest import EXPERTD, ROOT, ServerProcess
 from tests.test_workers import VADER_CONFIG, Supervised, items_per_worker
 
 
@@ -91,3 +92,27 @@ def test_experts_client_refuses_a_bad_connections_count():
     with pytest.raises(ValueError, match="connections must be an integer >= 1"):
         ExpertsClient("tcp://127.0.0.1:9", connections=0)
 
+
+
+def test_calls_waiting_on_a_second_connection_keep_their_heartbeats(tmp_path):
+    # The stage waits on one connection at a time (answers come out in order); a
+    # call on its other connection must still get heartbeats meanwhile, or the
+    # server (zerorpc: no heartbeat for two intervals) drops it and the stage
+    # waits for --call-timeout and asks again: the server would count 3 calls.
+    config = tmp_path / "slow.yaml"
+    config.write_text("experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
+                      "    options: {seconds: 20}\n    batch: {max_size: 1}\n")
+    server = ServerProcess(config, tmp_path)
+    try:
+        out = subprocess.run([EXPERTD, "pipe", "--lines", "slow", "--batch-size", "1",
+                              "--call-timeout", "45", "--endpoint", server.endpoint],
+                             input=b'{"text": "a"}\n{"text": "b"}\n', capture_output=True,
+                             timeout=300, cwd=ROOT)
+        assert out.returncode == 0, out.stderr.decode()
+        assert [json.loads(line)["opinions"]["slow"] for line in out.stdout.splitlines()] == \
+            [{"slept": 20}, {"slept": 20}]
+        client = zerorpc.Client(server.endpoint, timeout=10)
+        assert client.stats()["experts"]["slow"]["calls"] == 2
+        client.close()
+    finally:
+        assert server.stop() == 0, server.read_log()
