@@ -4,10 +4,11 @@ A chunk is sent when it is full or when the input pauses, so a slow
 producer's documents come out as they go in. Chunks in flight are spread
 over the stage's connections (``Connector.spare``: the least busy one, a new
 one while fewer than ``--connections`` are open), and answers are still
-written in input order; a chunk whose connection broke is asked again. When the server refuses a whole
-chunk (not one of its documents), one empty call with the same experts tells
-whether the request itself is wrong (an unknown expert: the stream stops) or
-one of its documents is; then the chunk is split in halves until the
+written in input order; a chunk whose connection broke is asked again.
+
+When the server refuses a whole chunk (not one of its documents), one empty
+call with the same experts tells whether the request itself is wrong (an
+unknown expert: the stream stops) or one of its documents is; then the chunk is split in halves until the
 documents the server refuses are found, and every other one is answered. A
 request on which the server drops a fresh connection twice (a message over
 its size cap) is split the same way.
