@@ -171,7 +171,7 @@ class ExpertsClient:
             for client in self._clients:
                 if id(client) not in self._pids:
                     self._pids[id(client)] = identity(health(client))[0]
-            spare, pid = open_elsewhere(self._connect, health, lambda c: c.close(),
+            spare, pid, _ = open_elsewhere(self._connect, health, lambda c: c.close(),
                                         set(self._pids.values()))
         except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote):
             self._no_spare_until = time.monotonic() + 1.0  # go on with those it has

@@ -28,9 +28,10 @@ def identity(health: Any) -> tuple[int | None, bool]:
 
 
 def open_elsewhere(open_connection: Callable[[], C], health: Callable[[C], Any],
-                   close: Callable[[C], None], taken: set) -> tuple[C, int | None]:
-    """A new connection and its worker's pid, on a worker whose pid is not in ``taken``
-    when ``SPREAD_TRIES`` connections can find one (else the last one made)."""
+                   close: Callable[[C], None], taken: set) -> tuple[C, int | None, bool]:
+    """A new connection, its worker's pid, and whether it is crowded: on a worker whose
+    pid is in ``taken`` although a supervisor spreads connections (when none of
+    ``SPREAD_TRIES`` connections found another worker, e.g. while one restarts)."""
     for attempt in range(SPREAD_TRIES):
         connection = open_connection()
         try:
@@ -38,7 +39,8 @@ def open_elsewhere(open_connection: Callable[[], C], health: Callable[[C], Any],
         except BaseException:
             close(connection)
             raise
-        if pid not in taken or not supervised or attempt == SPREAD_TRIES - 1:
-            return connection, pid
+        crowded = supervised and pid in taken
+        if not crowded or attempt == SPREAD_TRIES - 1:
+            return connection, pid, crowded
         close(connection)
     raise AssertionError("unreachable")

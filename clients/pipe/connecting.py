@@ -6,7 +6,10 @@ others only once a request is already in flight on each open one, so a small
 run costs what it did with one connection. Since a supervised server's kernel
 spreads connections (not requests) over its workers, a new connection that
 lands on a worker another connection already uses is made again, a few times,
-until it lands on another worker (``clients.spread``).
+until it lands on another worker (``clients.spread``). One that found none (a
+worker was restarting) is used for a second, then gets no new request and is
+closed once its requests are answered, so the next one can land on the
+restarted worker.
 
 With ``--autostart``, a stage that finds no server starts ``expertd serve``
 in the background (its output goes to a log file), and watches it: if that
@@ -53,6 +56,7 @@ class Connector:
         #: The open connections; the first is the one ``get`` hands out.
         self.connections: list[Connection] = []
         self._pids: dict[int, int | None] = {}   # id(connection) -> pid of its worker
+        self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
         self._no_spare_until = 0.0
         self.server = None          # the Popen of a server this stage started
         self.log_path = os.path.join(state_dir(), "server.log")
@@ -125,7 +129,10 @@ class Connector:
         goes on over those it has.
         """
         self.get()
-        least = min(self.connections, key=lambda c: busy.get(id(c), 0))
+        self._retire_crowded(busy)
+        usable = self.connections[:1] + [c for c in self.connections[1:]
+                                         if not self._retiring(c)]
+        least = min(usable, key=lambda c: busy.get(id(c), 0))
         if (busy.get(id(least), 0) == 0 or len(self.connections) >= self.options.connections
                 or time.monotonic() < self._no_spare_until):
             return least
@@ -134,6 +141,19 @@ class Connector:
         except (ServerUnavailable, CallTimeout, RemoteError):
             self._no_spare_until = time.monotonic() + SPARE_RETRY_AFTER
             return least
+
+    def _retiring(self, connection: Connection) -> bool:
+        """True for a crowded connection (on a worker another one uses) past its grace:
+        it gets no new chunk, and goes once its chunks are answered."""
+        marked = self._crowded.get(id(connection))
+        return marked is not None and time.monotonic() - marked >= SPARE_RETRY_AFTER
+
+    def _retire_crowded(self, busy: dict[int, int]) -> None:
+        """Drop retiring connections with no chunk in flight: the next spare is made
+        again, and lands on another worker once there is one (a restarted worker)."""
+        for connection in self.connections[1:]:
+            if self._retiring(connection) and not busy.get(id(connection)):
+                self.drop(connection)
 
     def _health(self, connection: Connection):
         return connection.call("health", timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
@@ -152,9 +172,11 @@ class Connector:
             connection.timeout = self.options.call_timeout
             return connection
 
-        connection, pid = open_elsewhere(open_connection, self._health, lambda c: c.close(),
-                                         set(self._pids.values()))
+        connection, pid, crowded = open_elsewhere(open_connection, self._health,
+                                                  lambda c: c.close(), set(self._pids.values()))
         self._pids[id(connection)] = pid
+        if crowded:
+            self._crowded[id(connection)] = time.monotonic()
         self._add(connection)
         return connection
 
@@ -171,6 +193,7 @@ class Connector:
             return
         connection.close()
         self._pids.pop(id(connection), None)
+        self._crowded.pop(id(connection), None)
         self.connections = [c for c in self.connections if c is not connection]
         peers = tuple(self.connections)
         for c in peers:
