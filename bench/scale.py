@@ -1,6 +1,8 @@
-"""Scale-out: calls/s on ``vader`` with 1 and 2 workers, and through HAProxy; memory per worker.
+"""Scale-out: calls/s on ``vader`` with 1 and 2 workers, and through HAProxy; the stream
+rate of one ``expertd pipe sentiment --lines`` against 1 and 2 workers; memory per worker.
 
     .venv/bin/python -m bench.scale            # writes bench/RESULTS-scale.md
+    .venv/bin/python -m bench.scale --only stream --rounds 3   # one section, for development
 
 Three arms, all started before the first round and measured in interleaved
 rounds (1 worker, 2 workers, HAProxy, 1 worker, ...), medians over rounds:
@@ -17,6 +19,13 @@ new connections over the workers; HAProxy per connection, leastconn), so the
 load opens 16 connections and the report shows how they landed. The clients
 are pipelined raw-socket zerorpc clients (``clients.wire``), much cheaper than
 a gevent zerorpc client, but they run on the same 2 cores as the servers.
+
+Stream: 20,000 VADER ground-truth sentences through one ``expertd pipe sentiment
+--lines`` stage (spawn to exit, output to a file), against ``--workers 1`` and
+``--workers 2`` servers of the sentiment expert alone (the default experts
+file's entry), with the stage's default ``--connections 2`` and with
+``--connections 1``; interleaved rounds, medians, and the CPU the stage and the
+workers used.
 
 Memory: RSS and PSS (proportional share of pages shared between processes)
 of each worker of a 2-worker server, for the vader-only experts file and for
@@ -236,13 +245,136 @@ def memory_section(procs: Procs, name: str, config: Path) -> dict:
     return result
 
 
+# -- the stream ---------------------------------------------------------------------------
+
+STREAM_DOCS = 20_000
+#: (arm, workers, --connections) of the stream section, measured in this order each round.
+STREAM_ARMS = [("1 worker, --connections 1", 1, 1), ("1 worker, --connections 2", 1, 2),
+               ("2 workers, --connections 1", 2, 1), ("2 workers, --connections 2", 2, 2)]
+
+
+def sentiment_config() -> Path:
+    """An experts file with only the default file's ``sentiment`` entry (paths made absolute)."""
+    import yaml
+
+    from bench.common import DEFAULT_CONFIG, MODEL_DIR
+
+    entry = yaml.safe_load(DEFAULT_CONFIG.read_text())["experts"]["sentiment"]
+    entry.setdefault("options", {})["model_dir"] = str(MODEL_DIR)
+    path = TMP / "scale" / "sentiment.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"experts": {"sentiment": entry}}))
+    return path
+
+
+def stream_input() -> Path:
+    """``STREAM_DOCS`` documents ``{"id", "text"}`` of VADER ground-truth sentences."""
+    from bench.common import load_texts, write_jsonl
+
+    return write_jsonl(load_texts(), STREAM_DOCS, TMP / "scale" / "stream.jsonl")
+
+
+def stream_round(endpoint: str, jsonl: Path, connections: int, server_pids: list[int]) -> dict:
+    """One ``expertd pipe sentiment --lines`` over ``jsonl``: documents/s, and CPU used."""
+    out_path = TMP / "scale" / "stream.out.jsonl"
+    server_before = sum(cpu_seconds(pid) for pid in server_pids)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    with open(jsonl, "rb") as stdin, open(out_path, "wb") as stdout:
+        done = subprocess.run([EXPERTD, "pipe", "sentiment", "--lines", "--endpoint", endpoint,
+                               "--connections", str(connections)], stdin=stdin, stdout=stdout,
+                              stderr=subprocess.PIPE, env=child_env(), timeout=300)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"expertd pipe failed (exit {done.returncode}): {done.stderr[-1500:]!r}")
+    lines = out_path.read_bytes().splitlines()
+    if len(lines) != STREAM_DOCS or "sentiment" not in json.loads(lines[-1]).get("opinions", {}):
+        raise RuntimeError(f"expertd pipe wrote {len(lines)} of {STREAM_DOCS} lines")
+    return {"docs_per_s": STREAM_DOCS / wall, "seconds": wall,
+            "pipe_cpu_s": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime),
+            "server_cores": (sum(cpu_seconds(pid) for pid in server_pids) - server_before) / wall}
+
+
+def stream_section(rounds: int) -> dict:
+    """The stream arms, interleaved over ``rounds``."""
+    procs = Procs()
+    try:
+        config, jsonl = sentiment_config(), stream_input()
+        servers = {}
+        for workers in (1, 2):
+            endpoint = serve(procs, f"stream-{workers}", config, "--workers", str(workers))
+            servers[workers] = (endpoint, procs.procs[-1])
+        pids = {workers: wait_workers(endpoint, proc, workers)
+                for workers, (endpoint, proc) in servers.items()}
+        for workers, (endpoint, _) in servers.items():  # untimed: warm every path once
+            stream_round(endpoint, jsonl, 2, pids[workers])
+        runs: dict[str, list[dict]] = {arm: [] for arm, _, _ in STREAM_ARMS}
+        for r in range(rounds):
+            for arm, workers, connections in STREAM_ARMS:
+                result = stream_round(servers[workers][0], jsonl, connections, pids[workers])
+                runs[arm].append(result)
+                print(f"round {r + 1}/{rounds} stream, {arm}: {result['docs_per_s']:,.0f} "
+                      f"documents/s", file=sys.stderr)
+    finally:
+        procs.stop_all()
+    return {"runs": runs, "documents": STREAM_DOCS}
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
-def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
-    """Start the arms, measure interleaved rounds, measure memory; the raw results."""
-    procs = Procs()
+SECTIONS = ("calls", "stream", "memory")
+
+
+def run(rounds: int, duration: float, warmup: float, with_tf: bool,
+        sections: tuple[str, ...] = SECTIONS) -> dict:
+    """Measure each section asked for; the raw results."""
     load_before = os.getloadavg()
+    results: dict = {"rounds": rounds, "duration": duration, "warmup": warmup,
+                     "cpus": os.cpu_count(),
+                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if "calls" in sections:
+        results["runs"] = calls_section(rounds, duration, warmup)
+        results["vader_predict_us"] = vader_predict_us()
+    if "stream" in sections:
+        results["stream"] = stream_section(rounds)
+    load_after = os.getloadavg()
+    results["loadavg"] = [round(load_before[0], 2), round(load_after[0], 2)]
+    if "memory" in sections:
+        procs = Procs()
+        try:
+            results["memory"] = {"vader": memory_section(procs, "mem-vader", VADER_CONFIG)}
+            if with_tf:
+                results["memory"]["default"] = memory_section(procs, "mem-default",
+                                                              ROOT / "config" / "experts.yaml")
+        finally:
+            procs.stop_all()
+    return results
+
+
+def vader_predict_us(rounds: int = 5, docs: int = 400) -> float:
+    """Median CPU µs per document of ``vader``'s own ``predict`` in this process (no RPC).
+
+    CPU time, like the workers' CPU per call it is set beside (wall time on a
+    shared machine would count other processes' turns).
+    """
+    from experts.vader import VaderExpert
+
+    expert = VaderExpert()
+    texts = [TEXTS[i % len(TEXTS)] for i in range(docs)]
+    expert.predict(texts[:4])
+    times = []
+    for _ in range(rounds):
+        began = time.process_time()
+        expert.predict(texts)
+        times.append((time.process_time() - began) / docs * 1e6)
+    return median(times)
+
+
+def calls_section(rounds: int, duration: float, warmup: float) -> dict:
+    """Start the three arms, measure interleaved rounds of calls; the runs per arm."""
+    procs = Procs()
     try:
         one_ep = serve(procs, "workers1", VADER_CONFIG, "--workers", "1")
         one = procs.procs[-1]
@@ -276,36 +408,38 @@ def run(rounds: int, duration: float, warmup: float, with_tf: bool) -> dict:
                 print(f"round {r + 1}/{rounds} {arm}: {result['calls_per_s']:.0f} calls/s "
                       f"(connections per process {result['split']}, errors {result['errors']})",
                       file=sys.stderr)
-        load_after = os.getloadavg()
-        procs.stop_all()
-        procs.procs.clear()
-        memory = {"vader": memory_section(procs, "mem-vader", VADER_CONFIG)}
-        if with_tf:
-            memory["default"] = memory_section(procs, "mem-default",
-                                               ROOT / "config" / "experts.yaml")
     finally:
         procs.stop_all()
-    return {"runs": runs, "memory": memory, "rounds": rounds, "duration": duration,
-            "warmup": warmup, "cpus": os.cpu_count(),
-            "loadavg": [round(load_before[0], 2), round(load_after[0], 2)],
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return runs
 
 
 def render(r: dict) -> str:
     """The results as Markdown."""
-    med = {arm: median(x["calls_per_s"] for x in runs) for arm, runs in r["runs"].items()}
-    one, two, proxy = med["1 worker"], med["2 workers"], med["HAProxy, 2 servers x 1"]
     lines = [
         "# Scale-out benchmark (`python -m bench.scale`)", "",
         f"Run {r['when']} on {r['cpus']} cores (shared with other work: orders of magnitude, "
-        f"compare only within this run). {r['rounds']} interleaved rounds of "
-        f"{r['duration']:g} s (after {r['warmup']:g} s warm-up) per arm; medians. "
+        f"compare only within this run). {r['rounds']} interleaved rounds per arm; medians. "
         f"1-minute load average of the machine: {r['loadavg'][0]} before the rounds, "
-        f"{r['loadavg'][1]} after them.", "",
-        f"Load: concurrency 64 = {CLIENTS} client processes x {CONNECTIONS} connections x "
-        f"{WINDOW} calls in flight, one `vader` document per call (CPU-bound, no TensorFlow). "
-        "The clients run on the same cores as the servers.", "",
+        f"{r['loadavg'][1]} after them.", ""]
+    if "runs" in r:
+        lines += render_calls(r)
+    if "stream" in r:
+        lines += render_stream(r["stream"])
+    if "memory" in r:
+        lines += render_memory(r["memory"])
+    return "\n".join(lines)
+
+
+def render_calls(r: dict) -> list[str]:
+    """The calls-per-second section."""
+    med = {arm: median(x["calls_per_s"] for x in runs) for arm, runs in r["runs"].items()}
+    one, two, proxy = med["1 worker"], med["2 workers"], med["HAProxy, 2 servers x 1"]
+    lines = [
         "## Calls per second, concurrency 64, `vader`", "",
+        f"Load: concurrency 64 = {CLIENTS} client processes x {CONNECTIONS} connections x "
+        f"{WINDOW} calls in flight, one `vader` document per call (CPU-bound, no TensorFlow); "
+        f"rounds of {r['duration']:g} s after {r['warmup']:g} s of warm-up. "
+        "The clients run on the same cores as the servers.", "",
         "| arm | calls/s (median) | vs 1 worker | rounds | errors |",
         "|---|---:|---:|---|---:|"]
     for arm, runs in r["runs"].items():
@@ -322,29 +456,74 @@ def render(r: dict) -> str:
         lines.append(f"| {arm} | {cores:.2f} | {median(x['client_cores'] for x in runs):.2f} | "
                      f"{median(x['calls_per_s'] / x['server_cores'] for x in runs):,.0f} |")
     busy = {arm: median(x["server_cores"] for x in runs) for arm, runs in r["runs"].items()}
+    per_core = median(x["calls_per_s"] / x["server_cores"] for x in r["runs"]["2 workers"])
+    clients = median(x["client_cores"] for x in r["runs"]["2 workers"])
     lines += ["", f"Two workers can use two cores only when the machine has them to give: here "
               f"the 2 workers together got {busy['2 workers']:.2f} cores "
-              f"(1 worker: {busy['1 worker']:.2f}), so the other work on the machine, not "
-              f"the number of workers, set the ceiling of this run."]
+              f"(1 worker: {busy['1 worker']:.2f}), and the load generator "
+              f"{clients:.2f}. At this run's {per_core:,.0f} calls per server core-second, "
+              f"2 workers would reach 1.6x of 1 worker with "
+              f"{1.6 * one / per_core:.2f} cores of the 2 (the rest being the generator's "
+              f"and the machine's other work)."]
+    if "vader_predict_us" in r:
+        server_us = 1e6 / per_core
+        lines += ["", f"Where a call's server CPU goes: `vader`'s own `predict` takes "
+                  f"{r['vader_predict_us']:.0f} µs of CPU per document in-process (measured after the "
+                  f"rounds), of the {server_us:.0f} µs of worker CPU per call with 2 workers "
+                  f"({r['vader_predict_us'] / server_us:.0%}); the rest is RPC (zerorpc, "
+                  f"msgpack, validation). The generator costs about "
+                  f"{1e6 * clients / median(x['calls_per_s'] for x in r['runs']['2 workers']):.0f}"
+                  f" µs of CPU per call, start-up included."]
     lines += ["", "How the 16 connections landed (connections per worker or server, per round):", ""]
     for arm, runs in r["runs"].items():
         lines.append(f"- {arm}: {'; '.join('/'.join(map(str, x['split'])) for x in runs)}")
-    goal = ratio(two, one)
-    lines += ["", f"**2 workers / 1 worker = {goal:.2f}x** (the issue's goal: >= 1.6x). "
+    lines += ["", f"**2 workers / 1 worker = {ratio(two, one):.2f}x** (the issue's goal: >= 1.6x). "
               f"HAProxy with two single-process servers / 1 worker = {ratio(proxy, one):.2f}x.",
               ""]
-    lines += ["## Memory per worker", "",
-              "RSS counts pages shared with other processes (libraries, copy-on-write); "
-              "PSS splits shared pages between the processes that share them.", "",
-              "| experts file | process | RSS MiB | PSS MiB |", "|---|---|---:|---:|"]
-    for name, m in r["memory"].items():
+    return lines
+
+
+def render_stream(stream: dict) -> list[str]:
+    """The stream section."""
+    runs = stream["runs"]
+    med = {arm: median(x["docs_per_s"] for x in rs) for arm, rs in runs.items()}
+    base = med[STREAM_ARMS[0][0]]
+    lines = ["## Stream: one `expertd pipe sentiment --lines`", "",
+             f"{stream['documents']:,} documents (VADER ground-truth sentences) per run, from "
+             "spawn to exit (start-up included), output to a file; the stage's CPU "
+             "(user + system) and the cores its server's workers kept busy.", "",
+             "| arm | documents/s (median) | vs first row | runs | stage CPU s | server cores |",
+             "|---|---:|---:|---|---:|---:|"]
+    for arm, rs in runs.items():
+        each = ", ".join(f"{x['docs_per_s']:,.0f}" for x in rs)
+        lines.append(f"| {arm} | {med[arm]:,.0f} | {ratio(med[arm], base):.2f}x | {each} | "
+                     f"{median(x['pipe_cpu_s'] for x in rs):.2f} | "
+                     f"{median(x['server_cores'] for x in rs):.2f} |")
+    best = max(med, key=med.get)
+    per_doc = {arm: 1e6 * median((x["pipe_cpu_s"] + x["server_cores"] * x["seconds"])
+                                 / stream["documents"] for x in rs) for arm, rs in runs.items()}
+    lines += ["", f"Best: **{med[best]:,.0f} documents/s** ({best}; the issue's goal: >= 50,000). "
+              "CPU per document, stage and workers together (µs): "
+              + ", ".join(f"{arm}: {v:.0f}" for arm, v in per_doc.items())
+              + f". On 2 cores, 50,000 documents/s needs at most {2e6 / 50_000:.0f} µs per "
+              "document in all.", ""]
+    return lines
+
+
+def render_memory(memory: dict) -> list[str]:
+    """The memory section."""
+    lines = ["## Memory per worker", "",
+             "RSS counts pages shared with other processes (libraries, copy-on-write); "
+             "PSS splits shared pages between the processes that share them.", "",
+             "| experts file | process | RSS MiB | PSS MiB |", "|---|---|---:|---:|"]
+    for name, m in memory.items():
         rows = [("single-process server", m["single"]), ("supervisor (of 2)", m["supervisor"])]
         rows += [(f"worker {i}", w) for i, w in enumerate(m["workers"])]
         for label, mem in rows:
             lines.append(f"| {name} | {label} | {mib(mem['rss_kib'])} | {mib(mem['pss_kib'])} |")
     lines += ["", "Memory per extra worker is about one worker's RSS (each worker loads its own "
               "experts; nothing but the interpreter's read-only pages is shared).", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def mib(kib: int | None) -> str:
@@ -361,12 +540,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--no-tensorflow", action="store_true",
                         help="Skip the memory of workers serving the default (TensorFlow) experts.")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="Measure only this section (repeatable); default: all.")
     args = parser.parse_args(argv)
     if args.client:
         result = client_main(args.client, CONNECTIONS, WINDOW, args.duration, args.warmup)
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    results = run(args.rounds, args.duration, args.warmup, not args.no_tensorflow)
+    results = run(args.rounds, args.duration, args.warmup, not args.no_tensorflow,
+                  tuple(args.only or SECTIONS))
     (TMP / "scale").mkdir(parents=True, exist_ok=True)
     (TMP / "scale" / "results.json").write_text(json.dumps(results, indent=1))
     RESULTS.write_text(render(results))

@@ -1,7 +1,11 @@
 """The Python client: a small class over ``zerorpc.Client``.
 
-One connection per ``ExpertsClient``, reused for every call; the endpoint
-comes from the argument or ``EXPERTD_ENDPOINT``. Each call tells the server
+An ``ExpertsClient`` keeps its connections and reuses them for every call;
+the endpoint comes from the argument or ``EXPERTD_ENDPOINT``. Concurrent calls
+(gevent greenlets) go to the least busy of up to ``connections`` connections,
+opened only when every open one is busy, each on another worker of
+``expertd serve --workers N`` when it can be (``clients.spread``: the kernel
+spreads connections, not calls, over the workers). Each call tells the server
 how long it will wait (the ``expertd_timeout_ms`` header, added through
 zerorpc's ``client_before_request`` hook, so the server never computes an
 answer nobody reads), and since every expertd method is idempotent (asking an
@@ -109,30 +113,84 @@ class ExpertsClient:
     """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 2, backoff: float = 0.2, heartbeat: float = 5.0) -> None:
+                 retries: int = 2, backoff: float = 0.2, heartbeat: float = 5.0,
+                 connections: int = 2) -> None:
         """Connect (lazily, as ZeroMQ does) to ``endpoint``.
 
         ``timeout``: seconds to wait for one answer; ``retries``: how many
         times a retryable failure is asked again, after ``backoff`` seconds,
-        doubling (at most 2 s) with jitter.
+        doubling (at most 2 s) with jitter; ``connections``: how many
+        connections concurrent calls may spread over (1: one for everything).
         """
+        if not isinstance(connections, int) or connections < 1:
+            raise ValueError(f"connections must be an integer >= 1, got {connections!r}")
         self.endpoint = endpoint or default_endpoint()
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
+        self._heartbeat = heartbeat
+        self._most = connections
         self._hook = _header_hook()
-        self._client = zerorpc.Client(timeout=timeout, heartbeat=heartbeat)
-        secure_zerorpc(self._client)  # CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY
-        self._client.connect(self.endpoint)
+        self._clients: list[zerorpc.Client] = [self._connect()]
+        self._busy: dict[int, int] = {}          # id(client) -> calls in flight on it
+        self._pids: dict[int, int | None] = {}   # id(client) -> pid of its worker
+        self._no_spare_until = 0.0
+        self._opening = False
+
+    @property
+    def _client(self) -> zerorpc.Client:
+        """The first connection."""
+        return self._clients[0]
+
+    def _connect(self) -> zerorpc.Client:
+        client = zerorpc.Client(timeout=self._timeout, heartbeat=self._heartbeat)
+        secure_zerorpc(client)  # CURVE keys from EXPERTD_SERVER_KEY/EXPERTD_CLIENT_KEY
+        client.connect(self.endpoint)
+        return client
+
+    def _least_busy(self) -> zerorpc.Client:
+        """The connection for the next call: the least busy, or a new one when all are busy."""
+        least = min(self._clients, key=lambda c: self._busy.get(id(c), 0))
+        if (self._busy.get(id(least), 0) == 0 or len(self._clients) >= self._most
+                or self._opening or time.monotonic() < self._no_spare_until):
+            return least
+        self._opening = True  # the calls that come meanwhile take the ones open
+        try:
+            return self._open_spare(least)
+        finally:
+            self._opening = False
+
+    def _open_spare(self, least: zerorpc.Client) -> zerorpc.Client:
+        """A new connection on a worker the others do not use (when it can be), or ``least``."""
+        from clients.spread import identity, open_elsewhere
+
+        def health(client: zerorpc.Client):
+            return client("health", timeout=min(self._timeout, 5.0))
+
+        try:
+            for client in self._clients:
+                if id(client) not in self._pids:
+                    self._pids[id(client)] = identity(health(client))[0]
+            spare, pid, _ = open_elsewhere(self._connect, health, lambda c: c.close(),
+                                        set(self._pids.values()))
+        except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote):
+            self._no_spare_until = time.monotonic() + 1.0  # go on with those it has
+            return least
+        self._pids[id(spare)] = pid
+        self._clients.append(spare)
+        return spare
 
     def call(self, method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the server, asking again while the failure is retryable."""
         attempt = 0
         while True:
+            client = self._least_busy()
+            key = id(client)
+            self._busy[key] = self._busy.get(key, 0) + 1
             try:
                 self._hook.wait_ms = int(self._timeout * 1000)
                 try:
-                    request = self._client(method, *args, **{"async": True})
+                    request = client(method, *args, **{"async": True})
                 finally:
                     self._hook.wait_ms = None
                 return request.get()
@@ -146,6 +204,8 @@ class ExpertsClient:
                     if isinstance(exc, zerorpc.LostRemote):
                         raise ServerLost(self.endpoint, method, attempt + 1) from None
                     raise
+            finally:
+                self._busy[key] -= 1
             pause = min(self._backoff * (2 ** attempt), 2.0)
             time.sleep(pause * random.uniform(0.5, 1.0))
             attempt += 1
@@ -189,8 +249,9 @@ class ExpertsClient:
         return self.expert(name)
 
     def close(self) -> None:
-        """Close the connection."""
-        self._client.close()
+        """Close every connection."""
+        for client in self._clients:
+            client.close()
 
     def __enter__(self) -> "ExpertsClient":
         return self

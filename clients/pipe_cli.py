@@ -16,13 +16,13 @@ from clients.pipe import DEFAULT_ENDPOINT, PipeOptions, run
 D = PipeOptions.DEFAULTS
 
 
-def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, autostart,
-                     config, progress) -> PipeOptions:
+def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, connections,
+                     autostart, config, progress) -> PipeOptions:
     """Map the click parameters one to one onto ``PipeOptions``."""
     return PipeOptions(names, endpoint=endpoint,
                        mode={None: "auto", True: "lines", False: "single"}[mode],
                        timeout=timeout, call_timeout=call_timeout, batch_size=batch_size,
-                       autostart=autostart, config=config, progress=progress)
+                       connections=connections, autostart=autostart, config=config, progress=progress)
 
 
 @click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +40,11 @@ def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, a
               show_default=True, help="Seconds to wait for one answer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=D["batch_size"],
               show_default=True, help="Documents per request for JSON Lines.")
+@click.option("--connections", type=click.IntRange(min=1), default=D["connections"],
+              show_default=True,
+              help="Connections a JSON Lines stream spreads its requests over (opened only "
+                   "once more than one request is in flight; each lands on another worker "
+                   "of `expertd serve --workers N` when it can). 1: one connection.")
 @click.option("--autostart", is_flag=True,
               help="If no server answers, start `expertd serve` in the background and wait.")
 @click.option("--config", type=str, default=None, help="Experts file for --autostart.")

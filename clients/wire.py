@@ -11,8 +11,10 @@ costs ~5 ms (msgpack). It speaks exactly what a zerorpc request/reply needs:
   heartbeats are answered on every channel that waits longer than the
   heartbeat interval, so long calls are not cut off by the server.
 
-Several calls may be in flight on one connection (``send`` then ``receive``).
-Anything richer (streams, servers) is for the real zerorpc package.
+Several calls may be in flight on one connection (``send`` then ``receive``),
+and a client may spread its calls over several connections: ``peers`` are the
+other connections of the same client, whose waiting calls get their heartbeats
+while this one waits. Anything richer (streams, servers) is for the real zerorpc package.
 """
 
 from __future__ import annotations
@@ -151,6 +153,10 @@ class Calls:
     ``_wait_for_replies(until)`` files (``_file_reply``) what arrives before ``until``.
     """
 
+    #: Other connections of the same client: their waiting calls are heartbeaten while
+    #: this one waits (a client waits on one connection at a time).
+    peers: tuple = ()
+
     def __enter__(self):
         return self
 
@@ -196,9 +202,13 @@ class Calls:
             if now >= deadline:
                 raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
             if now >= next_beat:
-                for pending in self._pending:
-                    self._emit({"message_id": os.urandom(16).hex(), "v": 3,
-                                "response_to": pending}, "_zpc_hb", [0])
+                self.beat()
+                for peer in self.peers:
+                    if peer is not self:
+                        try:
+                            peer.beat()
+                        except ServerUnavailable:
+                            pass  # found out when its own reply is waited for
                 next_beat = now + self.heartbeat
             self._wait_for_replies(min(deadline, next_beat))
         name, args = self._replies.pop(message_id)
@@ -209,6 +219,12 @@ class Calls:
             args = list(args) + ["", "", ""]
             raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
         raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
+
+    def beat(self) -> None:
+        """Send one heartbeat for each call still waiting for its reply here."""
+        for pending in self._pending:
+            self._emit({"message_id": os.urandom(16).hex(), "v": 3,
+                        "response_to": pending}, "_zpc_hb", [0])
 
     def _emit(self, header: dict, name: str, args: list) -> None:
         self._send_payload(msgpack.packb([header, name, args], use_bin_type=True))

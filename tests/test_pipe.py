@@ -37,7 +37,8 @@ def test_pipeline_of_two_stages(env):
 
 def test_several_names_and_key_order_and_unicode(env):
     doc = {"z": 1, "text": "Ça me plaît énormément 😍 — 素晴らしい", "a": [1, {"b": None}]}
-    out = run([EXPERTD, "pipe", "sentiment", "vader"], json.dumps(doc).encode(), env)
+    out = run([EXPERTD, "pipe", "sentiment", "vader"],
+              json.dumps(doc, ensure_ascii=False).encode(), env)
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode("utf-8")
     assert "😍" in text and "\\u" not in text  # non-ASCII written as it came
@@ -45,6 +46,21 @@ def test_several_names_and_key_order_and_unicode(env):
     assert list(result) == ["z", "text", "a", "opinions"]
     assert {k: result[k] for k in ("z", "text", "a")} == doc
     assert set(result["opinions"]) == {"sentiment", "vader"}
+
+
+def test_a_document_comes_out_as_it_came_with_its_opinions_appended(env):
+    # Only the answer is encoded: the document's own text (escapes, spacing, number
+    # spelling) is kept; one that carries opinions already is merged and encoded again.
+    lines = [b'{"text":"caf\\u00e9 is great","n":1.50E2}\n',
+             b'  {"text": "fine", "opinions": {"old": 1}, "errors": {"x": 2}} \n', b'{}\n']
+    out = run([EXPERTD, "pipe", "--lines", "vader"], b"".join(lines), env)
+    assert out.returncode == 1 and b"line 3: vader: InvalidDocument" in out.stderr, out.stderr
+    first, second, third = out.stdout.splitlines()
+    assert first.startswith(b'{"text":"caf\\u00e9 is great","n":1.50E2, "opinions": {"vader": ')
+    assert json.loads(first)["n"] == 150.0
+    assert second.startswith(b'{"text": "fine", "opinions": {"old": 1, "vader": {')
+    assert json.loads(second)["errors"] == {"x": 2}
+    assert json.loads(third)["errors"]["vader"]["name"] == "InvalidDocument"  # {} has no text
 
 
 def test_pretty_printed_single_document(env):

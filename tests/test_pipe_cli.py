@@ -22,6 +22,7 @@ def click_parse(argv):
     ["sentiment", "--single"],
     ["--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.5", "vader"],
     ["--endpoint=ipc:///tmp/x", "--call-timeout=3", "--batch-size", "10", "vader"],
+    ["--connections", "4", "--lines", "vader"], ["--connections=1", "vader"],
     ["--autostart", "--config", "my.yaml", "--no-progress", "vader"],
     ["--progress", "vader", "--", "--odd-name"],
 ])
@@ -38,6 +39,7 @@ def test_endpoint_from_environment(monkeypatch):
 
 @pytest.mark.parametrize("argv", [
     [], ["--help"], ["-h", "vader"], ["--batch-size", "0", "vader"], ["--timeout", "x", "v"],
+    ["--connections", "0", "vader"], ["--connections", "two", "vader"],
     ["--unknown", "vader"], ["--lines=yes", "vader"], ["vader", "--endpoint"],
 ])
 def test_unusual_command_lines_go_to_click(argv):

@@ -86,32 +86,71 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
             os.kill(pid, 0)
 
 
+def items_per_worker(endpoint: str, expert: str = "vader", want: int = 2) -> dict[int, int]:
+    """``{pid: documents expert answered}`` of each worker (its ``stats()``), over fresh
+    connections."""
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        client = zerorpc.Client(endpoint, timeout=10, heartbeat=None)
+        try:
+            pid = client.health()["pid"]
+            seen[pid] = client.stats()["experts"][expert]["items"]
+        finally:
+            client.close()
+        if len(seen) >= want:
+            break
+    return seen
+
+
 def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
+    # The stream spreads its chunks over two connections, one on each worker
+    # (--connections 2, the default): whichever worker dies, one of its
+    # connections dies with it, and its chunks are asked again. Once the worker
+    # is replaced, the stream spreads over the new one too.
     server = Supervised(VADER_CONFIG, tmp_path, 2)
+    pipe = None
     try:
-        victim = next(iter(worker_pids(server.endpoint, 2)))
         env = dict(os.environ, EXPERTD_ENDPOINT=server.endpoint)
         pipe = subprocess.Popen([EXPERTD, "pipe", "--lines", "--batch-size", "50",
                                  "--timeout", "30", "vader"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env, cwd=ROOT)
-        total = 6000
         out: list[bytes] = []
         reader = threading.Thread(target=lambda: out.extend(pipe.stdout))
         reader.start()
-        for i in range(total):
-            pipe.stdin.write(json.dumps({"i": i, "text": f"doc {i} is rather good"}).encode()
-                             + b"\n")
-            if i % 100 == 0:
-                pipe.stdin.flush()
-                time.sleep(0.01)
-            if i == total // 3:
-                os.kill(victim, signal.SIGKILL)
+        sent = 0
+
+        def feed(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                pipe.stdin.write(json.dumps({"i": sent, "text": f"doc {sent} is rather good"})
+                                 .encode() + b"\n")
+                sent += 1
+                if sent % 100 == 0:
+                    pipe.stdin.flush()
+                    time.sleep(0.01)
+            pipe.stdin.flush()
+
+        feed(2000)
+        served = wait_for(lambda: (lambda s: s if len(s) == 2 and all(s.values()) else None)(
+            items_per_worker(server.endpoint)), 60, "the stream to reach both workers")
+        victim = min(served)
+        os.kill(victim, signal.SIGKILL)
+        feed(2000)
+        deadline = time.monotonic() + 120
+        while True:  # go on streaming until the new worker answers some of it
+            now = items_per_worker(server.endpoint)
+            if any(pid not in served and n > 0 for pid, n in now.items()):
+                break
+            assert time.monotonic() < deadline, f"no document went to a new worker: {now}"
+            feed(200)
+            time.sleep(0.05)
+        feed(1000)
         pipe.stdin.close()
         assert pipe.wait(120) == 0, pipe.stderr.read().decode()
         reader.join()
         docs = [json.loads(line) for line in out]
-        assert [d["i"] for d in docs] == list(range(total))
+        assert [d["i"] for d in docs] == list(range(sent))
         assert all("compound" in d["opinions"]["vader"] and "errors" not in d for d in docs)
         log = wait_for(lambda: (lambda t: t if re.search(
             rf"worker \d \(pid {victim}\) exited with status -9.*restarting", t)
@@ -121,6 +160,8 @@ def test_kill_9_of_a_worker_under_a_pipe_stream_loses_no_document(tmp_path):
         seen = worker_pids(server.endpoint, 2)
         assert len(seen) == 2 and victim not in seen
     finally:
+        if pipe is not None and pipe.poll() is None:
+            pipe.kill()  # a failed check must not leave the stage waiting for input
         assert server.stop() == 0, server.read_log()
 
 

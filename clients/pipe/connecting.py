@@ -1,4 +1,15 @@
-"""Connecting: one connection to the server, made again when lost, and ``--autostart``.
+"""Connecting: the stage's connections to the server, made again when lost, and ``--autostart``.
+
+A JSON Lines stream spreads its requests over up to ``--connections``
+connections (``spare``). The first is made at start, as for one document; the
+others only once a request is already in flight on each open one, so a small
+run costs what it did with one connection. Since a supervised server's kernel
+spreads connections (not requests) over its workers, a new connection that
+lands on a worker another connection already uses is made again, a few times,
+until it lands on another worker (``clients.spread``). One that found none (a
+worker was restarting) is used for a second, then gets no new request and is
+closed once its requests are answered, so the next one can land on the
+restarted worker.
 
 With ``--autostart``, a stage that finds no server starts ``expertd serve``
 in the background (its output goes to a log file), and watches it: if that
@@ -13,15 +24,20 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from typing import Callable
 
 from expertd.catalogue import exit_code
 from clients.pipe.options import PipeOptions
 from clients.pipe.retrying import Backoff, Stop
-from clients.wire import CallTimeout, Connection, ServerUnavailable, connect
+from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
 #: Lines of a failed server's log shown when it exits during ``--autostart``.
 LOG_TAIL_LINES = 20
+#: Seconds a stage waits for a spare connection (its handshake and ``health()``).
+SPARE_TIMEOUT = 2.0
+#: Seconds before a spare that could not be made is tried again.
+SPARE_RETRY_AFTER = 1.0
 
 
 def state_dir() -> str:
@@ -31,22 +47,35 @@ def state_dir() -> str:
 
 
 class Connector:
-    """Hands out the stage's connection, connecting (and autostarting) when there is none."""
+    """Hands out the stage's connections, connecting (and autostarting) when there is none."""
 
     def __init__(self, options: PipeOptions, warn: Callable[[str], None]) -> None:
         """Connect as ``options`` say; tell the user what happens through ``warn``."""
         self.options = options
         self.warn = warn
-        self.connection: Connection | None = None
+        #: The open connections; the first is the one ``get`` hands out.
+        self.connections: list[Connection] = []
+        self._pids: dict[int, int | None] = {}   # id(connection) -> pid of its worker
+        self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
+        self._no_spare_until = 0.0
         self.server = None          # the Popen of a server this stage started
         self.log_path = os.path.join(state_dir(), "server.log")
         self._log_offset = 0
         self._lock_fd: int | None = None
 
+    @property
+    def connection(self) -> Connection | None:
+        """The first open connection (``None`` when there is none)."""
+        return self.connections[0] if self.connections else None
+
+    def alive(self, connection: Connection | None) -> bool:
+        """True if ``connection`` is one of the open connections (not dropped)."""
+        return any(connection is c for c in self.connections)
+
     def get(self, backoff: Backoff | None = None) -> Connection:
         """The connection; made within ``backoff`` (or ``--timeout``), or ``Stop`` (exit 3)."""
-        if self.connection is not None:
-            return self.connection
+        if self.connections:
+            return self.connections[0]
         opts = self.options
         backoff = backoff or Backoff(opts.timeout)
         last_error: Exception | None = None
@@ -61,7 +90,7 @@ class Connector:
                     connection.timeout = opts.call_timeout
                     if self.server is not None:
                         connection.call("health", timeout=min(5.0, opts.call_timeout))
-                    self.connection = connection
+                    self._add(connection)
                     return connection
                 except (ServerUnavailable, CallTimeout) as exc:
                     last_error = exc
@@ -91,17 +120,89 @@ class Connector:
         except (ServerUnavailable, CallTimeout):
             return False
 
+    def spare(self, busy: dict[int, int]) -> Connection:
+        """The connection for the next request: the least busy, or a new one.
+
+        ``busy`` counts the requests in flight per connection (by ``id``). A new
+        connection is made only when every open one has a request in flight and
+        fewer than ``--connections`` are open; if it cannot be made, the stream
+        goes on over those it has.
+        """
+        self.get()
+        self._retire_crowded(busy)
+        usable = self.connections[:1] + [c for c in self.connections[1:]
+                                         if not self._retiring(c)]
+        least = min(usable, key=lambda c: busy.get(id(c), 0))
+        if (busy.get(id(least), 0) == 0 or len(self.connections) >= self.options.connections
+                or time.monotonic() < self._no_spare_until):
+            return least
+        try:
+            return self._open_spare()
+        except (ServerUnavailable, CallTimeout, RemoteError):
+            self._no_spare_until = time.monotonic() + SPARE_RETRY_AFTER
+            return least
+
+    def _retiring(self, connection: Connection) -> bool:
+        """True for a crowded connection (on a worker another one uses) past its grace:
+        it gets no new chunk, and goes once its chunks are answered."""
+        marked = self._crowded.get(id(connection))
+        return marked is not None and time.monotonic() - marked >= SPARE_RETRY_AFTER
+
+    def _retire_crowded(self, busy: dict[int, int]) -> None:
+        """Drop retiring connections with no chunk in flight: the next spare is made
+        again, and lands on another worker once there is one (a restarted worker)."""
+        for connection in self.connections[1:]:
+            if self._retiring(connection) and not busy.get(id(connection)):
+                self.drop(connection)
+
+    def _health(self, connection: Connection):
+        return connection.call("health", timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
+
+    def _open_spare(self) -> Connection:
+        """Another connection, on a worker no open connection uses when it can be."""
+        from clients.spread import identity, open_elsewhere  # only streams spread
+
+        for c in self.connections:
+            if id(c) not in self._pids:
+                self._pids[id(c)] = identity(self._health(c))[0]
+
+        def open_connection() -> Connection:
+            connection = connect(self.options.endpoint,
+                                 timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
+            connection.timeout = self.options.call_timeout
+            return connection
+
+        connection, pid, crowded = open_elsewhere(open_connection, self._health,
+                                                  lambda c: c.close(), set(self._pids.values()))
+        self._pids[id(connection)] = pid
+        if crowded:
+            self._crowded[id(connection)] = time.monotonic()
+        self._add(connection)
+        return connection
+
+    def _add(self, connection: Connection) -> None:
+        self.connections.append(connection)
+        peers = tuple(self.connections)
+        for c in peers:  # each keeps the others' waiting calls alive while it waits
+            c.peers = peers
+
     def drop(self, connection: Connection | None = None) -> None:
-        """Forget a connection that broke (the next ``get`` makes a new one)."""
+        """Forget a connection that broke (the next ``get`` or ``spare`` makes a new one)."""
         connection = connection or self.connection
-        if connection is not None:
-            connection.close()
-        if self.connection is connection:
-            self.connection = None
+        if connection is None:
+            return
+        connection.close()
+        self._pids.pop(id(connection), None)
+        self._crowded.pop(id(connection), None)
+        self.connections = [c for c in self.connections if c is not connection]
+        peers = tuple(self.connections)
+        for c in peers:
+            c.peers = peers
 
     def close(self) -> None:
-        """Close the connection and release the autostart lock."""
-        self.drop()
+        """Close every connection and release the autostart lock."""
+        while self.connections:
+            self.drop(self.connections[0])
         self._unlock()
 
     def unreachable_message(self, error: Exception | None, backoff: Backoff) -> str:

@@ -16,6 +16,7 @@ class PipeOptions:
         "timeout": 5.0,            # seconds to keep retrying an unreachable or busy server
         "call_timeout": 60.0,      # seconds to wait for one answer
         "batch_size": 256,         # documents per request for JSON Lines
+        "connections": 2,          # connections a JSON Lines stream spreads its chunks over
         "autostart": False,        # start `expertd serve` when no server answers
         "autostart_timeout": 180.0,
         "config": None,            # experts file for --autostart
@@ -47,8 +48,11 @@ FAST_OPTIONS = {
     "--progress": ("progress", True), "--no-progress": ("progress", False),
     "--endpoint": ("endpoint", str), "--config": ("config", str),
     "--timeout": ("timeout", float), "--call-timeout": ("call_timeout", float),
-    "--batch-size": ("batch_size", int),
+    "--batch-size": ("batch_size", int), "--connections": ("connections", int),
 }
+
+#: Integer options whose smallest value is 1 (the others' is 0).
+AT_LEAST_ONE = ("batch_size", "connections")
 
 
 def parse_fast(argv: list[str]) -> PipeOptions | None:
@@ -80,7 +84,7 @@ def parse_fast(argv: list[str]) -> PipeOptions | None:
                 value = kind(raw)
             except ValueError:
                 return None
-            if kind is not str and not value >= (1 if field == "batch_size" else 0):
+            if kind is not str and not value >= (1 if field in AT_LEAST_ONE else 0):
                 return None  # also refuses nan
             values[field] = value
         elif has_value:

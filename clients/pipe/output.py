@@ -17,10 +17,58 @@ from typing import IO
 from clients.pipe.reading import Item
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+if json.encoder.c_make_encoder is not None:
+    # What ``_ENCODER.encode`` builds on every call, built once (half its cost on small values).
+    _MARKERS: dict = {}  # ids of the containers being encoded (json's circular check)
+    _C_ENCODE = json.encoder.c_make_encoder(
+        _MARKERS, _ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False,
+        False)
+
+    def encode(value) -> str:
+        """``value`` as JSON text, as ``dump`` writes it."""
+        if isinstance(value, str):
+            return json.encoder.encode_basestring(value)
+        try:
+            return "".join(_C_ENCODE(value, 0))
+        except BaseException:
+            _MARKERS.clear()  # a failed encoding leaves its containers' ids behind
+            raise
+else:  # pragma: no cover - CPython always has the C encoder
+    encode = _ENCODER.encode
+
+
 def dump(doc: dict) -> bytes:
     """One line of JSON, non-ASCII kept as it is; ``ValueError`` if it would not be JSON."""
-    text = json.dumps(doc, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
-    return text.encode("utf-8") + b"\n"
+    return encode(doc).encode("utf-8") + b"\n"
+
+
+def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, bool, dict]:
+    """The output line of a document the server answered, whether every expert in ``names``
+    gave its opinion, and the experts' errors.
+
+    A document that carries no ``opinions`` or ``errors`` of its own comes out as
+    it came, with the answer's ``opinions`` (and ``errors``) appended: only the
+    answer is encoded. Any other is merged (``merge``) and encoded again.
+    Raises ``ValueError`` (or ``TypeError``) if the line would not be JSON.
+    """
+    doc = item.doc
+    if not (isinstance(answered, dict) and doc and "opinions" not in doc
+            and "errors" not in doc):
+        complete = merge(doc, answered, names)
+        errors = doc.get("errors")
+        return dump(doc), complete, errors if isinstance(errors, dict) else {}
+    line = item.raw.strip()[:-1]  # the object without its closing brace
+    opinions = answered.get("opinions")
+    errors = answered.get("errors")
+    if "opinions" in answered:
+        line += b', "opinions": ' + encode(opinions).encode("utf-8")
+    if "errors" in answered:
+        line += b', "errors": ' + encode(errors).encode("utf-8")
+    errors = errors if isinstance(errors, dict) else {}
+    complete = (isinstance(opinions, dict) and opinions.keys() >= set(names)
+                and errors.keys().isdisjoint(names))
+    return line + b"}\n", complete, errors
 
 
 def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:

@@ -1,10 +1,14 @@
 """Pipelining JSON Lines: chunks in flight while more input is read, answers in input order.
 
 A chunk is sent when it is full or when the input pauses, so a slow
-producer's documents come out as they go in. When the server refuses a whole
-chunk (not one of its documents), one empty call with the same experts tells
-whether the request itself is wrong (an unknown expert: the stream stops) or
-one of its documents is; then the chunk is split in halves until the
+producer's documents come out as they go in. Chunks in flight are spread
+over the stage's connections (``Connector.spare``: the least busy one, a new
+one while fewer than ``--connections`` are open), and answers are still
+written in input order; a chunk whose connection broke is asked again.
+
+When the server refuses a whole chunk (not one of its documents), one empty
+call with the same experts tells whether the request itself is wrong (an
+unknown expert: the stream stops) or one of its documents is; then the chunk is split in halves until the
 documents the server refuses are found, and every other one is answered. A
 request on which the server drops a fresh connection twice (a message over
 its size cap) is split the same way.
@@ -14,11 +18,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import msgpack
 
-from clients.pipe.output import dump, merge
+from clients.pipe.output import answered_line
 from clients.pipe.reading import Item, parse_line
 from clients.pipe.retrying import Backoff, describe, retryable, stop_for
 from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 #: Requests a JSON Lines stream keeps in flight, so the server never waits for us.
 IN_FLIGHT = 3
+#: ... and at least this many per connection it may spread them over.
+IN_FLIGHT_PER_CONNECTION = 2
 #: Times a request may lose a freshly made connection before it is split to find the
 #: documents at fault.
 DROPS_BEFORE_SPLIT = 2
@@ -70,11 +76,18 @@ class Asker:
         """``[docs, names]`` as msgpack, from documents already encoded one by one."""
         return pack_array([pack_array([item.packed for item in docs]), self._names])
 
-    def send(self, sent: Sent) -> None:
-        """Send a chunk's request without waiting (a lost connection is asked again later)."""
+    def send(self, sent: Sent, in_flight: Iterable[Sent] = ()) -> None:
+        """Send a chunk's request without waiting (a lost connection is asked again later).
+
+        It goes to the least busy connection, counting the chunks ``in_flight``.
+        """
         if not sent.docs:
             return
-        connection = self.connector.get()
+        busy: dict[int, int] = {}
+        for other in in_flight:
+            if other.message_id is not None:
+                busy[id(other.connection)] = busy.get(id(other.connection), 0) + 1
+        connection = self.connector.spare(busy) if busy else self.connector.get()
         try:
             sent.message_id = connection.send_packed("opinions_batch",
                                                      self.packed_args(sent.docs))
@@ -86,7 +99,7 @@ class Asker:
         """The answer for each document of a sent chunk, in order (``Refused`` where refused)."""
         if not sent.docs:
             return []
-        if sent.connection is not None and sent.connection is self.connector.connection:
+        if sent.connection is not None and self.connector.alive(sent.connection):
             started = time.monotonic()
             try:
                 return self.checked(sent.connection.receive(sent.message_id), sent.docs)
@@ -214,15 +227,16 @@ class Pipeline:
     def run(self) -> None:
         """Read, send, and write answers until the input ends."""
         in_flight: deque[Sent] = deque()
+        most = max(IN_FLIGHT, IN_FLIGHT_PER_CONNECTION * self.options.connections)
         ended = False
         while True:
             if not ended:
                 chunk, ended = self.read_chunk()
                 if chunk:
                     sent = Sent(chunk)
-                    self.asker.send(sent)
+                    self.asker.send(sent, in_flight)
                     in_flight.append(sent)
-            while in_flight and (len(in_flight) >= IN_FLIGHT or ended
+            while in_flight and (len(in_flight) >= most or ended
                                  or not self.reader.ready()):
                 sent = in_flight.popleft()
                 self.write(sent, self.asker.answers(sent))
@@ -248,9 +262,8 @@ class Pipeline:
                 stage.warn(f"line {item.number}: the server refused it ({describe(answer.exc)}); "
                            f"written through unchanged")
                 continue
-            complete = merge(item.doc, answer, self.options.names)
             try:
-                data = dump(item.doc)
+                data, complete, errors = answered_line(item, answer, self.options.names)
             except (ValueError, TypeError, UnicodeEncodeError) as exc:
                 self.output.write(item)
                 stage.incomplete += 1
@@ -260,6 +273,6 @@ class Pipeline:
             self.output.write(item, data)
             if not complete:
                 stage.incomplete += 1
-                stage.report_errors(item.number, item.doc)
+                stage.report_errors(item.number, {"errors": errors})
         self.output.flush()
         stage.progress.add(len(sent.items))

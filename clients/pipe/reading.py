@@ -122,13 +122,21 @@ def _float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float)
+_SCAN = _DECODER.scan_once
+_PACKER = msgpack.Packer(use_bin_type=True)  # reused: it starts afresh after a failure
 
 
 def decode(text: str | bytes):
     """``json.loads`` that refuses NaN, Infinity and numbers no double holds."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")  # strict, like json.loads: bad UTF-8 is a ValueError
-    return _DECODER.decode(text)
+    try:
+        value, end = _SCAN(text, 0)  # the common case: one value, no whitespace around it
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    return _DECODER.decode(text)  # anything else, with json's own error message
 
 
 def problem_of(exc: BaseException) -> str:
@@ -145,7 +153,7 @@ def problem_of(exc: BaseException) -> str:
 def pack_document(doc: dict) -> bytes:
     """The document as the server will receive it; raises ``ValueError`` if msgpack cannot."""
     try:
-        return msgpack.packb(doc, use_bin_type=True)
+        return _PACKER.pack(doc)
     except OverflowError:
         raise ValueError("it holds an integer beyond 64 bits") from None
     except UnicodeEncodeError as exc:

@@ -1,0 +1,46 @@
+"""Spreading a client's calls over connections that land on different worker processes.
+
+``expertd serve --workers N`` shares one port between N processes, and the
+kernel hands each new connection to one of them at random; every call on a
+connection goes to that process. A client that wants its calls spread keeps
+several connections, and ``open_elsewhere`` makes a new one again (a few
+times) while it lands on a worker that another of its connections uses
+(``health()`` names the pid that answers, and ``worker`` says whether a
+supervisor spreads connections at all; a lone server, or a balancer in front
+of single-process servers, is taken as it comes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+#: Times a new connection is made again when it lands on a worker already in use
+#: (with 2 workers, all 16 land on the same one once in 32,768 spreads).
+SPREAD_TRIES = 16
+
+C = TypeVar("C")
+
+
+def identity(health: Any) -> tuple[int | None, bool]:
+    """``(pid, supervised)`` from a ``health()`` answer."""
+    health = health if isinstance(health, dict) else {}
+    return health.get("pid"), health.get("worker") is not None
+
+
+def open_elsewhere(open_connection: Callable[[], C], health: Callable[[C], Any],
+                   close: Callable[[C], None], taken: set) -> tuple[C, int | None, bool]:
+    """A new connection, its worker's pid, and whether it is crowded: on a worker whose
+    pid is in ``taken`` although a supervisor spreads connections (when none of
+    ``SPREAD_TRIES`` connections found another worker, e.g. while one restarts)."""
+    for attempt in range(SPREAD_TRIES):
+        connection = open_connection()
+        try:
+            pid, supervised = identity(health(connection))
+        except BaseException:
+            close(connection)
+            raise
+        crowded = supervised and pid in taken
+        if not crowded or attempt == SPREAD_TRIES - 1:
+            return connection, pid, crowded
+        close(connection)
+    raise AssertionError("unreachable")
