@@ -121,7 +121,6 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 ## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
 bench: setup $(HAPROXY)
 	bash bench/setup.sh
-	$(PY) -m bench.run
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
@@ -129,6 +128,7 @@ bench: setup $(HAPROXY)
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
+	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 
 clean:
 	rm -rf $(VENV) express_bridge/node_modules models data

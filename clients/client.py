@@ -8,10 +8,13 @@ opened only when every open one is busy, each on another worker of
 spreads connections, not calls, over the workers). Each call tells the server
 how long it will wait (the ``expertd_timeout_ms`` header, added through
 zerorpc's ``client_before_request`` hook, so the server never computes an
-answer nobody reads), and since every expertd method is idempotent (asking an
-opinion twice changes nothing), a call that fails for a reason the error
-catalogue marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a
-lost server) is asked again with backoff::
+answer nobody reads). A call that fails for a reason the error catalogue
+marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a lost server)
+is asked again with backoff: asking an opinion twice changes nothing. A call
+that changes the server's state (``learn``) is asked again only after a
+refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
+``expertd.catalogue.may_ask_again``), never after a timeout or a lost
+connection, when it may have run::
 
     from clients import ExpertsClient
     with ExpertsClient() as experts:
@@ -31,7 +34,7 @@ import zerorpc
 
 from clients import DEFAULT_ENDPOINT
 from clients.curve import secure_zerorpc
-from expertd.catalogue import TIMEOUT_HEADER, is_retryable, kind
+from expertd.catalogue import TIMEOUT_HEADER, kind, may_ask_again
 
 
 def default_endpoint() -> str:
@@ -195,7 +198,7 @@ class ExpertsClient:
                     self._hook.wait_ms = None
                 return request.get()
             except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote) as exc:
-                if not is_retryable(_catalogue_name(exc)):
+                if not may_ask_again(method, _catalogue_name(exc)):
                     raise
                 if attempt >= self._retries:
                     if isinstance(exc, zerorpc.TimeoutExpired):

@@ -5,7 +5,8 @@ kernel hands each new connection to one of them at random; every call on a
 connection goes to that process. A client that wants its calls spread keeps
 several connections, and ``open_elsewhere`` makes a new one again (a few
 times) while it lands on a worker that another of its connections uses
-(``health()`` names the pid that answers, and ``worker`` says whether a
+(``health()`` names the process that answers, by its ``instance`` id, unique
+across machines where pids are not, and ``worker`` says whether a
 supervisor spreads connections at all; a lone server, or a balancer in front
 of single-process servers, is taken as it comes).
 """
@@ -21,16 +22,17 @@ SPREAD_TRIES = 16
 C = TypeVar("C")
 
 
-def identity(health: Any) -> tuple[int | None, bool]:
-    """``(pid, supervised)`` from a ``health()`` answer."""
+def identity(health: Any) -> tuple[Any, bool]:
+    """``(process, supervised)`` from a ``health()`` answer: the process is its
+    ``instance`` id (its pid from a server too old to say one)."""
     health = health if isinstance(health, dict) else {}
-    return health.get("pid"), health.get("worker") is not None
+    return health.get("instance") or health.get("pid"), health.get("worker") is not None
 
 
 def open_elsewhere(open_connection: Callable[[], C], health: Callable[[C], Any],
-                   close: Callable[[C], None], taken: set) -> tuple[C, int | None, bool]:
-    """A new connection, its worker's pid, and whether it is crowded: on a worker whose
-    pid is in ``taken`` although a supervisor spreads connections (when none of
+                   close: Callable[[C], None], taken: set) -> tuple[C, Any, bool]:
+    """A new connection, its worker (``identity``), and whether it is crowded: on a worker
+    already in ``taken`` although a supervisor spreads connections (when none of
     ``SPREAD_TRIES`` connections found another worker, e.g. while one restarts)."""
     for attempt in range(SPREAD_TRIES):
         connection = open_connection()

@@ -62,3 +62,16 @@ def exit_code(name: str) -> int:
 
 #: The optional header key in which a caller says how many milliseconds it will wait.
 TIMEOUT_HEADER: str = _RAW["protocol"]["timeout_header"]
+#: Methods that change the server's state (``learn``).
+STATEFUL_METHODS: frozenset[str] = frozenset(_RAW["protocol"]["stateful_methods"])
+#: Errors answered before the method runs (so even a stateful call may be asked again).
+REFUSED_BEFORE_RUNNING: frozenset[str] = frozenset(_RAW["protocol"]["refused_before_running"])
+
+
+def may_ask_again(method: str, name: str) -> bool:
+    """True if a call of ``method`` that failed with ``name`` may be asked again.
+
+    A retryable failure, and for a stateful method only one the server gave
+    before running it: after a lost connection or a timeout it may have run.
+    """
+    return is_retryable(name) and (method not in STATEFUL_METHODS or name in REFUSED_BEFORE_RUNNING)

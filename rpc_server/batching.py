@@ -42,8 +42,9 @@ log = logging.getLogger("expertd.batching")
 
 #: Most inputs of one large request given to one model call.
 DEFAULT_CHUNK = 1024
-#: How long a chunk of a large request should take in the model (its size follows).
-DEFAULT_CHUNK_MS = 5.0
+#: How long a chunk of a large request should take in the model (its size follows):
+#: about what a one-document call may wait; 5 ms cost a stream ~35% of its rate.
+DEFAULT_CHUNK_MS = 10.0
 #: Weight of the newest call in the running estimate of the model's seconds per input.
 _SMOOTHING = 0.5
 #: Defaults of an expert's ``queue:`` settings.

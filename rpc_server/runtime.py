@@ -7,7 +7,9 @@ Measured with a 100,000-document batch running beside one-document calls
   for their Python parts while the loop decodes or merges a big call (and the
   other way round). At Python's default of 5 ms one-document calls took
   41-66 ms at the 99th percentile inside the server, 18-21 ms at 0.5 ms (two
-  interleaved rounds on a shared 2-core machine).
+  interleaved rounds on a shared 2-core machine). A shorter interval costs
+  throughput: a streaming pipe stage lost about 20% of its documents per
+  second at 0.5 ms (``python -m bench.scale --only stream``), so 1 ms.
 * **Full collections.** A 100,000-document call allocates a few hundred
   thousand container objects (answers, outcomes, merged documents) that live
   for its whole duration; at Python's default thresholds that started a full
@@ -22,7 +24,7 @@ import gc
 import sys
 
 #: The GIL switch interval, seconds (Python's default is 0.005).
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.001
 #: Young collections between two full ones (Python's default is 10).
 FULL_COLLECTION_EVERY = 100
 

@@ -137,10 +137,13 @@ class ExpertdServer:
             report_ready(self.worker, {n: e.version for n, e in experts.items()})
 
     def identity(self) -> dict:
-        """What ``health()`` says about this process: worker index, worker count, supervisor pid."""
+        """What ``health()`` says about this process: a random instance id (unique across
+        machines, where pids are not: every container's worker may be pid 7), worker
+        index, worker count, supervisor pid."""
+        instance = os.urandom(8).hex()
         if self.worker is None:
-            return {"worker": None, "workers": 1, "supervisor_pid": None}
-        return {"worker": self.worker.index, "workers": self.worker.count,
+            return {"instance": instance, "worker": None, "workers": 1, "supervisor_pid": None}
+        return {"instance": instance, "worker": self.worker.index, "workers": self.worker.count,
                 "supervisor_pid": self.worker.supervisor_pid}
 
     def bind(self) -> None:

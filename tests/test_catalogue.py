@@ -36,3 +36,29 @@ def test_the_bridge_reads_the_same_file():
         if entry.side == "server":
             assert node["status"][name] == entry.status, name
     assert set(node["retryable"]) == {n for n, k in catalogue.ERRORS.items() if k.retryable}
+
+
+#: (method, error name, whether it may be asked again), for both sides.
+ASK_AGAIN_CASES = [
+    ("opinion", "Overloaded", True), ("opinion", "RpcTimeout", True),
+    ("opinion", "ServerUnavailable", True), ("opinion", "InvalidDocument", False),
+    ("learn", "Overloaded", True), ("learn", "ShuttingDown", True),
+    ("learn", "RpcTimeout", False), ("learn", "ServerUnavailable", False),
+    ("learn", "NotLearnable", False),
+]
+
+
+def test_a_stateful_call_is_asked_again_only_after_a_refusal_before_it_ran():
+    assert catalogue.STATEFUL_METHODS == {"learn"}
+    assert catalogue.REFUSED_BEFORE_RUNNING <= {n for n, k in catalogue.ERRORS.items() if k.retryable}
+    for method, name, expected in ASK_AGAIN_CASES:
+        assert catalogue.may_ask_again(method, name) is expected, (method, name)
+
+
+def test_the_bridge_applies_the_same_ask_again_rule():
+    script = ("const {mayAskAgain} = require('./src/errors');"
+              f"const cases = {json.dumps(ASK_AGAIN_CASES)};"
+              "console.log(JSON.stringify(cases.map(([m, n]) => mayAskAgain(m, n, true))))")
+    out = subprocess.run(["node", "-e", script], cwd=ROOT / "express_bridge", check=True,
+                         capture_output=True, text=True).stdout
+    assert json.loads(out) == [expected for _, _, expected in ASK_AGAIN_CASES]

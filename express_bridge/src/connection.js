@@ -34,7 +34,7 @@ class Connection {
    * @param {{warn: Function, debug: Function}} options.logger
    * @param {object} [options.curve] CURVE socket options (curve.js)
    * @param {(connection: Connection) => void} [options.onDisconnect] the socket lost its
-   *   peer while this connection was in use (called once per drop, not after retirement)
+   *   peer while this connection was in use or still had calls in flight (once per drop)
    */
   constructor({ endpoint, timeoutMs, heartbeatMs, logger, curve, onDisconnect = () => {} }) {
     this.id = nextConnectionId++;
@@ -57,7 +57,9 @@ class Connection {
       try {
         zmqSocket.monitor();
         zmqSocket.on("disconnect", () => {
-          if (!this.retired) onDisconnect(this);
+          // A retired connection still ends its calls in flight at once: a
+          // retired one is taken out of the pool, not out of use.
+          if (!this.retired || this.pending.size > 0) onDisconnect(this);
         });
       } catch (err) {
         logger.debug({ err: String(err) }, "zmq monitor unavailable");

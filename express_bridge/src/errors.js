@@ -88,6 +88,24 @@ const REMOTE_STATUS = Object.freeze(Object.fromEntries(
 /** Error names after which asking again may succeed. */
 const RETRYABLE = Object.freeze(new Set(Object.entries(CATALOGUE).filter(([, e]) => e.retryable).map(([name]) => name)));
 
+/** Methods that change the server's state (learn): asked again only after a refusal in REFUSED_BEFORE_RUNNING. */
+const STATEFUL_METHODS = Object.freeze(new Set(CATALOGUE_FILE.protocol.stateful_methods));
+/** Errors the server answers before running the method, so even a stateful call may be asked again. */
+const REFUSED_BEFORE_RUNNING = Object.freeze(new Set(CATALOGUE_FILE.protocol.refused_before_running));
+
+/**
+ * Whether a call of `method` that failed with error `name` may be asked again
+ * (the catalogue's rule, as `expertd.catalogue.may_ask_again`): a retryable
+ * failure, and for a stateful method only a refusal given before it ran.
+ * @param {string} method
+ * @param {string} name
+ * @param {boolean} remote the server answered with this error (not a local timeout or a lost connection)
+ * @returns {boolean}
+ */
+function mayAskAgain(method, name, remote) {
+  return RETRYABLE.has(name) && (!STATEFUL_METHODS.has(method) || (remote && REFUSED_BEFORE_RUNNING.has(name)));
+}
+
 /**
  * An error raised by the remote server (a zerorpc ERR event), with its
  * remote exception name and message; the Python traceback is dropped.
@@ -228,6 +246,9 @@ module.exports = {
   TIMEOUT_HEADER,
   REMOTE_STATUS,
   RETRYABLE,
+  STATEFUL_METHODS,
+  REFUSED_BEFORE_RUNNING,
+  mayAskAgain,
   CATALOGUE,
   errorBody,
   toHttpError,

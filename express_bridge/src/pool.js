@@ -9,23 +9,25 @@
  * and sends each call to the least busy one.
  *
  * - Each new connection first asks `health()` on itself (its "hello"), to
- *   learn the pid of the worker behind it (its peer).
+ *   learn the worker behind it (its peer): its `instance` id (unique across
+ *   machines, where pids repeat), pid, and how many workers the server has.
  * - "Least busy" is counted per peer: the calls in flight on every
  *   connection to that worker, then on the connection itself. Two
  *   connections that reached the same worker therefore do not draw twice its
  *   share; a connection whose hello has not come back counts as its own peer.
  * - A connection whose peer duplicates another connection's is redialled
  *   (at most `redials` times per slot) while the pool reaches fewer workers
- *   than it has connections: with 4 connections on 2 workers the kernel's
- *   random choice leaves one worker without a connection 1 time in 8; the
- *   redials make that rare. Redialling is cheap (a connect and one health()).
- * - While connections share workers, one of the most shared worker is
- *   redialled now and then (after 1 s, then 2, 4 ... up to 60 s; back to 1 s
- *   when a connection is lost or a new worker shows up): so a worker that
- *   was restarted, or started by a reload, gets connections again. While
- *   the pool reaches fewer workers than the server says it has (health()'s
- *   `workers`, up to the pool's size), the delay stays at 1 s: a worker that
- *   is known to exist is looked for steadily, not ever more rarely.
+ *   than the server says it has (health()'s `workers`, up to the pool's
+ *   size; from a server that does not say, fewer than it has connections):
+ *   with 4 connections on 2 workers the kernel's random choice leaves one
+ *   worker without a connection 1 time in 8; the redials make that rare.
+ *   Redialling is cheap (a connect and one health()). Against one
+ *   single-process server nothing is redialled.
+ * - While the pool still lacks a worker, one connection of the most shared
+ *   worker is redialled now and then (every 1 s; from a server that does not
+ *   say its `workers`, after 1 s, then 2, 4 ... up to 60 s), and again after
+ *   a connection is lost: so a worker that was restarted, or started by a
+ *   reload, gets connections again.
  * - A connection that is lost, or whose worker drains, leaves the pool (its
  *   calls in flight still end on it) and a new one takes its slot on the
  *   next call.
@@ -80,7 +82,7 @@ class ConnectionPool {
     this.fill();
     const load = new Map();
     for (const c of this.active) load.set(peerKey(c), (load.get(peerKey(c)) || 0) + c.pending.size);
-    const candidates = this.active.filter((c) => !(avoid && avoid.has(c)) && !(c.peer && avoidPeers && avoidPeers.has(c.peer.pid)));
+    const candidates = this.active.filter((c) => !(avoid && avoid.has(c)) && !(c.peer && avoidPeers && avoidPeers.has(c.peer.id)));
     // Away from a worker that refused the call: to one known to be another, if the pool has one.
     const known = avoidPeers && avoidPeers.size ? candidates.filter((c) => c.peer) : [];
     let best = null;
@@ -100,7 +102,7 @@ class ConnectionPool {
    * @param {{avoid?: Set<object>, avoidPeers?: Set<number>}} exclude
    */
   reachesAnother({ avoid, avoidPeers }) {
-    return this.active.some((c) => c.peer && !(avoid && avoid.has(c)) && !(avoidPeers && avoidPeers.has(c.peer.pid)));
+    return this.active.some((c) => c.peer && !(avoid && avoid.has(c)) && !(avoidPeers && avoidPeers.has(c.peer.id)));
   }
 
   /** Dial the empty slots (each new connection says hello at once). */
@@ -177,9 +179,11 @@ class ConnectionPool {
   /** The hello came back: note the peer, and redial a duplicate while the pool reaches fewer workers than it has connections. */
   _met(connection, health) {
     if (!health || typeof health.pid !== "number") return;
-    const known = this.active.some((c) => c.peer && c.peer.pid === health.pid);
+    // Workers are told apart by their instance id: pids repeat across machines (containers).
+    const id = typeof health.instance === "string" ? health.instance : health.pid;
+    const known = this.active.some((c) => c.peer && c.peer.id === id);
     connection.peer = {
-      pid: health.pid, worker: health.worker ?? null, versions: health.versions ?? null,
+      id, pid: health.pid, worker: health.worker ?? null, versions: health.versions ?? null,
       workers: Number.isInteger(health.workers) ? health.workers : null,
     };
     if (!this.active.includes(connection)) return;
@@ -187,9 +191,8 @@ class ConnectionPool {
     this._spreadSoon();
     if (connection.redials >= this.redials) return;
     const others = this.active.filter((c) => c !== connection && c.peer);
-    if (!others.some((c) => c.peer.pid === health.pid)) return;
-    const peers = new Set(this.active.filter((c) => c.peer).map((c) => c.peer.pid));
-    if (peers.size >= this.active.length) return;
+    if (!others.some((c) => c.peer.id === id)) return;
+    if (!this._shouldSpread()) return;
     this.logger.debug({ connection: connection.id, pid: health.pid }, "connection reached a worker the pool already has; redialling");
     this.remove(connection);
     this._dial(connection.redials + 1);
@@ -212,7 +215,8 @@ class ConnectionPool {
   /** Redial the least busy connection of the worker that has the most connections. */
   _spread() {
     const byPeer = new Map();
-    for (const c of this.active) if (c.peer) byPeer.set(c.peer.pid, [...(byPeer.get(c.peer.pid) || []), c]);
+    if (!this._shouldSpread()) return; // spreading again when a connection is lost
+    for (const c of this.active) if (c.peer) byPeer.set(c.peer.id, [...(byPeer.get(c.peer.id) || []), c]);
     const shared = [...byPeer.values()].filter((cs) => cs.length > 1).sort((a, b) => b.length - a.length)[0];
     if (!shared) return; // every connection on its own worker: nothing to spread
     const victim = shared.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
@@ -227,7 +231,18 @@ class ConnectionPool {
   _missingWorkers() {
     const peers = this.active.filter((c) => c.peer);
     const said = Math.max(0, ...peers.map((c) => c.peer.workers || 0));
-    return new Set(peers.map((c) => c.peer.pid)).size < Math.min(this.active.length, said);
+    return new Set(peers.map((c) => c.peer.id)).size < Math.min(this.active.length, said);
+  }
+
+  /**
+   * Whether redialling may reach a worker the pool lacks: while it reaches fewer
+   * than the server says it has (health()'s `workers`); from a server that does
+   * not say, while connections share a worker.
+   */
+  _shouldSpread() {
+    const peers = this.active.filter((c) => c.peer);
+    if (peers.some((c) => c.peer.workers !== null)) return this._missingWorkers();
+    return new Set(peers.map((c) => c.peer.id)).size < this.active.length;
   }
 
   _retire(connection) {
@@ -239,7 +254,7 @@ class ConnectionPool {
 
 /** The peer a connection's load counts against: its worker's pid once known. */
 function peerKey(connection) {
-  return connection.peer ? `pid:${connection.peer.pid}` : `connection:${connection.id}`;
+  return connection.peer ? `peer:${connection.peer.id}` : `connection:${connection.id}`;
 }
 
 function lessThan(a, b) {

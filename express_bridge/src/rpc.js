@@ -33,7 +33,7 @@
  */
 
 const { EventEmitter } = require("node:events");
-const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError, RETRYABLE } = require("./errors");
+const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError, mayAskAgain } = require("./errors");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
@@ -224,12 +224,13 @@ class ExpertdClient extends EventEmitter {
 
   /**
    * After a failed attempt: the error to give the caller, or `true` to try
-   * again (on another connection). Only a failure the catalogue marks
-   * retryable is tried again, only while the call's deadline leaves time, and
-   * at most MAX_ATTEMPTS times:
+   * again (on another connection). Only a failure the catalogue lets ask
+   * again (`mayAskAgain`: retryable, and for a method that changes state,
+   * such as learn, only a refusal the server gave before running it) is tried
+   * again, only while the call's deadline leaves time, and at most
+   * MAX_ATTEMPTS times:
    *   - the connection was lost before the answer (`err.lost`): again once a
-   *     fresh probe finds the server answering (else 503), unless the method
-   *     changes state on the server (it may have run);
+   *     fresh probe finds the server answering (else 503);
    *   - `ShuttingDown`: the worker behind the connection drains, so the
    *     connection leaves the pool and the call goes on another, one known to
    *     reach another worker if the pool has one (else on a new connection,
@@ -242,16 +243,16 @@ class ExpertdClient extends EventEmitter {
   async _retry(err, connection, attempt) {
     attempt.tried.add(connection);
     attempt.lastError = err;
-    if (this._closed || err.serverDown || !RETRYABLE.has(err.name) || attempt.number >= MAX_ATTEMPTS) return err;
+    if (this._closed || err.serverDown || attempt.number >= MAX_ATTEMPTS) return err;
+    if (!mayAskAgain(attempt.method, err.name, Boolean(err.remote) && !err.lost)) return err;
     const timeLeft = () => attempt.deadline - Date.now();
     if (timeLeft() < MIN_RETRY_MS) return err;
     if (err.lost) {
-      if (STATEFUL_METHODS.has(attempt.method)) return err;
       const probe = await this.probe({ maxAgeMs: 0 });
       if (!probe.ok) return this._unavailable(probe.reason);
     } else if (err.remote && err.name === "ShuttingDown") {
       this.pool.remove(connection);
-      if (connection.peer) attempt.refusedBy.add(connection.peer.pid);
+      if (connection.peer) attempt.refusedBy.add(connection.peer.id);
       attempt.drained += 1;
       if (attempt.drained > 1 && !this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) {
         const backoffMs = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (attempt.drained - 2));
@@ -260,7 +261,7 @@ class ExpertdClient extends EventEmitter {
       }
     } else if (err.remote && err.name === "Overloaded") {
       if (!connection.peer) return err;
-      attempt.refusedBy.add(connection.peer.pid);
+      attempt.refusedBy.add(connection.peer.id);
       if (!this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) return err;
     }
     if (this._closed || timeLeft() < MIN_RETRY_MS) return err;
@@ -358,8 +359,6 @@ const MIN_RETRY_MS = 20;
 /** Backoff before the second and later retries after `ShuttingDown` on a new connection: 25 ms doubling, at most 500 ms (about 3 s over 10 attempts). */
 const BACKOFF_MS = 25;
 const MAX_BACKOFF_MS = 500;
-/** Methods that change the server's state: not sent again after a lost connection (they may have run). */
-const STATEFUL_METHODS = new Set(["learn"]);
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };
