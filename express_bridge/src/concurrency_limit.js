@@ -9,7 +9,12 @@
  * answers:
  *
  *   - the floor (`baselineMs`) is the lowest window median of the last
- *     `baselineWindows` windows (so it follows a change of expert or machine);
+ *     `baselineWindows` windows (1,200: at least a minute under load, so
+ *     that the floor outlives a spell of overload instead of rising to the
+ *     loaded latency, as it did with 100 windows (5 s): the limit then stayed
+ *     at its maximum and at twice the capacity the p99 of the answered
+ *     requests was 660x unloaded instead of 7.5x; and it still follows a
+ *     change of expert or machine);
  *   - when the window's median is above `tolerance` x the floor (plus
  *     `slackMs`, so a 2 ms floor does not make 4 ms "queueing"; generous,
  *     because coalesced batches grow, and take longer, with the load, which
@@ -24,7 +29,7 @@
  * feeds latencies (`sample`) and closes windows (`update`), e.g. on a timer.
  */
 
-const DEFAULTS = Object.freeze({ min: 64, max: 256, initial: 64, tolerance: 4, slackMs: 10, minSamples: 20, baselineWindows: 100 });
+const DEFAULTS = Object.freeze({ min: 64, max: 256, initial: 64, tolerance: 4, slackMs: 10, minSamples: 20, baselineWindows: 1200 });
 
 /** Quantile `q` (0-1) of an array of numbers (sorted in place). */
 function quantile(values, q) {
@@ -42,7 +47,7 @@ class AdaptiveLimit {
    * @param {number} [options.tolerance=4] a window's median above tolerance x floor + slackMs means queueing
    * @param {number} [options.slackMs=10]
    * @param {number} [options.minSamples=20] answers a window needs before it counts
-   * @param {number} [options.baselineWindows=100] windows the floor is the lowest median of
+   * @param {number} [options.baselineWindows=1200] windows the floor is the lowest median of
    */
   constructor(options = {}) {
     const o = { ...DEFAULTS, ...options };

@@ -42,6 +42,14 @@ describe("AdaptiveLimit", () => {
     assert.equal(limit.limit, 70);
   });
 
+  it("keeps its unloaded floor through a long spell of overload (the limit stays down)", () => {
+    const limit = new AdaptiveLimit({ min: 64, max: 256, initial: 256 });
+    for (let i = 0; i < 10; i++) windowOf(limit, 8);
+    for (let i = 0; i < 400; i++) windowOf(limit, 90, { reached: true }); // 20 s of 50 ms windows
+    assert.equal(limit.baselineMs, 8);
+    assert.equal(limit.limit, 64);
+  });
+
   it("refuses a min above max", () => {
     assert.throws(() => new AdaptiveLimit({ min: 10, max: 5 }), RangeError);
   });
