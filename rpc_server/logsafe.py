@@ -19,8 +19,8 @@ from typing import Any
 SHOWN_LIMIT = 80
 
 
-#: An absolute file path (POSIX, ``file://``, or a Windows drive), up to its last component.
-_PATH = re.compile(r"(?:file://)?(?<![\w.~-])(?:[A-Za-z]:[\\/]|/)(?:[^\s'\"/\\:,;()\[\]{}<>]+[\\/])+")
+#: An absolute file path (POSIX, ``~/``, ``file://``, or a Windows drive), up to its last component.
+_PATH = re.compile(r"(?:file://)?(?<![\w.~-])(?:[A-Za-z]:[\\/]|~?/)(?:[^\s'\"/\\:,;()\[\]{}<>]+[\\/])+")
 
 
 def without_paths(text: str) -> str:

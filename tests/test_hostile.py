@@ -273,6 +273,19 @@ def test_batch_names_the_failing_document(stock):
     assert info.value.name == "ExpertFailed" and info.value.msg.startswith("docs[2]:")
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("No such file or directory: '/srv/app/models/vocab.txt'", "No such file or directory: '.../vocab.txt'"),
+    ("cannot open ~/.keras/models/m.h5 here", "cannot open .../m.h5 here"),
+    ("OOM in C:\\Users\\ann\\m.h5", "OOM in .../m.h5"),
+    ("file:///etc/secret", ".../secret"),
+    ("ratio 1/2 of a/b", "ratio 1/2 of a/b"),  # not absolute paths: left alone
+])
+def test_without_paths_keeps_only_the_file_name(text, shown):
+    from rpc_server.logsafe import without_paths
+
+    assert without_paths(text) == shown
+
+
 def test_an_expert_failure_names_no_server_path_to_the_caller(hostile, stock):
     from experts.hostile import MISSING_FILE
 
