@@ -16,7 +16,9 @@ zerorpc's heartbeats) keeps running while the model works.
   take turns. A chunk is sized to take about ``chunk_ms`` (measured from the
   expert's recent calls, between ``max_size`` and ``chunk_size`` inputs), so a
   one-document call waits for at most about one short chunk, never for a
-  100,000-document batch, and is never computed together with one.
+  100,000-document batch, and is never computed together with one. A request
+  of up to ``chunk_size`` inputs is one model call (the model is fastest on
+  big calls), so that is the longest a one-document call waits.
 * **Isolation.** A model call that raises is split in halves until the failing
   inputs are found, so a poison input fails only itself; each output is
   checked (``outputs.opinion_problem``) and a bad one fails only its input.
@@ -246,7 +248,11 @@ class MicroBatcher:
             return self._take_small()
         self._small_turn = True
         request = next(r for r in self._queue if r.remaining > self.max_size)
-        take = min(request.remaining, self.chunk())
+        # A request of up to chunk_size inputs is one model call, as it always
+        # was (cutting 1,000 documents into ~10 ms chunks cost batch() 30% of its
+        # throughput); only larger ones are served ~chunk_ms at a time.
+        whole = request.taken == 0 and len(request.values) <= self.chunk_size
+        take = request.remaining if whole else min(request.remaining, self.chunk())
         part = (request, request.taken, request.taken + take)
         request.taken += take
         self.queued_docs -= take

@@ -13,6 +13,7 @@ const { ExpertdClient } = require("./rpc");
 const { createApp } = require("./app");
 const { clientErrorHandler } = require("./errors");
 const { Admission, admitted } = require("./admission");
+const { processLogger, exitProcess } = require("./log");
 
 /**
  * Start the bridge.
@@ -102,26 +103,29 @@ async function main() {
     }
     throw err;
   }
-  const logger = pino({ level: config.logLevel });
+  const { logger, flush } = processLogger(config.logLevel);
+  const exit = (code) => exitProcess(flush, code);
   let bridge;
   try {
     bridge = await start(config, { logger });
   } catch (err) {
     logger.fatal({ err }, "cannot start");
     process.stderr.write(`expertd bridge: cannot start: ${err.message}\n`);
-    process.exit(1);
+    await exit(1);
+    return;
   }
   let signals = 0;
   const onSignal = async (signal) => {
     signals += 1;
     if (signals > 1) {
       logger.warn({ signal }, "second signal: exiting now");
-      process.exit(1);
+      await exit(1);
+      return;
     }
     logger.info({ signal }, "shutting down: finishing in-flight requests");
     await bridge.close();
     logger.info("stopped");
-    process.exit(0);
+    await exit(0);
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
