@@ -33,7 +33,7 @@ import zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event
 
-from rpc_server import incremental
+from rpc_server import incremental, runtime
 from rpc_server.logsafe import RateLimitedLog, shown
 
 log = logging.getLogger("expertd.guard")
@@ -149,9 +149,14 @@ class GuardedMultiplexer(ChannelMultiplexer):
             except Exception:  # noqa: BLE001 - a frame without a length: decode() will say
                 big = False
             if big:
-                self._big.spawn(self._receive, parts)
+                self._big.spawn(self._receive_big, parts)
             else:
                 self._receive(parts)
+
+    def _receive_big(self, parts: list) -> None:
+        """``_receive`` for a big frame, with the GIL switched often meanwhile (``runtime``)."""
+        with runtime.big_call():
+            self._receive(parts)
 
     def _receive(self, parts: list) -> None:
         """Decode and route one ROUTER message; whatever fails costs only this event."""
@@ -174,7 +179,8 @@ class GuardedMultiplexer(ChannelMultiplexer):
         """Send ``event``; one holding a long list (a big answer) is encoded a slice at a time."""
         if not incremental.is_big(event.args):
             return self._events.emit_event(event, timeout)
-        blob = incremental.pack(event.header, event.name, event.args)
+        with runtime.big_call():
+            blob = incremental.pack(event.header, event.name, event.args)
         if event.identity:
             parts = [*event.identity, b"", blob]
         elif self._events._zmq_socket_type in (zmq.DEALER, zmq.ROUTER):

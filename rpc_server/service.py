@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from experts.base import Expert
 from rpc_server import __version__
-from rpc_server import chains
+from rpc_server import chains, runtime
 from rpc_server.batching import MicroBatcher
 from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
 from rpc_server.deadlines import current_deadline
@@ -167,6 +167,10 @@ class Experts:
         A bad document fails the whole call with an error naming its index.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
+        with runtime.big_call_if(len(docs)):
+            return self._batch(name, docs, options)
+
+    def _batch(self, name, docs, options):
         expert = self._expert(name)
         settings = chain_options(options)
         for i, doc in enumerate(cooperatively(docs)):
@@ -192,7 +196,8 @@ class Experts:
         """
         docs = document_list(docs, limit=self._max_batch_docs)
         wanted = self._names(expert_names(names))
-        return self._merge_all(docs, wanted, chain_options(options))
+        with runtime.big_call_if(len(docs)):
+            return self._merge_all(docs, wanted, chain_options(options))
 
     @rpc_method
     def experts(self):
