@@ -92,22 +92,19 @@ class CountingExpert(Expert):
         return [{"computed": total} for _ in inputs]
 
 
-class CallSizeExpert(Expert):
+class CallSizeExpert(CountingExpert):
     """Sleeps ``seconds`` plus ``per_input`` per input; answers ``{"call_size": inputs in the call}``."""
 
-    version = "1"
     description = "Test expert that tells how many inputs its model call held"
 
     def __init__(self, name: str | None = None, *, seconds: float = 0.002,
                  per_input: float = 0.00002, **options) -> None:
         """``seconds`` per model call, plus ``per_input`` seconds per input."""
-        super().__init__(name, **options)
-        self.seconds = float(seconds)
-        self.per_input = float(per_input)
+        super().__init__(name, seconds=seconds, per_input=per_input, **options)
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
-        """Sleep, then answer ``{"call_size": len(inputs)}`` for each input."""
-        time.sleep(self.seconds + self.per_input * len(inputs))
+        """Sleep (and count), then answer ``{"call_size": len(inputs)}`` for each input."""
+        super().predict(inputs)
         return [{"call_size": len(inputs)} for _ in inputs]
 
 
