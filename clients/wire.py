@@ -274,6 +274,15 @@ class Connection(Calls):
         except OSError:
             pass
 
+    def fileno(self) -> int:
+        """The socket's descriptor, for ``selectors``: readable means ``collect`` finds replies."""
+        return self._sock.fileno()
+
+    def collect(self) -> set[str]:
+        """Read what has arrived, waiting at most a millisecond; the ids ``receive`` now returns at once."""
+        self._wait_for_replies(time.monotonic() + 0.001)
+        return set(self._replies)
+
     # -- framing --------------------------------------------------------------
 
     def _send_payload(self, payload: bytes) -> None:

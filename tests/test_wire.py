@@ -106,6 +106,32 @@ def test_talks_to_a_stock_zerorpc_server_with_the_timeout_header(echo_server):
     assert all(h["v"] == 3 and len(h["message_id"]) == 32 for h in seen)
 
 
+def test_collect_and_fileno_serve_several_connections_from_one_selector(echo_server):
+    import selectors
+
+    conns = [Connection(echo_server, timeout=10) for _ in range(3)]
+    try:
+        assert conns[0].collect() == set()  # nothing sent: returns after a millisecond
+        sent = {c: {c.send("echo", [n, k]) for k in range(2)} for n, c in enumerate(conns)}
+        selector = selectors.DefaultSelector()
+        for c in conns:
+            selector.register(c, selectors.EVENT_READ)
+        answers = {}
+        while any(sent.values()):
+            for key, _ in selector.select(timeout=5):
+                conn = key.fileobj
+                ready = conn.collect()
+                assert ready <= sent[conn] | set(answers)
+                for message_id in ready & sent[conn]:
+                    sent[conn].discard(message_id)
+                    answers[message_id] = conn.receive(message_id, timeout=0)
+        selector.close()
+        assert sorted(answers.values()) == [[n, k] for n in range(3) for k in range(2)]
+    finally:
+        for c in conns:
+            c.close()
+
+
 class ByteRelay:
     """A TCP relay that forwards one byte per send, so every read of the client is fragmented."""
 
