@@ -7,7 +7,7 @@ greenlet as soon as the experts it needs have answered, so independent experts
 run concurrently. What an expert is asked is the service's ``ask`` callback
 (it reuses opinions a document already carries, and turns a dependency's
 failure into ``DependencyFailed``). Caller options (``fresh``,
-``include_needs``) are parsed by ``chain_options``.
+``include_needs``, ``only_opinions``) are parsed by ``chain_options``.
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ class ChainOptions:
     fresh: bool | frozenset = False
     #: Put the opinions of the experts that were only needed into the answer too.
     include_needs: bool = True
+    #: Answer each document with only its ``opinions`` (and ``errors``), not the whole
+    #: document: for a caller that keeps the document (the pipe stage), half the bytes back.
+    only_opinions: bool = False
 
     def reuses(self, name: str) -> bool:
         """Whether an opinion of ``name`` already in a document may stand in for asking it."""
@@ -144,11 +147,12 @@ class ChainOptions:
 
 
 DEFAULT_OPTIONS = ChainOptions()
-OPTION_KEYS = ("fresh", "include_needs")
+OPTION_KEYS = ("fresh", "include_needs", "only_opinions")
 
 
 def chain_options(options: Any) -> ChainOptions:
-    """Check the ``options`` argument: ``null`` or ``{"fresh": bool|[names], "include_needs": bool}``."""
+    """Check the ``options`` argument: ``null`` or
+    ``{"fresh": bool|[names], "include_needs": bool, "only_opinions": bool}``."""
     if options is None or options == {}:
         return DEFAULT_OPTIONS
     if not isinstance(options, dict):
@@ -164,7 +168,9 @@ def chain_options(options: Any) -> ChainOptions:
     elif not isinstance(fresh, bool):
         raise BadArguments(f"option fresh must be true, false or a list of expert names, "
                            f"got {json_type(fresh)}")
-    include = options.get("include_needs", True)
-    if not isinstance(include, bool):
-        raise BadArguments(f"option include_needs must be true or false, got {json_type(include)}")
-    return ChainOptions(fresh=fresh, include_needs=include)
+    flags = {}
+    for key, default in (("include_needs", True), ("only_opinions", False)):
+        flags[key] = options.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise BadArguments(f"option {key} must be true or false, got {json_type(flags[key])}")
+    return ChainOptions(fresh=fresh, **flags)

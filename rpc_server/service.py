@@ -152,7 +152,8 @@ class Experts:
         dependents get ``DependencyFailed``, and the others still answer.
         ``options``: ``{"fresh": true | [names]}`` recomputes needed opinions the
         document carries; ``{"include_needs": false}`` leaves the needed experts'
-        opinions out of the answer.
+        opinions out of the answer; ``{"only_opinions": true}`` answers only
+        ``{"opinions", "errors"}``, without the rest of the document.
         """
         wanted = self._names(expert_names(names))
         settings = chain_options(options)
@@ -339,11 +340,11 @@ class Experts:
             if not isinstance(doc, dict):
                 out.append(doc)
                 continue
-            merged = dict(doc)
-            opinions = dict(merged.get("opinions") or {}) if isinstance(
-                merged.get("opinions"), dict) else {}
-            errors = dict(merged.get("errors") or {}) if isinstance(
-                merged.get("errors"), dict) else {}
+            merged = {} if options.only_opinions else dict(doc)
+            opinions = dict(doc.get("opinions") or {}) if isinstance(
+                doc.get("opinions"), dict) else {}
+            errors = dict(doc.get("errors") or {}) if isinstance(
+                doc.get("errors"), dict) else {}
             for name in shown:
                 answer = answers[name][i]
                 if answer.reused:

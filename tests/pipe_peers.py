@@ -6,6 +6,9 @@
   (every call, if started with ``--always``), and with ``UnknownExpert`` when
   a name is ``nope``. Answered documents get ``opinions.<name> = {"seen": n}``.
   It counts its calls in ``calls()``.
+* ``older``: ``refusing``'s answers, from a server that predates the
+  ``only_opinions`` option (it refuses the option with ``BadArguments``, as
+  expertd did before 2026-12-02); it counts the calls that brought options.
 * ``echo``: a stock zerorpc server with ``echo(x)`` and ``headers()`` (the
   header of every request it has received, as a list), for conformance tests.
 """
@@ -31,7 +34,7 @@ class Refusing:
         self.always = always
         self.count = 0
 
-    def opinions_batch(self, docs, names):
+    def opinions_batch(self, docs, names, options=None):
         """Each document with an opinion per name, unless the call is refused."""
         self.count += 1
         if "nope" in names:
@@ -47,6 +50,31 @@ class Refusing:
     def calls(self):
         """How many ``opinions_batch`` calls arrived."""
         return self.count
+
+
+class BadArguments(Exception):
+    """The server's name for arguments it cannot take."""
+
+
+class Older(Refusing):
+    """``opinions_batch`` as expertd answered it before the ``only_opinions`` option."""
+
+    def __init__(self) -> None:
+        """Count the calls refused for their options."""
+        super().__init__(always=False)
+        self.refused = 0
+
+    def opinions_batch(self, docs, names, options=None):
+        """Refuse ``only_opinions`` the way an older server did; otherwise answer whole documents."""
+        if options and "only_opinions" in options:
+            self.refused += 1
+            raise BadArguments("unknown option(s) 'only_opinions'; options are: fresh, "
+                               "include_needs")
+        return super().opinions_batch(docs, names)
+
+    def calls(self):
+        """Calls answered, and calls refused for their options."""
+        return {"answered": self.count, "refused": self.refused}
 
 
 class Echo:
@@ -80,6 +108,8 @@ def main() -> None:
         context = zerorpc.Context()
         context.register_middleware(echo)
         server = zerorpc.Server(echo, context=context)
+    elif kind == "older":
+        server = zerorpc.Server(Older())
     else:
         assert kind == "refusing", kind
         server = zerorpc.Server(Refusing(always="--always" in sys.argv))

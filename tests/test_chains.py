@@ -136,11 +136,27 @@ def test_the_caller_chooses_whether_needed_opinions_appear(chain):
     assert list(batch[0]["opinions"]) == ["earlier", "pair"]
 
 
+def test_only_opinions_answers_opinions_and_errors_without_the_document(chain):
+    doc = {"text": fresh_text(), "id": 7, "opinions": {"earlier": {"x": 1}}}
+    bad = {"id": 8}  # no text: its error comes back, the document does not
+    full, failed = chain.opinions_batch([doc, bad], ["pair"])
+    slim, slim_failed = chain.opinions_batch([dict(doc, text=fresh_text()), bad], ["pair"],
+                                             {"only_opinions": True})
+    assert set(full) == {"text", "id", "opinions"} and set(slim) == {"opinions"}
+    assert list(slim["opinions"]) == list(full["opinions"]) == ["earlier", "base", "other", "pair"]
+    assert set(failed) == {"id", "opinions", "errors"}
+    assert set(slim_failed) == {"opinions", "errors"}
+    assert slim_failed["errors"].keys() == failed["errors"].keys()
+    one = chain.opinions(doc, ["pair"], {"only_opinions": True, "include_needs": False})
+    assert list(one) == ["opinions"] and list(one["opinions"]) == ["earlier", "pair"]
+
+
 def test_bad_options_are_bad_arguments(chain):
-    for options in (["fresh"], {"fresh": "yes"}, {"include_needs": 1}, {"refresh": True}):
+    for options in (["fresh"], {"fresh": "yes"}, {"include_needs": 1}, {"only_opinions": "yes"},
+                    {"refresh": True}):
         err = remote_error(chain.opinions, {"text": "x"}, ["pair"], options)
         assert err.name == "BadArguments", options
-    assert "options are: fresh, include_needs" in remote_error(
+    assert "options are: fresh, include_needs, only_opinions" in remote_error(
         chain.opinions, {"text": "x"}, ["pair"], {"refresh": True}).msg
 
 

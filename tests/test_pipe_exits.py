@@ -195,6 +195,30 @@ def test_a_server_bug_on_every_call_is_not_a_usage_error(tmp_path):
     assert b"InternalError" in out.stderr
 
 
+def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path):
+    import zerorpc
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.pipe_peers", "older", endpoint],
+                            cwd=ROOT, stdout=subprocess.PIPE, env=stage_env(endpoint))
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        lines = [json.dumps({"i": i, "text": "x"}).encode() + b"\n" for i in range(2000)]
+        out = subprocess.run([EXPERTD, "pipe", "--lines", "vader"], input=b"".join(lines),
+                             capture_output=True, env=stage_env(endpoint), timeout=120)
+        client = zerorpc.Client(endpoint, timeout=10)
+        calls = client.calls()
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    got = out.stdout.splitlines()
+    assert out.returncode == 0 and out.stderr == b"", out.stderr
+    assert [json.loads(line)["opinions"]["vader"]["seen"] > 0 for line in got] == [True] * 2000
+    assert 1 <= calls["refused"] <= 4  # the chunks already in flight (2 connections x 2)
+    assert calls["answered"] >= 2000 // 256
+
+
 def test_unknown_expert_stops_the_stream_with_exit_2(refusing):
     stdin = b"".join(json.dumps({"i": i}).encode() + b"\n" for i in range(600))
     out = subprocess.run([EXPERTD, "pipe", "nope"], input=stdin, capture_output=True,

@@ -39,6 +39,8 @@ IN_FLIGHT_PER_CONNECTION = 2
 #: Times a request may lose a freshly made connection before it is split to find the
 #: documents at fault.
 DROPS_BEFORE_SPLIT = 2
+#: The options of every request (``opinions_batch``'s third argument), encoded once.
+ONLY_OPINIONS = msgpack.packb({"only_opinions": True})
 
 
 class Refused:
@@ -71,10 +73,25 @@ class Asker:
         self.connector = stage.connector
         self.options = stage.options
         self._names = msgpack.packb(list(self.options.names), use_bin_type=True)
+        self.slim = True  # ask for only the opinions back (``older_server``)
 
     def packed_args(self, docs: list[Item]) -> bytes:
-        """``[docs, names]`` as msgpack, from documents already encoded one by one."""
-        return pack_array([pack_array([item.packed for item in docs]), self._names])
+        """``[docs, names, options]`` as msgpack, from documents already encoded one by one.
+
+        The stage keeps each document's text and appends the answer's opinions, so it
+        asks for nothing else back (``only_opinions``).
+        """
+        parts = [pack_array([item.packed for item in docs]), self._names]
+        return pack_array(parts + [ONLY_OPINIONS] if self.slim else parts)
+
+    def older_server(self, exc: Exception) -> bool:
+        """True, once, if ``exc`` says the server predates ``only_opinions``: from then on the
+        stage asks without options (and gets whole documents back, as before)."""
+        if (self.slim and isinstance(exc, RemoteError) and exc.name == "BadArguments"
+                and "only_opinions" in exc.msg):
+            self.slim = False
+            return True
+        return False
 
     def send(self, sent: Sent, in_flight: Iterable[Sent] = ()) -> None:
         """Send a chunk's request without waiting (a lost connection is asked again later).
@@ -104,6 +121,8 @@ class Asker:
             try:
                 return self.checked(sent.connection.receive(sent.message_id), sent.docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
+                if self.older_server(exc):
+                    return self.ask_or_isolate(sent.docs)
                 if not retryable(exc):
                     return self.isolate(sent.docs, exc)
                 self.recover(sent.connection, exc)
@@ -135,6 +154,9 @@ class Asker:
                 return self.checked(connection.receive(
                     connection.send_packed("opinions_batch", args)), docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
+                if self.older_server(exc):
+                    args = self.packed_args(docs)
+                    continue
                 if not retryable(exc):
                     raise
                 self.recover(connection, exc)
@@ -248,16 +270,17 @@ class Pipeline:
         """Write a chunk's lines, in order: each answered, or through unchanged."""
         stage = self.stage
         answers_iter = iter(answers)
+        lines: list[tuple[Item, bytes | None]] = []
         for item in sent.items:
             if item.passes_through():
-                self.output.write(item)
+                lines.append((item, None))
                 if item.problem:
                     stage.incomplete += 1
                     stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
                 continue
             answer = next(answers_iter)
             if isinstance(answer, Refused):
-                self.output.write(item)
+                lines.append((item, None))
                 stage.incomplete += 1
                 stage.warn(f"line {item.number}: the server refused it ({describe(answer.exc)}); "
                            f"written through unchanged")
@@ -265,14 +288,15 @@ class Pipeline:
             try:
                 data, complete, errors = answered_line(item, answer, self.options.names)
             except (ValueError, TypeError, UnicodeEncodeError) as exc:
-                self.output.write(item)
+                lines.append((item, None))
                 stage.incomplete += 1
                 stage.warn(f"line {item.number}: the answer cannot be written as JSON ({exc}); "
                            f"written through unchanged")
                 continue
-            self.output.write(item, data)
+            lines.append((item, data))
             if not complete:
                 stage.incomplete += 1
                 stage.report_errors(item.number, {"errors": errors})
+        self.output.write_chunk(lines)
         self.output.flush()
         stage.progress.add(len(sent.items))
