@@ -118,13 +118,13 @@ class SentimentExpert(KerasTextExpert):
         if not inputs:
             return []
         out = self._outputs(inputs)
-        opinions = []
-        for valence, probs in zip(out["valence"][:, 0], out["label"]):
-            best = int(probs.argmax())
-            opinions.append({"valence": round(float(valence), 4),
-                             "label": SENTIMENT_LABELS[best],
-                             "confidence": round(float(probs[best]), 4)})
-        return opinions
+        probs = out["label"]
+        best = probs.argmax(axis=1)  # numpy over the batch, Python floats once (half the cost)
+        confidence = probs[range(len(best)), best].tolist()
+        return [{"valence": round(valence, 4), "label": SENTIMENT_LABELS[label],
+                 "confidence": round(p, 4)}
+                for valence, label, p in zip(out["valence"][:, 0].tolist(), best.tolist(),
+                                             confidence)]
 
 
 class GenreExpert(KerasTextExpert):
@@ -153,10 +153,7 @@ class GenreExpert(KerasTextExpert):
         """Return ``{"label", "probabilities"}`` per text."""
         if not inputs:
             return []
-        opinions = []
-        for probs in self._outputs(inputs):
-            best = int(probs.argmax())
-            opinions.append({"label": GENRE_LABELS[best],
-                             "probabilities": {label: round(float(p), 4)
-                                               for label, p in zip(GENRE_LABELS, probs)}})
-        return opinions
+        probs = self._outputs(inputs)
+        return [{"label": GENRE_LABELS[best],
+                 "probabilities": {label: round(p, 4) for label, p in zip(GENRE_LABELS, row)}}
+                for best, row in zip(probs.argmax(axis=1).tolist(), probs.tolist())]
