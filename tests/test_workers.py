@@ -75,6 +75,12 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
         assert server.supervisor_pid() not in seen
         for health in seen.values():
             assert health["versions"] == {"vader": "1"}
+        share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+        for pid in seen:  # each worker's share of the cores for TensorFlow's pools
+            environ = dict(item.split("=", 1) for item in
+                           Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+            assert environ["TF_NUM_INTRAOP_THREADS"] == share
+            assert int(environ["TF_NUM_INTEROP_THREADS"]) >= 2
         answer = zerorpc.Client(server.endpoint, timeout=10).opinion("vader", {"text": "great"})
         assert answer["label"] == "positive"
     finally:
@@ -84,6 +90,18 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
     for pid in seen:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_worker_thread_pools_share_the_cores_unless_the_user_sized_them():
+    from rpc_server.supervisor import worker_threads_env
+
+    assert worker_threads_env(2, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
+                                                 "TF_NUM_INTEROP_THREADS": "2"}
+    assert worker_threads_env(2, {}, cpus=8) == {"TF_NUM_INTRAOP_THREADS": "4",
+                                                 "TF_NUM_INTEROP_THREADS": "4"}
+    assert worker_threads_env(4, {}, cpus=2)["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert worker_threads_env(1, {}, cpus=2) == {}
+    assert worker_threads_env(2, {"TF_NUM_INTEROP_THREADS": "8"}, cpus=2) == {}
 
 
 def items_per_worker(endpoint: str, expert: str = "vader", want: int = 2) -> dict[int, int]:
