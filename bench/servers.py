@@ -74,9 +74,11 @@ def _http_ready(url: str) -> bool:
 class Fleet:
     """Starts servers, waits for them, and stops them all on exit."""
 
-    def __init__(self, log_dir: Path = TMP / "logs") -> None:
-        """Logs go to ``log_dir``."""
+    def __init__(self, log_dir: Path = TMP / "logs", cpus: set[int] | None = None) -> None:
+        """Logs go to ``log_dir``; with ``cpus``, every server runs on those CPUs only
+        (``taskset``, so that all its threads inherit them)."""
         self.log_dir = log_dir
+        self.cpus = cpus
         self.servers: list[Server] = []
 
     def __enter__(self) -> "Fleet":
@@ -90,6 +92,8 @@ class Fleet:
 
     def _spawn(self, name: str, command: list[str], url: str, env: dict | None = None) -> Server:
         log_path = self.log_dir / f"{name}.log"
+        if self.cpus:
+            command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
         log = open(log_path, "wb")
         try:
             process = subprocess.Popen(command, cwd=ROOT, env=env or child_env(),
@@ -131,6 +135,8 @@ class Fleet:
     def worker(self, name: str, command: list[str]) -> Server:
         """A helper process spoken to through its stdin/stdout pipes (stderr is logged)."""
         log_path = self.log_dir / f"{name}.log"
+        if self.cpus:
+            command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
         log = open(log_path, "wb")
         try:
             process = subprocess.Popen(command, cwd=ROOT, env=child_env(),
