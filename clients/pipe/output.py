@@ -58,17 +58,21 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
         complete = merge(doc, answered, names)
         errors = doc.get("errors")
         return dump(doc), complete, errors if isinstance(errors, dict) else {}
-    line = item.raw.strip()[:-1]  # the object without its closing brace
+    parts = [item.raw.strip()[:-1]]  # the object without its closing brace
     opinions = answered.get("opinions")
     errors = answered.get("errors")
-    if "opinions" in answered:
-        line += b', "opinions": ' + encode(opinions).encode("utf-8")
-    if "errors" in answered:
-        line += b', "errors": ' + encode(errors).encode("utf-8")
-    errors = errors if isinstance(errors, dict) else {}
-    complete = (isinstance(opinions, dict) and opinions.keys() >= set(names)
-                and errors.keys().isdisjoint(names))
-    return line + b"}\n", complete, errors
+    if opinions is not None or "opinions" in answered:
+        parts += (b', "opinions": ', encode(opinions).encode("utf-8"))
+    if errors is not None or "errors" in answered:
+        parts += (b', "errors": ', encode(errors).encode("utf-8"))
+    parts.append(b"}\n")
+    if isinstance(errors, dict):
+        complete = isinstance(opinions, dict) and all(
+            name in opinions and name not in errors for name in names)
+    else:
+        errors = {}
+        complete = isinstance(opinions, dict) and all(name in opinions for name in names)
+    return b"".join(parts), complete, errors
 
 
 def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
