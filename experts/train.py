@@ -37,8 +37,12 @@ BATCH_SIZE = 64
 LEARNING_RATE = 5e-3  # cosine-decayed to 0 over training: steadier results across seeds
 MAX_TOKENS = 20000
 EMBEDDING_DIM = 64
-#: Tokens (unigrams, then bigrams) each text is padded/truncated to, per model.
-SEQUENCE_LENGTH = {"sentiment": 128, "genre": 64}
+#: Tokens (unigrams, then bigrams) each text is padded/truncated to, per model. 64 holds
+#: every token of 94% of the sentences (the median has 33); the average pool runs over the
+#: padding too, so sentiment at 128 (until 2026-12-02) spent half its embedding work on it:
+#: at 64 it is more accurate (held-out r 0.708 against 0.683, label accuracy 0.683 against
+#: 0.672) and its predict costs 22% less CPU (17.6 against 22.6 us per text, batches of 256).
+SEQUENCE_LENGTH = {"sentiment": 64, "genre": 64}
 THRESHOLDS = {"sentiment": ("heldout_pearson_r", 0.60), "genre": ("heldout_accuracy", 0.85)}
 MODELS = tuple(THRESHOLDS)
 

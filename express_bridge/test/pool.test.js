@@ -8,12 +8,14 @@
  *     lost calls are asked again on another connection), and the pool
  *     replaces the lost connections;
  *   - SIGHUP with a changed model under load: no non-2xx answer, and then
- *     every worker, and every connection of the pool, serves the new version.
+ *     every worker, and every connection of the pool, serves the new version;
+ *   - against one single-process server, and one that says it has 1 worker,
+ *     the pool never redials: all its connections reach the one process.
  */
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const { sleep } = require("./helpers");
+const { sleep, startExpertd } = require("./helpers");
 const { writeVaderConfig, tempDir, waitFor, startWorkers, workerPids, callOnce, startBridgeApp, httpLoad, failures } = require("./pool_helpers");
 
 /** The pool's connections, once every one of them knows its worker. */
@@ -171,3 +173,27 @@ async function statsByWorker(endpoint) {
   }
   return byPid;
 }
+
+describe("the pool against a server with one process", { timeout: 300000 }, () => {
+  for (const [label, workers] of [["a single-process server", null], ["expertd serve --workers 1", 1]]) {
+    it(`never redials against ${label}: every connection stays on its one process`, async () => {
+      const dir = tempDir();
+      const config = writeVaderConfig(dir, "1");
+      const server = workers ? await startWorkers({ config, workers }) : await startExpertd({ config });
+      const b = await startBridgeApp({ endpoint: server.endpoint });
+      try {
+        const pool = await waitFor(() => knownPool(b.rpc), 60000, "every connection to know its process");
+        assert.equal(new Set(pool.map((c) => c.pid)).size, 1);
+        const load = httpLoad(b.url, { concurrency: 16 });
+        await waitFor(() => load.results.length >= 200, 60000, "200 answers");
+        await sleep(2500); // past the first spreading redial (1 s), had there been one to make
+        await load.stop();
+        assert.deepEqual(failures(load.results), {});
+        assert.equal(b.rpc.pool.dialled, b.rpc.pool.size, "connections made beyond the pool's size");
+      } finally {
+        await b.close();
+        await server.stop();
+      }
+    });
+  }
+});
