@@ -74,7 +74,7 @@ def client_main(endpoint: str, connections: int, window: int, duration: float,
     """
     import selectors
 
-    from clients.wire import connect
+    from clients.wire import ServerUnavailable, connect
 
     conns = [connect(endpoint, timeout=30) for _ in range(connections)]
     pids = [c.call("health")["pid"] for c in conns]
@@ -95,7 +95,14 @@ def client_main(endpoint: str, connections: int, window: int, duration: float,
     while time.perf_counter() < end:
         for key, _ in selector.select(timeout=1.0):
             conn = key.fileobj
-            for message_id in conn.collect() & waiting[conn]:
+            try:
+                ready = conn.collect()
+            except ServerUnavailable:  # its worker went away: its calls are errors, it is done
+                errors += len(waiting[conn])
+                waiting[conn] = set()
+                selector.unregister(conn)
+                continue
+            for message_id in ready & waiting[conn]:
                 waiting[conn].discard(message_id)
                 try:
                     conn.receive(message_id)

@@ -90,10 +90,15 @@ class Fleet:
 
     # -- starting ---------------------------------------------------------------
 
+    def _pinned(self, command: list[str]) -> list[str]:
+        """``command`` run on the fleet's CPUs (``taskset``), if it has any."""
+        if not self.cpus:
+            return command
+        return ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
+
     def _spawn(self, name: str, command: list[str], url: str, env: dict | None = None) -> Server:
         log_path = self.log_dir / f"{name}.log"
-        if self.cpus:
-            command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
+        command = self._pinned(command)
         log = open(log_path, "wb")
         try:
             process = subprocess.Popen(command, cwd=ROOT, env=env or child_env(),
@@ -135,8 +140,7 @@ class Fleet:
     def worker(self, name: str, command: list[str]) -> Server:
         """A helper process spoken to through its stdin/stdout pipes (stderr is logged)."""
         log_path = self.log_dir / f"{name}.log"
-        if self.cpus:
-            command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
+        command = self._pinned(command)
         log = open(log_path, "wb")
         try:
             process = subprocess.Popen(command, cwd=ROOT, env=child_env(),

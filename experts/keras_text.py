@@ -97,7 +97,7 @@ class KerasTextExpert(Expert):
 class SentimentExpert(KerasTextExpert):
     """Mean human valence (-4..+4) plus a negative/neutral/positive label."""
 
-    version = "1"
+    version = "2"  # 2: 64 tokens per text (experts.train.SEQUENCE_LENGTH), was 128
     description = ("Sentiment: mean human valence (-4..+4) and a negative/neutral/positive label, "
                    "trained on VADER's ICWSM-2014 ratings")
     opinion_schema = {

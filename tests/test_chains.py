@@ -147,6 +147,9 @@ def test_only_opinions_answers_opinions_and_errors_without_the_document(chain):
     assert set(failed) == {"id", "opinions", "errors"}
     assert set(slim_failed) == {"opinions", "errors"}
     assert slim_failed["errors"].keys() == failed["errors"].keys()
+    not_an_object = chain.opinions_batch(["just text"], ["pair"], {"only_opinions": True})[0]
+    assert not_an_object["opinions"] == {}
+    assert not_an_object["errors"]["pair"]["name"] == "InvalidDocument"
     one = chain.opinions(doc, ["pair"], {"only_opinions": True, "include_needs": False})
     assert list(one) == ["opinions"] and list(one["opinions"]) == ["earlier", "pair"]
 

@@ -195,7 +195,8 @@ def test_a_server_bug_on_every_call_is_not_a_usage_error(tmp_path):
     assert b"InternalError" in out.stderr
 
 
-def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path):
+@pytest.mark.parametrize("batch_size", [256, 1])
+def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path, batch_size):
     import zerorpc
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -204,8 +205,9 @@ def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path):
     try:
         assert proc.stdout.readline() == b"ready\n"
         lines = [json.dumps({"i": i, "text": "x"}).encode() + b"\n" for i in range(2000)]
-        out = subprocess.run([EXPERTD, "pipe", "--lines", "vader"], input=b"".join(lines),
-                             capture_output=True, env=stage_env(endpoint), timeout=120)
+        out = subprocess.run([EXPERTD, "pipe", "--lines", "--batch-size", str(batch_size), "vader"],
+                             input=b"".join(lines), capture_output=True, env=stage_env(endpoint),
+                             timeout=120)
         client = zerorpc.Client(endpoint, timeout=10)
         calls = client.calls()
         client.close()
@@ -216,7 +218,7 @@ def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path):
     assert out.returncode == 0 and out.stderr == b"", out.stderr
     assert [json.loads(line)["opinions"]["vader"]["seen"] > 0 for line in got] == [True] * 2000
     assert 1 <= calls["refused"] <= 4  # the chunks already in flight (2 connections x 2)
-    assert calls["answered"] >= 2000 // 256
+    assert calls["answered"] >= 2000 // batch_size
 
 
 def test_unknown_expert_stops_the_stream_with_exit_2(refusing):

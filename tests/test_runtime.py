@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
+import pytest
 import zerorpc
 
 from rpc_server import runtime
 from tests.conftest import ServerProcess
 
 
-def test_big_call_nests_and_restores_the_normal_interval():
+@pytest.fixture
+def tuned():
+    """``runtime.tune()`` in this process, undone afterwards."""
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     runtime.tune()
+    yield
+    sys.setswitchinterval(interval)
+    gc.set_threshold(*thresholds)
+
+
+def test_big_call_nests_and_restores_the_normal_interval(tuned):
     assert sys.getswitchinterval() == runtime.NORMAL_SWITCH_INTERVAL
     with runtime.big_call():
         assert sys.getswitchinterval() == runtime.SWITCH_INTERVAL
@@ -42,6 +53,7 @@ def test_a_served_expert_runs_at_1_ms_only_inside_a_big_call(tmp_path):
         client.close()
     finally:
         assert server.stop() == 0, server.read_log()
-    assert {d["opinions"]["switch"]["switch_ms"] for d in small} == {5.0}
-    assert {d["opinions"]["switch"]["switch_ms"] for d in big} == {1.0}
-    assert after["switch_ms"] == 5.0  # restored once no big call is served
+    normal, short = runtime.NORMAL_SWITCH_INTERVAL * 1000, runtime.SWITCH_INTERVAL * 1000
+    assert {d["opinions"]["switch"]["switch_ms"] for d in small} == {normal}
+    assert {d["opinions"]["switch"]["switch_ms"] for d in big} == {short}
+    assert after["switch_ms"] == normal  # restored once no big call is served

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -117,7 +118,9 @@ def test_collect_and_fileno_serve_several_connections_from_one_selector(echo_ser
         for c in conns:
             selector.register(c, selectors.EVENT_READ)
         answers = {}
+        deadline = time.monotonic() + 30
         while any(sent.values()):
+            assert time.monotonic() < deadline, f"replies still missing: {sent}"
             for key, _ in selector.select(timeout=5):
                 conn = key.fileobj
                 ready = conn.collect()

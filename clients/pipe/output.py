@@ -3,8 +3,11 @@
 ``Output`` keeps the ledger of lines read and not yet written. A line leaves
 the ledger only when its output is written, and ``write_through_pending``
 writes whatever is left unchanged: that is what every exit path calls, so no
-exit (an error, a signal, a bug) loses a line. Writing a line and taking it
-off the ledger is one step that a signal never splits (``Output.guard``).
+exit (an error, a signal, a bug) loses a line. Writing a chunk's lines and
+taking them off the ledger is one step that a signal never splits (a signal
+that arrives meanwhile is ``deferred`` until the chunk is out). A write that
+fails part way (stdout closed) leaves the chunk on the ledger: the exit path
+then tries it again, whole.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class Output:
         """Write to ``stdout``."""
         self.out = stdout
         self.pending: deque[Item] = deque()
-        self.writing = False      # a signal that arrives now waits until the line is out
+        self.writing = False      # a signal that arrives now waits until the chunk is out
         self.deferred = None      # (signal number) that arrived while writing
         self.raise_deferred = None  # set by the stage: raises the deferred signal
 

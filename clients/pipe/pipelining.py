@@ -54,7 +54,7 @@ class Refused:
 class Sent:
     """A chunk of lines, and the request that asks about its documents (if sent)."""
 
-    __slots__ = ("items", "docs", "connection", "message_id")
+    __slots__ = ("items", "docs", "connection", "message_id", "slim")
 
     def __init__(self, items: list[Item]) -> None:
         """The chunk's lines; those that can be asked about are ``docs``."""
@@ -62,6 +62,7 @@ class Sent:
         self.docs = [item for item in items if not item.passes_through()]
         self.connection: Connection | None = None
         self.message_id: str | None = None
+        self.slim = False  # sent with ``only_opinions``
 
 
 class Asker:
@@ -84,10 +85,11 @@ class Asker:
         parts = [pack_array([item.packed for item in docs]), self._names]
         return pack_array(parts + [ONLY_OPINIONS] if self.slim else parts)
 
-    def older_server(self, exc: Exception) -> bool:
-        """True, once, if ``exc`` says the server predates ``only_opinions``: from then on the
-        stage asks without options (and gets whole documents back, as before)."""
-        if (self.slim and isinstance(exc, RemoteError) and exc.name == "BadArguments"
+    def older_server(self, exc: Exception, slim: bool) -> bool:
+        """True if ``exc`` answers a request sent with ``only_opinions`` (``slim``) and says the
+        server predates the option: from then on the stage asks without it (and gets whole
+        documents back, as before). Every chunk already sent with it is asked again."""
+        if (slim and isinstance(exc, RemoteError) and exc.name == "BadArguments"
                 and "only_opinions" in exc.msg):
             self.slim = False
             return True
@@ -106,6 +108,7 @@ class Asker:
                 busy[id(other.connection)] = busy.get(id(other.connection), 0) + 1
         connection = self.connector.spare(busy) if busy else self.connector.get()
         try:
+            sent.slim = self.slim
             sent.message_id = connection.send_packed("opinions_batch",
                                                      self.packed_args(sent.docs))
             sent.connection = connection
@@ -121,7 +124,7 @@ class Asker:
             try:
                 return self.checked(sent.connection.receive(sent.message_id), sent.docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-                if self.older_server(exc):
+                if self.older_server(exc, sent.slim):
                     return self.ask_or_isolate(sent.docs)
                 if not retryable(exc):
                     return self.isolate(sent.docs, exc)
@@ -145,7 +148,7 @@ class Asker:
         Raises ``RemoteError`` when the server refuses it, ``Stop`` when
         ``--timeout`` passes.
         """
-        args = self.packed_args(docs)
+        slim, args = self.slim, self.packed_args(docs)
         dropped = 0
         while True:
             connection = self.connector.get(backoff)
@@ -154,8 +157,8 @@ class Asker:
                 return self.checked(connection.receive(
                     connection.send_packed("opinions_batch", args)), docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-                if self.older_server(exc):
-                    args = self.packed_args(docs)
+                if self.older_server(exc, slim):
+                    slim, args = self.slim, self.packed_args(docs)
                     continue
                 if not retryable(exc):
                     raise
