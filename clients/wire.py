@@ -199,7 +199,8 @@ class Calls:
         next_beat = time.monotonic() + self.heartbeat
         while message_id not in self._replies:
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
+                self._pending.discard(message_id)
                 raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
             if now >= next_beat:
                 self.beat()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from clients.wire import Connection, RemoteError, ServerUnavailable
+from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
 from tests.conftest import ServerProcess, free_port
 
 
@@ -55,6 +55,20 @@ def test_pipelined_calls_and_remote_errors(beating_server):
         assert info.value.name == "UnknownExpert"
         big = "Ä" * 300_000  # frames over 255 bytes use the long size form
         assert c.call("shouting", {"text": big}) == {"ratio": 1.0}
+
+
+def test_a_call_given_up_on_is_forgotten_and_the_connection_goes_on(beating_server):
+    with Connection(beating_server.endpoint, timeout=15, heartbeat=0.5) as c:
+        slow = c.send("slow_a", {"text": "x"})
+        with pytest.raises(CallTimeout):
+            c.receive(slow, timeout=0.3)
+        assert c.call("shouting", {"text": "AB"}) == {"ratio": 1.0}  # while the slow one runs
+        # Waiting on another 4 s call: heartbeats go only for it, and the slow call's
+        # reply (had it still been heartbeaten) would come meanwhile; none is kept.
+        assert c.call("slow_b", {"text": "x"}) == {"slept": 4}
+        time.sleep(0.5)
+        assert c.collect() == set()
+        assert c.call("shouting", {"text": "ab"}) == {"ratio": 0.0}
 
 
 def test_nothing_listening():
