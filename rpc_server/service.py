@@ -338,14 +338,10 @@ class Experts:
         out = []
         for i, doc in enumerate(cooperatively(docs)):
             if not isinstance(doc, dict):
-                if options.only_opinions:  # what each expert said of it (it is not an object)
-                    said = [(name, answers[name][i]) for name in shown]
-                    reply = {"opinions": {name: a.value for name, a in said if a.ok}}
-                    errors = {name: error_info(a.value) for name, a in said if not a.ok}
-                    out.append({**reply, "errors": errors} if errors else reply)
-                else:
+                if not options.only_opinions:
                     out.append(doc)
-                continue
+                    continue
+                doc = {}  # not an object: only what each expert said of it
             merged = {} if options.only_opinions else dict(doc)
             opinions = dict(doc.get("opinions") or {}) if isinstance(
                 doc.get("opinions"), dict) else {}

@@ -68,7 +68,7 @@ def worker_threads_env(workers: int, environ: dict, cpus: int | None = None) -> 
         return {}
     cpus = cpus or len(os.sched_getaffinity(0))
     share = max(1, cpus // workers)
-    return {"TF_NUM_INTRAOP_THREADS": str(share), "TF_NUM_INTEROP_THREADS": str(max(2, share))}
+    return dict(zip(TF_THREAD_ENV, (str(share), str(max(2, share)))))
 
 
 # -- the worker's side -------------------------------------------------------------

@@ -64,17 +64,14 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
     parts = [item.raw.strip()[:-1]]  # the object without its closing brace
     opinions = answered.get("opinions")
     errors = answered.get("errors")
-    if opinions is not None or "opinions" in answered:
+    if "opinions" in answered:
         parts += (b', "opinions": ', encode(opinions).encode("utf-8"))
-    if errors is not None or "errors" in answered:
+    if "errors" in answered:
         parts += (b', "errors": ', encode(errors).encode("utf-8"))
     parts.append(b"}\n")
-    if isinstance(errors, dict):
-        complete = isinstance(opinions, dict) and all(
-            name in opinions and name not in errors for name in names)
-    else:
-        errors = {}
-        complete = isinstance(opinions, dict) and all(name in opinions for name in names)
+    errors = errors if isinstance(errors, dict) else {}
+    complete = isinstance(opinions, dict) and all(
+        name in opinions and name not in errors for name in names)
     return b"".join(parts), complete, errors
 
 
