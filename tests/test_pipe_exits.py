@@ -141,6 +141,39 @@ def test_timeout_bounds_a_port_that_never_speaks_zmtp():
     assert took < 4.5, took
 
 
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_a_full_non_blocking_stdout_is_waited_for_not_lost(env, tmp_path, unbuffered):
+    # A stdout that another program made non-blocking (Node does it to the
+    # stdio it shares) answers EAGAIN when the pipe is full: the stage must wait
+    # for the reader, neither give up on the lines nor write any twice. With
+    # PYTHONUNBUFFERED, stdout is a raw file whose writes may be short.
+    env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    lines = [json.dumps({"n": n, "text": "a lovely, happy day " * 10}).encode() + b"\n"
+             for n in range(3000)]  # ~700 KB, ten times a pipe's buffer
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(lines))
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the flag belongs to the file both ends of the dup share
+    try:
+        with open(source, "rb") as stdin:
+            proc = subprocess.Popen([EXPERTD, "pipe", "--lines", "vader"], stdin=stdin,
+                                    stdout=write_end, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(write_end)
+    try:
+        time.sleep(1.5)  # nobody reads: the pipe fills and the stage's writes meet EAGAIN
+        with os.fdopen(read_end, "rb") as reader:
+            out = reader.read()
+        err = proc.stderr.read()
+        assert proc.wait(30) == 0, err
+    finally:
+        proc.kill()
+    assert [json.loads(line)["n"] for line in out.splitlines()] == list(range(3000))
+    assert b"Traceback" not in err and b"internal error" not in err
+
+
 def test_closed_stdout_is_quiet(env):
     lines = b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(3000))
     out = subprocess.run(f"{EXPERTD} pipe vader | head -n 1", shell=True, input=lines,

@@ -7,12 +7,16 @@ exit (an error, a signal, a bug) loses a line. Writing a chunk's lines and
 taking them off the ledger is one step that a signal never splits (a signal
 that arrives meanwhile is ``deferred`` until the chunk is out). A write that
 fails part way (stdout closed) leaves the chunk on the ledger: the exit path
-then tries it again, whole.
+then tries it again, whole. A stdout that another program made non-blocking
+(Node does that to the stdio it shares) is waited for when full, as a blocking
+one would be (``PatientWriter``): its EAGAIN neither loses lines nor writes a
+part of a chunk twice.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections import deque
 from typing import IO
@@ -97,12 +101,54 @@ def as_line(raw: bytes) -> bytes:
     return raw if raw.endswith(b"\n") else raw + b"\n"
 
 
+class PatientWriter:
+    """A binary stream whose writes go out whole: short writes are finished, EAGAIN waited out.
+
+    A buffered stream (``sys.stdout.buffer``) says how much of the data it took
+    when the file is full and non-blocking (``BlockingIOError.characters_written``);
+    a raw one (``python -u``, ``PYTHONUNBUFFERED``) may take only part of it, or
+    nothing (``None``). Either way the rest is offered again, once the file can be
+    written, so every byte goes out once, in order, as on a blocking file.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        """Write through ``stream`` (e.g. ``sys.stdout.buffer``)."""
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data``, waiting while the file is full."""
+        view = memoryview(data)
+        while view:
+            try:
+                written = self.stream.write(view)
+            except BlockingIOError as exc:
+                written = exc.characters_written
+                self._wait()
+            if written is None:  # a raw non-blocking file took nothing
+                self._wait()
+                continue
+            view = view[written:]
+
+    def flush(self) -> None:
+        """Flush the stream, waiting while the file is full."""
+        while True:
+            try:
+                self.stream.flush()
+                return
+            except BlockingIOError:
+                self._wait()
+
+    def _wait(self) -> None:
+        """Block until the file can take more (a signal handler may run meanwhile)."""
+        select.select([], [self.stream.fileno()], [])
+
+
 class Output:
     """stdout, and the ledger of lines read but not yet written."""
 
     def __init__(self, stdout: IO[bytes]) -> None:
-        """Write to ``stdout``."""
-        self.out = stdout
+        """Write to ``stdout`` (waiting when it is a full non-blocking file)."""
+        self.out = PatientWriter(stdout)
         self.pending: deque[Item] = deque()
         self.writing = False      # a signal that arrives now waits until the chunk is out
         self.deferred = None      # (signal number) that arrived while writing
