@@ -178,6 +178,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (all its threads; 0.0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants (``cpu_seconds`` summed)."""
+    return sum(cpu_seconds(p) for p in descendants(pid))
+
+
 def tree_kib(pid: int, field: str) -> int | None:
     """Sum of a ``/proc/<pid>/status`` field over a process and its descendants."""
     values = [proc_status_kib(p, field) for p in descendants(pid)]
