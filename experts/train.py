@@ -7,7 +7,9 @@ bigrams, vocabulary adapted on the training split only, padded/truncated to a
 fixed length) -> Embedding -> average pooling -> Dense heads. The fixed length
 keeps a text's opinion independent of the batch it is served in, and bounds
 the work a huge input can cause. Both use the same fixed 90/10 split. Models
-already present in ``--out`` are kept unless ``--force``. Exits non-zero if a
+already present in ``--out`` are kept unless ``--force``, or unless their
+``metrics.json`` says they were made with another recipe (``out_of_date``: a
+model trained before a change here is trained again). Exits non-zero if a
 held-out metric misses its threshold.
 """
 
@@ -45,6 +47,27 @@ EMBEDDING_DIM = 64
 SEQUENCE_LENGTH = {"sentiment": 64, "genre": 64}
 THRESHOLDS = {"sentiment": ("heldout_pearson_r", 0.60), "genre": ("heldout_accuracy", 0.85)}
 MODELS = tuple(THRESHOLDS)
+
+
+def recipe(name: str) -> dict:
+    """What model ``name`` is made with now, as its ``metrics.json`` records it."""
+    return {"sequence_length": SEQUENCE_LENGTH[name], "epochs": EPOCHS, "batch_size": BATCH_SIZE,
+            "seed": SEED}
+
+
+def out_of_date(model_dir: Path, name: str) -> str | None:
+    """Why the model in ``model_dir`` must be trained (again), or None when it is current."""
+    if not (model_dir / "model.keras").exists():
+        return "not trained yet"
+    try:
+        saved = json.loads((model_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return f"{model_dir / 'metrics.json'} is missing or unreadable"
+    if not isinstance(saved, dict):
+        return f"{model_dir / 'metrics.json'} is not a JSON object"
+    changed = [f"{key} {saved.get(key)!r}, now {value!r}" for key, value in recipe(name).items()
+               if saved.get(key) != value]
+    return f"trained with another recipe ({'; '.join(changed)})" if changed else None
 
 
 def split(rows: list, seed: int = SEED, fraction: float = HELDOUT_FRACTION) -> tuple[list, list]:
@@ -218,7 +241,7 @@ def save_atomically(model, metrics: dict, model_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train the missing models; return 1 if any misses its threshold, 2 if there is no data."""
+    """Train the missing and out-of-date models; 1 if any misses its threshold, 2 if there is no data."""
     parser = argparse.ArgumentParser(prog="python -m experts.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where the ground truth is cached")
     parser.add_argument("--out", default="models", help="where models are written")
@@ -227,9 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = [args.only] if args.only else list(MODELS)
-    todo = [n for n in names if args.force or not (Path(args.out) / n / "model.keras").exists()]
-    for name in sorted(set(names) - set(todo), key=names.index):
-        print(f"{name}: already trained in {Path(args.out) / name} (use --force to retrain)")
+    todo = []
+    for name in names:
+        reason = "--force" if args.force else out_of_date(Path(args.out) / name, name)
+        if reason is None:
+            print(f"{name}: already trained in {Path(args.out) / name} (use --force to retrain)")
+        else:
+            todo.append(name)
+            if reason != "not trained yet":
+                print(f"{name}: training again: {reason}")
     if not todo:
         return 0
     try:

@@ -23,8 +23,17 @@ SHOWN_LIMIT = 80
 _PATH = re.compile(r"(?:file://)?(?<![\w.~-])(?:[A-Za-z]:[\\/]|~?/)(?:[^\s'\"/\\:,;()\[\]{}<>]+[\\/])+")
 
 
+#: A quoted absolute path, which may hold spaces (``'/srv/my app/m.h5'``, as ``OSError`` shows one).
+_QUOTED_PATH = re.compile(r"""(['"])((?:file://)?(?:[A-Za-z]:[\\/]|~?/)[^'"\n]*[\\/])([^'"\n\\/]*)\1""")
+
+
 def without_paths(text: str) -> str:
-    """``text`` with every absolute path's directories replaced by ``.../`` (file names stay)."""
+    """``text`` with every absolute path's directories replaced by ``.../`` (file names stay).
+
+    A path in quotes is taken whole, spaces and all; an unquoted one ends at the
+    first space (where it ends cannot be told).
+    """
+    text = _QUOTED_PATH.sub(lambda m: f"{m[1]}.../{m[3]}{m[1]}", text)
     return _PATH.sub(".../", text)
 
 

@@ -213,3 +213,35 @@ def test_save_atomically_replaces_whole_dir(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["metrics.json", "model.keras"]
     assert json.loads((target / "metrics.json").read_text()) == {"v": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras saving, numpy 2
+def test_a_model_trained_with_another_recipe_is_trained_again(tmp_path, capsys):
+    # A checkout that trained sentiment at 128 tokens per text (until 2026-12-02)
+    # must not keep serving it once the recipe says 64: `make models` trains it again
+    # (for real, about 15 s), and keeps a model that is current.
+    from experts.train import main, out_of_date, recipe
+
+    data = Path(__file__).resolve().parents[1] / "data"  # fetched by `make` before the tests
+    for name in ("sentiment", "genre"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.keras").write_bytes(b"not really a model")
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**recipe(name), "n_train": 1}))
+    assert out_of_date(tmp_path / "sentiment", "sentiment") is None
+    assert main(["--out", str(tmp_path), "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out.count("already trained") == 2
+
+    old = {**recipe("sentiment"), "sequence_length": 128}
+    (tmp_path / "sentiment" / "metrics.json").write_text(json.dumps(old))
+    reason = out_of_date(tmp_path / "sentiment", "sentiment")
+    assert reason == "trained with another recipe (sequence_length 128, now 64)"
+    assert main(["--out", str(tmp_path), "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"sentiment: training again: {reason}" in out and "genre: already trained" in out
+    assert json.loads((tmp_path / "sentiment" / "metrics.json").read_text())["sequence_length"] == 64
+    assert (tmp_path / "sentiment" / "model.keras").read_bytes() != b"not really a model"
+    assert (tmp_path / "genre" / "model.keras").read_bytes() == b"not really a model"
+
+    (tmp_path / "genre" / "metrics.json").unlink()
+    assert "missing or unreadable" in out_of_date(tmp_path / "genre", "genre")
+    assert out_of_date(tmp_path / "nothing", "genre") == "not trained yet"

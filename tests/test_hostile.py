@@ -279,6 +279,13 @@ def test_batch_names_the_failing_document(stock):
     ("OOM in C:\\Users\\ann\\m.h5", "OOM in .../m.h5"),
     ("file:///etc/secret", ".../secret"),
     ("ratio 1/2 of a/b", "ratio 1/2 of a/b"),  # not absolute paths: left alone
+    # quoted paths are taken whole, spaces and all (OSError quotes the path it names)
+    ("No such file or directory: '/srv/my app/models/vocab.txt'",
+     "No such file or directory: '.../vocab.txt'"),
+    ('Unable to open file: "/home/Ann Lee/keras models/m.h5" (truncated)',
+     'Unable to open file: ".../m.h5" (truncated)'),
+    ("Permission denied: 'C:\\Program Files\\expertd\\m.h5'", "Permission denied: '.../m.h5'"),
+    ("expected 'a/b c' got '/'", "expected 'a/b c' got '/'"),  # not absolute, or nothing but the root
 ])
 def test_without_paths_keeps_only_the_file_name(text, shown):
     from rpc_server.logsafe import without_paths

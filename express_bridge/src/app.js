@@ -12,6 +12,7 @@ const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = re
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
 const { openApiHandler } = require("./openapi");
+const { sharedCall } = require("./shared_call");
 const { streamHandler } = require("./ndjson");
 const { corsPolicy } = require("./cors");
 const { pageRouter } = require("./page");
@@ -53,6 +54,9 @@ function booleanQuery(req, name) {
   if (["false", "0", "no"].includes(v.toLowerCase())) return false;
   throw new HttpError(400, "BadRequest", `query parameter ${name} must be true or false, got ${JSON.stringify(v)}`);
 }
+
+/** How long one health() answer serves /healthz (a flood of it costs the server one call per this). */
+const HEALTH_FRESH_MS = 200;
 
 /**
  * Build the bridge's Express app.
@@ -121,9 +125,14 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     app[method](path, tagRoute(path), ...(isPublic ? [] : [auth]), checkExpertName(), ...handlers);
   }
 
+  // GETs are never shed (admission.js), and anyone may send /healthz: concurrent
+  // requests share one RPC (shared_call.js), and a health answer serves for HEALTH_FRESH_MS.
+  const serverHealth = sharedCall(() => rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: HEALTH_FRESH_MS });
+  const serverExperts = sharedCall(() => rpcCall("experts", () => rpc.experts()));
+
   route("get", "/healthz", { isPublic: true }, async (req, res) => {
     try {
-      const health = await rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs }));
+      const health = await serverHealth();
       res.json({ status: "ok", server: health });
     } catch (err) {
       const e = toHttpError(err);
@@ -137,11 +146,11 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   });
 
   route("get", "/experts", {}, async (req, res) => {
-    res.json(await rpcCall("experts", () => rpc.experts()));
+    res.json(await serverExperts());
   });
 
   // Public like /healthz (which already names the experts): the docs page needs it before the token.
-  route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: () => rpcCall("experts", () => rpc.experts()) }, auth: Boolean(token) }));
+  route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: serverExperts }, auth: Boolean(token) }));
 
   route("get", "/stats", {}, async (req, res) => {
     res.json(await rpcCall("stats", () => rpc.stats()));

@@ -7,6 +7,7 @@
  */
 
 const { CATALOGUE } = require("./errors");
+const { sharedCall } = require("./shared_call");
 
 const OPENAPI_VERSION = "3.1.0";
 const BRIDGE_VERSION = require("../package.json").version;
@@ -362,26 +363,7 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
  * @returns {import("express").RequestHandler}
  */
 function openApiHandler({ rpc, auth = false, cacheMs = 2000 }) {
-  let cached = null; // { at, experts }
-  let inFlight = null;
-  async function experts() {
-    if (cached && Date.now() - cached.at < cacheMs) return cached.experts;
-    if (!inFlight) {
-      inFlight = rpc.experts().then(
-        (list) => {
-          cached = { at: Date.now(), experts: list };
-          return list;
-        },
-        (err) => {
-          if (cached) return cached.experts;
-          throw err;
-        },
-      ).finally(() => {
-        inFlight = null;
-      });
-    }
-    return inFlight;
-  }
+  const experts = sharedCall(() => rpc.experts(), { freshMs: cacheMs, staleOnError: true });
   return async (req, res) => {
     res.json(buildOpenApi(await experts(), { auth }));
   };

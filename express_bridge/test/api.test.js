@@ -54,6 +54,23 @@ describe("express bridge against a real expertd", { timeout: 240000 }, () => {
       assert.equal(typeof res.body.server.version, "string");
     });
 
+    it("a flood of /healthz, /experts and /openapi.json costs the server one call, not one per request", async () => {
+      const flooded = makeApp(); // its own metrics: every RPC it makes is counted there
+      const rpcCount = async (method) => {
+        const text = (await request(flooded).get("/metrics").expect(200)).text;
+        const found = text.match(new RegExp(`expertd_bridge_rpc_duration_seconds_count\\{method="${method}",outcome="ok"\\} (\\d+)`));
+        return found ? Number(found[1]) : 0;
+      };
+      const flood = (path) => Promise.all(Array.from({ length: 100 }, () => request(flooded).get(path)));
+      for (const res of await flood("/healthz")) assert.equal(res.status, 200);
+      for (const res of [...(await flood("/experts")), ...(await flood("/openapi.json"))]) assert.equal(res.status, 200);
+      assert.ok((await rpcCount("health")) <= 2, `health() calls: ${await rpcCount("health")}`);
+      assert.ok((await rpcCount("experts")) <= 4, `experts() calls: ${await rpcCount("experts")}`);
+      // Each answer is the server's own, and a failure is not kept (the next request asks again).
+      const health = (await request(flooded).get("/healthz").expect(200)).body;
+      assert.equal(health.server.pid, server.pid);
+    });
+
     it("/experts lists every expert with its description and batching", async () => {
       const res = await request(app).get("/experts").expect(200);
       assert.ok(Array.isArray(res.body));
