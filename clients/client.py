@@ -34,6 +34,7 @@ import zerorpc
 
 from clients import DEFAULT_ENDPOINT
 from clients.curve import secure_zerorpc
+from clients.spread import WorkerMap
 from expertd.catalogue import TIMEOUT_HEADER, kind, may_ask_again
 
 
@@ -136,7 +137,7 @@ class ExpertsClient:
         self._hook = _header_hook()
         self._clients: list[zerorpc.Client] = [self._connect()]
         self._busy: dict[int, int] = {}          # id(client) -> calls in flight on it
-        self._pids: dict[int, int | None] = {}   # id(client) -> pid of its worker
+        self._workers = WorkerMap()  # the worker each connection reaches
         self._no_spare_until = 0.0
         self._opening = False
 
@@ -165,21 +166,15 @@ class ExpertsClient:
 
     def _open_spare(self, least: zerorpc.Client) -> zerorpc.Client:
         """A new connection on a worker the others do not use (when it can be), or ``least``."""
-        from clients.spread import identity, open_elsewhere
-
         def health(client: zerorpc.Client):
             return client("health", timeout=min(self._timeout, 5.0))
 
         try:
-            for client in self._clients:
-                if id(client) not in self._pids:
-                    self._pids[id(client)] = identity(health(client))[0]
-            spare, pid, _ = open_elsewhere(self._connect, health, lambda c: c.close(),
-                                        set(self._pids.values()))
+            spare, _ = self._workers.open_spare(self._clients, self._connect, health,
+                                                lambda c: c.close())
         except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote):
             self._no_spare_until = time.monotonic() + 1.0  # go on with those it has
             return least
-        self._pids[id(spare)] = pid
         self._clients.append(spare)
         return spare
 

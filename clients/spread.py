@@ -46,3 +46,29 @@ def open_elsewhere(open_connection: Callable[[], C], health: Callable[[C], Any],
             return connection, pid, crowded
         close(connection)
     raise AssertionError("unreachable")
+
+
+class WorkerMap:
+    """Which worker each of a client's connections reaches (asked once per connection),
+    and the spares it opens on the others (``open_elsewhere``)."""
+
+    def __init__(self) -> None:
+        """An empty map: nothing asked yet."""
+        self._workers: dict[int, Any] = {}  # id(connection) -> its worker's instance id
+
+    def open_spare(self, connections: list[C], open_connection: Callable[[], C],
+                   health: Callable[[C], Any], close: Callable[[C], None]) -> tuple[C, bool]:
+        """A new connection on a worker none of ``connections`` reaches, when it can be, and
+        whether it is crowded (``open_elsewhere``); ``health`` raises as it would."""
+        for connection in connections:
+            if id(connection) not in self._workers:
+                self._workers[id(connection)] = identity(health(connection))[0]
+        spare, worker, crowded = open_elsewhere(open_connection, health, close,
+                                                set(self._workers.values()))
+        self._workers[id(spare)] = worker
+        return spare, crowded
+
+    def forget(self, connection: Any) -> None:
+        """``connection`` is closed (its id may be reused by another object)."""
+        self._workers.pop(id(connection), None)
+

@@ -116,3 +116,31 @@ def test_calls_waiting_on_a_second_connection_keep_their_heartbeats(tmp_path):
         client.close()
     finally:
         assert server.stop() == 0, server.read_log()
+
+
+def test_a_worker_map_opens_a_spare_on_the_other_worker_then_a_crowded_one(workers):
+    from clients.spread import WorkerMap, identity
+    from clients.wire import connect
+
+    def open_connection():
+        return connect(workers.endpoint, timeout=10)
+
+    def worker(connection):
+        return identity(connection.call("health"))[0]
+
+    first = open_connection()
+    opened = [first]
+    try:
+        workers_map = WorkerMap()
+        spare, crowded = workers_map.open_spare([first], open_connection,
+                                                lambda c: c.call("health"), lambda c: c.close())
+        opened.append(spare)
+        assert not crowded and worker(spare) != worker(first)
+        # Both workers are taken now: the next spare lands on one of them, and says so.
+        third, crowded = workers_map.open_spare([first, spare], open_connection,
+                                                lambda c: c.call("health"), lambda c: c.close())
+        opened.append(third)
+        assert crowded and worker(third) in {worker(first), worker(spare)}
+    finally:
+        for connection in opened:
+            connection.close()

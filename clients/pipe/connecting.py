@@ -30,6 +30,7 @@ from typing import Callable
 from expertd.catalogue import exit_code
 from clients.pipe.options import PipeOptions
 from clients.pipe.retrying import Backoff, Stop
+from clients.spread import WorkerMap
 from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
 #: Lines of a failed server's log shown when it exits during ``--autostart``.
@@ -55,7 +56,7 @@ class Connector:
         self.warn = warn
         #: The open connections; the first is the one ``get`` hands out.
         self.connections: list[Connection] = []
-        self._pids: dict[int, int | None] = {}   # id(connection) -> pid of its worker
+        self._workers = WorkerMap()  # the worker each connection reaches
         self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
         self._no_spare_until = 0.0
         self.server = None          # the Popen of a server this stage started
@@ -160,21 +161,14 @@ class Connector:
 
     def _open_spare(self) -> Connection:
         """Another connection, on a worker no open connection uses when it can be."""
-        from clients.spread import identity, open_elsewhere  # only streams spread
-
-        for c in self.connections:
-            if id(c) not in self._pids:
-                self._pids[id(c)] = identity(self._health(c))[0]
-
         def open_connection() -> Connection:
             connection = connect(self.options.endpoint,
                                  timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
             connection.timeout = self.options.call_timeout
             return connection
 
-        connection, pid, crowded = open_elsewhere(open_connection, self._health,
-                                                  lambda c: c.close(), set(self._pids.values()))
-        self._pids[id(connection)] = pid
+        connection, crowded = self._workers.open_spare(self.connections, open_connection,
+                                                       self._health, lambda c: c.close())
         if crowded:
             self._crowded[id(connection)] = time.monotonic()
         self._add(connection)
@@ -192,7 +186,7 @@ class Connector:
         if connection is None:
             return
         connection.close()
-        self._pids.pop(id(connection), None)
+        self._workers.forget(connection)
         self._crowded.pop(id(connection), None)
         self.connections = [c for c in self.connections if c is not connection]
         peers = tuple(self.connections)
