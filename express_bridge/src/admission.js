@@ -21,6 +21,12 @@
  *     loop means requests already wait in the sockets, unread; taking on more
  *     makes every one of them late.
  *
+ * An NDJSON stream (POST /experts/:name/stream) lasts as long as its client
+ * sends lines, and its lines reach the server in batches through its own
+ * backpressure: it is counted against its own limit, `maxStreams`, not the
+ * limit on requests, so that slow uploads can never take the places of the
+ * one-document requests (a stream beyond it is answered 503 Overloaded).
+ *
  * A shed request costs the bridge only Node's HTTP parsing and one write, so
  * that under twice its capacity the bridge still spends its time on the
  * requests it admitted (goodput stays near capacity), instead of on requests
@@ -40,10 +46,10 @@ const { monitorEventLoopDelay, performance } = require("node:perf_hooks");
 const { catalogueError, errorBody } = require("./errors");
 const { AdaptiveLimit } = require("./concurrency_limit");
 
-const DEFAULTS = Object.freeze({ maxInFlight: 256, adaptive: true, maxLagMs: 100, sampleMs: 50 });
+const DEFAULTS = Object.freeze({ maxInFlight: 256, maxStreams: 32, adaptive: true, maxLagMs: 100, sampleMs: 50 });
 
-/** Routes whose latency says nothing about queueing (a stream lasts as long as its body). */
-const UNTIMED_ROUTES = new Set(["/experts/:name/stream"]);
+/** The path of an NDJSON stream (POST /experts/:name/stream), told before routing. */
+const STREAM_PATH = /^\/experts\/[^/?#]+\/stream\/?(?:[?#]|$)/;
 
 /**
  * The adaptive limit never goes below this: one full coalesced batch
@@ -63,29 +69,33 @@ class Admission {
   /**
    * @param {object} [options]
    * @param {number} [options.maxInFlight=256] requests admitted and not yet answered; more are shed (0: no bound)
+   * @param {number} [options.maxStreams=32] NDJSON streams in progress; more are shed (0: no bound)
    * @param {boolean} [options.adaptive=true] the limit adapts below `maxInFlight` to keep latency near its floor
    * @param {number} [options.maxLagMs=100] shed while the event loop's delay over the last sample exceeds this (0: off)
    * @param {number} [options.sampleMs=50] how often the loop's delay is read
    * @param {(reason: string) => void} [options.onShed] called for each shed request ("in_flight" or "event_loop")
    */
-  constructor({ maxInFlight = DEFAULTS.maxInFlight, adaptive = DEFAULTS.adaptive, maxLagMs = DEFAULTS.maxLagMs,
-    sampleMs = DEFAULTS.sampleMs, onShed } = {}) {
-    for (const [k, v] of [["maxInFlight", maxInFlight], ["maxLagMs", maxLagMs], ["sampleMs", sampleMs]]) {
+  constructor({ maxInFlight = DEFAULTS.maxInFlight, maxStreams = DEFAULTS.maxStreams, adaptive = DEFAULTS.adaptive,
+    maxLagMs = DEFAULTS.maxLagMs, sampleMs = DEFAULTS.sampleMs, onShed } = {}) {
+    for (const [k, v] of [["maxInFlight", maxInFlight], ["maxStreams", maxStreams], ["maxLagMs", maxLagMs], ["sampleMs", sampleMs]]) {
       if (!Number.isFinite(v) || v < 0) throw new RangeError(`Admission: ${k} must be a number >= 0, got ${v}`);
     }
     this.maxInFlight = Math.floor(maxInFlight);
+    this.maxStreams = Math.floor(maxStreams);
     this.maxLagMs = maxLagMs;
     this.onShed = onShed || (() => {});
     /** The adaptive limit, or null (fixed at maxInFlight). */
     this.limiter = adaptive && this.maxInFlight > 0
       ? new AdaptiveLimit({ max: this.maxInFlight, min: Math.min(ADAPTIVE_MIN, this.maxInFlight), initial: Math.min(ADAPTIVE_MIN, this.maxInFlight) })
       : null;
-    /** Requests admitted and not yet answered. */
+    /** Requests admitted and not yet answered (streams apart). */
     this.inFlight = 0;
+    /** NDJSON streams admitted and not yet ended. */
+    this.streams = 0;
     /** The event loop's largest delay (ms) over the last sample. */
     this.lagMs = 0;
     /** Shed requests so far, by reason. */
-    this.shed = { in_flight: 0, event_loop: 0 };
+    this.shed = { in_flight: 0, streams: 0, event_loop: 0 };
     this._monitor = null;
     this._timer = null;
     if (this.maxLagMs > 0) {
@@ -99,11 +109,15 @@ class Admission {
     // The two answers are built once: a shed request must cost next to nothing.
     this._answers = {
       in_flight: shedAnswer("the bridge is at capacity (its limit of requests in progress is reached); retry shortly"),
+      streams: shedAnswer(`the bridge is at capacity (${this.maxStreams} NDJSON streams are in progress, its limit); retry shortly`),
       event_loop: shedAnswer(`the bridge is at capacity (its event loop lags more than ${this.maxLagMs} ms); retry shortly`),
     };
     const self = this;
     this._release = function release() {
       self._done(this);
+    };
+    this._releaseStream = () => {
+      this.streams -= 1;
     };
   }
 
@@ -120,6 +134,7 @@ class Admission {
    */
   admit(req, res) {
     if (EXEMPT_METHODS.has(req.method)) return true;
+    if (STREAM_PATH.test(req.url)) return this._admitStream(req, res);
     const reason = this._refusal();
     if (reason === null) {
       this.inFlight += 1;
@@ -128,6 +143,21 @@ class Admission {
       res.once("close", this._release);
       return true;
     }
+    return this._refuse(reason, res);
+  }
+
+  /** Admit an NDJSON stream against `maxStreams` (and the loop's lag), or refuse it. */
+  _admitStream(req, res) {
+    const reason = this.maxStreams > 0 && this.streams >= this.maxStreams ? "streams"
+      : this.maxLagMs > 0 && this.lagMs > this.maxLagMs ? "event_loop" : null;
+    if (reason !== null) return this._refuse(reason, res);
+    this.streams += 1;
+    res.once("close", this._releaseStream);
+    return true;
+  }
+
+  /** Answer `res` 503 Overloaded for `reason` now; false. */
+  _refuse(reason, res) {
     this.shed[reason] += 1;
     this.onShed(reason);
     const { status, headers, body } = this._answers[reason];
@@ -139,7 +169,7 @@ class Admission {
   /** An admitted request was answered (or its client went away). */
   _done(res) {
     this.inFlight -= 1;
-    if (this.limiter && res.statusCode < 300 && res.writableFinished && !UNTIMED_ROUTES.has(res.locals && res.locals.route)) {
+    if (this.limiter && res.statusCode < 300 && res.writableFinished) {
       this.limiter.sample(performance.now() - res.admittedAt);
     }
   }

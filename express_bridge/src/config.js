@@ -29,6 +29,7 @@ const DEFAULTS = Object.freeze({
   // Connections to expertd in the bridge's pool (src/pool.js); servers balance per connection.
   EXPERTD_CONNECTIONS: "4",
   ADMIT_MAX_IN_FLIGHT: "256",
+  ADMIT_MAX_STREAMS: "32",
   ADMIT_ADAPTIVE: "true",
   ADMIT_MAX_LAG_MS: "100",
 });
@@ -113,7 +114,7 @@ function parseBoolean(name, raw) {
  *   bodyLimit: number, shutdownTimeoutMs: number, logLevel: string,
  *   jsonMaxDepth: number, connections: number,
  *   coalesce: {maxBatch: number, maxBytes: number, waitMs: number, inFlight: number, maxQueue: number},
- *   admission: {maxInFlight: number, adaptive: boolean, maxLagMs: number}}}
+ *   admission: {maxInFlight: number, maxStreams: number, adaptive: boolean, maxLagMs: number}}}
  * @throws {ConfigError} when a value is malformed
  */
 function loadConfig(env = process.env) {
@@ -181,6 +182,7 @@ function loadConfig(env = process.env) {
     // Load shedding before Express (admission.js); 0 turns a check off.
     admission: {
       maxInFlight: parseInteger("ADMIT_MAX_IN_FLIGHT", pick("ADMIT_MAX_IN_FLIGHT"), 0),
+      maxStreams: parseInteger("ADMIT_MAX_STREAMS", pick("ADMIT_MAX_STREAMS"), 0),
       adaptive: parseBoolean("ADMIT_ADAPTIVE", pick("ADMIT_ADAPTIVE")),
       maxLagMs: parseMilliseconds("ADMIT_MAX_LAG_MS", pick("ADMIT_MAX_LAG_MS")),
     },

@@ -72,7 +72,7 @@ function createMetrics({ rpc, defaultMetrics = true } = {}) {
 
   const shed = new promClient.Counter({
     name: "expertd_bridge_shed_total",
-    help: "Requests answered 503 Overloaded before Express, by reason (in_flight: ADMIT_MAX_IN_FLIGHT reached; event_loop: lag over ADMIT_MAX_LAG_MS).",
+    help: "Requests answered 503 Overloaded before Express, by reason (in_flight: ADMIT_MAX_IN_FLIGHT reached; streams: ADMIT_MAX_STREAMS reached; event_loop: lag over ADMIT_MAX_LAG_MS).",
     labelNames: ["reason"],
     registers: [registry],
   });
@@ -88,7 +88,8 @@ function createMetrics({ rpc, defaultMetrics = true } = {}) {
         this.set(read());
       } });
       gauge("expertd_bridge_admission_limit", "Requests the bridge takes on at once now (adaptive up to ADMIT_MAX_IN_FLIGHT; 0: no bound).", () => admission.limit);
-      gauge("expertd_bridge_admission_in_flight", "Requests admitted and not yet answered.", () => admission.inFlight);
+      gauge("expertd_bridge_admission_in_flight", "Requests admitted and not yet answered (NDJSON streams apart).", () => admission.inFlight);
+      gauge("expertd_bridge_admission_streams", "NDJSON streams in progress (ADMIT_MAX_STREAMS sheds beyond it).", () => admission.streams);
       gauge("expertd_bridge_event_loop_lag_seconds", "Largest event-loop delay over the last sample (ADMIT_MAX_LAG_MS sheds above it).", () => admission.lagMs / 1000);
     },
     observeRequest({ method, route, status, expert }, seconds) {

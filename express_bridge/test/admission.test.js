@@ -10,12 +10,30 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
+const http = require("node:http");
 const path = require("node:path");
 const { startExpertd, startBridge } = require("./helpers");
 const { CATALOGUE } = require("../src/errors");
 
 const LIMIT = 4;
 const BURST = 12;
+const STREAMS = LIMIT + 2; // more streams than requests may be in flight
+
+/** Start an NDJSON upload that sends one line and then nothing (a slow client); its request. */
+function slowStream(base) {
+  const { hostname, port } = new URL(base);
+  const req = http.request({ hostname, port, method: "POST", path: "/experts/counting/stream", headers: { "content-type": "application/x-ndjson" } });
+  req.on("error", () => {});
+  req.write(`${JSON.stringify({ text: "slow" })}\n`);
+  return req;
+}
+
+/** A gauge's value from the bridge's /metrics. */
+async function gauge(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const found = text.match(new RegExp(`^${name} (\\d+)$`, "m"));
+  return found ? Number(found[1]) : null;
+}
 
 async function post(url, body) {
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -35,6 +53,7 @@ describe("bridge process: shedding beyond ADMIT_MAX_IN_FLIGHT", { timeout: 18000
       EXPERTD_ENDPOINT: expertd.endpoint,
       RPC_TIMEOUT: "30",
       ADMIT_MAX_IN_FLIGHT: String(LIMIT),
+      ADMIT_MAX_STREAMS: String(STREAMS),
       ADMIT_ADAPTIVE: "false", // a fixed limit: the test counts
       ADMIT_MAX_LAG_MS: "0", // a slow machine's lag must not shed the admitted ones
     });
@@ -87,5 +106,36 @@ describe("bridge process: shedding beyond ADMIT_MAX_IN_FLIGHT", { timeout: 18000
 
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, new RegExp(`^expertd_bridge_shed_total\\{reason="in_flight"\\} ${BURST - LIMIT}$`, "m"));
+  });
+
+  it("slow NDJSON streams are counted apart: they never take the places of single requests; one beyond ADMIT_MAX_STREAMS is 503", async () => {
+    const answered = []; // a stream that is refused is answered at once; an admitted one only at its end
+    const uploads = Array.from({ length: STREAMS }, () => slowStream(base).on("response", (res) => {
+      answered.push(res.statusCode);
+      res.resume();
+    }));
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.deepEqual(answered, [], "every stream is admitted");
+      assert.equal(await gauge(base, "expertd_bridge_admission_streams"), STREAMS);
+      // More streams than ADMIT_MAX_IN_FLIGHT are open, and a single request still gets in.
+      const single = await post(`${base}/experts/counting`, { text: "beside the streams" });
+      assert.equal(single.status, 200, JSON.stringify(single.body));
+      // One stream more than ADMIT_MAX_STREAMS is refused at once.
+      const extra = await fetch(`${base}/experts/counting/stream`, { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: `${JSON.stringify({ text: "one too many" })}\n` });
+      assert.equal(extra.status, CATALOGUE.Overloaded.status);
+      assert.equal((await extra.json()).error.name, "Overloaded");
+      assert.match(extra.headers.get("retry-after") || "", /^\d+$/);
+    } finally {
+      for (const req of uploads) req.destroy();
+    }
+    // A stream whose client went away gives its place back.
+    const deadline = Date.now() + 20000;
+    while ((await gauge(base, "expertd_bridge_admission_streams")) !== 0) {
+      assert.ok(Date.now() < deadline, "the streams' places were not given back");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    assert.match(metrics, /^expertd_bridge_shed_total\{reason="streams"\} 1$/m);
   });
 });

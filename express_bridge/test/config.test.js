@@ -68,11 +68,12 @@ describe("config", () => {
   });
 
   it("reads the admission knobs (ADMIT_*), with shedding on by default", () => {
-    assert.deepEqual(loadConfig({}).admission, { maxInFlight: 256, adaptive: true, maxLagMs: 100 });
-    assert.deepEqual(loadConfig({ ADMIT_MAX_IN_FLIGHT: "32", ADMIT_ADAPTIVE: "off", ADMIT_MAX_LAG_MS: "0" }).admission,
-      { maxInFlight: 32, adaptive: false, maxLagMs: 0 });
+    assert.deepEqual(loadConfig({}).admission, { maxInFlight: 256, maxStreams: 32, adaptive: true, maxLagMs: 100 });
+    assert.deepEqual(loadConfig({ ADMIT_MAX_IN_FLIGHT: "32", ADMIT_MAX_STREAMS: "4", ADMIT_ADAPTIVE: "off", ADMIT_MAX_LAG_MS: "0" }).admission,
+      { maxInFlight: 32, maxStreams: 4, adaptive: false, maxLagMs: 0 });
     for (const [env, re] of [
       [{ ADMIT_MAX_IN_FLIGHT: "-1" }, /ADMIT_MAX_IN_FLIGHT/],
+      [{ ADMIT_MAX_STREAMS: "lots" }, /ADMIT_MAX_STREAMS/],
       [{ ADMIT_MAX_IN_FLIGHT: "many" }, /ADMIT_MAX_IN_FLIGHT/],
       [{ ADMIT_ADAPTIVE: "maybe" }, /ADMIT_ADAPTIVE/],
       [{ ADMIT_MAX_LAG_MS: "-5" }, /ADMIT_MAX_LAG_MS/],
