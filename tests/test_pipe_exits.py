@@ -174,6 +174,29 @@ def test_a_full_non_blocking_stdout_is_waited_for_not_lost(env, tmp_path, unbuff
     assert b"Traceback" not in err and b"internal error" not in err
 
 
+def test_a_non_blocking_stdin_that_is_empty_for_now_is_waited_for(env):
+    # The same for stdin: a non-blocking one with nothing in it yet answers
+    # EAGAIN, which is not the end of the input.
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        proc = subprocess.Popen([EXPERTD, "pipe", "--lines", "vader"], stdin=read_end,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(read_end)
+    try:
+        with os.fdopen(write_end, "wb", buffering=0) as writer:
+            for n in range(5):
+                time.sleep(0.3)  # the stage finds stdin empty between lines
+                writer.write(json.dumps({"n": n, "text": "a lovely day"}).encode() + b"\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["n"] for line in out.splitlines()] == list(range(5))
+    assert b"Traceback" not in err
+
+
 def test_closed_stdout_is_quiet(env):
     lines = b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(3000))
     out = subprocess.run(f"{EXPERTD} pipe vader | head -n 1", shell=True, input=lines,

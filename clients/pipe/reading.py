@@ -32,7 +32,12 @@ class LineReader:
         self.eof = False
 
     def _read(self) -> None:
-        chunk = os.read(self.fd, 1 << 16)
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+                break
+            except BlockingIOError:  # a stdin another program made non-blocking, empty for now
+                select.select([self.fd], [], [])
         if not chunk:
             self.eof = True
         else:
