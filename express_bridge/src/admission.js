@@ -73,7 +73,7 @@ class Admission {
    * @param {boolean} [options.adaptive=true] the limit adapts below `maxInFlight` to keep latency near its floor
    * @param {number} [options.maxLagMs=100] shed while the event loop's delay over the last sample exceeds this (0: off)
    * @param {number} [options.sampleMs=50] how often the loop's delay is read
-   * @param {(reason: string) => void} [options.onShed] called for each shed request ("in_flight" or "event_loop")
+   * @param {(reason: string) => void} [options.onShed] called for each shed request ("in_flight", "streams" or "event_loop")
    */
   constructor({ maxInFlight = DEFAULTS.maxInFlight, maxStreams = DEFAULTS.maxStreams, adaptive = DEFAULTS.adaptive,
     maxLagMs = DEFAULTS.maxLagMs, sampleMs = DEFAULTS.sampleMs, onShed } = {}) {
@@ -106,7 +106,7 @@ class Admission {
       this._timer = setInterval(() => this._sample(), Math.max(10, sampleMs));
       this._timer.unref();
     }
-    // The two answers are built once: a shed request must cost next to nothing.
+    // The answers are built once: a shed request must cost next to nothing.
     this._answers = {
       in_flight: shedAnswer("the bridge is at capacity (its limit of requests in progress is reached); retry shortly"),
       streams: shedAnswer(`the bridge is at capacity (${this.maxStreams} NDJSON streams are in progress, its limit); retry shortly`),
