@@ -197,6 +197,39 @@ def test_a_non_blocking_stdin_that_is_empty_for_now_is_waited_for(env):
     assert b"Traceback" not in err
 
 
+def test_a_full_non_blocking_stderr_costs_no_line_and_no_warning(env, tmp_path):
+    # Every bad line gets a warning on stderr; a non-blocking stderr that nobody
+    # reads for a while fills up, and the stage must wait for it, as for stdout.
+    lines = [f"not json {n} ".encode() + b"x" * 200 + b"\n" for n in range(3000)]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(lines))
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        with open(source, "rb") as stdin:
+            proc = subprocess.Popen([EXPERTD, "pipe", "--lines", "vader"], stdin=stdin,
+                                    stdout=subprocess.PIPE, stderr=write_end, env=env)
+    finally:
+        os.close(write_end)
+    import threading
+
+    try:
+        outs: list[bytes] = []  # stdout is read all along
+        reading = threading.Thread(target=lambda: outs.append(proc.stdout.read()), daemon=True)
+        reading.start()
+        time.sleep(1.5)  # nobody reads stderr: it fills
+        with os.fdopen(read_end, "rb") as reader:
+            err = reader.read()
+        reading.join(30)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert outs and outs[0] == b"".join(lines)
+    warned = [line for line in err.splitlines() if b"not JSON" in line or b"line " in line]
+    assert len(warned) >= 3000, err[-500:]
+    assert b"Traceback" not in err and b"internal error" not in err
+
+
 def test_closed_stdout_is_quiet(env):
     lines = b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(3000))
     out = subprocess.run(f"{EXPERTD} pipe vader | head -n 1", shell=True, input=lines,

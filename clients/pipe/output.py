@@ -10,7 +10,8 @@ fails part way (stdout closed) leaves the chunk on the ledger: the exit path
 then tries it again, whole. A stdout that another program made non-blocking
 (Node does that to the stdio it shares) is waited for when full, as a blocking
 one would be (``PatientWriter``): its EAGAIN neither loses lines nor writes a
-part of a chunk twice.
+part of a chunk twice; so is a non-blocking stderr (``PatientText``), so that no
+line's reason is lost either.
 """
 
 from __future__ import annotations
@@ -141,6 +142,35 @@ class PatientWriter:
     def _wait(self) -> None:
         """Block until the file can take more (a signal handler may run meanwhile)."""
         select.select([], [self.stream.fileno()], [])
+
+
+class PatientText:
+    """A text stream (stderr) whose writes go out whole: encoded here and written through its
+    binary buffer by a ``PatientWriter`` (its own text layer drops what a full
+    non-blocking file refuses); a stream with no binary buffer is written as it is."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        """Write through ``stream`` (e.g. ``sys.stderr``)."""
+        self.stream = stream
+        buffer = getattr(stream, "buffer", None)
+        self.binary = PatientWriter(buffer) if buffer is not None else None
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> None:
+        """Write all of ``text``, waiting while the file is full."""
+        if self.binary is None:
+            self.stream.write(text)
+            return
+        self.stream.flush()  # whatever went through the text layer before goes first
+        self.binary.write(text.encode(self.encoding, "backslashreplace"))
+        self.binary.flush()
+
+    def flush(self) -> None:
+        """Flush the stream, waiting while the file is full."""
+        if self.binary is None:
+            self.stream.flush()
+        else:
+            self.binary.flush()
 
 
 class Output:

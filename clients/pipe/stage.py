@@ -17,7 +17,7 @@ from typing import IO
 from expertd.catalogue import exit_code
 from clients.pipe.connecting import Connector
 from clients.pipe.options import PipeOptions
-from clients.pipe.output import Output, Progress, as_line
+from clients.pipe.output import Output, PatientText, Progress, as_line
 from clients.pipe.pipelining import Pipeline
 from clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   parse_line)
@@ -53,11 +53,11 @@ class Stage:
         self.reader = LineReader(stdin_fd)
         self.output = Output(stdout)
         self.output.raise_deferred = self._raise_deferred
-        self.err = stderr
+        self.err = PatientText(stderr)
         self.connector = Connector(options, self.warn)
         self.incomplete = 0
         self.stopping = False
-        self.progress = Progress(stderr, options.progress if options.progress is not None
+        self.progress = Progress(self.err, options.progress if options.progress is not None
                                  else stderr.isatty())
 
     def warn(self, message: str) -> None:
