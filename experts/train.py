@@ -50,9 +50,11 @@ MODELS = tuple(THRESHOLDS)
 
 
 def recipe(name: str) -> dict:
-    """What model ``name`` is made with now, as its ``metrics.json`` records it."""
+    """What model ``name`` is made with now, as its ``metrics.json`` records it (every
+    setting above that changes the model: a change to any makes ``out_of_date`` say so)."""
     return {"sequence_length": SEQUENCE_LENGTH[name], "epochs": EPOCHS, "batch_size": BATCH_SIZE,
-            "seed": SEED}
+            "seed": SEED, "learning_rate": LEARNING_RATE, "max_tokens": MAX_TOKENS,
+            "embedding_dim": EMBEDDING_DIM, "heldout_fraction": HELDOUT_FRACTION}
 
 
 def out_of_date(model_dir: Path, name: str) -> str | None:
@@ -135,9 +137,6 @@ def _common_metrics(train, heldout, seed, seconds) -> dict:
         "n_heldout": len(heldout),
         "dataset": DATASET,
         "split": f"seeded shuffle of distinct texts, {1 - HELDOUT_FRACTION:.0%}/{HELDOUT_FRACTION:.0%}",
-        "epochs": EPOCHS,
-        "batch_size": BATCH_SIZE,
-        "seed": seed,
         "training_seconds": round(seconds, 1),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -180,7 +179,7 @@ def train_sentiment(train: list, heldout: list, seed: int = SEED):
         "labels": list(SENTIMENT_LABELS),
         "label_bands": "negative: valence < -0.5; positive: valence > 0.5; else neutral",
         "valence_range": [-4, 4],
-        "sequence_length": SEQUENCE_LENGTH["sentiment"],
+        **recipe("sentiment"), "seed": seed,
         **_common_metrics(train, heldout, seed, seconds),
     }
     return model, metrics
@@ -214,7 +213,7 @@ def train_genre(train: list, heldout: list, seed: int = SEED):
         "heldout_accuracy": round(float((pred == hsrc).mean()), 4),
         "per_class": per_class,
         "labels": list(GENRE_LABELS),
-        "sequence_length": SEQUENCE_LENGTH["genre"],
+        **recipe("genre"), "seed": seed,
         **_common_metrics(train, heldout, seed, seconds),
     }
     return model, metrics

@@ -24,7 +24,8 @@ _PATH = re.compile(r"(?:file://)?(?<![\w.~-])(?:[A-Za-z]:[\\/]|~?/)(?:[^\s'\"/\\
 
 
 #: A quoted absolute path, which may hold spaces (``'/srv/my app/m.h5'``, as ``OSError`` shows one).
-_QUOTED_PATH = re.compile(r"""(['"])((?:file://)?(?:[A-Za-z]:[\\/]|~?/)[^'"\n]*[\\/])([^'"\n\\/]*)\1""")
+_QUOTED_PATH = re.compile(
+    r"""(['"])((?:file://)?(?:[A-Za-z]:[\\/]|~?/)(?:(?!\1)[^\n])*[\\/])((?:(?!\1)[^\n\\/])*)\1""")
 
 
 def without_paths(text: str) -> str:

@@ -285,6 +285,8 @@ def test_batch_names_the_failing_document(stock):
     ('Unable to open file: "/home/Ann Lee/keras models/m.h5" (truncated)',
      'Unable to open file: ".../m.h5" (truncated)'),
     ("Permission denied: 'C:\\Program Files\\expertd\\m.h5'", "Permission denied: '.../m.h5'"),
+    ('No such file or directory: "/home/O\'Brien/my models/m.h5"',  # repr's double quotes
+     'No such file or directory: ".../m.h5"'),
     ("expected 'a/b c' got '/'", "expected 'a/b c' got '/'"),  # not absolute, or nothing but the root
 ])
 def test_without_paths_keeps_only_the_file_name(text, shown):

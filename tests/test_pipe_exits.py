@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -32,6 +33,23 @@ def read_position(pid: int) -> int:
 
 
 _pending: dict[int, bytes] = {}
+
+
+def wait_until_full(fd: int, seconds: float = 30.0) -> None:
+    """Wait until the pipe read at ``fd`` holds as much as its writer can put in it
+    (what is queued stops growing, at 16 KiB at least), so that its writer meets EAGAIN."""
+    import fcntl
+    import termios
+
+    deadline, last, steady = time.monotonic() + seconds, -1, 0
+    while time.monotonic() < deadline:
+        queued = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+        steady = steady + 1 if queued == last else 0
+        last = queued
+        if queued >= 16384 and steady >= 5:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the pipe never filled (it holds {last} bytes)")
 
 
 def readline_within(stream, seconds: float) -> bytes:
@@ -163,7 +181,8 @@ def test_a_full_non_blocking_stdout_is_waited_for_not_lost(env, tmp_path, unbuff
     finally:
         os.close(write_end)
     try:
-        time.sleep(1.5)  # nobody reads: the pipe fills and the stage's writes meet EAGAIN
+        wait_until_full(read_end)  # nobody reads: the pipe fills and the stage's writes meet EAGAIN
+        time.sleep(0.5)
         with os.fdopen(read_end, "rb") as reader:
             out = reader.read()
         err = proc.stderr.read()
@@ -185,15 +204,19 @@ def test_a_non_blocking_stdin_that_is_empty_for_now_is_waited_for(env):
     finally:
         os.close(read_end)
     try:
+        out_fd = proc.stdout.fileno()
         with os.fdopen(write_end, "wb", buffering=0) as writer:
+            answers = []
             for n in range(5):
-                time.sleep(0.3)  # the stage finds stdin empty between lines
                 writer.write(json.dumps({"n": n, "text": "a lovely day"}).encode() + b"\n")
+                # the stage answers it, then finds stdin empty (EAGAIN) until the next line
+                answers.append(json.loads(readline_within(proc.stdout, 30))["n"])
+                time.sleep(0.2)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert [json.loads(line)["n"] for line in out.splitlines()] == list(range(5))
+    assert answers == list(range(5)) and _pending.pop(out_fd, b"") + out == b""
     assert b"Traceback" not in err
 
 
@@ -217,17 +240,18 @@ def test_a_full_non_blocking_stderr_costs_no_line_and_no_warning(env, tmp_path):
         outs: list[bytes] = []  # stdout is read all along
         reading = threading.Thread(target=lambda: outs.append(proc.stdout.read()), daemon=True)
         reading.start()
-        time.sleep(1.5)  # nobody reads stderr: it fills
+        wait_until_full(read_end)  # nobody reads stderr: it fills
+        time.sleep(0.5)
         with os.fdopen(read_end, "rb") as reader:
             err = reader.read()
         reading.join(30)
-        proc.wait(30)
+        returncode = proc.wait(30)
     finally:
         proc.kill()
     assert outs and outs[0] == b"".join(lines)
-    warned = [line for line in err.splitlines() if b"not JSON" in line or b"line " in line]
-    assert len(warned) >= 3000, err[-500:]
-    assert b"Traceback" not in err and b"internal error" not in err
+    warned = {int(m) for m in re.findall(rb"line (\d+): not valid JSON", err)}
+    assert warned == set(range(1, 3001)), err[-500:]
+    assert returncode == 1 and b"Traceback" not in err and b"internal error" not in err
 
 
 def test_closed_stdout_is_quiet(env):

@@ -108,8 +108,9 @@ class PatientWriter:
     A buffered stream (``sys.stdout.buffer``) says how much of the data it took
     when the file is full and non-blocking (``BlockingIOError.characters_written``);
     a raw one (``python -u``, ``PYTHONUNBUFFERED``) may take only part of it, or
-    nothing (``None``). Either way the rest is offered again, once the file can be
-    written, so every byte goes out once, in order, as on a blocking file.
+    nothing (``None``, which only a raw file returns). Either way the rest is offered
+    again, once the file can be written, so every byte goes out once, in order, as on
+    a blocking file.
     """
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -123,7 +124,7 @@ class PatientWriter:
             try:
                 written = self.stream.write(view)
             except BlockingIOError as exc:
-                written = exc.characters_written
+                written = getattr(exc, "characters_written", 0)
                 self._wait()
             if written is None:  # a raw non-blocking file took nothing
                 self._wait()
@@ -161,15 +162,24 @@ class PatientText:
         if self.binary is None:
             self.stream.write(text)
             return
-        self.stream.flush()  # whatever went through the text layer before goes first
+        self._flush_text()  # whatever went through the text layer before goes first
         self.binary.write(text.encode(self.encoding, "backslashreplace"))
         self.binary.flush()
+
+    def _flush_text(self) -> None:
+        while True:
+            try:
+                self.stream.flush()
+                return
+            except BlockingIOError:
+                self.binary._wait()
 
     def flush(self) -> None:
         """Flush the stream, waiting while the file is full."""
         if self.binary is None:
             self.stream.flush()
         else:
+            self._flush_text()
             self.binary.flush()
 
 

@@ -48,8 +48,14 @@ const { AdaptiveLimit } = require("./concurrency_limit");
 
 const DEFAULTS = Object.freeze({ maxInFlight: 256, maxStreams: 32, adaptive: true, maxLagMs: 100, sampleMs: 50 });
 
-/** The path of an NDJSON stream (POST /experts/:name/stream), told before routing. */
-const STREAM_PATH = /^\/experts\/[^/?#]+\/stream\/?(?:[?#]|$)/;
+/**
+ * The path of an NDJSON stream (POST /experts/:name/stream), told before routing: as
+ * Express routes it, case aside, in origin form or in absolute form (http://host/...).
+ */
+const STREAM_PATH = /^(?:[a-z][a-z0-9+.-]*:\/\/[^/?#]*)?\/experts\/[^/?#]+\/stream\/?(?:[?#]|$)/i;
+
+/** Routes whose latency says nothing about queueing (a stream lasts as long as its body). */
+const UNTIMED_ROUTES = new Set(["/experts/:name/stream"]);
 
 /**
  * The adaptive limit never goes below this: one full coalesced batch
@@ -148,8 +154,7 @@ class Admission {
 
   /** Admit an NDJSON stream against `maxStreams` (and the loop's lag), or refuse it. */
   _admitStream(req, res) {
-    const reason = this.maxStreams > 0 && this.streams >= this.maxStreams ? "streams"
-      : this.maxLagMs > 0 && this.lagMs > this.maxLagMs ? "event_loop" : null;
+    const reason = this.maxStreams > 0 && this.streams >= this.maxStreams ? "streams" : this._lagged() ? "event_loop" : null;
     if (reason !== null) return this._refuse(reason, res);
     this.streams += 1;
     res.once("close", this._releaseStream);
@@ -169,7 +174,7 @@ class Admission {
   /** An admitted request was answered (or its client went away). */
   _done(res) {
     this.inFlight -= 1;
-    if (this.limiter && res.statusCode < 300 && res.writableFinished) {
+    if (this.limiter && res.statusCode < 300 && res.writableFinished && !UNTIMED_ROUTES.has(res.locals && res.locals.route)) {
       this.limiter.sample(performance.now() - res.admittedAt);
     }
   }
@@ -199,8 +204,13 @@ class Admission {
       if (this.limiter) this.limiter.reached();
       return "in_flight";
     }
-    if (this.maxLagMs > 0 && this.lagMs > this.maxLagMs) return "event_loop";
+    if (this._lagged()) return "event_loop";
     return null;
+  }
+
+  /** True while the event loop lags more than `maxLagMs` (the check is on). */
+  _lagged() {
+    return this.maxLagMs > 0 && this.lagMs > this.maxLagMs;
   }
 }
 

@@ -55,8 +55,8 @@ function booleanQuery(req, name) {
   throw new HttpError(400, "BadRequest", `query parameter ${name} must be true or false, got ${JSON.stringify(v)}`);
 }
 
-/** How long one health() answer serves /healthz (a flood of it costs the server one call per this). */
-const HEALTH_FRESH_MS = 200;
+/** How long one health() answer serves /healthz, one experts() answer /experts (a flood costs the server one call per this). */
+const SHARED_FRESH_MS = 200;
 
 /**
  * Build the bridge's Express app.
@@ -126,9 +126,9 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   }
 
   // GETs are never shed (admission.js), and anyone may send /healthz: concurrent
-  // requests share one RPC (shared_call.js), and a health answer serves for HEALTH_FRESH_MS.
-  const serverHealth = sharedCall(() => rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: HEALTH_FRESH_MS });
-  const serverExperts = sharedCall(() => rpcCall("experts", () => rpc.experts()));
+  // requests share one RPC (shared_call.js), and its answer serves for SHARED_FRESH_MS.
+  const serverHealth = sharedCall(() => rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: SHARED_FRESH_MS });
+  const serverExperts = sharedCall(() => rpcCall("experts", () => rpc.experts()), { freshMs: SHARED_FRESH_MS });
 
   route("get", "/healthz", { isPublic: true }, async (req, res) => {
     try {

@@ -1,4 +1,6 @@
 "use strict";
+const { performance } = require("node:perf_hooks");
+
 /**
  * One call to the server shared by every request that asks while it runs.
  *
@@ -17,10 +19,10 @@
  * @param {object} [options]
  * @param {number} [options.freshMs=0] how long an answer is given again without calling (0: only while in flight)
  * @param {boolean} [options.staleOnError=false] a failed call answers the last answer, when there is one
- * @param {() => number} [options.now=Date.now] the clock (ms)
+ * @param {() => number} [options.now=performance.now] the clock (ms; monotonic, so a step of the wall clock keeps nothing fresh)
  * @returns {() => Promise<T>}
  */
-function sharedCall(fn, { freshMs = 0, staleOnError = false, now = Date.now } = {}) {
+function sharedCall(fn, { freshMs = 0, staleOnError = false, now = () => performance.now() } = {}) {
   let last = null; // { at, value } of the last answer
   let inFlight = null;
   return function shared() {
