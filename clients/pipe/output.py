@@ -133,16 +133,25 @@ class PatientWriter:
 
     def flush(self) -> None:
         """Flush the stream, waiting while the file is full."""
-        while True:
-            try:
-                self.stream.flush()
-                return
-            except BlockingIOError:
-                self._wait()
+        flush_waiting(self.stream)
 
     def _wait(self) -> None:
-        """Block until the file can take more (a signal handler may run meanwhile)."""
-        select.select([], [self.stream.fileno()], [])
+        wait_writable(self.stream)
+
+
+def wait_writable(stream: IO) -> None:
+    """Block until ``stream``'s file can take more (a signal handler may run meanwhile)."""
+    select.select([], [stream.fileno()], [])
+
+
+def flush_waiting(stream: IO) -> None:
+    """Flush ``stream``, waiting while its file is full and non-blocking."""
+    while True:
+        try:
+            stream.flush()
+            return
+        except BlockingIOError:
+            wait_writable(stream)
 
 
 class PatientText:
@@ -162,24 +171,16 @@ class PatientText:
         if self.binary is None:
             self.stream.write(text)
             return
-        self._flush_text()  # whatever went through the text layer before goes first
+        flush_waiting(self.stream)  # whatever went through the text layer before goes first
         self.binary.write(text.encode(self.encoding, "backslashreplace"))
         self.binary.flush()
-
-    def _flush_text(self) -> None:
-        while True:
-            try:
-                self.stream.flush()
-                return
-            except BlockingIOError:
-                self.binary._wait()
 
     def flush(self) -> None:
         """Flush the stream, waiting while the file is full."""
         if self.binary is None:
             self.stream.flush()
         else:
-            self._flush_text()
+            flush_waiting(self.stream)
             self.binary.flush()
 
 
