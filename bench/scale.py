@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import (BENCH, EXPERTD, PYTHON, ROOT, TMP, child_env, free_port, median,
+from bench.common import (BENCH, EXPERTD, PYTHON, ROOT, TMP, child_env, cpu_seconds, free_port, median,
                           ratio)
 
 VADER_CONFIG = ROOT / "tests" / "vader_experts.yaml"
@@ -122,15 +122,6 @@ def client_main(endpoint: str, connections: int, window: int, duration: float,
                 pass
         conn.close()
     return {"calls": calls, "seconds": duration, "errors": errors, "pids": pids}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far (from /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_round(endpoint: str, duration: float, warmup: float, server_pids: list[int]) -> dict:

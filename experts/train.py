@@ -130,7 +130,7 @@ def _columns(rows):
     return texts, tf.constant(texts), valence, sources
 
 
-def _common_metrics(train, heldout, seed, seconds) -> dict:
+def _common_metrics(train, heldout, seconds) -> dict:
     """The facts about a training run that both models record."""
     return {
         "n_train": len(train),
@@ -180,7 +180,7 @@ def train_sentiment(train: list, heldout: list, seed: int = SEED):
         "label_bands": "negative: valence < -0.5; positive: valence > 0.5; else neutral",
         "valence_range": [-4, 4],
         **recipe("sentiment"), "seed": seed,
-        **_common_metrics(train, heldout, seed, seconds),
+        **_common_metrics(train, heldout, seconds),
     }
     return model, metrics
 
@@ -214,7 +214,7 @@ def train_genre(train: list, heldout: list, seed: int = SEED):
         "per_class": per_class,
         "labels": list(GENRE_LABELS),
         **recipe("genre"), "seed": seed,
-        **_common_metrics(train, heldout, seed, seconds),
+        **_common_metrics(train, heldout, seconds),
     }
     return model, metrics
 
