@@ -91,8 +91,7 @@ $(PY):
 $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		--config-settings editable_mode=compat -e '.[models,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[models,test]'
 	@touch $@
 	$(PATH_HINT)
 
@@ -100,23 +99,23 @@ $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 data: $(DATA)
 $(DATA): | $(PIP_STAMP)
 	$(call step,data: the VADER ground truth (pip download of the vaderSentiment 3.3.2 sdist),first time: about 10 s; cached in data/)
-	$(PY) -c 'from experts.data import fetch_ground_truth; print("   ", fetch_ground_truth("data"))'
+	$(PY) -c 'from expertd.experts.data import fetch_ground_truth; print("   ", fetch_ground_truth("data"))'
 
 ## Train the default models that are missing or out of date (reproducible: fixed seeds and split).
 models: $(PIP_STAMP) $(DATA)
-	$(PY) -m experts.train --data-dir data --out models
-	$(PY) -m experts.consensus --evaluate --data-dir data --models models
+	$(PY) -m expertd.experts.train --data-dir data --out models
+	$(PY) -m expertd.experts.consensus --evaluate --data-dir data --models models
 
-# experts/train.py is a prerequisite: after a change to it, python -m experts.train trains
+# experts/train.py is a prerequisite: after a change to it, python -m expertd.experts.train trains
 # again each model whose metrics.json records another recipe, keeps the others, and the
 # files are touched once checked against it.
 $(MODELS) &: experts/train.py | $(PIP_STAMP) $(DATA)
-	$(call step,training: the default models sentiment and genre (python -m experts.train),first time: about a minute on 2 cores)
-	$(PY) -m experts.train --data-dir data --out models
+	$(call step,training: the default models sentiment and genre (python -m expertd.experts.train),first time: about a minute on 2 cores)
+	$(PY) -m expertd.experts.train --data-dir data --out models
 	@touch $(MODELS)
 
 $(CONSENSUS_METRICS): $(MODELS) experts/consensus.py
-	$(PY) -m experts.consensus --evaluate --data-dir data --models models
+	$(PY) -m expertd.experts.consensus --evaluate --data-dir data --models models
 
 $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)

@@ -29,7 +29,7 @@ def _read_line(worker: Server, timeout: float) -> dict:
 def batch_vs_inprocess(endpoint: str, worker: Server, texts: list[str], rounds: int,
                        reps: int) -> dict:
     """Medians of documents per second for the server's ``batch`` and the model alone."""
-    from clients.wire import Connection
+    from expertd.clients.wire import Connection
 
     ready = _read_line(worker, 240.0)
     docs = [{"text": t} for t in texts]

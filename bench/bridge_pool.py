@@ -80,7 +80,7 @@ def rpc_round(endpoint: str, connections: int, duration: float) -> dict:
 
 def worker_calls(endpoint: str) -> dict[int, int]:
     """``{pid: vader calls}`` of each of the 2 workers, from its own stats() on a fresh connection."""
-    from clients.wire import connect
+    from expertd.clients.wire import connect
 
     seen: dict[int, int] = {}
     for _ in range(200):

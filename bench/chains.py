@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.docs = 2, 50, 64
-    from clients.wire import Connection
+    from expertd.clients.wire import Connection
 
     texts = load_texts()
     with Fleet() as fleet:

@@ -28,7 +28,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from experts.keras_text import SENTIMENT_LABELS
+    from expertd.experts.keras_text import SENTIMENT_LABELS
 
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
     out = model(tf.constant([doc["text"]]), training=False)

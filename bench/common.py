@@ -121,7 +121,7 @@ def ratio(a: float, b: float) -> float:
 
 def load_texts(seed: int = 2014) -> list[str]:
     """Every VADER ground-truth sentence, in a fixed shuffled order (sources mixed)."""
-    from experts.data import load_ground_truth
+    from expertd.experts.data import load_ground_truth
 
     texts = [text for text, _, _ in load_ground_truth(ROOT / "data") if text]
     random.Random(seed).shuffle(texts)

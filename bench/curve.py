@@ -34,7 +34,7 @@ from bench.common import (BENCH, EXPERTD, PYTHON, ROOT, TMP, child_env, free_por
 RESULTS = BENCH / "RESULTS-curve.md"
 CONFIG_TEXT = """# bench/curve.py: cheap experts, so the transport dominates.
 experts:
-  shouting: experts.examples:shouting
+  shouting: expertd.experts.examples:shouting
 """
 
 
@@ -46,7 +46,7 @@ def load_zerorpc(endpoint: str, concurrency: int, duration: float, warmup: float
     import zerorpc
 
     from bench.load import drive
-    from clients.curve import secure_zerorpc
+    from expertd.clients.curve import secure_zerorpc
 
     client = zerorpc.Client(timeout=30, heartbeat=5)
     secure_zerorpc(client)
@@ -60,7 +60,7 @@ def load_zerorpc(endpoint: str, concurrency: int, duration: float, warmup: float
 def load_wire(endpoint: str, duration: float, warmup: float, texts: list[str]) -> dict:
     """The pipe's connection (``clients.wire.connect``: CURVE when keys are set), one caller."""
     from bench.load import summary
-    from clients.wire import connect
+    from expertd.clients.wire import connect
 
     docs = [{"text": t} for t in texts]
     latencies: list[float] = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import falcon
 
-from experts.keras_text import SentimentExpert
+from expertd.experts.keras_text import SentimentExpert
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "sentiment"))

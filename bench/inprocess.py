@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
     from bench.common import MODEL_DIR
-    from experts.keras_text import SentimentExpert
+    from expertd.experts.keras_text import SentimentExpert
 
     with open(args.texts, encoding="utf-8") as f:
         texts = json.load(f)[:args.count]

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench.common import BENCH, EXPERTD, ROOT, TMP, child_env, free_port, median, percentile
-from clients.wire import CallTimeout, ServerUnavailable, connect
+from expertd.clients.wire import CallTimeout, ServerUnavailable, connect
 
 WORK = TMP / "learning"
 CHECKPOINTS = [250, 500, 1000, 2000, 5000, 10000]
@@ -43,7 +43,7 @@ server:
   state_dir: state
 experts:
   learner:
-    expert: experts.online:OnlineTextExpert
+    expert: expertd.experts.online:OnlineTextExpert
     learn: {checkpoint_every: 5000, checkpoint_seconds: 60}
 """
 
@@ -243,8 +243,8 @@ def main() -> int:
     from importlib.metadata import version
 
     from bench.machine import machine, now
-    from experts.data import load_ground_truth
-    from experts.train import split
+    from expertd.experts.data import load_ground_truth
+    from expertd.experts.train import split
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)

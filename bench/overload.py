@@ -170,7 +170,7 @@ def memory(server, bridge) -> dict:
 
 def big_batches(endpoint: str, texts: list[str], stop: threading.Event, log: list) -> None:
     """Send ``batch("sentiment", 100,000 docs)`` back to back until ``stop``; record each call's seconds."""
-    from clients.wire import connect
+    from expertd.clients.wire import connect
 
     docs = [{"text": texts[i % len(texts)]} for i in range(BIG_BATCH)]
     with connect(endpoint, timeout=120.0) as connection:

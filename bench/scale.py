@@ -76,7 +76,7 @@ def client_main(endpoint: str, connections: int, window: int, duration: float,
     """
     import selectors
 
-    from clients.wire import ServerUnavailable, connect
+    from expertd.clients.wire import ServerUnavailable, connect
 
     conns = [connect(endpoint, timeout=30) for _ in range(connections)]
     pids = [c.call("health")["pid"] for c in conns]
@@ -208,7 +208,7 @@ def serve(procs: Procs, name: str, config: Path, *extra: str) -> str:
 
 def wait_health(endpoint: str, proc: subprocess.Popen, timeout: float = 600.0) -> dict:
     """Poll ``health()`` until it answers."""
-    from clients.wire import CallTimeout, ServerUnavailable, connect
+    from expertd.clients.wire import CallTimeout, ServerUnavailable, connect
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -379,7 +379,7 @@ def vader_predict_us(rounds: int = 5, docs: int = 400) -> float:
     CPU time, like the workers' CPU per call it is set beside (wall time on a
     shared machine would count other processes' turns).
     """
-    from experts.vader import VaderExpert
+    from expertd.experts.vader import VaderExpert
 
     expert = VaderExpert()
     texts = [TEXTS[i % len(TEXTS)] for i in range(docs)]

@@ -53,7 +53,7 @@ class Server:
 
 
 def _expertd_ready(endpoint: str) -> bool:
-    from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
+    from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
 
     try:
         with Connection(endpoint, timeout=2.0) as connection:

@@ -13,7 +13,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 
 def __getattr__(name):
     if name == "ExpertsClient":
-        from clients.client import ExpertsClient
+        from expertd.clients.client import ExpertsClient
 
         return ExpertsClient
     raise AttributeError(name)

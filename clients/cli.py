@@ -22,14 +22,14 @@ from typing import Any
 
 import click
 
-from clients import DEFAULT_ENDPOINT
-from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
+from expertd.clients import DEFAULT_ENDPOINT
+from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
 import sys
 
-from clients.pipe import main
+from expertd.clients.pipe import main
 
 main(["{name}", *sys.argv[1:]])
 '''

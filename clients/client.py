@@ -16,7 +16,7 @@ refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
 ``expertd.catalogue.may_ask_again``), never after a timeout or a lost
 connection, when it may have run::
 
-    from clients import ExpertsClient
+    from expertd.clients import ExpertsClient
     with ExpertsClient() as experts:
         experts.sentiment({"text": "I love it"})     # {'valence': 2.6, ...}
         experts.expert("timeout")({"text": "x"})     # an expert whatever its name
@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterable
 
 import zerorpc
 
-from clients import DEFAULT_ENDPOINT
-from clients.curve import secure_zerorpc
-from clients.spread import WorkerMap
+from expertd.clients import DEFAULT_ENDPOINT
+from expertd.clients.curve import secure_zerorpc
+from expertd.clients.spread import WorkerMap
 from expertd.catalogue import TIMEOUT_HEADER, kind, may_ask_again
 
 

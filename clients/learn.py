@@ -23,10 +23,10 @@ import time
 
 import click
 
-from clients import DEFAULT_ENDPOINT
-from clients.pipe import LineReader
-from clients.pipe.reading import decode, pack_document, problem_of
-from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
+from expertd.clients import DEFAULT_ENDPOINT
+from expertd.clients.pipe import LineReader
+from expertd.clients.pipe.reading import decode, pack_document, problem_of
+from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.catalogue import exit_code
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from clients.pipe import DEFAULT_ENDPOINT, PipeOptions, run
+from expertd.clients.pipe import DEFAULT_ENDPOINT, PipeOptions, run
 
 D = PipeOptions.DEFAULTS
 

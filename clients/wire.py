@@ -132,7 +132,7 @@ def connect(endpoint: str, timeout: float = 30.0, heartbeat: float = 5.0) -> "Co
     """Open a connection to ``endpoint``: the one way clients make one (keys, when set, pick
     the secure transport here)."""
     if os.environ.get("EXPERTD_SERVER_KEY") or os.environ.get("EXPERTD_CLIENT_KEY"):
-        from clients.curve import ClientKeys, CurveConnection  # pyzmq: only with keys
+        from expertd.clients.curve import ClientKeys, CurveConnection  # pyzmq: only with keys
 
         return CurveConnection(endpoint, ClientKeys.from_env(), timeout=timeout,
                                heartbeat=heartbeat)

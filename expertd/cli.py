@@ -13,7 +13,7 @@ import sys
 def main() -> None:
     """Entry point of the ``expertd`` command."""
     if len(sys.argv) > 1 and sys.argv[1] == "pipe":
-        from clients.pipe import main as pipe_main
+        from expertd.clients.pipe import main as pipe_main
 
         pipe_main(sys.argv[2:], prog_name="expertd pipe")
         return

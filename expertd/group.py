@@ -9,18 +9,18 @@ import click
 from importlib.metadata import version
 
 SUBCOMMANDS = {
-    "serve": "rpc_server.cli:serve",
-    "check": "rpc_server.cli:check",
-    "status": "clients.cli:status",
-    "stop": "clients.cli:stop",
-    "list": "clients.cli:list_experts",
-    "info": "clients.cli:info",
-    "pipe": "clients.pipe_cli:pipe",
-    "learn": "clients.learn:learn",
-    "call": "clients.cli:call",
-    "install-stage": "clients.cli:install_stage",
-    "reload": "rpc_server.supervisor:reload_command",
-    "keygen": "clients.keygen:keygen",
+    "serve": "expertd.rpc_server.cli:serve",
+    "check": "expertd.rpc_server.cli:check",
+    "status": "expertd.clients.cli:status",
+    "stop": "expertd.clients.cli:stop",
+    "list": "expertd.clients.cli:list_experts",
+    "info": "expertd.clients.cli:info",
+    "pipe": "expertd.clients.pipe_cli:pipe",
+    "learn": "expertd.clients.learn:learn",
+    "call": "expertd.clients.cli:call",
+    "install-stage": "expertd.clients.cli:install_stage",
+    "reload": "expertd.rpc_server.supervisor:reload_command",
+    "keygen": "expertd.clients.keygen:keygen",
 }
 
 

@@ -4,7 +4,7 @@ An entry may name the experts whose opinions it builds on, FireX style, with
 how each maps onto its input::
 
     consensus:
-      expert: experts.consensus:ConsensusExpert
+      expert: expertd.experts.consensus:ConsensusExpert
       needs: {sentiment: sentiment, vader: rules}   # expert -> key in the input
     moderation:
       expert: my_experts:moderate
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from experts.base import Expert, FunctionExpert
+from expertd.experts.base import Expert, FunctionExpert
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -5,7 +5,7 @@ its options::
 
     experts:
       sentiment:
-        expert: experts.keras_text:SentimentExpert
+        expert: expertd.experts.keras_text:SentimentExpert
         options: {model_dir: models/sentiment}
         batch: {max_size: 64, max_wait_ms: 2}
 
@@ -38,8 +38,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from experts.base import Expert, FunctionExpert
-from experts.chains import input_problems, resolve_needs
+from expertd.experts.base import Expert, FunctionExpert
+from expertd.experts.chains import input_problems, resolve_needs
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"

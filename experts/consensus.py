@@ -13,7 +13,7 @@ onto -4..4 by a line fitted on the training split only; its ``label`` uses the
 sentiment model's bands (±0.5). ``agree`` says whether the
 two judges gave the same label; each judge's own label is kept under ``labels``.
 
-    python -m experts.consensus --evaluate [--data-dir data] [--models models]
+    python -m expertd.experts.consensus --evaluate [--data-dir data] [--models models]
 
 measures it on the held-out split of the VADER ground truth (the one the
 Keras models never saw), next to each judge alone, and writes
@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from experts.base import Expert, ExpertError, read_metrics
+from expertd.experts.base import Expert, ExpertError, read_metrics
 
 LABELS = ("negative", "neutral", "positive")
 #: VADER's compound score (-1..1) onto the human rating scale (-4..4): the least-squares line
@@ -160,10 +160,10 @@ def fit_rules_scale(train: list, vader: Expert) -> dict:
 def evaluate(data_dir: str | Path = "data", models: str | Path = "models",
              weight: float = 0.5) -> dict:
     """Consensus and each judge alone on the held-out split, against the human ratings."""
-    from experts.data import DATASET, load_ground_truth
-    from experts.keras_text import SentimentExpert
-    from experts.train import split
-    from experts.vader import VaderExpert
+    from expertd.experts.data import DATASET, load_ground_truth
+    from expertd.experts.keras_text import SentimentExpert
+    from expertd.experts.train import split
+    from expertd.experts.vader import VaderExpert
 
     train, heldout = split(load_ground_truth(data_dir))
     texts = [text for text, _, _ in heldout]
@@ -210,8 +210,8 @@ def evaluate(data_dir: str | Path = "data", models: str | Path = "models",
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experts.consensus --evaluate``: write the held-out metrics file."""
-    parser = argparse.ArgumentParser(prog="python -m experts.consensus", description=__doc__.split("\n")[0])
+    """``python -m expertd.experts.consensus --evaluate``: write the held-out metrics file."""
+    parser = argparse.ArgumentParser(prog="python -m expertd.experts.consensus", description=__doc__.split("\n")[0])
     parser.add_argument("--evaluate", action="store_true", required=True,
                         help="measure consensus and each judge on the held-out split")
     parser.add_argument("--data-dir", default="data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 
 def shouting(text: str) -> dict:

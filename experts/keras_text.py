@@ -1,4 +1,4 @@
-"""Experts backed by the Keras text models that ``python -m experts.train`` writes.
+"""Experts backed by the Keras text models that ``python -m expertd.experts.train`` writes.
 
 Each model takes raw strings (its vectorizer is inside the saved model). On
 ``load`` the model is wrapped in a single ``tf.function`` with a fixed input
@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from experts.base import Expert, read_metrics
-from experts.data import SOURCES
+from expertd.experts.base import Expert, read_metrics
+from expertd.experts.data import SOURCES
 
 #: Set before TensorFlow is first imported (unless the user set them): its C++
 #: start-up lines (the oneDNN and CPU-feature banners, absl's "log messages
@@ -64,7 +64,7 @@ class KerasTextExpert(Expert):
         if not path.exists():
             raise FileNotFoundError(
                 f"expert {self.name!r}: no trained model at {path}; run `make models` "
-                f"(or `python -m experts.train`) first")
+                f"(or `python -m expertd.experts.train`) first")
         import keras
         import tensorflow as tf
 

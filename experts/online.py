@@ -16,7 +16,7 @@ import pickle
 import threading
 from typing import Any, Sequence
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 #: Bumped when the checkpoint format changes (older checkpoints are then ignored).
 CHECKPOINT_FORMAT = 1

@@ -1,6 +1,6 @@
 """Train the default experts on the VADER ICWSM-2014 ground truth, reproducibly.
 
-    python -m experts.train [--data-dir data] [--out models] [--only sentiment|genre] [--force]
+    python -m expertd.experts.train [--data-dir data] [--out models] [--only sentiment|genre] [--force]
 
 Both models share one shape: raw string -> TextVectorization (unigrams then
 bigrams, vocabulary adapted on the training split only, padded/truncated to a
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experts.data import DATASET, DataError, load_ground_truth
-from experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, quiet_tensorflow, valence_band
+from expertd.experts.data import DATASET, DataError, load_ground_truth
+from expertd.experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, quiet_tensorflow, valence_band
 
 quiet_tensorflow()  # before TensorFlow is imported (below, inside the functions)
 
@@ -241,7 +241,7 @@ def save_atomically(model, metrics: dict, model_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Train the missing and out-of-date models; 1 if any misses its threshold, 2 if there is no data."""
-    parser = argparse.ArgumentParser(prog="python -m experts.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m expertd.experts.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where the ground truth is cached")
     parser.add_argument("--out", default="models", help="where models are written")
     parser.add_argument("--only", choices=MODELS, help="train just this model")

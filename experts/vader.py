@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 try:
     VADER_VERSION = version("vaderSentiment")

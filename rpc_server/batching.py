@@ -35,10 +35,10 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
 
-from experts.base import Expert
-from rpc_server.errors import ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
-from rpc_server.logsafe import without_paths
-from rpc_server.outputs import opinion_checker
+from expertd.experts.base import Expert
+from expertd.rpc_server.errors import ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
+from expertd.rpc_server.logsafe import without_paths
+from expertd.rpc_server.outputs import opinion_checker
 
 log = logging.getLogger("expertd.batching")
 

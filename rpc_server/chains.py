@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 import gevent
 from gevent.event import Event
 
-from rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
-from rpc_server.validation import json_type
+from expertd.rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
+from expertd.rpc_server.validation import json_type
 
 
 class Answer(NamedTuple):

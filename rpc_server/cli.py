@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
+from expertd.rpc_server.server import DEFAULT_ENDPOINT, ServerConfig
 
 
 @click.command("serve")
@@ -66,8 +66,8 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
         check_config(config)
         return
     configure_logging(log_level)
-    from rpc_server.server import run
-    from rpc_server.supervisor import supervise, wanted_workers
+    from expertd.rpc_server.server import run
+    from expertd.rpc_server.supervisor import supervise, wanted_workers
 
     with startup_errors(bind):
         workers = wanted_workers(workers, config_path)
@@ -93,8 +93,8 @@ def check(bind, config_path):
 
 def check_config(config: ServerConfig) -> None:
     """What ``--check`` does: read and check everything that can be checked without loading."""
-    from experts.config import build_experts, ensure_cwd_importable
-    from rpc_server.server import ExpertdServer
+    from expertd.experts.config import build_experts, ensure_cwd_importable
+    from expertd.rpc_server.server import ExpertdServer
 
     ensure_cwd_importable()
     with startup_errors(config.bind):
@@ -111,9 +111,9 @@ def startup_errors(bind: str):
     """Turn what can go wrong at start-up into one clear line (exit status 1), no traceback."""
     import zmq
 
-    from experts.config import ConfigError
-    from rpc_server.endpoint import EndpointError
-    from rpc_server.security import SecurityError
+    from expertd.experts.config import ConfigError
+    from expertd.rpc_server.endpoint import EndpointError
+    from expertd.rpc_server.security import SecurityError
 
     try:
         yield

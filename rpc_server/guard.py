@@ -33,8 +33,8 @@ import zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event
 
-from rpc_server import incremental, runtime
-from rpc_server.logsafe import RateLimitedLog, shown
+from expertd.rpc_server import incremental, runtime
+from expertd.rpc_server.logsafe import RateLimitedLog, shown
 
 log = logging.getLogger("expertd.guard")
 

@@ -17,10 +17,10 @@ from typing import Any, Callable
 import zerorpc
 from zerorpc.exceptions import LostRemote
 
-from rpc_server.deadlines import DeadlineMiddleware
-from rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
-from rpc_server.guard import GuardedMultiplexer
-from rpc_server.logsafe import shown
+from expertd.rpc_server.deadlines import DeadlineMiddleware
+from expertd.rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
+from expertd.rpc_server.guard import GuardedMultiplexer
+from expertd.rpc_server.logsafe import shown
 
 log = logging.getLogger("expertd.server")
 

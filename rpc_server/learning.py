@@ -36,10 +36,10 @@ import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
-from experts.base import Expert
-from rpc_server.errors import ExpertFailed, InvalidDocument
-from rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
-from rpc_server.validation import json_type
+from expertd.experts.base import Expert
+from expertd.rpc_server.errors import ExpertFailed, InvalidDocument
+from expertd.rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
+from expertd.rpc_server.validation import json_type
 
 log = logging.getLogger("expertd.learning")
 
@@ -336,7 +336,7 @@ class Learning:
 
 def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
     """Build and start ``Learning`` for the experts that learn in an experts file (or ``None``)."""
-    from experts.config import ConfigError
+    from expertd.experts.config import ConfigError
 
     policies = {}
     for spec in file.experts:

@@ -15,19 +15,19 @@ from pathlib import Path
 import gevent
 from gevent.threadpool import ThreadPool
 
-from experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
+from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
                             load_expert)
-from rpc_server import runtime
-from rpc_server.batching import MicroBatcher
-from rpc_server.endpoint import check_bindable
-from rpc_server.inspection import InspectableServer
-from rpc_server.learning import start_learning
-from rpc_server.limits import limit_socket, raise_open_file_limit
-from rpc_server.security import ServerSecurity
-from rpc_server.reuseport import bind_shared, tcp_address, unbind
-from rpc_server.service import RESERVED, Experts
-from rpc_server.stats import Stats
-from rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
+from expertd.rpc_server import runtime
+from expertd.rpc_server.batching import MicroBatcher
+from expertd.rpc_server.endpoint import check_bindable
+from expertd.rpc_server.inspection import InspectableServer
+from expertd.rpc_server.learning import start_learning
+from expertd.rpc_server.limits import limit_socket, raise_open_file_limit
+from expertd.rpc_server.security import ServerSecurity
+from expertd.rpc_server.reuseport import bind_shared, tcp_address, unbind
+from expertd.rpc_server.service import RESERVED, Experts
+from expertd.rpc_server.stats import Stats
+from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
 
 log = logging.getLogger("expertd.server")
@@ -155,7 +155,7 @@ class ExpertdServer:
 
     def start_health_http(self) -> None:
         """``GET /health`` for load balancers, on the bind host (all interfaces for ``*``)."""
-        from rpc_server.health_http import HealthServer
+        from expertd.rpc_server.health_http import HealthServer
 
         try:
             host = tcp_address(self.config.bind)[0]

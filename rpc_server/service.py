@@ -16,19 +16,19 @@ import time
 from typing import Any, Callable
 
 
-from experts.base import Expert
-from rpc_server import __version__
-from rpc_server import chains, runtime
-from rpc_server.batching import MicroBatcher
-from rpc_server.chains import Answer, Answers, ChainOptions, chain_options
-from rpc_server.deadlines import current_deadline
-from rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
+from expertd.experts.base import Expert
+from expertd.rpc_server import __version__
+from expertd.rpc_server import chains, runtime
+from expertd.rpc_server.batching import MicroBatcher
+from expertd.rpc_server.chains import Answer, Answers, ChainOptions, chain_options
+from expertd.rpc_server.deadlines import current_deadline
+from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, error_info)
-from rpc_server.incremental import cooperatively
-from rpc_server.learning import target_value
-from rpc_server.logsafe import shown
-from rpc_server.stats import Stats
-from rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.incremental import cooperatively
+from expertd.rpc_server.learning import target_value
+from expertd.rpc_server.logsafe import shown
+from expertd.rpc_server.stats import Stats
+from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
 
 log = logging.getLogger("expertd.calls")
 

@@ -138,7 +138,7 @@ def wanted_workers(option: int | None, config_path: Path | None) -> int | None:
         return option
     import yaml
 
-    from experts.config import DEFAULT_CONFIG
+    from expertd.experts.config import DEFAULT_CONFIG
 
     try:  # a light read: the full check (which imports the experts) runs elsewhere
         raw = yaml.safe_load(Path(config_path or DEFAULT_CONFIG).read_text())
@@ -472,8 +472,8 @@ class Supervisor:
 
 def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: str) -> int:
     """Run ``count`` workers with this process's own ``expertd serve`` command line."""
-    from rpc_server.endpoint import check_bindable
-    from rpc_server.reuseport import tcp_address
+    from expertd.rpc_server.endpoint import check_bindable
+    from expertd.rpc_server.reuseport import tcp_address
 
     try:
         tcp_address(bind)
@@ -506,7 +506,7 @@ def parent_pid(pid) -> int | None:
               show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
 def reload_command(endpoint):
     """Reload a server started with --workers: new workers replace old ones one at a time."""
-    from clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
+    from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 
     try:  # the clients' own connection: it carries CURVE keys when they are configured
         with connect(endpoint, timeout=10.0) as connection:

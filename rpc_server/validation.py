@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpc_server.errors import BadArguments, InvalidDocument, TextTooLong, TooManyDocuments
+from expertd.rpc_server.errors import BadArguments, InvalidDocument, TextTooLong, TooManyDocuments
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number",
                float: "number", bool: "boolean", type(None): "null", bytes: "binary"}

@@ -6,7 +6,7 @@ only loading fails, in the worker.
 
 from __future__ import annotations
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 
 class UnloadableExpert(Expert):

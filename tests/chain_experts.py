@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from typing import Sequence
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 #: Rendezvous of ``meet_a`` and ``meet_b``: both reach it only if they run at the same time.
 _MEETING = threading.Barrier(2)

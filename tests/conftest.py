@@ -29,7 +29,7 @@ def free_port() -> int:
 def wait_ready(endpoint: str, process: subprocess.Popen | None = None,
                timeout: float = 180.0) -> None:
     """Poll ``health()`` until the server answers (TensorFlow takes a while to load)."""
-    from clients.wire import CallTimeout, Connection, ServerUnavailable
+    from expertd.clients.wire import CallTimeout, Connection, ServerUnavailable
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from experts.base import Expert
+from expertd.experts.base import Expert
 
 
 class SwitchInterval(Expert):

@@ -5,7 +5,7 @@ import json
 import subprocess
 
 from expertd import catalogue
-from rpc_server import errors
+from expertd.rpc_server import errors
 
 from tests.conftest import ROOT
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from experts.consensus import ConsensusExpert, band
+from expertd.experts.consensus import ConsensusExpert, band
 from tests.conftest import ROOT
 
 POSITIVE = "I love this product, it is absolutely wonderful!"

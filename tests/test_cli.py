@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from clients.wire import connect
+from expertd.clients.wire import connect
 from conftest import BIN, ODD_CONFIG, ServerProcess, free_port
 
 EXPERTD = str(BIN / "expertd")

@@ -8,8 +8,8 @@ import time
 import pytest
 import zerorpc
 
-from clients import ExpertsClient
-from clients.client import ServerTimeout
+from expertd.clients import ExpertsClient
+from expertd.clients.client import ServerTimeout
 from tests.conftest import ServerProcess, free_port
 
 
@@ -39,7 +39,7 @@ def test_client_remote_errors_are_not_retried(server):
 def test_client_retries_until_a_server_comes_up(tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "experts.yaml"
-    config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
+    config.write_text("experts:\n  vader: expertd.experts.vader:VaderExpert\n")
     started = {}
 
     def start_later():
@@ -59,9 +59,9 @@ def test_client_retries_until_a_server_comes_up(tmp_path):
 def test_experts_named_like_client_methods_are_reachable(tmp_path):
     config = tmp_path / "experts.yaml"
     config.write_text("experts:\n"
-                      "  timeout: experts.examples:shouting\n"
-                      "  close: experts.examples:shouting\n"
-                      "  call: experts.examples:shouting\n")
+                      "  timeout: expertd.experts.examples:shouting\n"
+                      "  close: expertd.experts.examples:shouting\n"
+                      "  call: expertd.experts.examples:shouting\n")
     server = ServerProcess(config, tmp_path)
     try:
         with ExpertsClient(server.endpoint, timeout=10) as experts:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, DEFAULT_CONFIG, ROOT, free_port
-from experts.config import (BatchPolicy, ConfigError, LearnSettings, QueuePolicy, ServerSettings,
+from expertd.experts.config import (BatchPolicy, ConfigError, LearnSettings, QueuePolicy, ServerSettings,
                             build_experts,
                             load_config)
-from rpc_server.service import RESERVED
+from expertd.rpc_server.service import RESERVED
 
 EXPERTD = str(BIN / "expertd")
 
@@ -46,13 +46,13 @@ server:
   thread: 4
 experts:
   vader:
-    expert: experts.vader:VaderExpert
+    expert: expertd.experts.vader:VaderExpert
     batch: {max_size: "64"}
   shouting:
-    expert: experts.examples:shouting
+    expert: expertd.experts.examples:shouting
     optoins: {}
-  stats: experts.vader:VaderExpert
-  vader: experts.examples:shouting
+  stats: expertd.experts.vader:VaderExpert
+  vader: expertd.experts.examples:shouting
 """
 
 
@@ -92,7 +92,7 @@ def test_every_problem_at_once_with_file_line_and_expert(tmp_path):
     ("learn: yes", "learn must be a mapping (key: value), got a boolean True"),
 ])
 def test_types_of_expert_settings(tmp_path, entry, message):
-    path = write(tmp_path, f"experts:\n  x:\n    expert: experts.examples:shouting\n    {entry}\n")
+    path = write(tmp_path, f"experts:\n  x:\n    expert: expertd.experts.examples:shouting\n    {entry}\n")
     (found,) = problems(path)
     assert found.startswith(f"{path}:4: expert 'x': {message}"), found
 
@@ -107,7 +107,7 @@ def test_types_of_expert_settings(tmp_path, entry, message):
     ("max_text_byte: 10", "unknown key 'server.max_text_byte' (did you mean 'max_text_bytes'?)"),
 ])
 def test_types_of_server_settings(tmp_path, setting, message):
-    path = write(tmp_path, f"server:\n  {setting}\nexperts:\n  x: experts.examples:shouting\n")
+    path = write(tmp_path, f"server:\n  {setting}\nexperts:\n  x: expertd.experts.examples:shouting\n")
     (found,) = problems(path)
     assert found.startswith(f"{path}:2: {message}"), found
 
@@ -118,14 +118,14 @@ server: {max_batch_docs: 512, state_dir: state, max_message_bytes: 1000000,
          handshake_timeout_ms: 2500, max_text_bytes: 100, threads: 2}
 experts:
   shouting:
-    expert: experts.examples:shouting
+    expert: expertd.experts.examples:shouting
     queue: {max_docs: 100, budget_ms: 250}
     learn: {checkpoint_every: 10}
   vader:
-    expert: experts.vader:VaderExpert
+    expert: expertd.experts.vader:VaderExpert
     needs: [shouting]
   both:
-    expert: experts.examples:shouting
+    expert: expertd.experts.examples:shouting
     needs: {shouting: shout, vader: sentiment}
 """)
     config = load_config(path)
@@ -141,7 +141,7 @@ experts:
 
 def test_top_level_typo_and_duplicates_anywhere(tmp_path):
     path = write(tmp_path, "server: {threads: 2, threads: 3}\nexpert:\n  x: a:b\nexperts:\n"
-                           "  x: experts.examples:shouting\n")
+                           "  x: expertd.experts.examples:shouting\n")
     assert problems(path) == [
         f"{path}:1: key 'threads' written twice in one mapping (lines 1 and 1); YAML would "
         f"silently keep only the second",
@@ -150,7 +150,7 @@ def test_top_level_typo_and_duplicates_anywhere(tmp_path):
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
-    path = write(tmp_path, "experts:\n  x: experts.examples:shouting\n  y: [unclosed\n")
+    path = write(tmp_path, "experts:\n  x: expertd.experts.examples:shouting\n  y: [unclosed\n")
     with pytest.raises(ConfigError, match=rf"^{path}:\d+: not valid YAML: "):
         load_config(path)
 
@@ -159,7 +159,7 @@ def test_import_errors_name_the_expert_and_the_file(tmp_path):
     (tmp_path / "needs_missing.py").write_text("import no_such_dependency_xyz\n")
     (tmp_path / "raises_at_import.py").write_text("raise RuntimeError('half-written module')\n")
     path = write(tmp_path, "experts:\n  a: needs_missing:thing\n  b: raises_at_import:thing\n"
-                           "  c: experts.vader:NoSuchExpert\n  d: experts.vader\n")
+                           "  c: expertd.experts.vader:NoSuchExpert\n  d: expertd.experts.vader\n")
     out = expertd("check", "--config", str(path), cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.splitlines() == [
@@ -168,14 +168,14 @@ def test_import_errors_name_the_expert_and_the_file(tmp_path):
         f"No module named 'no_such_dependency_xyz'",
         f"  {path}:3: expert 'b': importing 'raises_at_import:thing' failed: RuntimeError: "
         f"half-written module",
-        f"  {path}:4: expert 'c': attribute \"NoSuchExpert\" not found in module \"experts.vader\"",
+        f"  {path}:4: expert 'c': attribute \"NoSuchExpert\" not found in module \"expertd.experts.vader\"",
         f"  {path}:5: expert 'd': expert must be an import string \"<module>:<attribute>\", "
-        f"got the string 'experts.vader'",
+        f"got the string 'expertd.experts.vader'",
     ]
 
 
 def test_missing_option_path_is_named_not_the_endpoint(tmp_path):
-    path = write(tmp_path, "experts:\n  sentiment:\n    expert: experts.keras_text:SentimentExpert\n"
+    path = write(tmp_path, "experts:\n  sentiment:\n    expert: expertd.experts.keras_text:SentimentExpert\n"
                            "    options: {model_dir: ../nowhere}\n")
     out = expertd("serve", "--config", str(path), "--bind", f"tcp://127.0.0.1:{free_port()}")
     assert out.returncode == 1 and "Traceback" not in out.stderr
@@ -186,8 +186,8 @@ def test_missing_option_path_is_named_not_the_endpoint(tmp_path):
 
 
 def test_constructor_problems_are_listed_together(tmp_path):
-    path = write(tmp_path, "experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
-                           "    options: {seconds: soon}\n  v:\n    expert: experts.vader:VaderExpert\n"
+    path = write(tmp_path, "experts:\n  slow:\n    expert: expertd.experts.examples:SlowExpert\n"
+                           "    options: {seconds: soon}\n  v:\n    expert: expertd.experts.vader:VaderExpert\n"
                            "    options: {colour: red}\n")
     with pytest.raises(ConfigError) as info:
         build_experts(load_config(path))
@@ -199,7 +199,7 @@ def test_constructor_problems_are_listed_together(tmp_path):
 
 def test_load_failure_names_the_expert_and_the_exception(tmp_path):
     (tmp_path / "fragile.py").write_text(
-        "from experts.base import Expert\n\n"
+        "from expertd.experts.base import Expert\n\n"
         "class Fragile(Expert):\n"
         "    def load(self):\n"
         "        raise OSError('model.bin is truncated')\n")
@@ -253,7 +253,7 @@ def test_busy_port_fails_before_any_model_loads(tmp_path):
 
 
 def test_reserved_name_via_serve(tmp_path):
-    path = write(tmp_path, "experts:\n  health: experts.examples:shouting\n")
+    path = write(tmp_path, "experts:\n  health: expertd.experts.examples:shouting\n")
     out = expertd("serve", "--config", str(path), "--bind", f"tcp://127.0.0.1:{free_port()}")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"{path}:2: expert 'health': the name 'health' is reserved" in out.stderr

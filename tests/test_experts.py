@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from experts.config import ConfigError, ExpertSpec, build_expert, import_from_string, load_config
-from experts.examples import FailingExpert, SlowExpert, shouting
-from experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, GenreExpert, SentimentExpert, valence_band
-from experts.train import THRESHOLDS
-from experts.vader import VaderExpert
+from expertd.experts.config import ConfigError, ExpertSpec, build_expert, import_from_string, load_config
+from expertd.experts.examples import FailingExpert, SlowExpert, shouting
+from expertd.experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, GenreExpert, SentimentExpert, valence_band
+from expertd.experts.train import THRESHOLDS
+from expertd.experts.vader import VaderExpert
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "experts.yaml"
@@ -139,15 +139,15 @@ def test_example_experts():
 
 
 def test_function_expert_from_config():
-    expert = build_expert(ExpertSpec("shouting", "experts.examples:shouting"))
+    expert = build_expert(ExpertSpec("shouting", "expertd.experts.examples:shouting"))
     assert expert.description.startswith("Share of upper-case letters")
     assert expert.predict(["AB", "ab"]) == [{"ratio": 1.0}, {"ratio": 0.0}]
 
 
 @pytest.mark.parametrize("import_string, message", [
-    ("experts.vader", 'must be in format "<module>:<attribute>"'),
-    ("experts.nosuchmodule:Thing", 'could not import module "experts.nosuchmodule"'),
-    ("experts.vader:NoSuchExpert", 'attribute "NoSuchExpert" not found in module "experts.vader"'),
+    ("expertd.experts.vader", 'must be in format "<module>:<attribute>"'),
+    ("expertd.experts.nosuchmodule:Thing", 'could not import module "expertd.experts.nosuchmodule"'),
+    ("expertd.experts.vader:NoSuchExpert", 'attribute "NoSuchExpert" not found in module "expertd.experts.vader"'),
 ])
 def test_bad_import_string_is_a_config_error(import_string, message):
     with pytest.raises(ConfigError, match=message):
@@ -155,19 +155,19 @@ def test_bad_import_string_is_a_config_error(import_string, message):
 
 
 def test_unknown_option_is_a_config_error():
-    spec = ExpertSpec("sentiment", "experts.keras_text:SentimentExpert",
+    spec = ExpertSpec("sentiment", "expertd.experts.keras_text:SentimentExpert",
                       {"model_dir": "models/sentiment", "modle_dri": "typo"})
     with pytest.raises(ConfigError, match="'sentiment'.*unknown options: modle_dri"):
         build_expert(spec)
     with pytest.raises(ConfigError, match="model_dir"):
-        build_expert(ExpertSpec("sentiment", "experts.keras_text:SentimentExpert"))
+        build_expert(ExpertSpec("sentiment", "expertd.experts.keras_text:SentimentExpert"))
     with pytest.raises(ConfigError, match="seconds must be a number"):
-        build_expert(ExpertSpec("slow", "experts.examples:SlowExpert", {"seconds": "soon"}))
+        build_expert(ExpertSpec("slow", "expertd.experts.examples:SlowExpert", {"seconds": "soon"}))
 
 
 def test_config_file_errors(tmp_path):
     path = tmp_path / "experts.yaml"
-    path.write_text("experts:\n  vader:\n    expert: experts.vader:VaderExpert\n    option: {}\n")
+    path.write_text("experts:\n  vader:\n    expert: expertd.experts.vader:VaderExpert\n    option: {}\n")
     with pytest.raises(ConfigError, match=r"experts.yaml:4: expert 'vader': unknown key 'option' "
                                           r"\(did you mean 'options'\?\)"):
         load_config(path)
@@ -185,8 +185,8 @@ def test_package_import_stays_light():
 
 
 def test_ground_truth_and_split():
-    from experts.data import load_ground_truth
-    from experts.train import split
+    from expertd.experts.data import load_ground_truth
+    from expertd.experts.train import split
 
     rows = load_ground_truth(ROOT / "data")
     counts = {source: sum(1 for _, _, s in rows if s == source) for source in GENRE_LABELS}
@@ -203,7 +203,7 @@ def test_ground_truth_and_split():
 def test_save_atomically_replaces_whole_dir(tmp_path):
     import keras
 
-    from experts.train import save_atomically
+    from expertd.experts.train import save_atomically
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     target = tmp_path / "m"
@@ -220,7 +220,7 @@ def test_a_model_trained_with_another_recipe_is_trained_again(tmp_path, capsys):
     # A checkout that trained sentiment at 128 tokens per text (until 2026-12-02)
     # must not keep serving it once the recipe says 64: `make models` trains it again
     # (for real, about 15 s), and keeps a model that is current.
-    from experts.train import main, out_of_date, recipe
+    from expertd.experts.train import main, out_of_date, recipe
 
     data = Path(__file__).resolve().parents[1] / "data"  # fetched by `make` before the tests
     if not data.is_dir():

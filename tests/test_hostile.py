@@ -290,13 +290,13 @@ def test_batch_names_the_failing_document(stock):
     ("expected 'a/b c' got '/'", "expected 'a/b c' got '/'"),  # not absolute, or nothing but the root
 ])
 def test_without_paths_keeps_only_the_file_name(text, shown):
-    from rpc_server.logsafe import without_paths
+    from expertd.rpc_server.logsafe import without_paths
 
     assert without_paths(text) == shown
 
 
 def test_an_expert_failure_names_no_server_path_to_the_caller(hostile, stock):
-    from experts.hostile import MISSING_FILE
+    from expertd.experts.hostile import MISSING_FILE
 
     out = stock.opinions({"text": "a missing file"}, ["poison"])
     message = out["errors"]["poison"]["message"]

@@ -6,7 +6,7 @@ import gevent
 import msgpack
 import pytest
 
-from rpc_server import incremental
+from expertd.rpc_server import incremental
 from tests.corpus.events import EVENTS
 
 

@@ -29,12 +29,12 @@ server:
   max_text_bytes: 1000
 experts:
   learner:
-    expert: experts.online:OnlineTextExpert
+    expert: expertd.experts.online:OnlineTextExpert
     learn: {{checkpoint_every: {checkpoint_every}, checkpoint_seconds: {checkpoint_seconds}}}
   topic:
-    expert: experts.online:OnlineTextExpert
+    expert: expertd.experts.online:OnlineTextExpert
     learn: {{target: topic}}
-  vader: experts.vader:VaderExpert
+  vader: expertd.experts.vader:VaderExpert
 """)
     return path
 
@@ -323,7 +323,7 @@ def test_learn_answers_by_the_callers_deadline_with_applied_false(tmp_path):
     from expertd.catalogue import TIMEOUT_HEADER
 
     path = tmp_path / "experts.yaml"
-    path.write_text("experts:\n  slow:\n    expert: experts.hostile:SlowLearner\n"
+    path.write_text("experts:\n  slow:\n    expert: tests.hostile:SlowLearner\n"
                     "    options: {learn_delay_s: 0.5}\n")
     server = ServerProcess(path, tmp_path)
     context = zmq.Context()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 
-from rpc_server.feedback import SQLiteFeedbackLog
+from expertd.rpc_server.feedback import SQLiteFeedbackLog
 from tests.conftest import EXPERTD, ROOT
 
 
@@ -50,17 +50,17 @@ def serve_fails(tmp_path, text):
 
 
 def test_learn_settings_on_an_expert_that_does_not_learn_are_refused(tmp_path):
-    err = serve_fails(tmp_path, "experts:\n  vader:\n    expert: experts.vader:VaderExpert\n"
+    err = serve_fails(tmp_path, "experts:\n  vader:\n    expert: expertd.experts.vader:VaderExpert\n"
                                 "    learn: {checkpoint_every: 10}\n")
     assert "expert 'vader': has 'learn:' settings but does not learn" in err
     assert "Traceback" not in err
 
 
 def test_bad_learn_settings_are_refused(tmp_path):
-    err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: experts.online:OnlineTextExpert\n"
+    err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: expertd.experts.online:OnlineTextExpert\n"
                                 "    learn: {checkpoint_every: 0}\n")
     assert "learn.checkpoint_every must be an integer >= 1, got 0" in err
-    err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: experts.online:OnlineTextExpert\n"
+    err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: expertd.experts.online:OnlineTextExpert\n"
                                 "    learn: {every: 3}\n")
     assert "unknown key 'learn.every'" in err
     assert "Traceback" not in err

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from experts.base import Expert, FunctionExpert
-from experts.examples import FailingExpert, SlowExpert, shouting
-from experts.vader import VaderExpert
+from expertd.experts.base import Expert, FunctionExpert
+from expertd.experts.examples import FailingExpert, SlowExpert, shouting
+from expertd.experts.vader import VaderExpert
 
 jsonschema_rs = pytest.importorskip("jsonschema_rs")
 

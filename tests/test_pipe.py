@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from clients.wire import Connection
+from expertd.clients.wire import Connection
 from tests.conftest import BIN, free_port
 
 EXPERTD = str(BIN / "expertd")
@@ -145,7 +145,7 @@ def test_server_down_exits_3_with_documents_intact(env, stdin):
 
 def test_autostart_from_a_stopped_state(env, tmp_path):
     config = tmp_path / "experts.yaml"
-    config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
+    config.write_text("experts:\n  vader: expertd.experts.vader:VaderExpert\n")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     env = dict(env, XDG_STATE_HOME=str(tmp_path / "state"))
     out = run([EXPERTD, "pipe", "--endpoint", endpoint, "--autostart", "--config", str(config),
@@ -234,7 +234,7 @@ def test_stream_survives_a_server_restart(env, tmp_path):
     from tests.conftest import ServerProcess
 
     config = tmp_path / "experts.yaml"
-    config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
+    config.write_text("experts:\n  vader: expertd.experts.vader:VaderExpert\n")
     first = ServerProcess(config, tmp_path)
     env = dict(env, EXPERTD_ENDPOINT=first.endpoint)
     proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "60", "vader"], stdin=subprocess.PIPE,

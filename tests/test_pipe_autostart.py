@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from clients.wire import Connection
+from expertd.clients.wire import Connection
 from tests.conftest import BIN, ROOT, free_port
 
 EXPERTD = str(BIN / "expertd")
@@ -40,7 +40,7 @@ def test_autostarted_server_that_dies_shows_its_log_and_exits_3(tmp_path):
 
 def test_concurrent_autostarts_start_one_server(tmp_path):
     config = tmp_path / "experts.yaml"
-    config.write_text("experts:\n  vader: experts.vader:VaderExpert\n")
+    config.write_text("experts:\n  vader: expertd.experts.vader:VaderExpert\n")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     env = stage_env(tmp_path)
     stages = [subprocess.Popen([EXPERTD, "pipe", "--endpoint", endpoint, "--autostart",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from clients.pipe import PipeOptions, parse_fast
-from clients.pipe_cli import options_from_cli, pipe
+from expertd.clients.pipe import PipeOptions, parse_fast
+from expertd.clients.pipe_cli import options_from_cli, pipe
 
 
 def click_parse(argv):
@@ -47,7 +47,7 @@ def test_unusual_command_lines_go_to_click(argv):
 
 
 def test_every_click_option_is_known_to_the_fast_parser():
-    from clients.pipe import FAST_OPTIONS
+    from expertd.clients.pipe import FAST_OPTIONS
 
     declared = {opt for p in pipe.params if isinstance(p, click.Option)
                 for opt in p.opts + p.secondary_opts if opt not in ("-h", "--help")}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.wire import Connection
+from expertd.clients.wire import Connection
 from tests.conftest import BIN, ROOT, ServerProcess
 
 EXPERTD = str(BIN / "expertd")
@@ -58,7 +58,7 @@ def test_zero_unanswered_pipe_documents_through_a_spell_of_overloaded(tight):
 def test_client_retries_overloaded(tight):
     import gevent
 
-    from clients import ExpertsClient
+    from expertd.clients import ExpertsClient
 
     before = shed(tight)
     results = []
@@ -76,7 +76,7 @@ def test_client_gives_up_on_overloaded_after_its_retries(tight):
     import gevent
     import zerorpc
 
-    from clients import ExpertsClient
+    from expertd.clients import ExpertsClient
 
     errors = []
 

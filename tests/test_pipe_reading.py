@@ -7,7 +7,7 @@ import json
 import msgpack
 import pytest
 
-from clients.pipe.reading import INCOMPLETE, INVALID, VALUE, classify, parse_line
+from expertd.clients.pipe.reading import INCOMPLETE, INVALID, VALUE, classify, parse_line
 
 
 @pytest.mark.parametrize("text,state", [

@@ -8,7 +8,7 @@ import sys
 import pytest
 import zerorpc
 
-from rpc_server import runtime
+from expertd.rpc_server import runtime
 from tests.conftest import ServerProcess
 
 

@@ -45,7 +45,7 @@ def key_env(keys: Path, client: str | None, server_key: Path | None = None) -> d
 
 def curve_connection(endpoint: str, env: dict, timeout: float = 3.0):
     """A ``CurveConnection`` with the keys ``env`` names."""
-    from clients.curve import ClientKeys, CurveConnection
+    from expertd.clients.curve import ClientKeys, CurveConnection
 
     return CurveConnection(endpoint, ClientKeys.from_env(env), timeout=timeout)
 
@@ -62,7 +62,7 @@ class CurveServer:
             [EXPERTD, "serve", "--config", str(ODD_CONFIG), "--bind", self.endpoint,
              "--curve-secret-key", str(keys / "server.key_secret"), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        from clients.wire import ServerUnavailable
+        from expertd.clients.wire import ServerUnavailable
 
         deadline = time.monotonic() + 120
         while True:
@@ -169,7 +169,7 @@ def test_expertd_call_with_keys(curve_server, keys):
 
 
 def test_experts_client_with_keys(curve_server, keys, monkeypatch):
-    from clients import ExpertsClient
+    from expertd.clients import ExpertsClient
 
     for name, value in key_env(keys, "alice").items():
         monkeypatch.setenv(name, value)
@@ -202,7 +202,7 @@ def test_stock_zerorpc_client_recipe(curve_server, keys):
 
 def test_no_keys_wrong_server_key_or_unauthorized_key_get_no_answer(curve_server, keys):
     import zerorpc
-    from clients.wire import ServerUnavailable, connect
+    from expertd.clients.wire import ServerUnavailable, connect
 
     refused = {
         "no keys": lambda: connect(curve_server.endpoint, timeout=3),
@@ -236,7 +236,7 @@ def test_no_keys_wrong_server_key_or_unauthorized_key_get_no_answer(curve_server
 
 def test_refusals_are_logged_once_per_host_then_counted(tmp_path, keys):
     server = CurveServer(tmp_path, keys, "--authorized-keys", str(keys / "authorized"))
-    from clients.wire import ServerUnavailable
+    from expertd.clients.wire import ServerUnavailable
 
     try:
         for _ in range(20):
@@ -251,7 +251,7 @@ def test_refusals_are_logged_once_per_host_then_counted(tmp_path, keys):
 
 
 def test_editing_the_authorized_directory_takes_effect_without_restart(tmp_path):
-    from clients.wire import ServerUnavailable
+    from expertd.clients.wire import ServerUnavailable
 
     keys = tmp_path / "keys"
     keygen(keys, "alice")
@@ -323,7 +323,7 @@ def test_no_document_text_in_the_clear_with_curve(curve_server, keys, odd_server
     assert b"tangerine" not in relay.recorded and b"shouting" not in relay.recorded
 
     # The same call to a server without CURVE: the relay sees the text (the test can fail).
-    from clients.wire import Connection
+    from expertd.clients.wire import Connection
 
     plain = Relay(int(odd_server.endpoint.rsplit(":", 1)[1]))
     with Connection(f"tcp://127.0.0.1:{plain.port}", timeout=10) as conn:
@@ -341,7 +341,7 @@ def test_no_document_text_in_the_clear_with_curve(curve_server, keys, odd_server
     ("tcp://[::]:4242", False), ("tcp://10.0.0.1:4242", False), ("tcp://example.com:1", False),
 ])
 def test_which_endpoints_count_as_this_machine_only(endpoint, local):
-    from rpc_server.security import is_local_endpoint
+    from expertd.rpc_server.security import is_local_endpoint
 
     assert is_local_endpoint(endpoint) is local
 
@@ -385,7 +385,7 @@ def test_unusable_key_settings_say_what_to_fix(keys, args, message):
 
 
 def test_a_client_without_keys_does_not_import_pyzmq(odd_server):
-    code = ("import sys; from clients.wire import connect\n"
+    code = ("import sys; from expertd.clients.wire import connect\n"
             f"with connect({odd_server.endpoint!r}) as c: c.call('health')\n"
             "assert 'zmq' not in sys.modules, 'pyzmq imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env({}), cwd=ROOT)
@@ -416,7 +416,7 @@ def test_bad_key_files_in_the_authorized_directory_are_ignored_and_logged(tmp_pa
 
 @pytest.mark.parametrize("bad", BAD_KEYS, ids=lambda p: p.name)
 def test_a_bad_client_key_file_names_the_variable(bad, keys):
-    from clients.curve import ClientKeys, KeyFileError
+    from expertd.clients.curve import ClientKeys, KeyFileError
 
     with pytest.raises(KeyFileError, match=f"EXPERTD_SERVER_KEY={bad}"):
         ClientKeys.from_env({"EXPERTD_SERVER_KEY": str(bad)})

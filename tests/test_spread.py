@@ -17,7 +17,7 @@ import gevent
 import pytest
 import zerorpc
 
-from clients import ExpertsClient
+from expertd.clients import ExpertsClient
 from tests.conftest import EXPERTD, ROOT, ServerProcess
 from tests.test_workers import VADER_CONFIG, Supervised, items_per_worker
 
@@ -100,7 +100,7 @@ def test_calls_waiting_on_a_second_connection_keep_their_heartbeats(tmp_path):
     # server (zerorpc: no heartbeat for two intervals) drops it and the stage
     # waits for --call-timeout and asks again: the server would count 3 calls.
     config = tmp_path / "slow.yaml"
-    config.write_text("experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
+    config.write_text("experts:\n  slow:\n    expert: expertd.experts.examples:SlowExpert\n"
                       "    options: {seconds: 20}\n    batch: {max_size: 1}\n")
     server = ServerProcess(config, tmp_path)
     try:
@@ -119,8 +119,8 @@ def test_calls_waiting_on_a_second_connection_keep_their_heartbeats(tmp_path):
 
 
 def test_a_worker_map_opens_a_spare_on_the_other_worker_then_a_crowded_one(workers):
-    from clients.spread import WorkerMap, identity
-    from clients.wire import connect
+    from expertd.clients.spread import WorkerMap, identity
+    from expertd.clients.wire import connect
 
     def open_connection():
         return connect(workers.endpoint, timeout=10)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
+from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable
 from tests.conftest import ServerProcess, free_port
 
 
@@ -17,9 +17,9 @@ def beating_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("beat")
     config = tmp / "experts.yaml"
     config.write_text("experts:\n"
-                      "  slow_a: {expert: experts.examples:SlowExpert, options: {seconds: 4}}\n"
-                      "  slow_b: {expert: experts.examples:SlowExpert, options: {seconds: 4}}\n"
-                      "  shouting: experts.examples:shouting\n")
+                      "  slow_a: {expert: expertd.experts.examples:SlowExpert, options: {seconds: 4}}\n"
+                      "  slow_b: {expert: expertd.experts.examples:SlowExpert, options: {seconds: 4}}\n"
+                      "  shouting: expertd.experts.examples:shouting\n")
     proc = ServerProcess(config, tmp, "--heartbeat", "1")
     yield proc
     assert proc.stop() == 0, proc.read_log()
@@ -84,7 +84,7 @@ def test_bad_endpoint():
 # -- conformance: frames, fragments, and real ZeroMQ peers ----------------------
 
 def test_frames_long_and_short_are_zmtp_framed():
-    from clients.wire import FLAG_LONG, FLAG_MORE, _frame
+    from expertd.clients.wire import FLAG_LONG, FLAG_MORE, _frame
 
     assert _frame(b"x" * 255) == bytes([0, 255]) + b"x" * 255
     long = _frame(b"y" * 256, FLAG_MORE)

@@ -56,7 +56,7 @@ class Supervised(ServerProcess):
         return self.process.pid
 
 
-def vader_config(tmp_path: Path, version: str, expert: str = "experts.vader:VaderExpert") -> Path:
+def vader_config(tmp_path: Path, version: str, expert: str = "expertd.experts.vader:VaderExpert") -> Path:
     """A one-expert experts file with ``version`` (rewritten in place by reload tests)."""
     path = tmp_path / "experts.yaml"
     path.write_text(f"experts:\n  vader:\n    expert: {expert}\n"
@@ -94,7 +94,7 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
 
 
 def test_worker_thread_pools_share_the_cores_unless_the_user_sized_them():
-    from rpc_server.supervisor import worker_threads_env
+    from expertd.rpc_server.supervisor import worker_threads_env
 
     assert worker_threads_env(2, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
                                                  "TF_NUM_INTEROP_THREADS": "2"}
@@ -300,7 +300,7 @@ def test_health_port_answers_200_then_503_while_draining(tmp_path):
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.loads(response.read())
         assert response.status == 200 and body["status"] == "ok" and "slow" in body["versions"]
-        from clients.wire import connect
+        from expertd.clients.wire import connect
 
         connection = connect(server.endpoint, timeout=60)
         slow = threading.Thread(target=lambda: connection.call("opinion", "slow", {"text": "x"}))
@@ -412,10 +412,10 @@ def test_a_taken_health_port_is_named(tmp_path):
 
 
 def test_sigterm_lets_every_worker_finish_its_calls(tmp_path):
-    from clients.wire import connect
+    from expertd.clients.wire import connect
 
     config = tmp_path / "experts.yaml"
-    config.write_text("experts:\n  slow:\n    expert: experts.examples:SlowExpert\n"
+    config.write_text("experts:\n  slow:\n    expert: expertd.experts.examples:SlowExpert\n"
                       "    options: {seconds: 3}\n")
     server = Supervised(config, tmp_path, 2)
     by_pid: dict = {}

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import sys
 
-from clients import DEFAULT_ENDPOINT
-from clients.pipe.options import FAST_OPTIONS, PipeOptions, parse_fast
-from clients.pipe.reading import LineReader
-from clients.pipe.stage import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE, Stage, run
+from expertd.clients import DEFAULT_ENDPOINT
+from expertd.clients.pipe.options import FAST_OPTIONS, PipeOptions, parse_fast
+from expertd.clients.pipe.reading import LineReader
+from expertd.clients.pipe.stage import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE, Stage, run
 
 __all__ = ["DEFAULT_ENDPOINT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNREACHABLE", "EXIT_USAGE",
            "FAST_OPTIONS", "LineReader", "PipeOptions", "Stage", "main", "parse_fast", "run"]
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None
     argv = sys.argv[1:] if argv is None else argv
     options = parse_fast(argv)
     if options is None:
-        from clients.pipe_cli import pipe
+        from expertd.clients.pipe_cli import pipe
 
         pipe.main(args=argv, prog_name=prog_name)
         return

@@ -1,5 +1,5 @@
-"""``python -m clients.pipe``: the pipe stage."""
+"""``python -m expertd.clients.pipe``: the pipe stage."""
 
-from clients.pipe import main
+from expertd.clients.pipe import main
 
 main()

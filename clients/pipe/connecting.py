@@ -28,10 +28,10 @@ import time
 from typing import Callable
 
 from expertd.catalogue import exit_code
-from clients.pipe.options import PipeOptions
-from clients.pipe.retrying import Backoff, Stop
-from clients.spread import WorkerMap
-from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
+from expertd.clients.pipe.options import PipeOptions
+from expertd.clients.pipe.retrying import Backoff, Stop
+from expertd.clients.spread import WorkerMap
+from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
 #: Lines of a failed server's log shown when it exits during ``--autostart``.
 LOG_TAIL_LINES = 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from clients import DEFAULT_ENDPOINT
+from expertd.clients import DEFAULT_ENDPOINT
 
 
 class PipeOptions:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import IO
 
-from clients.pipe.reading import Item
+from expertd.clients.pipe.reading import Item
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False)

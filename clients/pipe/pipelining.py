@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Iterable
 
 import msgpack
 
-from clients.pipe.output import answered_line
-from clients.pipe.reading import Item, parse_line
-from clients.pipe.retrying import Backoff, describe, retryable, stop_for
-from clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
+from expertd.clients.pipe.output import answered_line
+from expertd.clients.pipe.reading import Item, parse_line
+from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
+from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
 
 if TYPE_CHECKING:
-    from clients.pipe.stage import Stage
+    from expertd.clients.pipe.stage import Stage
 
 #: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024

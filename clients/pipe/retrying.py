@@ -13,7 +13,7 @@ import os
 import time
 
 from expertd.catalogue import exit_code, is_retryable, kind
-from clients.wire import CallTimeout, RemoteError, ServerUnavailable
+from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable
 
 
 class Stop(Exception):

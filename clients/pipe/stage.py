@@ -15,13 +15,13 @@ import sys
 from typing import IO
 
 from expertd.catalogue import exit_code
-from clients.pipe.connecting import Connector
-from clients.pipe.options import PipeOptions
-from clients.pipe.output import Output, PatientText, Progress, as_line
-from clients.pipe.pipelining import Pipeline
-from clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
+from expertd.clients.pipe.connecting import Connector
+from expertd.clients.pipe.options import PipeOptions
+from expertd.clients.pipe.output import Output, PatientText, Progress, as_line
+from expertd.clients.pipe.pipelining import Pipeline
+from expertd.clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   parse_line)
-from clients.pipe.retrying import Stop
+from expertd.clients.pipe.retrying import Stop
 
 EXIT_OK = 0
 #: Some document got no opinion (e.g. ``InvalidDocument``, ``ExpertFailed``).

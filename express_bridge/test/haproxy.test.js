@@ -29,7 +29,7 @@ describe("the bridge through HAProxy in front of two machines", { timeout: 30000
   let endpoint;
 
   before(async () => {
-    const config = writeVaderConfig(tempDir(), "1", "  slow:\n    expert: experts.examples:SlowExpert\n    options: {seconds: 3}\n");
+    const config = writeVaderConfig(tempDir(), "1", "  slow:\n    expert: expertd.experts.examples:SlowExpert\n    options: {seconds: 3}\n");
     for (let i = 0; i < 2; i++) {
       const healthPort = await freePort();
       // --drain-timeout 10: a stopped machine finishes its slow call (the last --drain-timeout wins)

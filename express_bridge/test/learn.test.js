@@ -17,9 +17,9 @@ const { startExpertd } = require("./helpers");
 const CONFIG = `
 experts:
   learner:
-    expert: experts.online:OnlineTextExpert
+    expert: expertd.experts.online:OnlineTextExpert
   vader:
-    expert: experts.vader:VaderExpert
+    expert: expertd.experts.vader:VaderExpert
 `;
 
 describe("POST /experts/:name/learn", { timeout: 120000 }, () => {

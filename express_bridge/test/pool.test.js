@@ -37,7 +37,7 @@ describe("the bridge's pool over expertd serve --workers 2", { timeout: 300000 }
 
   before(async () => {
     dir = tempDir();
-    const config = writeVaderConfig(dir, "1", "  slow:\n    expert: experts.examples:SlowExpert\n    options: {seconds: 2}\n");
+    const config = writeVaderConfig(dir, "1", "  slow:\n    expert: expertd.experts.examples:SlowExpert\n    options: {seconds: 2}\n");
     server = await startWorkers({ config, workers: 2 });
   });
 

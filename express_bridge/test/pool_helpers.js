@@ -22,7 +22,7 @@ const { startExpertd, sleep } = require("./helpers");
  */
 function writeVaderConfig(dir, version, extra = "") {
   const file = path.join(dir, "experts.yaml");
-  fs.writeFileSync(file, `experts:\n  vader:\n    expert: experts.vader:VaderExpert\n    options: {version: "${version}"}\n${extra}`);
+  fs.writeFileSync(file, `experts:\n  vader:\n    expert: expertd.experts.vader:VaderExpert\n    options: {version: "${version}"}\n${extra}`);
   return file;
 }
 

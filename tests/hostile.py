@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Sequence
 
-from experts.base import Expert
-from experts.online import OnlineTextExpert
+from expertd.experts.base import Expert
+from expertd.experts.online import OnlineTextExpert
 
 #: The server-side path ``PoisonExpert`` names when an input asks for a missing file.
 MISSING_FILE = "/srv/expertd-secret-dir/models/vocab.txt"
