@@ -22,7 +22,7 @@ export PORT ?= 3000
 step = @printf '\n==> %s\n    (%s)\n' '$(1)' '$(2)'
 PATH_HINT = @echo "The tools (expertd, ...) are in $(CURDIR)/$(VENV)/bin: run \`source $(VENV)/bin/activate\` or \`eval \"\$$(make -s env)\"\` to put them on PATH."
 
-.PHONY: run serve bridge test lint test-python test-node models data setup env bench clean
+.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench clean
 
 ## Start the server, then (once it answers) the HTTP bridge; Ctrl-C stops both.
 ## Whatever fails, nothing is left running: the EXIT trap stops both.
@@ -61,15 +61,20 @@ lint: $(PIP_STAMP)
 	$(call step,lint: ruff check,a second)
 	@$(VENV)/bin/ruff check .
 
+## The in-process tests only (tests/unit): no server process, no model, under a minute.
+test-unit: $(PIP_STAMP)
+	$(call step,unit tests: pytest tests/unit (in-process),seconds)
+	$(VENV)/bin/pytest -q tests/unit
+
 test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY)
-	$(call step,Python tests: pytest against real expertd servers,about 2 minutes on 2 cores)
-	$(VENV)/bin/pytest
+	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
+	$(VENV)/bin/pytest tests/unit tests/e2e
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
-## Debian's haproxy, for tests/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
+## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 

@@ -1,7 +1,7 @@
 """The errors the server sends back; each class name is the RemoteError name a client sees.
 
 Their HTTP status, retry rule, scope and the pipe's exit code live in the one
-catalogue, ``expertd/errors.json``; ``tests/test_catalogue.py`` checks that the
+catalogue, ``expertd/errors.json``; ``tests/unit/expertd/test_catalogue.py`` checks that the
 classes here and the catalogue's server-side names are the same set.
 """
 

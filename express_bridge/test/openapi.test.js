@@ -3,7 +3,7 @@
  * GET /openapi.json against a real expertd (odd_experts.yaml): OpenAPI 3.1,
  * every route the app has, one set of paths per expert with its field and
  * the opinion schema the expert declares (schemathesis runs the bridge
- * against this document: tests/test_openapi_schemathesis.py).
+ * against this document: tests/e2e/test_openapi_schemathesis.py).
  */
 
 const { describe, it, before, after } = require("node:test");

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXPERTD, ROOT, ServerProcess, free_port
-from tests.test_workers import VADER_CONFIG, health_over_fresh_connection, wait_for
+from tests.e2e.test_workers import VADER_CONFIG, health_over_fresh_connection, wait_for
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ODD_CONFIG, ROOT, free_port
+from tests.conftest import ODD_CONFIG, ROOT, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("node") is None
                                 or not (ROOT / "express_bridge" / "node_modules").is_dir(),

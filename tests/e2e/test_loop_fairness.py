@@ -13,7 +13,7 @@ import gevent
 import msgpack
 import zerorpc
 
-from tests.test_hostile import hostile, peer  # noqa: F401  (the module's server fixtures)
+from tests.e2e.test_hostile import hostile, peer  # noqa: F401  (the module's server fixtures)
 
 BIG = 100_000
 

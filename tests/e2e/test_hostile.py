@@ -22,7 +22,7 @@ import zmq
 from tests.conftest import ServerProcess
 from tests.corpus.events import EVENTS, ID
 
-HOSTILE_CONFIG = Path(__file__).resolve().parent / "hostile_experts.yaml"
+HOSTILE_CONFIG = Path(__file__).resolve().parents[1] / "hostile_experts.yaml"
 
 
 def rss_kib(pid: int) -> int:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from expertd.clients.wire import connect
-from conftest import BIN, ODD_CONFIG, ServerProcess, free_port
+from tests.conftest import BIN, ODD_CONFIG, ServerProcess, free_port
 
 EXPERTD = str(BIN / "expertd")
 

@@ -18,7 +18,7 @@ import zerorpc
 
 from tests.conftest import BIN, EXPERTD, ROOT, ServerProcess, free_port
 
-CHAIN_CONFIG = Path(__file__).resolve().parent / "chain_experts.yaml"
+CHAIN_CONFIG = Path(__file__).resolve().parents[1] / "chain_experts.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_chains_through_the_pipe_stage(chain, chain_server):
 
 # -- configs that are refused --------------------------------------------------------------
 
-BAD_CONFIGS = sorted((Path(__file__).resolve().parent / "corpus" / "chain_configs").glob("*.yaml"))
+BAD_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "corpus" / "chain_configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", BAD_CONFIGS, ids=[p.stem for p in BAD_CONFIGS])

@@ -20,7 +20,7 @@ import zerorpc
 
 from tests.conftest import EXPERTD, ROOT, ServerProcess, free_port, wait_for
 
-VADER_CONFIG = Path(__file__).resolve().parent / "vader_experts.yaml"
+VADER_CONFIG = Path(__file__).resolve().parents[1] / "vader_experts.yaml"
 
 
 def health_over_fresh_connection(endpoint: str) -> dict:
@@ -293,7 +293,7 @@ def test_health_port_answers_200_then_503_while_draining(tmp_path):
     import urllib.request
 
     health_port = free_port()
-    server = ServerProcess(Path(__file__).resolve().parent / "odd_experts.yaml", tmp_path,
+    server = ServerProcess(Path(__file__).resolve().parents[1] / "odd_experts.yaml", tmp_path,
                            "--health-port", str(health_port), "--drain-timeout", "30")
     url = f"http://127.0.0.1:{health_port}/health"
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, ROOT, free_port
 
 MARK = re.compile(r"^<!-- readme-test: (?P<kind>\w+)(?:, output: (?P<output>\w+))? -->\n"
                   r"```(?P<lang>\w+)\n(?P<body>.*?)^```$", re.M | re.S)

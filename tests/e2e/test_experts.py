@@ -17,7 +17,7 @@ from expertd.experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, GenreExpe
 from expertd.experts.train import THRESHOLDS
 from expertd.experts.vader import VaderExpert
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "experts.yaml"
 TEXTS = ["I love this product", "This is the worst movie ever",
          "lol omg cant wait for the weekend :)"]
@@ -222,7 +222,7 @@ def test_a_model_trained_with_another_recipe_is_trained_again(tmp_path, capsys):
     # (for real, about 15 s), and keeps a model that is current.
     from expertd.experts.train import main, out_of_date, recipe
 
-    data = Path(__file__).resolve().parents[1] / "data"  # fetched by `make` before the tests
+    data = Path(__file__).resolve().parents[2] / "data"  # fetched by `make` before the tests
     if not data.is_dir():
         pytest.skip("no ground truth in data/ (make data)")
     now = recipe("sentiment")["sequence_length"]

@@ -13,7 +13,7 @@ from expertd.clients.wire import Connection
 from tests.conftest import BIN, ROOT, ServerProcess
 
 EXPERTD = str(BIN / "expertd")
-CONFIG = Path(__file__).resolve().parent / "pipe_overload.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "pipe_overload.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DEFAULT_CONFIG, ROOT, free_port
+from tests.conftest import BIN, DEFAULT_CONFIG, ROOT, free_port
 from expertd.experts.config import (BatchPolicy, ConfigError, LearnSettings, QueuePolicy, ServerSettings,
                             build_experts,
                             load_config)

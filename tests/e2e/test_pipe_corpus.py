@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import BIN
 
 EXPERTD = str(BIN / "expertd")
-CORPUS = Path(__file__).resolve().parent / "corpus" / "pipe"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "pipe"
 #: What must come out for a case's line: "through" (unchanged, with a warning), "answered"
 #: (valid JSON with the expert's opinion or error), or "either" (up to the server).
 EXPECT = {"answered_oddities": "answered", "deep_nesting_moderate": "either"}

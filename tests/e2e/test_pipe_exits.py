@@ -72,7 +72,7 @@ def slow_server(tmp_path_factory):
     """A server of its own whose expert takes 20 s a call."""
     from tests.conftest import ServerProcess
 
-    proc = ServerProcess(Path(__file__).resolve().parent / "pipe_slow.yaml",
+    proc = ServerProcess(Path(__file__).resolve().parents[1] / "pipe_slow.yaml",
                          tmp_path_factory.mktemp("slow"))
     yield proc
     proc.stop(signal.SIGKILL)  # its calls in flight are the tests' leftovers
@@ -346,7 +346,7 @@ def test_unknown_expert_stops_the_stream_with_exit_2(refusing):
 def test_a_document_over_the_servers_message_cap_costs_only_itself(tmp_path):
     from tests.conftest import ServerProcess
 
-    server = ServerProcess(Path(__file__).resolve().parent / "pipe_small_messages.yaml", tmp_path)
+    server = ServerProcess(Path(__file__).resolve().parents[1] / "pipe_small_messages.yaml", tmp_path)
     try:
         lines = [json.dumps({"i": i, "text": "a good day"}).encode() + b"\n" for i in range(100)]
         lines[49] = json.dumps({"i": 49, "text": "long " * 30000}).encode() + b"\n"

@@ -14,7 +14,7 @@ import zerorpc
 
 from tests.conftest import BIN, EXPERTD, ServerProcess, wait_for
 
-CORPUS = Path(__file__).resolve().parent / "corpus" / "bad_examples.json"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bad_examples.json"
 PROBES = ["my cat purrs on the sofa", "the dog barked at the mailman", "stock markets fell today",
           "a purring kitten", "walk the dog", ""]
 CATS = ["the cat purrs", "my kitten sleeps all day", "cats chase mice", "a cat on the mat"]

@@ -19,7 +19,7 @@ import zerorpc
 
 from expertd.clients import ExpertsClient
 from tests.conftest import EXPERTD, ROOT, ServerProcess
-from tests.test_workers import VADER_CONFIG, Supervised, items_per_worker
+from tests.e2e.test_workers import VADER_CONFIG, Supervised, items_per_worker
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import zerorpc
 import zmq
 
 from expertd.catalogue import TIMEOUT_HEADER
-from tests.test_hostile import hostile  # noqa: F401  (the module's server fixture)
+from tests.e2e.test_hostile import hostile  # noqa: F401  (the module's server fixture)
 
 
 def clients(endpoint, n):

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.test_chains import chain_server  # noqa: F401  (the module-scoped server fixture)
+from tests.e2e.test_chains import chain_server  # noqa: F401  (the module-scoped server fixture)
 
 BRIDGE = ROOT / "express_bridge"
 
