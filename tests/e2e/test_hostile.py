@@ -296,7 +296,7 @@ def test_without_paths_keeps_only_the_file_name(text, shown):
 
 
 def test_an_expert_failure_names_no_server_path_to_the_caller(hostile, stock):
-    from expertd.experts.hostile import MISSING_FILE
+    from tests.hostile import MISSING_FILE
 
     out = stock.opinions({"text": "a missing file"}, ["poison"])
     message = out["errors"]["poison"]["message"]
