@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable
 import yaml
 
 from expertd.experts.base import Expert, FunctionExpert
-from expertd.experts.chains import input_problems, resolve_needs
+from expertd.experts.needs import input_problems, resolve_needs
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
@@ -167,7 +167,7 @@ def import_string(value: Any) -> str:
 
 
 def expert_needs(value: Any) -> list | dict:
-    """A check: a list of expert names, or a mapping expert name -> input key (experts/chains.py)."""
+    """A check: a list of expert names, or a mapping expert name -> input key (experts/needs.py)."""
     if isinstance(value, str):
         raise Invalid(f"must be a list of expert names (e.g. [{value}]) or a mapping "
                       f"name: input key, got {_shown(value)}")
@@ -478,7 +478,7 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
         specs.append(spec)
     graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
     lines = {spec.name: spec.line for spec in specs}
-    for name, message in problems:  # unknown names and cycles (experts/chains.py)
+    for name, message in problems:  # unknown names and cycles (experts/needs.py)
         checker.add(message, lines.get(name))
     for spec in specs:
         spec.needs = graph.get(spec.name, {})

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
-from expertd.rpc_server import chains, runtime
+from expertd.rpc_server import chain_runner, runtime
 from expertd.rpc_server.batching import MicroBatcher
-from expertd.rpc_server.chains import Answer, Answers, ChainOptions, chain_options
+from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, error_info)
@@ -127,7 +127,7 @@ class Experts:
         self._max_text_bytes = max_text_bytes
         self._max_batch_docs = max_batch_docs
         self._started = time.time()
-        self._plan = chains.ChainPlan({name: expert.needs for name, expert in experts.items()})
+        self._plan = chain_runner.ChainPlan({name: expert.needs for name, expert in experts.items()})
         #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
         self.identity: dict = {}
 
@@ -329,7 +329,7 @@ class Experts:
             reuse = name not in wanted and options.reuses(name)
             return self._ask_many(name, docs, needed, reuse, deadline)
 
-        return chains.run(self._plan, names, ask)
+        return chain_runner.run(self._plan, names, ask)
 
     def _merge_all(self, docs: list, names: list[str], options: ChainOptions) -> list:
         """Ask every expert in ``names`` (and what they need) about every document; merge the answers."""
@@ -382,7 +382,7 @@ class Experts:
         invalid = 0
         for i, doc in enumerate(cooperatively(docs)):
             if reuse:
-                present = chains.present_opinion(doc, name)
+                present = chain_runner.present_opinion(doc, name)
                 if present is not None:
                     answers[i] = Answer(True, present, reused=True)
                     continue
@@ -395,10 +395,10 @@ class Experts:
             failed = [(dependency, needed[dependency][i].value) for dependency in needs
                       if not needed[dependency][i].ok]
             if failed:
-                answers[i] = Answer(False, chains.dependency_failure(name, failed))
+                answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
                 continue
             if needs:
-                value = chains.chain_input(expert.field, value, needs, needed, i)
+                value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
             positions.append(i)
         if invalid:

@@ -8,6 +8,7 @@ No TensorFlow in this venv: the user's expert is a plain function.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,8 +26,12 @@ pytestmark = pytest.mark.timeout(600)
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from the checkout (no dependencies, no build isolation: offline)."""
     out = tmp_path_factory.mktemp("wheel")
+    # a copy of the sources, so that the build leaves nothing (build/, egg-info) in the checkout
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "node_modules", "models", "data", "state", "build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-w", str(out), str(ROOT)], check=True)
+                    "--disable-pip-version-check", "-w", str(out), str(source)], check=True)
     (built,) = out.glob("expertd-*.whl")
     return built
 

@@ -14,7 +14,7 @@ Such an expert receives, per document, a dict of its field and the opinions
 it asked for, e.g. ``{"text": ..., "sentiment": {...}, "rules": {...}}``.
 Names that the file does not define, and cycles (``a -> b -> a``), are refused
 when the file is loaded. The server plans and runs chains in
-``rpc_server/chains.py``.
+``rpc_server/chain_runner.py``.
 """
 
 from __future__ import annotations
