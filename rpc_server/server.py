@@ -20,11 +20,11 @@ from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_imp
 from expertd.rpc_server import runtime
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
-from expertd.rpc_server.inspection import InspectableServer
+from expertd.rpc_server.transport.server import InspectableServer
 from expertd.rpc_server.learning import start_learning
-from expertd.rpc_server.limits import limit_socket, raise_open_file_limit
+from expertd.rpc_server.transport.limits import limit_socket, raise_open_file_limit
 from expertd.rpc_server.security import ServerSecurity
-from expertd.rpc_server.reuseport import bind_shared, tcp_address, unbind
+from expertd.rpc_server.transport.reuseport import bind_shared, tcp_address, unbind
 from expertd.rpc_server.service import RESERVED, Experts
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,

@@ -19,7 +19,7 @@ from zerorpc.exceptions import LostRemote
 
 from expertd.rpc_server.deadlines import DeadlineMiddleware
 from expertd.rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
-from expertd.rpc_server.guard import GuardedMultiplexer
+from expertd.rpc_server.transport.dispatch import GuardedMultiplexer
 from expertd.rpc_server.logsafe import shown
 
 log = logging.getLogger("expertd.server")
