@@ -14,7 +14,12 @@ import socket
 import struct
 from urllib.parse import urlsplit
 
+from typing import TYPE_CHECKING
+
 import zmq
+
+if TYPE_CHECKING:  # the supervisor imports this module: it need not load zerorpc
+    from expertd.rpc_server.transport.server import Server
 
 
 def tcp_address(endpoint: str) -> tuple[str, int]:
@@ -61,7 +66,7 @@ def steer_new_connections(sock: socket.socket, index: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-def bind_shared(server, endpoint: str, steer_index: int | None = None) -> None:
+def bind_shared(server: Server, endpoint: str, steer_index: int | None = None) -> None:
     """Bind a zerorpc server to ``endpoint`` through a listening socket other processes share.
 
     ``steer_index``: see ``steer_new_connections``. libzmq owns the descriptor
@@ -74,10 +79,10 @@ def bind_shared(server, endpoint: str, steer_index: int | None = None) -> None:
             steer_new_connections(listener, steer_index)
         except OSError:
             pass  # no steering: the kernel's hash spreads connections as usual
-    server._events.setsockopt(zmq.USE_FD, listener.detach())
+    server.setsockopt(zmq.USE_FD, listener.detach())
     server.bind(endpoint)
 
 
-def unbind(server, endpoint: str) -> None:
+def unbind(server: Server, endpoint: str) -> None:
     """Close the server's listener: no new connections (libzmq also closes the accepted ones)."""
-    server._events._socket.unbind(endpoint)
+    server.unbind(endpoint)

@@ -1,79 +1,95 @@
-"""Method introspection that works on Python 3.11.
+"""The zerorpc server expertd runs: guarded dispatch, clear errors, 3.11 introspection.
 
-zerorpc 0.6.3 describes methods with ``inspect.getargspec``, which Python 3.11
-removed, so ``_zerorpc_inspect`` (used by ``zerorpc -?`` and the Node client)
-fails. ``InspectableServer`` answers it with ``inspect.signature`` instead, in
-the same format: ``{"name", "methods": {m: {"args": [{"name", "default"?}], "doc"}}}``.
+``Server`` is a ``zerorpc.Server`` (0.6.3) with
+
+* a dispatcher that no peer can stop (``transport.dispatch``);
+* introspection that works on Python 3.11 (``transport.inspection``);
+* ERR replies ``[name, message, "Name: message"]``, never a traceback;
+* a method table where an unknown name answers ``UnknownMethod`` and, while
+  the server drains, every public method answers ``ShuttingDown``;
+* public methods for what the rest of expertd needs from the socket and the
+  call pool (``setsockopt``, ``unbind``, ``in_flight``, ``draining``, ...), so
+  that nothing outside this package touches zerorpc's private attributes.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import zerorpc
+import zmq
 from zerorpc.exceptions import LostRemote
 
 from expertd.rpc_server.deadlines import DeadlineMiddleware
 from expertd.rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
-from expertd.rpc_server.transport.dispatch import GuardedMultiplexer
 from expertd.rpc_server.logsafe import shown
+from expertd.rpc_server.transport import inspection
+from expertd.rpc_server.transport.dispatch import GuardedMultiplexer
 
 log = logging.getLogger("expertd.server")
 
 
-def _target(functor: Any) -> Callable:
-    return getattr(functor, "_functor", functor)
+class Server(zerorpc.Server):
+    """``zerorpc.Server`` hardened for expertd (see the module docstring)."""
 
-
-def describe_args(functor: Any) -> list[dict] | None:
-    """The argument list of a method, as zerorpc's inspect format gives it."""
-    try:
-        sig = inspect.signature(_target(functor))
-    except (TypeError, ValueError):
-        return None
-    args = []
-    for param in sig.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        entry: dict[str, Any] = {"name": param.name}
-        if param.default is not param.empty:
-            entry["default"] = param.default
-        args.append(entry)
-    return args
-
-
-def describe_doc(functor: Any) -> str | None:
-    """The cleaned docstring of a method."""
-    doc = getattr(functor, "__doc__", None)
-    return inspect.cleandoc(doc) if doc else None
-
-
-def _argspec(functor: Any) -> tuple | None:
-    """A getargspec-like tuple ``(args, varargs, keywords, defaults)`` for ``_zerorpc_args``."""
-    described = describe_args(functor)
-    if described is None:
-        return None
-    defaults = [a["default"] for a in described if "default" in a]
-    return ([a["name"] for a in described], None, None, defaults or None)
-
-
-class InspectableServer(zerorpc.Server):
-    """``zerorpc.Server`` whose introspection works on Python 3.11+."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        """As ``zerorpc.Server`` with its own context (deadline middleware) and a guarded
-        dispatcher; unknown method names answer ``UnknownMethod``."""
-        if kwargs.get("context") is None:
-            kwargs["context"] = zerorpc.Context()
-        kwargs["context"].register_middleware(DeadlineMiddleware())
-        super().__init__(*args, **kwargs)
+    def __init__(self, methods: dict, name: str | None = None, heartbeat: float = 5.0,
+                 context: zerorpc.Context | None = None) -> None:
+        """Serve ``methods`` (name -> callable) with its own context (deadline middleware)."""
+        if context is None:
+            context = zerorpc.Context()
+        context.register_middleware(DeadlineMiddleware())
+        # zerorpc keeps a dict of methods as it is: the table is ours from the start.
+        super().__init__(MethodTable(methods), name=name, context=context, heartbeat=heartbeat)
         self._multiplexer.close()  # zerorpc's dispatcher dies on one bad event: replace it
         self._multiplexer = GuardedMultiplexer(self._events)
-        self._methods = MethodTable(self._methods)
+
+    # -- what the rest of expertd may use -------------------------------------------
+
+    def setsockopt(self, option: int, value: Any) -> None:
+        """Set a ZeroMQ option on the server's ROUTER socket (before ``bind`` for most)."""
+        self._events.setsockopt(option, value)
+
+    @property
+    def zmq_socket(self) -> zmq.Socket:
+        """The server's ROUTER socket (pyzmq, gevent-aware)."""
+        return self._events._socket
+
+    @property
+    def zmq_context(self) -> zmq.Context:
+        """The ZeroMQ context of the server's socket (ZAP handlers must live in it)."""
+        return self._events._context
+
+    def unbind(self, endpoint: str) -> None:
+        """Stop listening on ``endpoint`` (libzmq also closes the connections it accepted)."""
+        self._events._socket.unbind(endpoint)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running now."""
+        return len(self._task_pool)
+
+    @property
+    def draining(self) -> bool:
+        """True once new calls answer ``ShuttingDown`` at once."""
+        return self._methods.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._methods.draining = bool(value)
+
+    def kill_calls(self) -> None:
+        """End every call still running (their callers get no answer)."""
+        self._task_pool.kill()
+
+    @property
+    def dropped_events(self) -> int:
+        """Events the dispatcher dropped or refused (malformed, foreign, overflow)."""
+        return self._multiplexer.dropped
+
+    # -- zerorpc's hooks ------------------------------------------------------------
 
     def _print_traceback(self, protocol_v1, exc_infos):
         """What an ERR reply carries: ``[name, message, "Name: message"]``, never a traceback.
@@ -102,22 +118,9 @@ class InspectableServer(zerorpc.Server):
             return (f"{name}: {message}",)
         return (name, message, f"{name}: {message}")
 
-    def _known(self, name: Any) -> Any:
-        """The method called ``name``, or ``UnknownMethod`` (for the introspection calls)."""
-        if isinstance(name, str) and name in self._methods:
-            return self._methods[name]
-        raise UnknownMethod(f"no RPC method or expert named {shown(name)!r}")
-
-    def _zerorpc_inspect(self) -> dict:
-        methods = {name: {"args": describe_args(f), "doc": describe_doc(f)}
-                   for name, f in self._methods.items() if not name.startswith("_")}
-        return {"name": self._name, "methods": methods}
-
     def _inject_builtins(self) -> None:
         super()._inject_builtins()
-        self._methods["_zerorpc_args"] = lambda m: _argspec(self._known(m))
-        self._methods["_zerorpc_help"] = lambda m: describe_doc(self._known(m))
-        self._methods["_zerorpc_inspect"] = self._zerorpc_inspect
+        self._methods.update(inspection.builtins(self._name, self._methods))
 
 
 class MethodTable(dict):
