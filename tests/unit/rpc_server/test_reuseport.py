@@ -10,6 +10,8 @@ every new connection to one socket of the group.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 
 import gevent
 import pytest
@@ -104,3 +106,28 @@ def test_unbind_stops_new_connections_to_a_lone_server():
         gevent.sleep(0.05)
         with client(endpoint, timeout=0.5) as c, pytest.raises(zerorpc.TimeoutExpired):
             c.who()
+
+
+def test_one_inherited_listener_is_shared_by_two_servers_the_gunicorn_way():
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    servers = [labelled("s0"), labelled("s1")]
+    tasks = []
+    try:
+        for server in servers:
+            reuseport.bind_inherited(server, endpoint, os.dup(listener.fileno()))
+            tasks.append(gevent.spawn(server.run))
+        listener.close()  # the parent's copy: the servers' copies keep the socket open
+        assert set(answers(endpoint, 24)) == {"s0", "s1"}
+        reuseport.unbind(servers[0], endpoint)
+        gevent.sleep(0.05)
+        assert set(answers(endpoint, 5)) == {"s1"}
+    finally:
+        for server, task in zip(servers, tasks):
+            server.stop()
+            task.kill()
+            server.close()
