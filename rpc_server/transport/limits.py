@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-if TYPE_CHECKING:  # the supervisor imports this module: it need not load zerorpc
+if TYPE_CHECKING:
     from expertd.rpc_server.transport.server import Server
 
 

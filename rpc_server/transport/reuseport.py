@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
-if TYPE_CHECKING:  # the supervisor imports this module: it need not load zerorpc
+if TYPE_CHECKING:
     from expertd.rpc_server.transport.server import Server
 
 
