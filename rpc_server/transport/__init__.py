@@ -8,8 +8,8 @@ package is the ONE server-side place that does: nothing else in rpc_server/
 ``tests/unit/rpc_server/test_no_private_zerorpc.py`` checks, and
 ``tests/unit/rpc_server/test_transport_zerorpc.py`` pins the zerorpc behaviour
 relied on, so that a new zerorpc release fails there first. Inside the package
-only ``server`` and ``dispatch`` touch zerorpc's internals; the other modules
-go through ``Server``'s public methods. (On the client side the one such
+only ``server``, ``dispatch`` and ``inspection`` touch zerorpc's internals; the
+other modules go through ``Server``'s public methods. (On the client side the one such
 module is ``expertd.clients.zerorpc_hooks``.)
 
 One module per concept:
