@@ -274,3 +274,40 @@ def test_drain_gives_up_after_its_timeout():
         assert server.in_flight == 1
         transport.drain(server, 0.3)
         assert server.in_flight == 0
+
+
+def test_retire_waits_for_an_idle_moment_then_closes_the_listener():
+    def slow():
+        gevent.sleep(0.4)
+        return "done"
+
+    server = transport.Server({"slow": slow, "add": add})
+    with running(server) as endpoint, client(endpoint) as c:
+        call = gevent.spawn(c.slow)
+        gevent.sleep(0.05)
+        retiring = gevent.spawn(transport.retire, server, endpoint, 5.0, 0.01)
+        gevent.sleep(0.1)
+        assert not retiring.ready()  # a call is in flight: the listener stays open
+        assert call.get(timeout=3) == "done"
+        retiring.get(timeout=3)
+        assert not server.draining  # idle before half the timeout: nobody was refused
+        with client(endpoint, timeout=0.5) as late, pytest.raises(zerorpc.TimeoutExpired):
+            late.add(1)
+
+
+def test_retire_refuses_new_calls_past_half_its_timeout_and_gives_up_at_the_end():
+    def forever():
+        gevent.sleep(60)
+
+    server = transport.Server({"forever": forever, "add": add})
+    with running(server) as endpoint, client(endpoint, timeout=3) as c:
+        gevent.spawn(c.forever)
+        gevent.sleep(0.05)
+        retiring = gevent.spawn(transport.retire, server, endpoint, 0.6, 0.01)
+        gevent.sleep(0.4)
+        assert server.draining
+        with pytest.raises(zerorpc.RemoteError) as caught:
+            c.add(1)
+        assert caught.value.name == "ShuttingDown"
+        retiring.get(timeout=3)
+        assert server.in_flight == 0
