@@ -26,6 +26,7 @@ import zerorpc.core
 import zerorpc.decorators
 import zerorpc.events
 import zmq
+from zmq.utils import z85
 
 from expertd.clients.zerorpc_hooks import set_socket_option
 from expertd.rpc_server import transport
@@ -222,23 +223,57 @@ def test_the_client_hook_sets_options_on_a_zerorpc_clients_socket():
         c.close()
 
 
-def test_curve_guard_puts_curve_on_the_server_socket():
-    class Quiet:
-        def refused(self, host, kind, reason):
-            pass
+class Refusals:
+    """Collects what ``CurveGuard`` reports (``security.RefusalLog``'s interface)."""
 
-        def flush(self, force=False):
-            pass
+    def __init__(self) -> None:
+        """Nothing refused yet."""
+        self.seen: list[tuple] = []
 
-    public, secret = zmq.curve_keypair()
+    def refused(self, host, kind, reason):
+        """Record one refusal."""
+        self.seen.append((host, kind, reason))
+
+    def flush(self, force=False):
+        """Nothing to flush."""
+
+
+def curve_client(endpoint: str, server_public: bytes, keys: tuple[bytes, bytes] | None,
+                 timeout: float = 2.0) -> zerorpc.Client:
+    """A stock zerorpc client with CURVE keys set through the client-side hook."""
+    public, secret = keys or zmq.curve_keypair()
+    c = zerorpc.Client(timeout=timeout)
+    set_socket_option(c, zmq.CURVE_SERVERKEY, server_public)
+    set_socket_option(c, zmq.CURVE_PUBLICKEY, public)
+    set_socket_option(c, zmq.CURVE_SECRETKEY, secret)
+    c.connect(endpoint)
+    return c
+
+
+def test_curve_guard_encrypts_and_its_zap_handler_admits_only_authorized_keys():
+    server_public, server_secret = zmq.curve_keypair()
+    friend = zmq.curve_keypair()
+    allowed = {z85.decode(friend[0]): "friend.key"}
+    refusals = Refusals()
     server = transport.Server({"add": add})
-    guard = transport.CurveGuard(server, secret, Quiet())
+    guard = transport.CurveGuard(server, server_secret, refusals, allowed.get, "the test's keys")
+    assert server.zmq_socket.getsockopt(zmq.CURVE_SERVER) == 1
+    assert server.zmq_socket.getsockopt(zmq.MECHANISM) == zmq.CURVE
     try:
-        assert server.zmq_socket.getsockopt(zmq.CURVE_SERVER) == 1
-        assert server.zmq_socket.getsockopt(zmq.MECHANISM) == zmq.CURVE
+        with running(server) as endpoint:
+            ok = curve_client(endpoint, server_public, friend)
+            stranger = curve_client(endpoint, server_public, None, timeout=1.0)
+            try:
+                assert ok.add(1) == 3
+                with pytest.raises(zerorpc.TimeoutExpired):
+                    stranger.add(1)
+            finally:
+                ok.close()
+                stranger.close()
     finally:
         guard.close()
-        server.close()
+    assert refusals.seen and refusals.seen[0][1] == "zap"
+    assert "is not in the test's keys" in refusals.seen[0][2]
 
 
 # -- the call pool: drain ------------------------------------------------------------------
