@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from expertd.clients.wire import Calls, ServerUnavailable
+from expertd.clients.zerorpc_hooks import set_socket_option
 from expertd.keys import read_certificate, valid_key
 
 SERVER_KEY_ENV = "EXPERTD_SERVER_KEY"
@@ -97,7 +98,7 @@ def secure_zerorpc(client: Any, keys: ClientKeys | None = None) -> bool:
     if keys is None:
         return False
     for option, value in keys.socket_options().items():
-        client._events.setsockopt(option, value)  # zerorpc 0.6.3: passed to the pyzmq socket
+        set_socket_option(client, option, value)
     return True
 
 

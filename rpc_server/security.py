@@ -10,8 +10,8 @@
   host at once, the rest from that host as one count per minute (no flooding).
 * Binding beyond loopback without CURVE refuses to start unless ``--insecure``.
 
-zerorpc has no API for socket options; its ``Events`` object passes ``setsockopt``
-through to the pyzmq socket (private, so zerorpc is pinned at 0.6.3).
+This module is the policy (key files, authorized keys, refusals, when to
+refuse to start); ``rpc_server.transport.curve`` puts it on the ZeroMQ socket.
 """
 
 from __future__ import annotations
@@ -19,24 +19,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
 import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import gevent
-import zmq
-from zmq.utils import monitor as zmq_monitor
 from zmq.utils import z85
 
 from expertd.keys import read_certificate, valid_key
+from expertd.rpc_server.transport import CurveGuard
 
 log = logging.getLogger("expertd.security")
 
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-ZAP_DOMAIN = b"expertd"
 KEYGEN_HINT = ("to encrypt, make keys with `expertd keygen --dir keys --client NAME`, then serve with "
                "`--curve-secret-key keys/server.key_secret --authorized-keys keys/authorized` "
                "(env EXPERTD_CURVE_SECRET_KEY, EXPERTD_AUTHORIZED_KEYS)")
@@ -180,12 +175,6 @@ class RefusalLog:
         self._started = time.monotonic()
 
 
-HANDSHAKE_REASONS = {
-    zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: "it does not use CURVE (no client keys set)",
-    zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: "CURVE handshake failed (wrong server public key?)",
-}
-
-
 @dataclass
 class ServerSecurity:
     """What ``expertd serve`` was told about CURVE, checked before anything is loaded."""
@@ -200,10 +189,7 @@ class ServerSecurity:
         self.public_key = self.secret_key = None
         self.authorized: AuthorizedKeys | None = None
         self.refusals = RefusalLog()
-        self._greenlets: list = []
-        self._threads: list = []
-        self._stop = threading.Event()
-        self._sockets: list = []
+        self._guard: CurveGuard | None = None
         if self.curve_secret_key is None:
             if self.authorized_keys is not None:
                 raise SecurityError("--authorized-keys needs --curve-secret-key (the server's "
@@ -246,120 +232,22 @@ class ServerSecurity:
                      public, self.authorized.directory)
 
     def apply(self, server) -> None:
-        """Set the CURVE options on a ``zerorpc.Server`` and start ZAP; call before ``bind``."""
+        """Put CURVE (and ZAP, with authorized keys) on a ``transport.Server``; call before ``bind``."""
         self.log_start()
         if not self.curve:
             return
-        events = server._events  # zerorpc 0.6.3: Events.setsockopt goes to the pyzmq socket
-        context = events._context
-        if self.authorized is not None:
-            zap = context.socket(zmq.REP)
-            zap.linger = 0
-            zap.bind(ZAP_ENDPOINT)
-            self._sockets.append(zap)
-            self._greenlets.append(gevent.spawn(self._answer_zap, zap))
-        self._watch_handshakes_in_thread(events._socket, context)
-        events.setsockopt(zmq.CURVE_SERVER, 1)
-        events.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
-        events.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
-
-    def _answer_zap(self, zap) -> None:
-        """ZAP (RFC 27): allow a CURVE client whose public key is authorized."""
-        while True:
-            try:
-                frames = zap.recv_multipart()
-            except zmq.ZMQError:
-                return
-            version, request_id, _domain, address, _identity, mechanism = frames[:6]
-            credentials = frames[6:]
-            name = None
-            if mechanism == b"CURVE" and credentials:
-                name = self.authorized.name_of(credentials[0])
-            if name is not None:
-                reply = [version, request_id, b"200", b"OK", name.encode(), b""]
-            else:
-                key = z85.encode(credentials[0]).decode() if credentials else "none"
-                self.refusals.refused(address.decode(errors="replace") or "unknown peer", "zap",
-                                      f"client key {key} is not in {self.authorized.directory}")
-                reply = [version, request_id, b"400", b"client key not authorized", b"", b""]
-            try:
-                zap.send_multipart(reply)
-            except zmq.ZMQError:
-                return
-
-    def _watch_handshakes_in_thread(self, server_socket, context) -> None:
-        """Log handshakes that fail before ZAP (no CURVE, or a wrong server key).
-
-        Monitor events name the listening endpoint, not the peer: the peer is read
-        from the fd of the ACCEPTED event, and a failure belongs to the connection
-        whose DISCONNECTED event follows it (one I/O thread emits both). A native
-        thread reads the events at once, while the fd is still open (a greenlet
-        would often be too late: a failed handshake closes it within microseconds).
-        """
-        address = f"inproc://expertd.handshakes.{id(self)}"
-        server_socket.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-                              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                              | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        plain = zmq.Context.shadow(context.underlying)  # blocking sockets, same context
-        monitor = plain.socket(zmq.PAIR)
-        monitor.connect(address)
-        self._stop = threading.Event()
-        thread = threading.Thread(target=self._watch_handshakes, args=(monitor,),
-                                  name="expertd-handshakes", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _watch_handshakes(self, monitor) -> None:
-        peers: dict[int, str] = {}
-        failure: tuple[str, str] | None = None
-        try:
-            while not self._stop.is_set():
-                if not monitor.poll(200):
-                    self.refusals.flush()  # a window's counts are logged even when quiet
-                    continue
-                event = zmq_monitor.recv_monitor_message(monitor)
-                kind, value = event["event"], event["value"]
-                if kind == zmq.EVENT_ACCEPTED:
-                    peers[value] = peer_of_fd(value)
-                elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                    failure = (str(value),
-                               HANDSHAKE_REASONS.get(value, f"ZMTP protocol error {value:#x}"))
-                elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                    failure = ("detail", f"handshake failed ({os.strerror(value) if value else 'no detail'})")
-                elif kind == zmq.EVENT_DISCONNECTED:
-                    host = peers.pop(value, "unknown peer")
-                    if failure is not None:
-                        self.refusals.refused(host, *failure)
-                    failure = None
-        except zmq.ZMQError:
-            pass
-        finally:
-            monitor.close(linger=0)
+        if self.authorized is None:
+            self._guard = CurveGuard(server, self.secret_key, self.refusals)
+        else:
+            self._guard = CurveGuard(server, self.secret_key, self.refusals,
+                                     self.authorized.name_of, str(self.authorized.directory))
 
     def close(self) -> None:
-        """Stop the ZAP handler and the handshake monitor."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(1.0)
-        self.refusals.flush(force=True)
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
-        for sock in self._sockets:
-            sock.close()
+        """Stop the ZAP handler and the handshake watch."""
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+        else:
+            self.refusals.flush(force=True)
 
 
-def peer_of_fd(fd: int) -> str:
-    """The remote host of a connected socket fd (best effort: ``unknown peer``)."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return "unknown peer"
-    try:
-        peer = sock.getpeername()
-    except OSError:
-        return "unknown peer"
-    finally:
-        sock.detach()  # the fd belongs to libzmq
-    if isinstance(peer, tuple):
-        return str(peer[0])
-    return peer or "local peer"

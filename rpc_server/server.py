@@ -17,14 +17,11 @@ from gevent.threadpool import ThreadPool
 
 from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
                             load_expert)
-from expertd.rpc_server import runtime
+from expertd.rpc_server import runtime, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
-from expertd.rpc_server.inspection import InspectableServer
 from expertd.rpc_server.learning import start_learning
-from expertd.rpc_server.limits import limit_socket, raise_open_file_limit
 from expertd.rpc_server.security import ServerSecurity
-from expertd.rpc_server.reuseport import bind_shared, tcp_address, unbind
 from expertd.rpc_server.service import RESERVED, Experts
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
@@ -33,8 +30,6 @@ from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, r
 log = logging.getLogger("expertd.server")
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
-#: A retiring worker first waits this long for calls on connections it just accepted.
-RETIRE_GRACE_S = 0.2
 
 
 @dataclass
@@ -71,7 +66,7 @@ class ExpertdServer:
     def __init__(self, config: ServerConfig) -> None:
         """Nothing is loaded until ``start``."""
         self.config = config
-        self.zerorpc: InspectableServer | None = None
+        self.zerorpc: transport.Server | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
         self.learning = None
@@ -82,7 +77,7 @@ class ExpertdServer:
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
-        soft, _ = raise_open_file_limit()
+        soft, _ = transport.raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
         self.check_endpoint()
@@ -118,10 +113,9 @@ class ExpertdServer:
         self.learning = start_learning(experts, file)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
                                file.server.max_batch_docs, learning=self.learning)
-        self.zerorpc = InspectableServer(self.service.rpc_methods(), name="Experts",
-                                         heartbeat=self.config.heartbeat)
-        limit_socket(self.zerorpc, file.server.max_message_bytes,
-                     file.server.handshake_timeout_ms)
+        self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",
+                                             self.config.heartbeat, file.server.max_message_bytes,
+                                             file.server.handshake_timeout_ms)
         self.security = security
         security.apply(self.zerorpc)  # socket options must precede bind
         self.service.identity = self.identity()
@@ -149,7 +143,7 @@ class ExpertdServer:
     def bind(self) -> None:
         """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
         if self.worker is not None:
-            bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
+            transport.bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
         else:
             self.zerorpc.bind(self.config.bind)
 
@@ -158,7 +152,7 @@ class ExpertdServer:
         from expertd.rpc_server.health_http import HealthServer
 
         try:
-            host = tcp_address(self.config.bind)[0]
+            host = transport.tcp_address(self.config.bind)[0]
         except ValueError:
             host = "127.0.0.1"
         try:
@@ -260,47 +254,10 @@ class ExpertdServer:
         if self.health_http is not None:  # the balancer's next check goes to another worker
             self.health_http.close()
             self.health_http = None
-        server = self.zerorpc
-        gevent.sleep(RETIRE_GRACE_S)  # connections accepted just before: their first call
-        patience = time.monotonic() + self.config.drain_timeout / 2
-        deadline = time.monotonic() + self.config.drain_timeout
-        while time.monotonic() < deadline:
-            if self._idle() and (gevent.sleep(0.001) or self._idle()):
-                break
-            if not server._methods.draining and time.monotonic() > patience:
-                log.info("still busy after %.0f s: answering new calls ShuttingDown",
-                         self.config.drain_timeout / 2)
-                server._methods.draining = True
-            gevent.sleep(0.002)
-        unbind(server, self.config.bind)
-        if len(server._task_pool):
-            log.warning("gave up waiting for %d calls after %.0f s", len(server._task_pool),
-                        self.config.drain_timeout)
-            server._task_pool.kill()
-        log.info("listener closed; exiting")
-        server.stop()
-
-    def _idle(self) -> bool:
-        """No call running.
-
-        (Not ``ZMQ_EVENTS``: reading it from another greenlet eats the edge that
-        wakes zerorpc's receiver, which then stalls for a second.)
-        """
-        return not len(self.zerorpc._task_pool)
+        transport.retire(self.zerorpc, self.config.bind, self.config.drain_timeout)
 
     def _drain(self) -> None:
-        server = self.zerorpc
-        server._methods.draining = True  # new calls get ShuttingDown at once
-        pending = len(server._task_pool)
-        if pending:
-            log.info("waiting for %d in-flight calls", pending)
-        deadline = time.monotonic() + self.config.drain_timeout
-        while len(server._task_pool) and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        if len(server._task_pool):
-            log.warning("gave up waiting after %.0f s", self.config.drain_timeout)
-            server._task_pool.kill()
-        server.stop()  # ends run()
+        transport.drain(self.zerorpc, self.config.drain_timeout)
 
     def close(self) -> None:
         """Release the socket, the batchers and the threads."""

@@ -4,7 +4,7 @@ The supervisor imports neither TensorFlow nor the experts. It starts N worker
 processes, each a normal ``expertd serve`` (the same command line) told by
 environment variables that it is worker ``i``. A worker loads its experts,
 runs one prediction per expert, binds the shared port (``SO_REUSEPORT``, see
-``rpc_server.reuseport``) and then writes one JSON line on an inherited pipe:
+``rpc_server.transport.reuseport``) and then writes one JSON line on an inherited pipe:
 the supervisor counts it as serving only from then on.
 
 - Each of N > 1 workers gets its share of the cores for TensorFlow's thread
@@ -269,7 +269,7 @@ class Supervisor:
         """Start worker ``index``; it says ready on a pipe once it listens.
 
         ``steer``: the new worker takes every new connection of the port until
-        the group changes (see ``rpc_server.reuseport.steer_new_connections``).
+        the group changes (see ``rpc_server.transport.reuseport.steer_new_connections``).
         """
         ready_r, ready_w = os.pipe()
         os.set_blocking(ready_r, False)
@@ -473,7 +473,7 @@ class Supervisor:
 def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: str) -> int:
     """Run ``count`` workers with this process's own ``expertd serve`` command line."""
     from expertd.rpc_server.endpoint import check_bindable
-    from expertd.rpc_server.reuseport import tcp_address
+    from expertd.rpc_server.transport.reuseport import tcp_address
 
     try:
         tcp_address(bind)

@@ -82,3 +82,26 @@ EVENTS.update({
     "big_two_items": (raw([H, "batch" * 40_000]), None),
     "big_array16_event": ([b"", b"\xdc\x00\x03" + _BIG_BATCH[1:]], "OK"),
 })
+
+# Found while moving the dispatcher into rpc_server/transport/dispatch.py.
+EVENTS.update({
+    "header_is_null": (event(None), None),
+    "message_id_is_null": (event({"message_id": None, "v": 3}), None),
+    # zerorpc would start a new call for a null response_to; it is no call id.
+    "response_to_is_null": (event({"message_id": ID, "v": 3, "response_to": None}), None),
+    "response_to_is_a_float": (event({"message_id": ID, "v": 3, "response_to": 1.5}), None),
+    "response_to_is_bytes_of_nobody": (event({"message_id": ID, "v": 3, "response_to": b"x"}), None),
+    "v_is_a_bool": (event({"message_id": ID, "v": True}), "MalformedEvent"),
+    "v_is_null": (event({"message_id": ID, "v": None}), "MalformedEvent"),
+    "args_is_bytes": (event(H, args=b"vader"), "MalformedEvent"),
+    # A map key that is a list: msgpack cannot even build the header (unhashable).
+    "header_has_a_list_key": ([b"", b"\x93\x81\x91\x01\x01" + msgpack.packb("opinion")
+                               + msgpack.packb(["vader", {"text": "x"}])], None),
+    "no_frames_but_the_delimiter": ([b""], None),
+})
+
+
+def flood(call_id: str, count: int = 150) -> list[list[bytes]]:
+    """``count`` events addressed to the call ``call_id`` (zerorpc's dispatcher blocked on 150)."""
+    return [[b"", msgpack.packb([{"message_id": f"f{i}", "v": 3, "response_to": call_id},
+                                 "_zpc_more", [1]])] for i in range(count)]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import resource
 
+from typing import TYPE_CHECKING
+
 import zmq
+
+if TYPE_CHECKING:
+    from expertd.rpc_server.transport.server import Server
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -24,12 +29,12 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def limit_socket(server, max_message_bytes: int, handshake_timeout_ms: float) -> None:
+def limit_socket(server: Server, max_message_bytes: int, handshake_timeout_ms: float) -> None:
     """Cap the size of one message and the time a connection may take to handshake.
 
     Must run before ``bind``. A peer that sends a larger message, or does not
     finish its ZMTP handshake in time, is disconnected by ZeroMQ itself (so a
     peer announcing a 4 GiB frame costs nothing).
     """
-    server._events.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
-    server._events.setsockopt(zmq.HANDSHAKE_IVL, int(handshake_timeout_ms))
+    server.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+    server.setsockopt(zmq.HANDSHAKE_IVL, int(handshake_timeout_ms))
