@@ -23,20 +23,19 @@ What it does to processes (stop, wait, escalate; the stop and reload signals)
 is ``expertd.control``'s, shared with ``expertd stop``, ``expertd reload`` and
 the pipe's ``--autostart``.
 
-Why each worker binds its own ``SO_REUSEPORT`` listener, and why a reload
-steers new connections (BPF) to the new worker: measured 2026-12-06 with
-``bench.reload_steering`` (2 vader workers, 4 threads each opening a fresh
-connection per ``health()`` call, no retry). Without the steering, 5 reloads
-lost 10 and 11 of about 20,000 calls (two runs: the retiring worker's
-listener is closed with connections still in its accept queue, which the
-kernel resets: ``closed the connection``, ``no ZMTP handshake``); with it, 0 of
-about 39,000 over 10 reloads. So the steering stays while each worker has its
-own listener. The uvicorn/gunicorn way (the parent binds once and the workers
-inherit one listening socket) has no per-worker accept queue to lose, and would
-need no steering; not done here: libzmq closes the inherited descriptor on
-``unbind``, the kernel's spreading of one shared socket over its acceptors is
-not measured, and the clients' worker spreading (``clients.spread``, one rule
-for the pipe stage and ``ExpertsClient``) relies on connections landing on
+Is the reload's BPF steering (new connections go to the new worker) still
+needed? Measured 2026-12-06 with ``bench.reload_steering`` (2 vader workers,
+4 threads each opening a fresh connection per ``health()`` call, no retry):
+without it, 5 reloads lost 10 and 11 of about 20,000 calls in two runs (the
+retiring worker's listener closes with connections still in its own accept
+queue, which the kernel resets: ``closed the connection``, ``no ZMTP
+handshake``); with it, 0 of about 39,000 over 10 reloads. So it stays, as long
+as each worker has its own ``SO_REUSEPORT`` listener. The uvicorn/gunicorn way
+(the parent binds once, the workers inherit one listening socket) has no
+per-worker accept queue to lose and would need no steering; not done here: how
+evenly the kernel hands one shared socket's connections to its acceptors is
+not measured, and the clients' worker spreading (``clients.spread``: one rule,
+for the pipe stage and ``ExpertsClient`` alike) needs connections to land on
 every worker.
 """
 
