@@ -29,6 +29,7 @@ from expertd import control
 from expertd.catalogue import exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
+from expertd.clients.probe import health_probe
 from expertd.clients.spread import WorkerMap
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
@@ -107,10 +108,9 @@ class Connector:
     def _answers(self) -> bool:
         """True if a server answers now (one another stage started while we waited)."""
         try:
-            with connect(self.options.endpoint, timeout=2.0) as connection:
-                connection.call("health", timeout=2.0)
+            control.find_server(self.options.endpoint, health_probe, 2.0)
             return True
-        except (ServerUnavailable, CallTimeout):
+        except control.NoAnswer:
             return False
 
     def spare(self, busy: dict[int, int]) -> Connection:

@@ -1,6 +1,6 @@
 """``expertd status``, ``expertd stop`` and ``expertd reload``: a running server, administered.
 
-They find the server by asking it (``health()``, through ``health_probe``: the
+They find the server by asking it (``health()``, through ``clients.probe``: the
 clients' own connection, so it carries CURVE keys when they are configured) and
 act on its processes through ``expertd.control``.
 """
@@ -14,20 +14,7 @@ import click
 from expertd import control
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.cli import NO_SERVER, endpoint_option
-
-
-def health_probe(endpoint: str, timeout: float) -> dict:
-    """The ``health()`` answer of the server at ``endpoint`` (a ``control.Probe``).
-
-    Raises ``control.NoAnswer`` when nobody answers in ``timeout`` (or health() fails).
-    """
-    from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-
-    try:
-        with connect(endpoint, timeout=timeout) as connection:
-            return connection.call("health")
-    except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-        raise control.NoAnswer(str(exc)) from None
+from expertd.clients.probe import health_probe
 
 
 # -- expertd status ---------------------------------------------------------------------

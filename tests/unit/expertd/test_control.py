@@ -11,7 +11,7 @@ import time
 import pytest
 
 from expertd import control
-from expertd.commands.server import health_probe
+from expertd.clients.probe import health_probe
 
 PY = sys.executable
 
