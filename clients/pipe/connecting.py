@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from expertd import control
 from expertd.catalogue import exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
-from expertd.clients.probe import health_probe
 from expertd.clients.spread import WorkerMap
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
+
+if TYPE_CHECKING:  # imported when --autostart needs it: a stage without it does not pay for it
+    from expertd import control
 
 #: Lines of a failed server's log shown when it exits during ``--autostart``.
 LOG_TAIL_LINES = 20
@@ -54,8 +55,7 @@ class Connector:
         self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
         self._no_spare_until = 0.0
         self.server: control.Started | None = None  # a server this stage started
-        self.log_path = os.path.join(control.state_dir(), "server.log")
-        self._lock = control.AutostartLock(options.endpoint)
+        self._lock: control.AutostartLock | None = None
 
     @property
     def connection(self) -> Connection | None:
@@ -89,12 +89,12 @@ class Connector:
                 except (ServerUnavailable, CallTimeout) as exc:
                     last_error = exc
                 if opts.autostart:
-                    if self.server is None and self._lock.try_acquire():
+                    if self.server is None and self._autostart_lock().try_acquire():
                         if self._answers():
                             continue
                         self.start_server()
                         backoff = Backoff(opts.autostart_timeout)
-                    elif not self._lock.held and self.server is None:
+                    elif not self._autostart_lock().held and self.server is None:
                         # Another stage is starting one: wait for it, as long as it may take.
                         if backoff.deadline - backoff.started < opts.autostart_timeout:
                             backoff = Backoff(opts.autostart_timeout)
@@ -103,10 +103,13 @@ class Connector:
                     raise Stop(self.unreachable_message(last_error, backoff),
                                exit_code("ServerUnavailable"))
         finally:
-            self._lock.release()
+            self._release_lock()
 
     def _answers(self) -> bool:
         """True if a server answers now (one another stage started while we waited)."""
+        from expertd import control
+        from expertd.clients.probe import health_probe
+
         try:
             control.find_server(self.options.endpoint, health_probe, 2.0)
             return True
@@ -189,7 +192,7 @@ class Connector:
         """Close every connection and release the autostart lock."""
         while self.connections:
             self.drop(self.connections[0])
-        self._lock.release()
+        self._release_lock()
 
     def unreachable_message(self, error: Exception | None, backoff: Backoff) -> str:
         """Say which endpoint was tried, for how long, and how to start a server."""
@@ -202,8 +205,29 @@ class Connector:
 
     # -- autostart --
 
+    @property
+    def log_path(self) -> str:
+        """Where a server this stage starts logs."""
+        from expertd import control
+
+        return os.path.join(control.state_dir(), "server.log")
+
+    def _autostart_lock(self) -> control.AutostartLock:
+        """The endpoint's autostart lock (made on first use)."""
+        if self._lock is None:
+            from expertd import control
+
+            self._lock = control.AutostartLock(self.options.endpoint)
+        return self._lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
     def start_server(self) -> None:
         """Start ``expertd serve`` in the background, detached from this stage."""
+        from expertd import control
+
         command = control.serve_command(self.options.endpoint, self.options.config)
         self.server = control.start_detached(command, self.log_path)
         self.warn(f"no server at {self.options.endpoint}: started `{' '.join(command)}` "
