@@ -243,6 +243,6 @@ class Connector:
         tail = self.server.log_tail(LOG_TAIL_LINES)
         shown = "".join(f"\n    {line}" for line in tail) or " (nothing logged)"
         raise Stop(f"the server it started ({' '.join(self.server.command)}) exited with status "
-                   f"{status} before answering; the end of its log ({self.log_path}):{shown}\n"
+                   f"{status} before answering; the end of its log ({self.server.log_path}):{shown}\n"
                    f"Fix what it says, then run again. Lines were written through unchanged.",
                    exit_code("ServerUnavailable"))
