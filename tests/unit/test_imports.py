@@ -11,6 +11,15 @@ not to its parent packages.
 Two kinds of edges are facades, not dependencies, and are left out: what a
 package's ``__init__`` imports inside its module-level ``__getattr__`` (a lazy
 re-export, PEP 562), and everything ``expertd/__init__.py`` imports lazily.
+
+The parts, and what each may import besides itself: ``expertd.experts`` the
+core; ``expertd.rpc_server`` the experts and the core; ``expertd.clients`` the
+core; the core (``expertd/*.py``) nothing of the three. The entry points
+``expertd.cli`` and ``expertd.group`` may import any part inside functions, and
+the commands (``expertd/commands/``, imported only when one runs) anything.
+
+``/work/shared/tools/import_cycles.py`` finds the same cycles on a tree laid out
+as installed (it does not know the package-dir mapping).
 """
 
 from __future__ import annotations
