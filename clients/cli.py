@@ -1,4 +1,4 @@
-"""Client commands for the shell: call, list, info, status, stop, install-stage.
+"""Client commands for the shell: call, list, info, install-stage.
 
 In the spirit of python-fire, ``expertd call`` turns the server's own methods
 into a command line: plain words are strings, anything that parses as JSON is
@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import stat
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -310,126 +308,6 @@ def _sample_shape(endpoint: str, name: str, field: str, timeout: float) -> Any:
             return opinion_shape(connection.call(name, {field: SAMPLE_TEXT}))
     except (ServerUnavailable, CallTimeout, RemoteError):
         return None
-
-
-# -- expertd status / stop -------------------------------------------------------------
-
-@click.command("status", short_help="Say whether a server answers (exit 0, else 3).")
-@endpoint_option
-@click.option("--timeout", type=float, default=5.0, show_default=True,
-              help="Seconds to wait for an answer.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing; only the exit status.")
-def status(endpoint, timeout, quiet):
-    """Say whether a server answers at the endpoint (exit 0), or not (exit 3)."""
-    try:
-        with connect(endpoint, timeout=timeout) as connection:
-            health = connection.call("health")
-    except (ServerUnavailable, CallTimeout) as exc:
-        if not quiet:
-            click.echo(f"no expertd server answers at {endpoint} ({exc})")
-        sys.exit(NO_SERVER)
-    if not quiet:
-        click.echo(f"expertd {health.get('version', '?')} is {health.get('status', '?')} on "
-                   f"{endpoint}: pid {health.get('pid', '?')}, up "
-                   f"{_duration(health.get('uptime_s', 0))}, experts: "
-                   f"{', '.join(health.get('experts', []))}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
-
-
-def is_local(endpoint: str) -> bool:
-    """True if ``endpoint`` is served on this machine (loopback, wildcard, ipc)."""
-    transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    host = address.rpartition(":")[0]
-    if host in LOCAL_HOSTS or host.startswith("127."):
-        return True
-    import socket
-
-    try:
-        return host in {socket.gethostname(), socket.getfqdn()} or \
-            host in {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _is_expertd(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return True  # no /proc here: trust health()
-    return b"expertd" in cmdline or b"rpc_server" in cmdline
-
-
-def _wait_gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return not _alive(pid)
-
-
-@click.command("stop", short_help="Stop the server: SIGTERM, then SIGKILL.")
-@endpoint_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=35.0, show_default=True,
-              help="Seconds to let it finish in-flight calls (its --drain-timeout, 30 by "
-                   "default, plus a margin) before it is killed.")
-def stop(endpoint, timeout):
-    """Stop the server at the endpoint: SIGTERM (it drains), then SIGKILL after --timeout.
-
-    The server's pid comes from its health() answer; only a server on this
-    machine (a loopback or local address, or ipc://) is signalled.
-    """
-    try:
-        with connect(endpoint, timeout=15.0) as connection:
-            health = connection.call("health")
-    except (ServerUnavailable, CallTimeout) as exc:
-        click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "
-                   f"to stop", err=True)
-        sys.exit(NO_SERVER)
-    # With --workers, the supervisor (whose children would be restarted) is what stops.
-    pid = health.get("supervisor_pid") or health.get("pid")
-    if not isinstance(pid, int) or pid <= 1:
-        raise click.ClickException(f"the server at {endpoint} did not report its pid")
-    if not is_local(endpoint):
-        raise click.ClickException(f"the server at {endpoint} is not on this machine; "
-                                   f"stop it where it runs (its pid there is {pid})")
-    if not _alive(pid) or not _is_expertd(pid):
-        raise click.ClickException(f"the server at {endpoint} reports pid {pid}, which is not an "
-                                   f"expertd process here (another machine or container?)")
-    click.echo(f"stopping expertd (pid {pid}) on {endpoint}: SIGTERM, in-flight calls finish")
-    os.kill(pid, signal.SIGTERM)
-    if _wait_gone(pid, timeout):
-        click.echo("stopped")
-        return
-    click.echo(f"still running after {timeout:g} s: SIGKILL", err=True)
-    os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, 5.0):
-        raise click.ClickException(f"pid {pid} survived SIGKILL")
-    click.echo("killed")
 
 
 # -- expertd install-stage ---------------------------------------------------------------

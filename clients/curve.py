@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from expertd.clients.wire import Calls, ServerUnavailable
+from expertd.clients.calls import Calls, ServerUnavailable
 from expertd.clients.zerorpc_hooks import set_socket_option
 from expertd.keys import read_certificate, valid_key
 

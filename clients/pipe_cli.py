@@ -11,7 +11,10 @@ import sys
 
 import click
 
-from expertd.clients.pipe import DEFAULT_ENDPOINT, PipeOptions, run
+from expertd.clients import DEFAULT_ENDPOINT
+# Its parts, not the package: ``clients.pipe.main`` hands over to this command.
+from expertd.clients.pipe.options import PipeOptions
+from expertd.clients.pipe.stage import run
 
 D = PipeOptions.DEFAULTS
 

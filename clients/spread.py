@@ -9,6 +9,12 @@ times) while it lands on a worker that another of its connections uses
 across machines where pids are not, and ``worker`` says whether a
 supervisor spreads connections at all; a lone server, or a balancer in front
 of single-process servers, is taken as it comes).
+
+This is the one rule of the Python clients: the pipe stage's ``Connector`` and
+``ExpertsClient`` both open their spares through ``WorkerMap``. The HTTP
+bridge's pool (express_bridge/src/pool.js) has its own: it redials while it
+reaches fewer workers than ``health()``'s ``workers`` says, at most twice per
+slot, and redials again later to find a restarted worker.
 """
 
 from __future__ import annotations

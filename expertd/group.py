@@ -11,16 +11,16 @@ from importlib.metadata import version
 SUBCOMMANDS = {
     "serve": "expertd.rpc_server.cli:serve",
     "check": "expertd.rpc_server.cli:check",
-    "status": "expertd.clients.cli:status",
-    "stop": "expertd.clients.cli:stop",
+    "status": "expertd.commands.server:status",
+    "stop": "expertd.commands.server:stop",
     "list": "expertd.clients.cli:list_experts",
     "info": "expertd.clients.cli:info",
     "pipe": "expertd.clients.pipe_cli:pipe",
     "learn": "expertd.clients.learn:learn",
     "call": "expertd.clients.cli:call",
     "install-stage": "expertd.clients.cli:install_stage",
-    "reload": "expertd.rpc_server.supervisor:reload_command",
-    "keygen": "expertd.clients.keygen:keygen",
+    "reload": "expertd.commands.server:reload",
+    "keygen": "expertd.commands.keygen:keygen",
 }
 
 

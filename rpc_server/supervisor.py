@@ -12,12 +12,31 @@ the supervisor counts it as serving only from then on.
 - A worker that dies is restarted, with backoff (0.5 s doubling up to 30 s;
   back to 0.5 s once a worker has lived a minute), each time logged.
 - SIGTERM/SIGINT: every worker drains (finishes its calls), then all exit.
-- SIGHUP (or ``expertd reload``): re-read the experts file and replace the
+- SIGHUP (``control.RELOAD_SIGNAL``; ``expertd reload`` sends it): re-read the experts file and replace the
   workers one at a time: start a new one, wait until it is loaded, warm and
   listening, then retire an old one (SIGUSR2: it closes its listener once no
   call is in flight, answers ``ShuttingDown`` to new calls on its open
   connections if that takes long, and exits). A new worker that fails to start
   stops the reload; the old workers keep serving, and the log says why.
+
+What it does to processes (stop, wait, escalate; the stop and reload signals)
+is ``expertd.control``'s, shared with ``expertd stop``, ``expertd reload`` and
+the pipe's ``--autostart``.
+
+Is the reload's BPF steering (new connections go to the new worker) still
+needed? Measured 2026-12-06 with ``bench.reload_steering`` (2 vader workers,
+4 threads each opening a fresh connection per ``health()`` call, no retry):
+without it, 5 reloads lost 10 and 11 of about 20,000 calls in two runs (the
+retiring worker's listener closes with connections still in its own accept
+queue, which the kernel resets: ``closed the connection``, ``no ZMTP
+handshake``); with it, 0 of about 39,000 over 10 reloads. So it stays, as long
+as each worker has its own ``SO_REUSEPORT`` listener. The uvicorn/gunicorn way
+(the parent binds once, the workers inherit one listening socket) has no
+per-worker accept queue to lose and would need no steering; not done here: how
+evenly the kernel hands one shared socket's connections to its acceptors is
+not measured, and the clients' worker spreading (``clients.spread``: one rule,
+for the pipe stage and ``ExpertsClient`` alike) needs connections to land on
+every worker.
 """
 
 from __future__ import annotations
@@ -34,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+
+from expertd import control
 
 log = logging.getLogger("expertd.supervisor")
 
@@ -253,9 +274,9 @@ class Supervisor:
     def install_signals(self) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reloads; each wakes the loop through a pipe."""
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop("SIGTERM"))
+        signal.signal(control.STOP_SIGNAL, lambda *_: self._request_stop("SIGTERM"))
         signal.signal(signal.SIGINT, lambda *_: self._request_stop("SIGINT"))
-        signal.signal(signal.SIGHUP, lambda *_: self._request_reload())
+        signal.signal(control.RELOAD_SIGNAL, lambda *_: self._request_reload())
 
     def _request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -441,17 +462,18 @@ class Supervisor:
         """Drain every worker (SIGTERM), then kill any that outlive the drain timeout."""
         workers = self.all_workers()
         log.info("%s: draining %d workers", self.stop_reason or "stop", len(workers))
+        running = {w.pid: w for w in workers if not w.exited()}  # exited ones are reaped now
+
+        def killing(pid: int) -> None:
+            log.warning("worker %d (pid %d) did not drain in time; killing it",
+                        running[pid].index, pid)
+
+        try:
+            control.terminate(list(running), self.drain_timeout + 15.0, on_kill=killing)
+        except control.ControlError as exc:
+            log.error("%s", exc)
         for worker in workers:
-            worker.signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.drain_timeout + 15.0
-        for worker in workers:
-            try:
-                worker.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("worker %d (pid %d) did not drain in time; killing it",
-                            worker.index, worker.pid)
-                worker.signal(signal.SIGKILL)
-                worker.process.wait()
+            worker.process.wait()
             worker.close_pipe()
         log.info("all workers stopped")
 
@@ -485,52 +507,3 @@ def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: 
     check_bindable(bind)  # EndpointError: something else holds the port
     command = [sys.executable, "-m", "expertd.cli", *sys.argv[1:]]
     return Supervisor(command, count, config_path, drain_timeout).run()
-
-
-# -- expertd reload ---------------------------------------------------------------------
-
-
-def parent_pid(pid) -> int | None:
-    """The parent of local process ``pid`` (``None`` if there is no such process here)."""
-    try:
-        for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines():
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, TypeError):
-        return None
-    return None
-
-
-@click.command("reload")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default="tcp://127.0.0.1:4242",
-              show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
-def reload_command(endpoint):
-    """Reload a server started with --workers: new workers replace old ones one at a time."""
-    from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-
-    try:  # the clients' own connection: it carries CURVE keys when they are configured
-        with connect(endpoint, timeout=10.0) as connection:
-            health = connection.call("health")
-    except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-        raise click.ClickException(f"no expertd server answered at {endpoint} ({exc}); "
-                                   f"is it running?") from None
-    pid = health.get("supervisor_pid") if isinstance(health, dict) else None
-    if not pid:
-        raise click.ClickException(
-            f"the server at {endpoint} runs without --workers, so it cannot reload in "
-            f"place; restart it (or serve with --workers N)")
-    if parent_pid(health.get("pid")) != pid:  # the answer came from another machine
-        raise click.ClickException(
-            f"the server at {endpoint} does not run on this machine (its worker pid "
-            f"{health.get('pid')} is not a child of pid {pid} here); run `expertd reload` "
-            f"there, or send SIGHUP to its supervisor")
-    try:
-        os.kill(int(pid), signal.SIGHUP)
-    except ProcessLookupError:
-        raise click.ClickException(f"the supervisor (pid {pid}) of {endpoint} is not "
-                                   f"running on this machine") from None
-    except PermissionError:
-        raise click.ClickException(f"not allowed to signal the supervisor (pid {pid}) of "
-                                   f"{endpoint}; run as its user") from None
-    click.echo(f"asked the supervisor (pid {pid}) of {endpoint} to reload; "
-               f"its log shows the progress")

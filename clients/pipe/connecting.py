@@ -16,16 +16,14 @@ in the background (its output goes to a log file), and watches it: if that
 server exits before it answers, the stage shows the tail of its log at once
 and stops with exit 3. Stages that autostart at the same time take a lock
 beside the log (``fcntl.flock``), so one of them starts a server and the
-others wait for it.
+others wait for it. Starting, locking and logging are ``expertd.control``'s.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import sys
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from expertd.catalogue import exit_code
 from expertd.clients.pipe.options import PipeOptions
@@ -33,18 +31,15 @@ from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
+if TYPE_CHECKING:  # imported when --autostart needs it: a stage without it does not pay for it
+    from expertd import control
+
 #: Lines of a failed server's log shown when it exits during ``--autostart``.
 LOG_TAIL_LINES = 20
 #: Seconds a stage waits for a spare connection (its handshake and ``health()``).
 SPARE_TIMEOUT = 2.0
 #: Seconds before a spare that could not be made is tried again.
 SPARE_RETRY_AFTER = 1.0
-
-
-def state_dir() -> str:
-    """Where autostarted servers log (``$XDG_STATE_HOME/expertd``)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "expertd")
 
 
 class Connector:
@@ -59,10 +54,8 @@ class Connector:
         self._workers = WorkerMap()  # the worker each connection reaches
         self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
         self._no_spare_until = 0.0
-        self.server = None          # the Popen of a server this stage started
-        self.log_path = os.path.join(state_dir(), "server.log")
-        self._log_offset = 0
-        self._lock_fd: int | None = None
+        self.server: control.Started | None = None  # a server this stage started
+        self._lock: control.AutostartLock | None = None
 
     @property
     def connection(self) -> Connection | None:
@@ -96,12 +89,12 @@ class Connector:
                 except (ServerUnavailable, CallTimeout) as exc:
                     last_error = exc
                 if opts.autostart:
-                    if self.server is None and self._try_lock():
+                    if self.server is None and self._autostart_lock().try_acquire():
                         if self._answers():
                             continue
                         self.start_server()
                         backoff = Backoff(opts.autostart_timeout)
-                    elif self._lock_fd is None and self.server is None:
+                    elif not self._autostart_lock().held and self.server is None:
                         # Another stage is starting one: wait for it, as long as it may take.
                         if backoff.deadline - backoff.started < opts.autostart_timeout:
                             backoff = Backoff(opts.autostart_timeout)
@@ -110,15 +103,17 @@ class Connector:
                     raise Stop(self.unreachable_message(last_error, backoff),
                                exit_code("ServerUnavailable"))
         finally:
-            self._unlock()
+            self._release_lock()
 
     def _answers(self) -> bool:
         """True if a server answers now (one another stage started while we waited)."""
+        from expertd import control
+        from expertd.clients.probe import health_probe
+
         try:
-            with connect(self.options.endpoint, timeout=2.0) as connection:
-                connection.call("health", timeout=2.0)
+            control.find_server(self.options.endpoint, health_probe, 2.0)
             return True
-        except (ServerUnavailable, CallTimeout):
+        except control.NoAnswer:
             return False
 
     def spare(self, busy: dict[int, int]) -> Connection:
@@ -197,7 +192,7 @@ class Connector:
         """Close every connection and release the autostart lock."""
         while self.connections:
             self.drop(self.connections[0])
-        self._unlock()
+        self._release_lock()
 
     def unreachable_message(self, error: Exception | None, backoff: Backoff) -> str:
         """Say which endpoint was tried, for how long, and how to start a server."""
@@ -210,60 +205,44 @@ class Connector:
 
     # -- autostart --
 
-    def _lock_path(self) -> str:
-        safe = re.sub(r"[^A-Za-z0-9.]+", "_", self.options.endpoint).strip("_")
-        return os.path.join(state_dir(), f"autostart-{safe}.lock")
+    @property
+    def log_path(self) -> str:
+        """Where a server this stage starts logs."""
+        from expertd import control
 
-    def _try_lock(self) -> bool:
-        """Take the autostart lock of this endpoint without waiting; True if we hold it."""
-        import fcntl
+        return os.path.join(control.state_dir(), "server.log")
 
-        if self._lock_fd is not None:
-            return True
-        os.makedirs(state_dir(), exist_ok=True)
-        fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+    def _autostart_lock(self) -> control.AutostartLock:
+        """The endpoint's autostart lock (made on first use)."""
+        if self._lock is None:
+            from expertd import control
 
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
+            self._lock = control.AutostartLock(self.options.endpoint)
+        return self._lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def start_server(self) -> None:
         """Start ``expertd serve`` in the background, detached from this stage."""
-        import subprocess
+        from expertd import control
 
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        command = [os.path.join(os.path.dirname(sys.executable), "expertd"), "serve",
-                   "--bind", self.options.endpoint]
-        if self.options.config:
-            command += ["--config", self.options.config]
-        with open(self.log_path, "ab") as log:
-            self._log_offset = log.tell()
-            self.server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=log, start_new_session=True, close_fds=True)
+        command = control.serve_command(self.options.endpoint, self.options.config)
+        self.server = control.start_detached(command, self.log_path)
         self.warn(f"no server at {self.options.endpoint}: started `{' '.join(command)}` "
                   f"(log: {self.log_path}); waiting for it to load its experts")
 
     def check_server(self) -> None:
         """If the server this stage started has exited, ``Stop`` with the tail of its log."""
-        if self.server is None or self.server.poll() is None:
+        if self.server is None:
             return
-        status = self.server.returncode
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_offset)
-                tail = log.read().decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
-        except OSError:
-            tail = []
+        status = self.server.exit_status()
+        if status is None:
+            return
+        tail = self.server.log_tail(LOG_TAIL_LINES)
         shown = "".join(f"\n    {line}" for line in tail) or " (nothing logged)"
-        raise Stop(f"the server it started ({' '.join(self.server.args)}) exited with status "
-                   f"{status} before answering; the end of its log ({self.log_path}):{shown}\n"
+        raise Stop(f"the server it started ({' '.join(self.server.command)}) exited with status "
+                   f"{status} before answering; the end of its log ({self.server.log_path}):{shown}\n"
                    f"Fix what it says, then run again. Lines were written through unchanged.",
                    exit_code("ServerUnavailable"))

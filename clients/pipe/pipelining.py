@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 import msgpack
 
@@ -28,7 +28,31 @@ from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
 
 if TYPE_CHECKING:
-    from expertd.clients.pipe.stage import Stage
+    from expertd.clients.pipe.connecting import Connector
+    from expertd.clients.pipe.options import PipeOptions
+    from expertd.clients.pipe.output import Output, Progress
+    from expertd.clients.pipe.reading import LineReader
+
+
+class StageLike(Protocol):
+    """What pipelining needs of the stage it runs for (``clients.pipe.stage.Stage`` is one).
+
+    Declared here, so that the stage depends on pipelining and not the other way round.
+    """
+
+    options: "PipeOptions"
+    connector: "Connector"
+    reader: "LineReader"
+    output: "Output"
+    progress: "Progress"
+    #: Lines written through without every opinion.
+    incomplete: int
+
+    def warn(self, message: str) -> None:
+        """Tell the user about one line (stderr)."""
+
+    def report_errors(self, number: int, doc: dict) -> None:
+        """Report the experts' failures for line ``number`` (the ``errors`` of ``doc``)."""
 
 #: Largest request body the stage builds, well under msgpack's 100 MiB cap on the server.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
@@ -68,7 +92,7 @@ class Sent:
 class Asker:
     """Asks the server about documents: retries, and isolates what the server refuses."""
 
-    def __init__(self, stage: "Stage") -> None:
+    def __init__(self, stage: StageLike) -> None:
         """Ask on behalf of ``stage`` (its options and connector)."""
         self.stage = stage
         self.connector = stage.connector
@@ -219,7 +243,7 @@ class Asker:
 class Pipeline:
     """The JSON Lines loop of one stage."""
 
-    def __init__(self, stage: "Stage", preset: list[Item] | None = None) -> None:
+    def __init__(self, stage: StageLike, preset: list[Item] | None = None) -> None:
         """Run for ``stage`` (its reader, output, options); ``preset`` lines come first."""
         self.stage = stage
         self.preset = list(preset or [])

@@ -10,59 +10,17 @@ The layout (ZeroMQ's certificate format, as ``zmq.auth.create_certificates`` wri
 
 Directories are 0700 and secret files 0600. An existing key is never overwritten,
 so running it again with a new ``--client`` adds a client to the same server.
+The files are written by ``expertd.keys`` (which also reads them, for both sides).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import click
 
-SERVER = "server"
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-
-
-def make_pair(directory: Path, name: str) -> tuple[Path, Path, bool]:
-    """Write ``NAME.key`` and ``NAME.key_secret`` in ``directory`` unless they exist.
-
-    Returns the public and secret file and whether they were created now.
-    """
-    import zmq.auth
-
-    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
-    if secret.exists():
-        return public, secret, False
-    old_umask = os.umask(0o077)  # the secret file is never readable by others, not even briefly
-    try:
-        zmq.auth.create_certificates(directory, name)
-    finally:
-        os.umask(old_umask)
-    secret.chmod(0o600)
-    public.chmod(0o644)
-    return public, secret, True
-
-
-def generate(directory: Path, clients: list[str]) -> list[str]:
-    """Make the server pair and one pair per client under ``directory``; returns what was done."""
-    done = []
-    _private_dir(directory)
-    for sub in ("clients", "authorized"):
-        _private_dir(directory / sub)
-    _, server_secret, made = make_pair(directory, SERVER)
-    done.append(f"{'wrote' if made else 'kept'} {server_secret} (and {SERVER}.key)")
-    for name in clients:
-        public, secret, made = make_pair(directory / "clients", name)
-        authorized = directory / "authorized" / public.name
-        if not authorized.exists():
-            shutil.copyfile(public, authorized)
-        done.append(f"{'wrote' if made else 'kept'} {secret}; authorized {authorized}")
-    return done
+from expertd.keys import SERVER, generate
 
 
 @click.command("keygen")
