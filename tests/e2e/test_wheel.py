@@ -90,7 +90,7 @@ def test_a_users_own_experts_module_and_clients_folder_are_not_shadowed(user_ven
         out = subprocess.run([str(bin_dir / "python"), "-c", script], cwd=project,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr + (tmp_path / "server.log").read_text()
-        assert out.stdout.split() == ["the", "user", "0.6"]
+        assert out.stdout.split() == ["the", "user", "0.4"]
         # the pipe stage too, from the user's project
         pipe = subprocess.run([str(bin_dir / "expertd"), "pipe", "shouting", "--endpoint", endpoint],
                               cwd=project, input='{"text": "AB cd"}\n', capture_output=True,
