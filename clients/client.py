@@ -13,7 +13,7 @@ marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a lost server)
 is asked again with backoff: asking an opinion twice changes nothing. A call
 that changes the server's state (``learn``) is asked again only after a
 refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
-``expertd.catalogue.may_ask_again``), never after a timeout or a lost
+``expertd.spec.may_ask_again``), never after a timeout or a lost
 connection, when it may have run::
 
     from expertd.clients import ExpertsClient
@@ -35,7 +35,7 @@ import zerorpc
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
-from expertd.catalogue import TIMEOUT_HEADER, kind, may_ask_again
+from expertd.spec import TIMEOUT_HEADER, kind, may_ask_again
 
 
 def default_endpoint() -> str:

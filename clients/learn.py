@@ -27,7 +27,7 @@ from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.pipe import LineReader
 from expertd.clients.pipe.reading import decode, pack_document, problem_of
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-from expertd.catalogue import exit_code
+from expertd.spec import exit_code
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _WHERE = re.compile(r"^docs\[\d+\]")

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from expertd.catalogue import TIMEOUT_HEADER
+from expertd.spec import TIMEOUT_HEADER
 
 GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
             + b"\x00" + b"\x00" * 31)

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Callable
 
-from expertd.catalogue import exit_code
+from expertd.spec import exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap

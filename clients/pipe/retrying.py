@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from expertd.catalogue import exit_code, is_retryable, kind
+from expertd.spec import exit_code, is_retryable, kind
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable
 
 

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import IO
 
-from expertd.catalogue import exit_code
+from expertd.spec import exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.output import Output, PatientText, Progress, as_line
