@@ -24,6 +24,7 @@ import click
 
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
+from expertd.endpoint import EndpointError, click_callback, exit_usage, parse_endpoint
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
@@ -39,7 +40,7 @@ NO_SERVER = 3
 
 endpoint_option = click.option(
     "--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-    help="Server endpoint (env EXPERTD_ENDPOINT).")
+    callback=click_callback(), help="Server endpoint (env EXPERTD_ENDPOINT).")
 
 
 def _no_server(command: str, endpoint: str, exc: Exception) -> None:
@@ -129,6 +130,10 @@ def _own_options(words: tuple[str, ...], endpoint: str, timeout: float) -> tuple
                 i += 1
                 value = words[i]
             if key == "--endpoint":
+                try:
+                    parse_endpoint(value)
+                except EndpointError as exc:
+                    exit_usage(f"expertd call: {exc}")
                 endpoint = value
             else:
                 try:
@@ -345,10 +350,10 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
 
 def is_local(endpoint: str) -> bool:
     """True if ``endpoint`` is served on this machine (loopback, wildcard, ipc)."""
-    transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
+    parsed = parse_endpoint(endpoint, binding=True)
+    if parsed.transport == "ipc":
         return True
-    host = address.rpartition(":")[0]
+    host = parsed.host
     if host in LOCAL_HOSTS or host.startswith("127."):
         return True
     import socket

@@ -35,11 +35,12 @@ import zerorpc
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
+from expertd.endpoint import parse_endpoint
 from expertd.spec import TIMEOUT_HEADER, kind, may_ask_again
 
 
 def default_endpoint() -> str:
-    """``EXPERTD_ENDPOINT`` or ``tcp://127.0.0.1:4242``."""
+    """``EXPERTD_ENDPOINT``, else the spec's default endpoint."""
     return os.environ.get("EXPERTD_ENDPOINT") or DEFAULT_ENDPOINT
 
 
@@ -129,6 +130,7 @@ class ExpertsClient:
         if not isinstance(connections, int) or connections < 1:
             raise ValueError(f"connections must be an integer >= 1, got {connections!r}")
         self.endpoint = endpoint or default_endpoint()
+        parse_endpoint(self.endpoint)  # EndpointError (a ValueError) now, not at the first call
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff

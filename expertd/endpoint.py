@@ -127,13 +127,20 @@ def parse_endpoint(text: str, binding: bool = False) -> Endpoint:
         return Endpoint("ipc", path=address)
     if transport != "tcp":
         if not transport:
-            raise _fail(text, "has no transport", f"tcp://{address}" if address else None)
+            raise _fail(text, "has no transport", _tcp_suggestion(address))
         if transport in _OTHER_ZMQ:
             raise EndpointError(f"endpoint {shown(text)}: expertd serves and connects over tcp:// "
                                 f"and ipc:// only, not {transport}://")
-        raise _fail(text, f"has an unknown transport {shown(transport)}",
-                    f"tcp://{address}" if address else None)
+        raise _fail(text, f"has an unknown transport {shown(transport)}", _tcp_suggestion(address))
     return _parse_tcp(text, address, binding)
+
+
+def _tcp_suggestion(address: str) -> str | None:
+    """``tcp://ADDRESS`` when it is a host and a port, with the default port when only a host."""
+    host, sep, port = address.rpartition(":")
+    if sep and _is_number(port) and _valid_host(host):
+        return f"tcp://{address}"
+    return _with_port(address) if _valid_host(address) and address != "*" else None
 
 
 def _no_transport(text: str) -> Endpoint:

@@ -35,6 +35,9 @@ from pathlib import Path
 
 import click
 
+from expertd.endpoint import click_callback
+from expertd.spec import DEFAULT_ENDPOINT
+
 log = logging.getLogger("expertd.supervisor")
 
 #: Environment of a worker: its index, the supervisor's pid, the fd to say "ready" on.
@@ -502,8 +505,9 @@ def parent_pid(pid) -> int | None:
 
 
 @click.command("reload")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default="tcp://127.0.0.1:4242",
-              show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
+@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
+              show_default=True, callback=click_callback(),
+              help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
 def reload_command(endpoint):
     """Reload a server started with --workers: new workers replace old ones one at a time."""
     from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import IO
 
+from expertd.endpoint import EndpointError, parse_endpoint
 from expertd.spec import exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
@@ -213,6 +214,11 @@ class Stage:
 def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | None = None,
         stderr: IO[str] | None = None) -> int:
     """Run the stage on stdin/stdout (or the given streams); return the exit status."""
+    try:
+        parse_endpoint(options.endpoint)
+    except EndpointError as exc:  # before reading anything: a usage error, in one line
+        (stderr or sys.stderr).write(f"expertd pipe: {exc}\n")
+        return EXIT_USAGE
     stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
                   stdout or sys.stdout.buffer, stderr or sys.stderr)
     previous = {}

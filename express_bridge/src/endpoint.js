@@ -112,13 +112,20 @@ function parseEndpoint(text, { binding = false } = {}) {
     return { transport: "ipc", host: null, port: null, path: address };
   }
   if (transport !== "tcp") {
-    if (!transport) throw fail(text, "has no transport", address ? `tcp://${address}` : null);
+    if (!transport) throw fail(text, "has no transport", tcpSuggestion(address));
     if (OTHER_ZMQ.has(transport)) {
       throw new EndpointError(`endpoint ${shown(text)}: expertd serves and connects over tcp:// and ipc:// only, not ${transport}://`);
     }
-    throw fail(text, `has an unknown transport ${shown(transport)}`, address ? `tcp://${address}` : null);
+    throw fail(text, `has an unknown transport ${shown(transport)}`, tcpSuggestion(address));
   }
   return parseTcp(text, address, binding);
+}
+
+/** `tcp://ADDRESS` when it is a host and a port, with the default port when only a host. */
+function tcpSuggestion(address) {
+  const [host, sep, port] = rpartition(address, ":");
+  if (sep && isNumber(port) && validHost(host)) return `tcp://${address}`;
+  return validHost(address) && address !== "*" ? withPort(address) : null;
 }
 
 function noTransport(text) {
