@@ -13,7 +13,7 @@ marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a lost server)
 is asked again with backoff: asking an opinion twice changes nothing. A call
 that changes the server's state (``learn``) is asked again only after a
 refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
-``expertd.spec.may_ask_again``), never after a timeout or a lost
+``expertd.retry.may_ask_again``), never after a timeout or a lost
 connection, when it may have run::
 
     from expertd.clients import ExpertsClient
@@ -26,7 +26,6 @@ connection, when it may have run::
 from __future__ import annotations
 
 import os
-import random
 import time
 from typing import Any, Callable, Iterable
 
@@ -36,7 +35,8 @@ from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
 from expertd.endpoint import parse_endpoint
-from expertd.spec import TIMEOUT_HEADER, kind, may_ask_again
+from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
+from expertd.spec import TIMEOUT_HEADER, kind
 
 
 def default_endpoint() -> str:
@@ -118,13 +118,15 @@ class ExpertsClient:
     """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 2, backoff: float = 0.2, heartbeat: float = 5.0,
+                 retries: int = CLIENT_RETRIES, backoff: float = CLIENT.base,
+                 heartbeat: float = 5.0,
                  connections: int = 2) -> None:
         """Connect (lazily, as ZeroMQ does) to ``endpoint``.
 
         ``timeout``: seconds to wait for one answer; ``retries``: how many
         times a retryable failure is asked again, after ``backoff`` seconds,
-        doubling (at most 2 s) with jitter; ``connections``: how many
+        growing with jitter as the spec's ``client`` retry profile says
+        (``expertd.retry``: doubling, at most 2 s); ``connections``: how many
         connections concurrent calls may spread over (1: one for everything).
         """
         if not isinstance(connections, int) or connections < 1:
@@ -133,7 +135,7 @@ class ExpertsClient:
         parse_endpoint(self.endpoint)  # EndpointError (a ValueError) now, not at the first call
         self._timeout = timeout
         self._retries = retries
-        self._backoff = backoff
+        self._policy = CLIENT.with_base(backoff)
         self._heartbeat = heartbeat
         self._most = connections
         self._hook = _header_hook()
@@ -206,8 +208,7 @@ class ExpertsClient:
                     raise
             finally:
                 self._busy[key] -= 1
-            pause = min(self._backoff * (2 ** attempt), 2.0)
-            time.sleep(pause * random.uniform(0.5, 1.0))
+            time.sleep(self._policy.pause(attempt))
             attempt += 1
 
     def expert(self, name: str) -> Callable[[dict], dict]:

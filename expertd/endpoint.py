@@ -4,7 +4,7 @@ Every command, the clients and the server read an endpoint through
 ``parse_endpoint``; a malformed one raises ``EndpointError`` whose message is
 one line saying what was expected and suggesting the fix::
 
-    endpoint 'localhost:4242' has no transport: did you mean tcp://localhost:4242?
+    endpoint 'localhost:PORT' has no transport: did you mean tcp://localhost:PORT?
 
 The Node bridge has the same rules and messages (``express_bridge/src/endpoint.js``);
 ``tests/corpus/endpoints.json`` holds the cases both languages must answer alike.

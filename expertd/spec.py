@@ -88,6 +88,14 @@ STATEFUL_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if
 #: The fields of ``health()``'s answer, with their type and meaning.
 HEALTH_FIELDS: dict[str, dict] = _entries(RAW["health"])
 
+def health_fields(*names: str) -> tuple[str, ...]:
+    """``names``, checked to be fields of ``health()`` (a reader relying on another is a bug)."""
+    unknown = [n for n in names if n not in HEALTH_FIELDS]
+    if unknown:
+        raise KeyError(f"health() has no field {', '.join(unknown)} ({PATH})")
+    return names
+
+
 # -- errors -------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@
  * and messages as Python's `expertd/endpoint.py`: a malformed endpoint throws
  * an EndpointError whose message is one line saying what was expected and
  * suggesting the fix, e.g.
- *   endpoint 'localhost:4242' has no transport: did you mean tcp://localhost:4242?
+ *   endpoint 'localhost:PORT' has no transport: did you mean tcp://localhost:PORT?
  * `tests/corpus/endpoints.json` holds the cases both languages must answer alike.
  */
 
@@ -81,7 +81,7 @@ function rpartition(text, sep) {
 
 /**
  * Parse an endpoint.
- * @param {string} text e.g. "tcp://127.0.0.1:4242", "ipc:///tmp/expertd.sock"
+ * @param {string} text e.g. "tcp://HOST:PORT", "ipc:///tmp/expertd.sock"
  * @param {{binding?: boolean}} [options] binding: an endpoint to listen on
  *   (tcp://*:PORT and tcp://HOST:* allowed); a client connects to one host and port
  * @returns {{transport: string, host: string|null, port: number|null, path: string|null}}

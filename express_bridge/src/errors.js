@@ -29,14 +29,11 @@ class HttpError extends Error {
 }
 
 /**
- * The error catalogue (expertd/errors.json), shared with the Python side:
- * each error name's HTTP status, whether it is retryable, and its scope.
+ * The error catalogue (expertd/protocol.json, through spec.js), shared with
+ * the Python side: each error name's HTTP status, whether it is retryable, and its scope.
  */
-const CATALOGUE_FILE = require("../../expertd/errors.json");
-const CATALOGUE = Object.freeze(CATALOGUE_FILE.errors);
-
-/** The zerorpc header key in which a caller says how long it will wait (milliseconds). */
-const TIMEOUT_HEADER = CATALOGUE_FILE.protocol.timeout_header;
+const { ERRORS: CATALOGUE, TIMEOUT_HEADER } = require("./spec");
+const { RETRYABLE, mayAskAgain } = require("./retry");
 
 /** Seconds a client should wait before asking again after a retryable 503. */
 const RETRY_AFTER_S = "1";
@@ -84,27 +81,6 @@ class OverloadedError extends HttpError {
  */
 const REMOTE_STATUS = Object.freeze(Object.fromEntries(
   Object.entries(CATALOGUE).filter(([, e]) => e.side === "server").map(([name, e]) => [name, e.status])));
-
-/** Error names after which asking again may succeed. */
-const RETRYABLE = Object.freeze(new Set(Object.entries(CATALOGUE).filter(([, e]) => e.retryable).map(([name]) => name)));
-
-/** Methods that change the server's state (learn): asked again only after a refusal in REFUSED_BEFORE_RUNNING. */
-const STATEFUL_METHODS = Object.freeze(new Set(CATALOGUE_FILE.protocol.stateful_methods));
-/** Errors the server answers before running the method, so even a stateful call may be asked again. */
-const REFUSED_BEFORE_RUNNING = Object.freeze(new Set(CATALOGUE_FILE.protocol.refused_before_running));
-
-/**
- * Whether a call of `method` that failed with error `name` may be asked again
- * (the catalogue's rule, as `expertd.catalogue.may_ask_again`): a retryable
- * failure, and for a stateful method only a refusal given before it ran.
- * @param {string} method
- * @param {string} name
- * @param {boolean} remote the server answered with this error (not a local timeout or a lost connection)
- * @returns {boolean}
- */
-function mayAskAgain(method, name, remote) {
-  return RETRYABLE.has(name) && (!STATEFUL_METHODS.has(method) || (remote && REFUSED_BEFORE_RUNNING.has(name)));
-}
 
 /**
  * An error raised by the remote server (a zerorpc ERR event), with its
@@ -246,8 +222,6 @@ module.exports = {
   TIMEOUT_HEADER,
   REMOTE_STATUS,
   RETRYABLE,
-  STATEFUL_METHODS,
-  REFUSED_BEFORE_RUNNING,
   mayAskAgain,
   CATALOGUE,
   errorBody,

@@ -33,7 +33,8 @@
  */
 
 const { EventEmitter } = require("node:events");
-const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError, mayAskAgain } = require("./errors");
+const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
+const { mayAskAgain, BRIDGE, MAX_ATTEMPTS, MIN_RETRY_MS } = require("./retry");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
@@ -44,7 +45,7 @@ const { curveOptions } = require("./curve");
 class ExpertdClient extends EventEmitter {
   /**
    * @param {object} options
-   * @param {string} options.endpoint ZeroMQ endpoint, e.g. "tcp://127.0.0.1:4242"
+   * @param {string} options.endpoint ZeroMQ endpoint (see spec.js DEFAULT_ENDPOINT)
    * @param {number} [options.timeoutMs=30000] default per-call timeout (also sent to the server)
    * @param {number} [options.probeTimeoutMs=1000] how long a health probe may take
    * @param {number} [options.heartbeatMs=5000] zerorpc heartbeat interval
@@ -255,7 +256,7 @@ class ExpertdClient extends EventEmitter {
       if (connection.peer) attempt.refusedBy.add(connection.peer.id);
       attempt.drained += 1;
       if (attempt.drained > 1 && !this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) {
-        const backoffMs = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (attempt.drained - 2));
+        const backoffMs = BRIDGE.pauseMs(attempt.drained - 2);
         if (timeLeft() < backoffMs + MIN_RETRY_MS) return err;
         await new Promise((resolve) => setTimeout(resolve, backoffMs));
       }
@@ -351,14 +352,6 @@ class ExpertdClient extends EventEmitter {
     }
   }
 }
-
-/** Attempts of one call at most (the first and its retries), within its deadline. */
-const MAX_ATTEMPTS = 10;
-/** A retry needs at least this much of the call's deadline left. */
-const MIN_RETRY_MS = 20;
-/** Backoff before the second and later retries after `ShuttingDown` on a new connection: 25 ms doubling, at most 500 ms (about 3 s over 10 attempts). */
-const BACKOFF_MS = 25;
-const MAX_BACKOFF_MS = 500;
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };

@@ -38,6 +38,20 @@ const STATEFUL_METHODS = Object.freeze(new Set(Object.entries(METHODS).filter(([
 /** The fields of health()'s answer, by name ({type, doc}). */
 const HEALTH_FIELDS = entries(RAW.health);
 
+/**
+ * The health() fields a reader relies on, checked against the spec once at load:
+ * a field the spec does not describe is a mistake of the reader's.
+ * @param {...string} names
+ * @returns {string[]} the names
+ * @throws {Error} for a name health() does not have
+ */
+function healthFields(...names) {
+  for (const name of names) {
+    if (!Object.prototype.hasOwnProperty.call(HEALTH_FIELDS, name)) throw new Error(`health() has no field ${JSON.stringify(name)} (expertd/protocol.json)`);
+  }
+  return names;
+}
+
 /** The error catalogue, by name: {summary, status, retryable, per_document, exit, side, hint}. */
 const ERRORS = entries(RAW.errors);
 /** Errors the server answers before running the method (so even a stateful call may be asked again). */
@@ -58,6 +72,7 @@ module.exports = {
   METHODS,
   STATEFUL_METHODS,
   HEALTH_FIELDS,
+  healthFields,
   ERRORS,
   REFUSED_BEFORE_RUNNING,
   RETRY_PROFILES,

@@ -20,7 +20,7 @@
  */
 
 const zerorpc = require("zerorpc");
-const { TIMEOUT_HEADER } = require("./errors");
+const { TIMEOUT_HEADER } = require("./spec");
 const { secureClient } = require("./curve");
 
 /**
