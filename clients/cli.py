@@ -351,7 +351,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
 def is_local(endpoint: str) -> bool:
     """True if ``endpoint`` is served on this machine (loopback, wildcard, ipc)."""
     parsed = parse_endpoint(endpoint, binding=True)
-    if parsed.transport == "ipc":
+    if parsed.transport != "tcp":  # ipc
         return True
     host = parsed.host
     if host in LOCAL_HOSTS or host.startswith("127."):

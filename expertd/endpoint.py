@@ -21,7 +21,7 @@ from expertd.spec import DEFAULT_HOST, DEFAULT_PORT, BRIDGE_PORT
 #: What a well-formed endpoint looks like, for messages.
 EXPECTED = "tcp://HOST:PORT or ipc:///PATH"
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
-_OTHER_ZMQ = ("inproc", "pgm", "epgm", "tipc", "vmci", "ws", "wss", "udp")
+_OTHER_ZMQ = ("pgm", "epgm", "tipc", "vmci", "ws", "wss", "udp")
 _HTTP = ("http", "https")
 _SPACES = " \t\n\r\v\f"
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", "'": "\\'"}
@@ -32,7 +32,8 @@ class EndpointError(ValueError):
 
 
 class Endpoint(NamedTuple):
-    """A parsed endpoint: ``transport`` is "tcp" or "ipc"; ``port`` is None for ``*`` (any)."""
+    """A parsed endpoint: ``transport`` is "tcp", "ipc" (or "inproc", binding only); ``port`` is
+    None for ``*`` (any); ``path`` is the socket's path (or the inproc name)."""
 
     transport: str
     host: str | None = None
@@ -46,8 +47,8 @@ class Endpoint(NamedTuple):
 
     def __str__(self) -> str:
         """The endpoint as ZeroMQ takes it (IPv6 hosts in brackets)."""
-        if self.transport == "ipc":
-            return f"ipc://{self.path}"
+        if self.transport != "tcp":
+            return f"{self.transport}://{self.path}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"tcp://{host}:{'*' if self.port is None else self.port}"
 
@@ -125,6 +126,13 @@ def parse_endpoint(text: str, binding: bool = False) -> Endpoint:
         if not address:
             raise EndpointError(f"endpoint {shown(text)} has no path: expected ipc:///PATH/TO/SOCKET")
         return Endpoint("ipc", path=address)
+    if transport == "inproc":
+        if binding and address:  # inside one process: nothing outside can reach it (expertd check)
+            return Endpoint("inproc", path=address)
+        if binding:
+            raise EndpointError(f"endpoint {shown(text)} has no name: expected inproc://NAME")
+        raise EndpointError(f"endpoint {shown(text)}: an inproc:// endpoint lives inside one "
+                            f"process, so no client can connect to it: expected {EXPECTED}")
     if transport != "tcp":
         if not transport:
             raise _fail(text, "has no transport", _tcp_suggestion(address))

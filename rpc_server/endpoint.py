@@ -25,7 +25,7 @@ def check_bindable(endpoint: str) -> None:
     parsed = parse_endpoint(endpoint, binding=True)  # malformed: the parser's one line
     if parsed.transport == "tcp":
         _check_tcp(endpoint, parsed)
-    else:
+    elif parsed.transport == "ipc":
         directory = Path(parsed.path).parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise EndpointError(f"cannot serve on {endpoint}: directory {directory} does not "

@@ -50,7 +50,7 @@ class SecurityError(Exception):
 def is_local_endpoint(endpoint: str) -> bool:
     """True if only this machine can reach ``endpoint`` (loopback TCP, ipc, inproc)."""
     parsed = parse_endpoint(endpoint, binding=True)
-    if parsed.transport == "ipc":
+    if parsed.transport != "tcp":  # ipc, inproc
         return True
     host = parsed.host
     if host == "localhost":

@@ -14,7 +14,7 @@ const { DEFAULT_HOST, DEFAULT_PORT, BRIDGE_PORT } = require("./spec");
 /** What a well-formed endpoint looks like, for messages. */
 const EXPECTED = "tcp://HOST:PORT or ipc:///PATH";
 const HOST_CHARS = /^[A-Za-z0-9._-]+$/;
-const OTHER_ZMQ = new Set(["inproc", "pgm", "epgm", "tipc", "vmci", "ws", "wss", "udp"]);
+const OTHER_ZMQ = new Set(["pgm", "epgm", "tipc", "vmci", "ws", "wss", "udp"]);
 const HTTP = new Set(["http", "https"]);
 const SPACES = " \t\n\r\v\f";
 const ESCAPES = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", "'": "\\'" };
@@ -110,6 +110,12 @@ function parseEndpoint(text, { binding = false } = {}) {
   if (transport === "ipc") {
     if (!address) throw new EndpointError(`endpoint ${shown(text)} has no path: expected ipc:///PATH/TO/SOCKET`);
     return { transport: "ipc", host: null, port: null, path: address };
+  }
+  if (transport === "inproc") {
+    // Inside one process: nothing outside can reach it (expertd check binds it).
+    if (binding && address) return { transport: "inproc", host: null, port: null, path: address };
+    if (binding) throw new EndpointError(`endpoint ${shown(text)} has no name: expected inproc://NAME`);
+    throw new EndpointError(`endpoint ${shown(text)}: an inproc:// endpoint lives inside one process, so no client can connect to it: expected ${EXPECTED}`);
   }
   if (transport !== "tcp") {
     if (!transport) throw fail(text, "has no transport", tcpSuggestion(address));
