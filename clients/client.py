@@ -36,7 +36,7 @@ from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
 from expertd.endpoint import parse_endpoint
 from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
-from expertd.spec import TIMEOUT_HEADER, kind
+from expertd.spec import ERROR, TIMEOUT_HEADER, kind
 
 
 def default_endpoint() -> str:
@@ -68,7 +68,7 @@ class ServerLost(zerorpc.LostRemote):
         """The call of ``method`` at ``endpoint`` lost its server ``tries`` times."""
         super().__init__(f"lost the server at {endpoint} while calling {method}() "
                          f"({tries} {'try' if tries == 1 else 'tries'}); "
-                         f"{kind('ServerUnavailable').hint}")
+                         f"{kind(ERROR.ServerUnavailable).hint}")
         self.endpoint, self.method, self.tries = endpoint, method, tries
 
 
@@ -105,8 +105,8 @@ def _catalogue_name(exc: Exception) -> str:
     if isinstance(exc, zerorpc.RemoteError):
         return exc.name
     if isinstance(exc, zerorpc.TimeoutExpired):
-        return "RpcTimeout"
-    return "ServerUnavailable"  # LostRemote
+        return ERROR.RpcTimeout
+    return ERROR.ServerUnavailable  # LostRemote
 
 
 class ExpertsClient:

@@ -117,9 +117,32 @@ ERRORS: dict[str, ErrorKind] = {name: ErrorKind(name=name, **fields)
                                 for name, fields in _entries(RAW["errors"]).items()}
 
 
+#: The name an error the catalogue does not know is treated as (``InternalError``).
+UNKNOWN_ERROR: str = RAW["errors"]["_unknown"]
+
+
+class _ErrorNames:
+    """``ERROR.Overloaded == "Overloaded"``: the catalogue's names as identifiers, so that code
+    never spells one in a string, and a misspelt one raises ``AttributeError``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> str:
+        if name in ERRORS:
+            return name
+        raise AttributeError(f"no error {name!r} in {PATH}")
+
+    def __dir__(self) -> list[str]:
+        return list(ERRORS)
+
+
+#: The error names, e.g. ``ERROR.RpcTimeout``.
+ERROR = _ErrorNames()
+
+
 def kind(name: str) -> ErrorKind:
-    """The catalogue entry for ``name``; an unknown name is treated as ``InternalError``."""
-    return ERRORS.get(name) or ERRORS["InternalError"]
+    """The catalogue entry for ``name``; an unknown name is treated as ``UNKNOWN_ERROR``."""
+    return ERRORS.get(name) or ERRORS[UNKNOWN_ERROR]
 
 
 def is_retryable(name: str) -> bool:

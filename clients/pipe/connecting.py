@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Callable
 
-from expertd.spec import exit_code
+from expertd.spec import ERROR, exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap
@@ -108,7 +108,7 @@ class Connector:
                     self.check_server()
                 if not backoff.sleep():
                     raise Stop(self.unreachable_message(last_error, backoff),
-                               exit_code("ServerUnavailable"))
+                               exit_code(ERROR.ServerUnavailable))
         finally:
             self._unlock()
 
@@ -266,4 +266,4 @@ class Connector:
         raise Stop(f"the server it started ({' '.join(self.server.args)}) exited with status "
                    f"{status} before answering; the end of its log ({self.log_path}):{shown}\n"
                    f"Fix what it says, then run again. Lines were written through unchanged.",
-                   exit_code("ServerUnavailable"))
+                   exit_code(ERROR.ServerUnavailable))

@@ -11,7 +11,7 @@ is the caller's to handle.
 from __future__ import annotations
 
 from expertd.retry import Backoff, is_retryable
-from expertd.spec import exit_code, kind
+from expertd.spec import ERROR, exit_code, kind
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable
 
 
@@ -35,10 +35,10 @@ def error_name(exc: BaseException) -> str:
     if isinstance(exc, RemoteError):
         return exc.name
     if isinstance(exc, CallTimeout):
-        return "RpcTimeout"
+        return ERROR.RpcTimeout
     if isinstance(exc, (ServerUnavailable, OSError)):
-        return "ServerUnavailable"
-    return "InternalError"
+        return ERROR.ServerUnavailable
+    return ERROR.InternalError
 
 
 def describe(exc: BaseException) -> str:

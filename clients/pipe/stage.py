@@ -15,7 +15,7 @@ import sys
 from typing import IO
 
 from expertd.endpoint import EndpointError, parse_endpoint
-from expertd.spec import exit_code
+from expertd.spec import ERROR, exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.output import Output, PatientText, Progress, as_line
@@ -26,11 +26,11 @@ from expertd.clients.pipe.retrying import Stop
 
 EXIT_OK = 0
 #: Some document got no opinion (e.g. ``InvalidDocument``, ``ExpertFailed``).
-EXIT_PARTIAL = exit_code("InvalidDocument")
+EXIT_PARTIAL = exit_code(ERROR.InvalidDocument)
 #: The request was wrong (e.g. ``UnknownExpert``).
-EXIT_USAGE = exit_code("UnknownExpert")
+EXIT_USAGE = exit_code(ERROR.UnknownExpert)
 #: No server answered.
-EXIT_UNREACHABLE = exit_code("ServerUnavailable")
+EXIT_UNREACHABLE = exit_code(ERROR.ServerUnavailable)
 #: Lines read before detection gives up and calls the input JSON Lines.
 DETECT_LINES = 64
 
@@ -112,7 +112,7 @@ class Stage:
                           f"lines not yet answered were written through unchanged; "
                           f"please report this")
                 self.pass_rest()
-                return exit_code("InternalError")
+                return exit_code(ERROR.InternalError)
         except Interrupted as exc:
             self.stopping = True
             count = self.output.write_through_pending(self.buffered())

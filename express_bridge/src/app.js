@@ -7,7 +7,8 @@
 const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
-const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType } = require("./errors");
+const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType, catalogueError } = require("./errors");
+const { ERROR } = require("./spec");
 const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
@@ -42,7 +43,7 @@ function parsedBody(req, accepted) {
     const type = req.headers["content-type"] || "(none)";
     throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send ${accepted}`);
   }
-  throw new HttpError(400, "InvalidDocument", `the request needs a body: ${accepted}`);
+  throw catalogueError(ERROR.InvalidDocument, `the request needs a body: ${accepted}`);
 }
 
 /** `?merge=true|false|1|0` -> boolean; anything else is a 400. */
@@ -159,7 +160,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("post", "/experts/:name", {}, jsonBody, formBody, async (req, res) => {
     const body = parsedBody(req, "a JSON object (application/json) or a form (text=...)");
     if (!isDocument(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON object (a document), got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON object (a document), got ${jsonType(body)}`);
     }
     const merge = booleanQuery(req, "merge");
     const doc = { ...body }; // form bodies have a null prototype
@@ -176,7 +177,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("post", "/experts/:name/batch", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, "a JSON array of documents (application/json)");
     if (!Array.isArray(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON array of documents, got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON array of documents, got ${jsonType(body)}`);
     }
     res.json(await rpcCall("batch", () => rpc.batch(req.params.name, body)));
   });
@@ -186,14 +187,14 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("post", "/opinions", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, 'a JSON object {"doc": {...}, "experts": [...]} (application/json)');
     if (!isDocument(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON object {"doc": {...}, "experts": [...]}, got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON object {"doc": {...}, "experts": [...]}, got ${jsonType(body)}`);
     }
     if (!isDocument(body.doc)) {
-      throw new HttpError(400, "InvalidDocument", `"doc" must be a JSON object, got ${body.doc === undefined ? "nothing" : jsonType(body.doc)}`);
+      throw catalogueError(ERROR.InvalidDocument, `"doc" must be a JSON object, got ${body.doc === undefined ? "nothing" : jsonType(body.doc)}`);
     }
     const names = body.experts ?? null;
     if (names !== null && !(Array.isArray(names) && names.every((n) => typeof n === "string"))) {
-      throw new HttpError(400, "BadArguments", `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
+      throw catalogueError(ERROR.BadArguments, `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
     }
     res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
   });

@@ -53,6 +53,7 @@
  */
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
+const { ERROR } = require("./spec");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -291,7 +292,7 @@ class Coalescer {
     } catch (err) {
       // TooManyDocuments: the batch outgrew the expert's queue (queue.max_docs), though each
       // request alone fits: ask for each on its own.
-      if (err && (err.local || err.name === "TooManyDocuments")) {
+      if (err && (err.local || err.name === ERROR.TooManyDocuments)) {
         // The batch could not even be sent (e.g. one document msgpack cannot
         // encode): that is one document's problem, so ask each on its own.
         await Promise.all(batch.map((item) => this._alone(name, state, item)));

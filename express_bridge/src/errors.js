@@ -32,7 +32,7 @@ class HttpError extends Error {
  * The error catalogue (expertd/protocol.json, through spec.js), shared with
  * the Python side: each error name's HTTP status, whether it is retryable, and its scope.
  */
-const { ERRORS: CATALOGUE, TIMEOUT_HEADER } = require("./spec");
+const { ERRORS: CATALOGUE, ERROR, UNKNOWN_ERROR, TIMEOUT_HEADER } = require("./spec");
 const { RETRYABLE, mayAskAgain } = require("./retry");
 
 /** Seconds a client should wait before asking again after a retryable 503. */
@@ -46,7 +46,7 @@ const RETRY_AFTER_S = "1";
  * @returns {HttpError}
  */
 function catalogueError(name, message) {
-  const entry = CATALOGUE[name] || CATALOGUE.InternalError;
+  const entry = CATALOGUE[name] || CATALOGUE[UNKNOWN_ERROR];
   const headers = entry.retryable && entry.status === 503 ? { "Retry-After": RETRY_AFTER_S } : {};
   return new HttpError(entry.status, name, message, { headers });
 }
@@ -54,7 +54,7 @@ function catalogueError(name, message) {
 /** expertd does not answer (nothing listens, or it stopped answering). HTTP 503. */
 class ServerUnavailableError extends HttpError {
   constructor(message) {
-    const e = catalogueError("ServerUnavailable", message);
+    const e = catalogueError(ERROR.ServerUnavailable, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -62,7 +62,7 @@ class ServerUnavailableError extends HttpError {
 /** expertd is up but did not answer this call in time. HTTP 504. */
 class RpcTimeoutError extends HttpError {
   constructor(message) {
-    const e = catalogueError("RpcTimeout", message);
+    const e = catalogueError(ERROR.RpcTimeout, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -70,7 +70,7 @@ class RpcTimeoutError extends HttpError {
 /** The bridge (its coalescer queue) or expertd is at capacity: HTTP 503 with Retry-After. */
 class OverloadedError extends HttpError {
   constructor(message) {
-    const e = catalogueError("Overloaded", message);
+    const e = catalogueError(ERROR.Overloaded, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -93,7 +93,7 @@ class RemoteError extends HttpError {
    */
   constructor(name, message) {
     const known = Object.prototype.hasOwnProperty.call(REMOTE_STATUS, name);
-    const status = known ? REMOTE_STATUS[name] : REMOTE_STATUS.InternalError;
+    const status = known ? REMOTE_STATUS[name] : REMOTE_STATUS[UNKNOWN_ERROR];
     const retryAfter = known && RETRYABLE.has(name) && status === 503;
     super(status, name || "RemoteError", message || "", retryAfter ? { headers: { "Retry-After": RETRY_AFTER_S } } : {});
     this.remote = true;
@@ -117,7 +117,7 @@ const PARSER_ERRORS = {
   "charset.unsupported": [415, "UnsupportedMediaType"],
   "request.aborted": [400, "RequestAborted"],
   "request.size.invalid": [400, "BadRequest"],
-  "stream.encoding.set": [500, "InternalError"],
+  "stream.encoding.set": [CATALOGUE[ERROR.InternalError].status, ERROR.InternalError],
   "parameters.too.many": [413, "PayloadTooLarge"],
 };
 
@@ -143,7 +143,7 @@ function toHttpError(err) {
   if (err && Number.isInteger(err.status) && err.status >= 400 && err.status < 500 && err.expose) {
     return new HttpError(err.status, err.name && err.name !== "Error" ? err.name : "BadRequest", err.message);
   }
-  const wrapped = new HttpError(500, "InternalError", "the bridge failed to handle this request");
+  const wrapped = catalogueError(ERROR.InternalError, "the bridge failed to handle this request");
   wrapped.cause = err;
   return wrapped;
 }
@@ -224,6 +224,7 @@ module.exports = {
   RETRYABLE,
   mayAskAgain,
   CATALOGUE,
+  ERROR,
   errorBody,
   toHttpError,
   errorHandler,

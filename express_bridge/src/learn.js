@@ -11,7 +11,8 @@
  * that refusal's own status (from the error catalogue), like any bad request.
  */
 
-const { HttpError, REMOTE_STATUS, jsonType } = require("./errors");
+const { HttpError, REMOTE_STATUS, jsonType, catalogueError } = require("./errors");
+const { ERROR } = require("./spec");
 
 const PATH = "/experts/:name/learn";
 
@@ -23,7 +24,7 @@ const PATH = "/experts/:name/learn";
 function learnDocuments(body) {
   if (Array.isArray(body)) return { docs: body, single: false };
   if (body !== null && typeof body === "object") return { docs: [{ ...body }], single: true }; // forms: null prototype
-  throw new HttpError(400, "InvalidDocument", `the body must be a labelled document, an array of them, or a form (text, label), got ${jsonType(body)}`);
+  throw catalogueError(ERROR.InvalidDocument, `the body must be a labelled document, an array of them, or a form (text, label), got ${jsonType(body)}`);
 }
 
 /**

@@ -22,7 +22,8 @@
  * batch, and the stream goes on.
  */
 
-const { HttpError, toHttpError, jsonType } = require("./errors");
+const { HttpError, toHttpError, jsonType, catalogueError } = require("./errors");
+const { ERROR } = require("./spec");
 const { jsonDepth } = require("./middleware");
 
 /** Media types this route reads. */
@@ -156,7 +157,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       const experts = await rpcCall("experts", () => rpc.experts());
       const names = experts.map((e) => e.name);
       if (!names.includes(name)) {
-        throw new HttpError(404, "UnknownExpert", `unknown expert '${name}'; this server runs: ${names.join(", ")}`);
+        throw catalogueError(ERROR.UnknownExpert, `unknown expert '${name}'; this server runs: ${names.join(", ")}`);
       }
     }
 
@@ -186,7 +187,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       let k = 0;
       for (const item of items) {
         if (item.blank) out += "\n";
-        else if (item.problem) out += `${JSON.stringify({ line: item.number, error: { name: "InvalidDocument", message: item.problem } })}\n`;
+        else if (item.problem) out += `${JSON.stringify({ line: item.number, error: { name: ERROR.InvalidDocument, message: item.problem } })}\n`;
         else if (failure) {
           const doc = item.doc;
           const errors = doc.errors && typeof doc.errors === "object" && !Array.isArray(doc.errors) ? doc.errors : {};

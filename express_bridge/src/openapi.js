@@ -57,7 +57,7 @@ function errorResponses(statuses) {
 
 /** Error names the bridge itself answers with (not from the server). */
 const LOCAL_ERRORS = {
-  400: ["BadRequest", "MalformedJSON", "InvalidDocument"],
+  400: ["BadRequest", "MalformedJSON"],
   401: ["Unauthorized"],
   403: ["CorsOriginNotAllowed"],
   404: ["NotFound"],

@@ -34,6 +34,7 @@
 
 const { EventEmitter } = require("node:events");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
+const { ERROR } = require("./spec");
 const { mayAskAgain, BRIDGE, MAX_ATTEMPTS, MIN_RETRY_MS } = require("./retry");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
@@ -251,7 +252,7 @@ class ExpertdClient extends EventEmitter {
     if (err.lost) {
       const probe = await this.probe({ maxAgeMs: 0 });
       if (!probe.ok) return this._unavailable(probe.reason);
-    } else if (err.remote && err.name === "ShuttingDown") {
+    } else if (err.remote && err.name === ERROR.ShuttingDown) {
       this.pool.remove(connection);
       if (connection.peer) attempt.refusedBy.add(connection.peer.id);
       attempt.drained += 1;
@@ -260,7 +261,7 @@ class ExpertdClient extends EventEmitter {
         if (timeLeft() < backoffMs + MIN_RETRY_MS) return err;
         await new Promise((resolve) => setTimeout(resolve, backoffMs));
       }
-    } else if (err.remote && err.name === "Overloaded") {
+    } else if (err.remote && err.name === ERROR.Overloaded) {
       if (!connection.peer) return err;
       attempt.refusedBy.add(connection.peer.id);
       if (!this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) return err;

@@ -54,6 +54,10 @@ function healthFields(...names) {
 
 /** The error catalogue, by name: {summary, status, retryable, per_document, exit, side, hint}. */
 const ERRORS = entries(RAW.errors);
+/** The name an error the catalogue does not know is treated as (InternalError). */
+const UNKNOWN_ERROR = RAW.errors._unknown;
+/** The error names as identifiers, e.g. `ERROR.Overloaded === "Overloaded"`: code never spells one in a string. */
+const ERROR = Object.freeze(Object.fromEntries(Object.keys(ERRORS).map((name) => [name, name])));
 /** Errors the server answers before running the method (so even a stateful call may be asked again). */
 const REFUSED_BEFORE_RUNNING = Object.freeze(new Set(RAW.retry.refused_before_running));
 /** Each client's backoff parameters (base_s, factor, cap_s, jitter) and limits. */
@@ -74,6 +78,8 @@ module.exports = {
   HEALTH_FIELDS,
   healthFields,
   ERRORS,
+  ERROR,
+  UNKNOWN_ERROR,
   REFUSED_BEFORE_RUNNING,
   RETRY_PROFILES,
 };
