@@ -25,6 +25,7 @@ import click
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.endpoint import EndpointError, click_callback, exit_usage, parse_endpoint
+from expertd.spec import METHOD
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
@@ -230,7 +231,7 @@ def _first_line(text: str | None) -> str:
               help="Seconds to wait for the server.")
 def list_experts(endpoint, timeout):
     """List the server's experts and RPC methods, from its own descriptions."""
-    experts, described = _ask("list", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    experts, described = _ask("list", endpoint, timeout, (METHOD.experts,), ("_zerorpc_inspect",))
     names = {e["name"] for e in experts}
     click.echo(f"Experts on {endpoint} (`expertd info NAME` for one):")
     width = max((len(e["name"]) for e in experts), default=0)
@@ -276,7 +277,7 @@ def info(name, endpoint, timeout):
     The opinion's shape is read from the expert's answer to a short sample
     text (skipped if it does not answer within --timeout).
     """
-    experts, described = _ask("info", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    experts, described = _ask("info", endpoint, timeout, (METHOD.experts,), ("_zerorpc_inspect",))
     entry = next((e for e in experts if e["name"] == name), None)
     if entry is None:
         click.echo(f"expertd info: the server at {endpoint} has no expert {name!r}; it runs: "
@@ -328,7 +329,7 @@ def status(endpoint, timeout, quiet):
     """Say whether a server answers at the endpoint (exit 0), or not (exit 3)."""
     try:
         with connect(endpoint, timeout=timeout) as connection:
-            health = connection.call("health")
+            health = connection.call(METHOD.health)
     except (ServerUnavailable, CallTimeout) as exc:
         if not quiet:
             click.echo(f"no expertd server answers at {endpoint} ({exc})")
@@ -410,7 +411,7 @@ def stop(endpoint, timeout):
     """
     try:
         with connect(endpoint, timeout=15.0) as connection:
-            health = connection.call("health")
+            health = connection.call(METHOD.health)
     except (ServerUnavailable, CallTimeout) as exc:
         click.echo(f"expertd stop: no expertd server answers at {endpoint} ({exc}); nothing "
                    f"to stop", err=True)
@@ -458,7 +459,7 @@ def install_stage(names, directory, endpoint):
             raise click.UsageError(f"expert name {name!r} must be an identifier")
     try:
         with connect(endpoint, timeout=2.0) as connection:
-            served = connection.call("health").get("experts", [])
+            served = connection.call(METHOD.health).get("experts", [])
     except (ServerUnavailable, CallTimeout):
         click.echo(f"warning: no server answers at {endpoint}, so the names were not checked",
                    err=True)

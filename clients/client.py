@@ -36,7 +36,7 @@ from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
 from expertd.endpoint import parse_endpoint
 from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
-from expertd.spec import ERROR, TIMEOUT_HEADER, kind
+from expertd.spec import ERROR, METHOD, TIMEOUT_HEADER, kind
 
 
 def default_endpoint() -> str:
@@ -171,7 +171,7 @@ class ExpertsClient:
     def _open_spare(self, least: zerorpc.Client) -> zerorpc.Client:
         """A new connection on a worker the others do not use (when it can be), or ``least``."""
         def health(client: zerorpc.Client):
-            return client("health", timeout=min(self._timeout, 5.0))
+            return client(METHOD.health, timeout=min(self._timeout, 5.0))
 
         try:
             spare, _ = self._workers.open_spare(self._clients, self._connect, health,
@@ -217,31 +217,31 @@ class ExpertsClient:
 
     def opinion(self, name: str, doc: dict) -> dict:
         """The opinion of expert ``name`` on ``doc``."""
-        return self.call("opinion", name, doc)
+        return self.call(METHOD.opinion, name, doc)
 
     def opinions(self, doc: dict, names: Iterable[str] = ()) -> dict:
         """``doc`` with ``opinions.<name>`` (and ``errors.<name>``) for each expert named (all if none)."""
-        return self.call("opinions", doc, list(names))
+        return self.call(METHOD.opinions, doc, list(names))
 
     def batch(self, name: str, docs: list[dict]) -> list[dict]:
         """The opinions of expert ``name`` on each document, in order."""
-        return self.call("batch", name, list(docs))
+        return self.call(METHOD.batch, name, list(docs))
 
     def opinions_batch(self, docs: list, names: Iterable[str] = ()) -> list:
         """Each document with its opinions and errors added, in order."""
-        return self.call("opinions_batch", list(docs), list(names))
+        return self.call(METHOD.opinions_batch, list(docs), list(names))
 
     def experts(self) -> list[dict]:
         """Names, versions, descriptions, fields and held-out metrics of the experts."""
-        return self.call("experts")
+        return self.call(METHOD.experts)
 
     def health(self) -> dict:
         """The server's status, experts, version, pid and uptime."""
-        return self.call("health")
+        return self.call(METHOD.health)
 
     def stats(self) -> dict:
         """Per-expert calls, errors and latency."""
-        return self.call("stats")
+        return self.call(METHOD.stats)
 
     def __getattr__(self, name: str):
         """``client.sentiment(doc)``: ask the expert of that name."""

@@ -28,7 +28,7 @@ from expertd.clients.pipe import LineReader
 from expertd.clients.pipe.reading import decode, pack_document, problem_of
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.endpoint import click_callback
-from expertd.spec import ERROR, exit_code
+from expertd.spec import ERROR, METHOD, exit_code
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _WHERE = re.compile(r"^docs\[\d+\]")
@@ -69,7 +69,7 @@ class Teacher:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                result = self.connection.call("learn", self.name, [doc for _, doc in batch])
+                result = self.connection.call(METHOD.learn, self.name, [doc for _, doc in batch])
                 break
             except RemoteError as exc:  # a draining server took nothing: ask again
                 if exc.name != ERROR.ShuttingDown or time.monotonic() >= deadline:

@@ -82,6 +82,29 @@ class Method(NamedTuple):
 METHODS: dict[str, Method] = {
     name: Method(name=name, args=tuple(entry["args"]), stateful=entry["stateful"], result=entry["result"])
     for name, entry in _entries(RAW["methods"]).items()}
+
+
+class _Names:
+    """``names.x == "x"`` for each name of a spec section; a misspelt one raises ``AttributeError``,
+    so code names methods and errors as identifiers, never in strings."""
+
+    __slots__ = ("_names", "_what")
+
+    def __init__(self, names, what: str) -> None:
+        object.__setattr__(self, "_names", frozenset(names))
+        object.__setattr__(self, "_what", what)
+
+    def __getattr__(self, name: str) -> str:
+        if name in self._names:
+            return name
+        raise AttributeError(f"no {self._what} {name!r} in {PATH}")
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._names)
+
+
+#: The method names, e.g. ``METHOD.opinions_batch``.
+METHOD = _Names(METHODS, "method")
 #: Methods that change the server's state (``learn``).
 STATEFUL_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if m.stateful)
 
@@ -121,23 +144,8 @@ ERRORS: dict[str, ErrorKind] = {name: ErrorKind(name=name, **fields)
 UNKNOWN_ERROR: str = RAW["errors"]["_unknown"]
 
 
-class _ErrorNames:
-    """``ERROR.Overloaded == "Overloaded"``: the catalogue's names as identifiers, so that code
-    never spells one in a string, and a misspelt one raises ``AttributeError``."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> str:
-        if name in ERRORS:
-            return name
-        raise AttributeError(f"no error {name!r} in {PATH}")
-
-    def __dir__(self) -> list[str]:
-        return list(ERRORS)
-
-
-#: The error names, e.g. ``ERROR.RpcTimeout``.
-ERROR = _ErrorNames()
+#: The error names, e.g. ``ERROR.RpcTimeout`` (``ERROR.Overloaded == "Overloaded"``).
+ERROR = _Names(ERRORS, "error")
 
 
 def kind(name: str) -> ErrorKind:

@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 
 from expertd.endpoint import click_callback
-from expertd.spec import DEFAULT_ENDPOINT
+from expertd.spec import DEFAULT_ENDPOINT, METHOD
 
 log = logging.getLogger("expertd.supervisor")
 
@@ -514,7 +514,7 @@ def reload_command(endpoint):
 
     try:  # the clients' own connection: it carries CURVE keys when they are configured
         with connect(endpoint, timeout=10.0) as connection:
-            health = connection.call("health")
+            health = connection.call(METHOD.health)
     except (ServerUnavailable, CallTimeout, RemoteError) as exc:
         raise click.ClickException(f"no expertd server answered at {endpoint} ({exc}); "
                                    f"is it running?") from None

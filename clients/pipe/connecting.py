@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Callable
 
-from expertd.spec import ERROR, exit_code
+from expertd.spec import ERROR, METHOD, exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap
@@ -90,7 +90,7 @@ class Connector:
                                                                backoff.remaining())))
                     connection.timeout = opts.call_timeout
                     if self.server is not None:
-                        connection.call("health", timeout=min(5.0, opts.call_timeout))
+                        connection.call(METHOD.health, timeout=min(5.0, opts.call_timeout))
                     self._add(connection)
                     return connection
                 except (ServerUnavailable, CallTimeout) as exc:
@@ -116,7 +116,7 @@ class Connector:
         """True if a server answers now (one another stage started while we waited)."""
         try:
             with connect(self.options.endpoint, timeout=2.0) as connection:
-                connection.call("health", timeout=2.0)
+                connection.call(METHOD.health, timeout=2.0)
             return True
         except (ServerUnavailable, CallTimeout):
             return False
@@ -157,7 +157,7 @@ class Connector:
                 self.drop(connection)
 
     def _health(self, connection: Connection):
-        return connection.call("health", timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
+        return connection.call(METHOD.health, timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
 
     def _open_spare(self) -> Connection:
         """Another connection, on a worker no open connection uses when it can be."""

@@ -26,7 +26,7 @@ from expertd.clients.pipe.output import answered_line
 from expertd.clients.pipe.reading import Item, parse_line
 from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
-from expertd.spec import ERROR
+from expertd.spec import ERROR, METHOD
 
 if TYPE_CHECKING:
     from expertd.clients.pipe.stage import Stage
@@ -110,7 +110,7 @@ class Asker:
         connection = self.connector.spare(busy) if busy else self.connector.get()
         try:
             sent.slim = self.slim
-            sent.message_id = connection.send_packed("opinions_batch",
+            sent.message_id = connection.send_packed(METHOD.opinions_batch,
                                                      self.packed_args(sent.docs))
             sent.connection = connection
         except ServerUnavailable:
@@ -156,7 +156,7 @@ class Asker:
             started = time.monotonic()
             try:
                 return self.checked(connection.receive(
-                    connection.send_packed("opinions_batch", args)), docs)
+                    connection.send_packed(METHOD.opinions_batch, args)), docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
                 if self.older_server(exc, slim):
                     slim, args = self.slim, self.packed_args(docs)

@@ -8,7 +8,7 @@ const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
 const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType, catalogueError } = require("./errors");
-const { ERROR } = require("./spec");
+const { ERROR, METHOD } = require("./spec");
 const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
@@ -128,8 +128,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
 
   // GETs are never shed (admission.js), and anyone may send /healthz: concurrent
   // requests share one RPC (shared_call.js), and its answer serves for SHARED_FRESH_MS.
-  const serverHealth = sharedCall(() => rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: SHARED_FRESH_MS });
-  const serverExperts = sharedCall(() => rpcCall("experts", () => rpc.experts()), { freshMs: SHARED_FRESH_MS });
+  const serverHealth = sharedCall(() => rpcCall(METHOD.health, () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: SHARED_FRESH_MS });
+  const serverExperts = sharedCall(() => rpcCall(METHOD.experts, () => rpc.experts()), { freshMs: SHARED_FRESH_MS });
 
   route("get", "/healthz", { isPublic: true }, async (req, res) => {
     try {
@@ -154,7 +154,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: serverExperts }, auth: Boolean(token) }));
 
   route("get", "/stats", {}, async (req, res) => {
-    res.json(await rpcCall("stats", () => rpc.stats()));
+    res.json(await rpcCall(METHOD.stats, () => rpc.stats()));
   });
 
   route("post", "/experts/:name", {}, jsonBody, formBody, async (req, res) => {
@@ -168,7 +168,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     // Coalesced with concurrent requests for the same expert (see coalescer.js);
     // the body's size bounds the batch's size in bytes.
     const bytes = Number(req.headers["content-length"]) || undefined;
-    const opinion = await rpcCall("opinion", () => rpc.opinion(name, doc, { bytes }));
+    const opinion = await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes }));
     if (!merge) return res.json(opinion);
     const opinions = isDocument(doc.opinions) ? doc.opinions : {};
     res.json({ ...doc, opinions: { ...opinions, [name]: opinion } });
@@ -179,7 +179,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (!Array.isArray(body)) {
       throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON array of documents, got ${jsonType(body)}`);
     }
-    res.json(await rpcCall("batch", () => rpc.batch(req.params.name, body)));
+    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body)));
   });
 
   route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), maxDepth: jsonMaxDepth, rpcCall }));
@@ -196,7 +196,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (names !== null && !(Array.isArray(names) && names.every((n) => typeof n === "string"))) {
       throw catalogueError(ERROR.BadArguments, `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
     }
-    res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
+    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names)));
   });
 
   mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });

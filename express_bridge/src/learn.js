@@ -12,7 +12,7 @@
  */
 
 const { HttpError, REMOTE_STATUS, jsonType, catalogueError } = require("./errors");
-const { ERROR } = require("./spec");
+const { ERROR, METHOD } = require("./spec");
 
 const PATH = "/experts/:name/learn";
 
@@ -40,7 +40,7 @@ function mountLearn(route, { rpc, rpcCall, parsedBody, parsers }) {
   route("post", PATH, {}, ...parsers, async (req, res) => {
     const body = parsedBody(req, "a labelled JSON document, an array of them (application/json), or a form (text=...&label=...)");
     const { docs, single } = learnDocuments(body);
-    const result = await rpcCall("learn", () => rpc.call("learn", [req.params.name, docs]));
+    const result = await rpcCall(METHOD.learn, () => rpc.call(METHOD.learn, [req.params.name, docs]));
     if (single && result.accepted === 0 && result.refused.length === 1) {
       const { name, message } = result.refused[0];
       throw new HttpError(REMOTE_STATUS[name] || 400, name, message.replace(/^docs\[0\]/, "the document"));

@@ -23,7 +23,7 @@
  */
 
 const { HttpError, toHttpError, jsonType, catalogueError } = require("./errors");
-const { ERROR } = require("./spec");
+const { ERROR, METHOD } = require("./spec");
 const { jsonDepth } = require("./middleware");
 
 /** Media types this route reads. */
@@ -154,7 +154,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send newline-delimited JSON (application/x-ndjson)`);
     }
     if (!rpc.knownExperts.has(name)) {
-      const experts = await rpcCall("experts", () => rpc.experts());
+      const experts = await rpcCall(METHOD.experts, () => rpc.experts());
       const names = experts.map((e) => e.name);
       if (!names.includes(name)) {
         throw catalogueError(ERROR.UnknownExpert, `unknown expert '${name}'; this server runs: ${names.join(", ")}`);
@@ -177,7 +177,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       let failure = null;
       if (docs.length) {
         try {
-          answers = await rpcCall("opinions_batch", () => rpc.call("opinions_batch", [docs, [name]]));
+          answers = await rpcCall(METHOD.opinions_batch, () => rpc.call(METHOD.opinions_batch, [docs, [name]]));
         } catch (err) {
           if (!started) throw err; // nothing written yet: a plain HTTP error
           failure = toHttpError(err);

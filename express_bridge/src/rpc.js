@@ -34,7 +34,7 @@
 
 const { EventEmitter } = require("node:events");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
-const { ERROR } = require("./spec");
+const { ERROR, METHOD } = require("./spec");
 const { mayAskAgain, BRIDGE, MAX_ATTEMPTS, MIN_RETRY_MS } = require("./retry");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
@@ -76,8 +76,8 @@ class ExpertdClient extends EventEmitter {
       size: connections,
       logger: this.logger,
       connect: () => this._newConnection(),
-      hello: (c) => c.invoke("health", [], this.timeoutMs).then((h) => {
-        this._observe("health", h);
+      hello: (c) => c.invoke(METHOD.health, [], this.timeoutMs).then((h) => {
+        this._observe(METHOD.health, h);
         return h;
       }),
     });
@@ -130,17 +130,17 @@ class ExpertdClient extends EventEmitter {
 
   /** `health()` -> {status, experts, uptime_s, pid, version}. @param {{timeoutMs?: number}} [o] */
   health(o) {
-    return this.call("health", [], o);
+    return this.call(METHOD.health, [], o);
   }
 
   /** `experts()` -> [{name, version, description, field, metrics, batch}]. */
   experts() {
-    return this.call("experts", []);
+    return this.call(METHOD.experts, []);
   }
 
   /** `stats()` -> per-expert counters. */
   stats() {
-    return this.call("stats", []);
+    return this.call(METHOD.stats, []);
   }
 
   /**
@@ -160,12 +160,12 @@ class ExpertdClient extends EventEmitter {
    * @param {object} doc @param {string[]|null} names (null or [] = every expert)
    */
   opinions(doc, names) {
-    return this.call("opinions", [doc, names ?? null]);
+    return this.call(METHOD.opinions, [doc, names ?? null]);
   }
 
   /** `batch(name, docs)` -> opinions in order. @param {string} name @param {object[]} docs */
   batch(name, docs) {
-    return this.call("batch", [name, docs]);
+    return this.call(METHOD.batch, [name, docs]);
   }
 
   /**
@@ -176,7 +176,7 @@ class ExpertdClient extends EventEmitter {
    */
   async probe(options) {
     const result = await this.connectivity.probe(options);
-    if (result.ok) this._observe("health", result.health);
+    if (result.ok) this._observe(METHOD.health, result.health);
     return result;
   }
 
@@ -287,10 +287,10 @@ class ExpertdClient extends EventEmitter {
   }
 
   _observe(method, result) {
-    if (method === "health" && result && Array.isArray(result.experts)) {
+    if (method === METHOD.health && result && Array.isArray(result.experts)) {
       this.knownExperts = new Set(result.experts.map(String));
       this.lastHealth = result;
-    } else if (method === "experts" && Array.isArray(result)) {
+    } else if (method === METHOD.experts && Array.isArray(result)) {
       this.knownExperts = new Set(result.map((e) => String(e && e.name)));
     }
   }

@@ -32,6 +32,8 @@ const TIMEOUT_HEADER = HEADERS.deadline.key;
 
 /** The service's RPC methods, by name: {args (a trailing ? marks an optional one), stateful, result}. */
 const METHODS = entries(RAW.methods);
+/** The method names as identifiers, e.g. `METHOD.opinions_batch === "opinions_batch"`. */
+const METHOD = Object.freeze(Object.fromEntries(Object.keys(METHODS).map((name) => [name, name])));
 /** Methods that change the server's state (learn). */
 const STATEFUL_METHODS = Object.freeze(new Set(Object.entries(METHODS).filter(([, m]) => m.stateful).map(([name]) => name)));
 
@@ -74,6 +76,7 @@ module.exports = {
   HEADERS,
   TIMEOUT_HEADER,
   METHODS,
+  METHOD,
   STATEFUL_METHODS,
   HEALTH_FIELDS,
   healthFields,

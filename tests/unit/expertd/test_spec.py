@@ -241,3 +241,12 @@ def test_the_readme_error_table_agrees_with_the_spec():
         entry = spec.ERRORS[name]
         assert (int(status), retryable == "yes", per_document == "yes") == \
             (entry.status, entry.retryable, entry.per_document), name
+
+
+def test_every_method_name_the_code_uses_is_in_the_spec():
+    used = set()
+    for path in _product_files():
+        used |= set(re.findall(r"\bMETHOD\.([A-Za-z_]\w*)", _without_comments(path.read_text())))
+    assert used and used <= set(spec.METHODS), used - set(spec.METHODS)
+    with pytest.raises(AttributeError):
+        spec.METHOD.opinon  # noqa: B018 - a misspelt name fails loudly
