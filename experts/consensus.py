@@ -211,7 +211,8 @@ def evaluate(data_dir: str | Path = "data", models: str | Path = "models",
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m expertd.experts.consensus --evaluate``: write the held-out metrics file."""
-    parser = argparse.ArgumentParser(prog="python -m expertd.experts.consensus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m expertd.experts.consensus",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--evaluate", action="store_true", required=True,
                         help="measure consensus and each judge on the held-out split")
     parser.add_argument("--data-dir", default="data")

@@ -241,7 +241,8 @@ def save_atomically(model, metrics: dict, model_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Train the missing and out-of-date models; 1 if any misses its threshold, 2 if there is no data."""
-    parser = argparse.ArgumentParser(prog="python -m expertd.experts.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m expertd.experts.train",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where the ground truth is cached")
     parser.add_argument("--out", default="models", help="where models are written")
     parser.add_argument("--only", choices=MODELS, help="train just this model")

@@ -73,7 +73,8 @@ def cleanup(proc: subprocess.Popen) -> None:
 
 def test_server_that_cannot_start_leaves_nothing_behind(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("experts:\n  x:\n    expert: expertd.experts.examples:shouting\n    batch: {max_size: '64'}\n")
+    bad.write_text("experts:\n  x:\n    expert: expertd.experts.examples:shouting\n"
+                   "    batch: {max_size: '64'}\n")
     proc, port, log = start_make_run(tmp_path, config=bad)
     try:
         assert proc.wait(120) != 0

@@ -187,7 +187,8 @@ def test_missing_option_path_is_named_not_the_endpoint(tmp_path):
 
 def test_constructor_problems_are_listed_together(tmp_path):
     path = write(tmp_path, "experts:\n  slow:\n    expert: expertd.experts.examples:SlowExpert\n"
-                           "    options: {seconds: soon}\n  v:\n    expert: expertd.experts.vader:VaderExpert\n"
+                           "    options: {seconds: soon}\n"
+                           "  v:\n    expert: expertd.experts.vader:VaderExpert\n"
                            "    options: {colour: red}\n")
     with pytest.raises(ConfigError) as info:
         build_experts(load_config(path))

@@ -13,7 +13,8 @@ import pytest
 
 from expertd.experts.config import ConfigError, ExpertSpec, build_expert, import_from_string, load_config
 from expertd.experts.examples import FailingExpert, SlowExpert, shouting
-from expertd.experts.keras_text import GENRE_LABELS, SENTIMENT_LABELS, GenreExpert, SentimentExpert, valence_band
+from expertd.experts.keras_text import (GENRE_LABELS, SENTIMENT_LABELS, GenreExpert, SentimentExpert,
+                                        valence_band)
 from expertd.experts.train import THRESHOLDS
 from expertd.experts.vader import VaderExpert
 
@@ -147,7 +148,8 @@ def test_function_expert_from_config():
 @pytest.mark.parametrize("import_string, message", [
     ("expertd.experts.vader", 'must be in format "<module>:<attribute>"'),
     ("expertd.experts.nosuchmodule:Thing", 'could not import module "expertd.experts.nosuchmodule"'),
-    ("expertd.experts.vader:NoSuchExpert", 'attribute "NoSuchExpert" not found in module "expertd.experts.vader"'),
+    ("expertd.experts.vader:NoSuchExpert",
+     'attribute "NoSuchExpert" not found in module "expertd.experts.vader"'),
 ])
 def test_bad_import_string_is_a_config_error(import_string, message):
     with pytest.raises(ConfigError, match=message):
