@@ -34,7 +34,10 @@
 
 const { EventEmitter } = require("node:events");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
-const { ERROR, METHOD } = require("./spec");
+const { ERROR, METHOD, healthFields } = require("./spec");
+
+/** The field of health() that lists the experts (checked against expertd/protocol.json at load). */
+const [HEALTH_EXPERTS] = healthFields("experts");
 const { mayAskAgain, BRIDGE, MAX_ATTEMPTS, MIN_RETRY_MS } = require("./retry");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
@@ -287,8 +290,8 @@ class ExpertdClient extends EventEmitter {
   }
 
   _observe(method, result) {
-    if (method === METHOD.health && result && Array.isArray(result.experts)) {
-      this.knownExperts = new Set(result.experts.map(String));
+    if (method === METHOD.health && result && Array.isArray(result[HEALTH_EXPERTS])) {
+      this.knownExperts = new Set(result[HEALTH_EXPERTS].map(String));
       this.lastHealth = result;
     } else if (method === METHOD.experts && Array.isArray(result)) {
       this.knownExperts = new Set(result.map((e) => String(e && e.name)));
