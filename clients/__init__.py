@@ -5,10 +5,9 @@ TensorFlow. ``ExpertsClient`` is imported lazily so that the pipe stage, which
 imports this package, does not pay for zerorpc and gevent.
 """
 
-__all__ = ["DEFAULT_ENDPOINT", "ExpertsClient"]
+from expertd.spec import DEFAULT_ENDPOINT  # where clients look when nothing else says
 
-#: Where clients look for the server when neither an argument nor EXPERTD_ENDPOINT says.
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
+__all__ = ["DEFAULT_ENDPOINT", "ExpertsClient"]
 
 
 def __getattr__(name):

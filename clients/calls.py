@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from expertd.catalogue import TIMEOUT_HEADER
+from expertd.spec import TIMEOUT_HEADER
 
 
 class ServerUnavailable(ConnectionError):

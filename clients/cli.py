@@ -22,6 +22,8 @@ import click
 
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
+from expertd.endpoint import EndpointError, click_callback, exit_usage, parse_endpoint
+from expertd.spec import METHOD
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
@@ -37,7 +39,7 @@ NO_SERVER = 3
 
 endpoint_option = click.option(
     "--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-    help="Server endpoint (env EXPERTD_ENDPOINT).")
+    callback=click_callback(), help="Server endpoint (env EXPERTD_ENDPOINT).")
 
 
 def _no_server(command: str, endpoint: str, exc: Exception) -> None:
@@ -127,6 +129,10 @@ def _own_options(words: tuple[str, ...], endpoint: str, timeout: float) -> tuple
                 i += 1
                 value = words[i]
             if key == "--endpoint":
+                try:
+                    parse_endpoint(value)
+                except EndpointError as exc:
+                    exit_usage(f"expertd call: {exc}")
                 endpoint = value
             else:
                 try:
@@ -223,7 +229,7 @@ def _first_line(text: str | None) -> str:
               help="Seconds to wait for the server.")
 def list_experts(endpoint, timeout):
     """List the server's experts and RPC methods, from its own descriptions."""
-    experts, described = _ask("list", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    experts, described = _ask("list", endpoint, timeout, (METHOD.experts,), ("_zerorpc_inspect",))
     names = {e["name"] for e in experts}
     click.echo(f"Experts on {endpoint} (`expertd info NAME` for one):")
     width = max((len(e["name"]) for e in experts), default=0)
@@ -269,7 +275,7 @@ def info(name, endpoint, timeout):
     The opinion's shape is read from the expert's answer to a short sample
     text (skipped if it does not answer within --timeout).
     """
-    experts, described = _ask("info", endpoint, timeout, ("experts",), ("_zerorpc_inspect",))
+    experts, described = _ask("info", endpoint, timeout, (METHOD.experts,), ("_zerorpc_inspect",))
     entry = next((e for e in experts if e["name"] == name), None)
     if entry is None:
         click.echo(f"expertd info: the server at {endpoint} has no expert {name!r}; it runs: "
@@ -331,7 +337,7 @@ def install_stage(names, directory, endpoint):
             raise click.UsageError(f"expert name {name!r} must be an identifier")
     try:
         with connect(endpoint, timeout=2.0) as connection:
-            served = connection.call("health").get("experts", [])
+            served = connection.call(METHOD.health).get("experts", [])
     except (ServerUnavailable, CallTimeout):
         click.echo(f"warning: no server answers at {endpoint}, so the names were not checked",
                    err=True)

@@ -13,7 +13,7 @@ marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a lost server)
 is asked again with backoff: asking an opinion twice changes nothing. A call
 that changes the server's state (``learn``) is asked again only after a
 refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
-``expertd.catalogue.may_ask_again``), never after a timeout or a lost
+``expertd.retry.may_ask_again``), never after a timeout or a lost
 connection, when it may have run::
 
     from expertd.clients import ExpertsClient
@@ -26,7 +26,6 @@ connection, when it may have run::
 from __future__ import annotations
 
 import os
-import random
 import time
 from typing import Any, Callable, Iterable
 
@@ -35,11 +34,13 @@ import zerorpc
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
-from expertd.catalogue import TIMEOUT_HEADER, kind, may_ask_again
+from expertd.endpoint import parse_endpoint
+from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
+from expertd.spec import ERROR, METHOD, TIMEOUT_HEADER, kind
 
 
 def default_endpoint() -> str:
-    """``EXPERTD_ENDPOINT`` or ``tcp://127.0.0.1:4242``."""
+    """``EXPERTD_ENDPOINT``, else the spec's default endpoint."""
     return os.environ.get("EXPERTD_ENDPOINT") or DEFAULT_ENDPOINT
 
 
@@ -67,7 +68,7 @@ class ServerLost(zerorpc.LostRemote):
         """The call of ``method`` at ``endpoint`` lost its server ``tries`` times."""
         super().__init__(f"lost the server at {endpoint} while calling {method}() "
                          f"({tries} {'try' if tries == 1 else 'tries'}); "
-                         f"{kind('ServerUnavailable').hint}")
+                         f"{kind(ERROR.ServerUnavailable).hint}")
         self.endpoint, self.method, self.tries = endpoint, method, tries
 
 
@@ -104,8 +105,8 @@ def _catalogue_name(exc: Exception) -> str:
     if isinstance(exc, zerorpc.RemoteError):
         return exc.name
     if isinstance(exc, zerorpc.TimeoutExpired):
-        return "RpcTimeout"
-    return "ServerUnavailable"  # LostRemote
+        return ERROR.RpcTimeout
+    return ERROR.ServerUnavailable  # LostRemote
 
 
 class ExpertsClient:
@@ -117,21 +118,24 @@ class ExpertsClient:
     """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 2, backoff: float = 0.2, heartbeat: float = 5.0,
+                 retries: int = CLIENT_RETRIES, backoff: float = CLIENT.base,
+                 heartbeat: float = 5.0,
                  connections: int = 2) -> None:
         """Connect (lazily, as ZeroMQ does) to ``endpoint``.
 
         ``timeout``: seconds to wait for one answer; ``retries``: how many
         times a retryable failure is asked again, after ``backoff`` seconds,
-        doubling (at most 2 s) with jitter; ``connections``: how many
+        growing with jitter as the spec's ``client`` retry profile says
+        (``expertd.retry``: doubling, at most 2 s); ``connections``: how many
         connections concurrent calls may spread over (1: one for everything).
         """
         if not isinstance(connections, int) or connections < 1:
             raise ValueError(f"connections must be an integer >= 1, got {connections!r}")
         self.endpoint = endpoint or default_endpoint()
+        parse_endpoint(self.endpoint)  # EndpointError (a ValueError) now, not at the first call
         self._timeout = timeout
         self._retries = retries
-        self._backoff = backoff
+        self._policy = CLIENT.with_base(backoff)
         self._heartbeat = heartbeat
         self._most = connections
         self._hook = _header_hook()
@@ -167,7 +171,7 @@ class ExpertsClient:
     def _open_spare(self, least: zerorpc.Client) -> zerorpc.Client:
         """A new connection on a worker the others do not use (when it can be), or ``least``."""
         def health(client: zerorpc.Client):
-            return client("health", timeout=min(self._timeout, 5.0))
+            return client(METHOD.health, timeout=min(self._timeout, 5.0))
 
         try:
             spare, _ = self._workers.open_spare(self._clients, self._connect, health,
@@ -204,8 +208,7 @@ class ExpertsClient:
                     raise
             finally:
                 self._busy[key] -= 1
-            pause = min(self._backoff * (2 ** attempt), 2.0)
-            time.sleep(pause * random.uniform(0.5, 1.0))
+            time.sleep(self._policy.pause(attempt))
             attempt += 1
 
     def expert(self, name: str) -> Callable[[dict], dict]:
@@ -214,31 +217,31 @@ class ExpertsClient:
 
     def opinion(self, name: str, doc: dict) -> dict:
         """The opinion of expert ``name`` on ``doc``."""
-        return self.call("opinion", name, doc)
+        return self.call(METHOD.opinion, name, doc)
 
     def opinions(self, doc: dict, names: Iterable[str] = ()) -> dict:
         """``doc`` with ``opinions.<name>`` (and ``errors.<name>``) for each expert named (all if none)."""
-        return self.call("opinions", doc, list(names))
+        return self.call(METHOD.opinions, doc, list(names))
 
     def batch(self, name: str, docs: list[dict]) -> list[dict]:
         """The opinions of expert ``name`` on each document, in order."""
-        return self.call("batch", name, list(docs))
+        return self.call(METHOD.batch, name, list(docs))
 
     def opinions_batch(self, docs: list, names: Iterable[str] = ()) -> list:
         """Each document with its opinions and errors added, in order."""
-        return self.call("opinions_batch", list(docs), list(names))
+        return self.call(METHOD.opinions_batch, list(docs), list(names))
 
     def experts(self) -> list[dict]:
         """Names, versions, descriptions, fields and held-out metrics of the experts."""
-        return self.call("experts")
+        return self.call(METHOD.experts)
 
     def health(self) -> dict:
         """The server's status, experts, version, pid and uptime."""
-        return self.call("health")
+        return self.call(METHOD.health)
 
     def stats(self) -> dict:
         """Per-expert calls, errors and latency."""
-        return self.call("stats")
+        return self.call(METHOD.stats)
 
     def __getattr__(self, name: str):
         """``client.sentiment(doc)``: ask the expert of that name."""

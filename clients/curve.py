@@ -26,6 +26,7 @@ import zmq
 
 from expertd.clients.calls import Calls, ServerUnavailable
 from expertd.clients.zerorpc_hooks import set_socket_option
+from expertd.endpoint import parse_endpoint
 from expertd.keys import read_certificate, valid_key
 
 SERVER_KEY_ENV = "EXPERTD_SERVER_KEY"
@@ -125,11 +126,11 @@ class CurveConnection(Calls):
         self._monitor = self._sock.get_monitor_socket(HANDSHAKE_EVENTS)
         self._lost: str | None = None
         try:
+            parse_endpoint(endpoint)  # EndpointError (a ValueError): malformed
             try:
                 self._sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                raise ValueError(f"endpoint {endpoint!r} must be tcp://HOST:PORT or "
-                                 f"ipc://PATH ({exc})") from None
+            except zmq.ZMQError as exc:  # e.g. a host name libzmq cannot resolve
+                raise ServerUnavailable(f"cannot connect to {endpoint}: {exc}") from None
             self._await_handshake(time.monotonic() + min(timeout, 5.0))
         except BaseException:
             self.close()

@@ -27,7 +27,8 @@ from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.pipe import LineReader
 from expertd.clients.pipe.reading import decode, pack_document, problem_of
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-from expertd.catalogue import exit_code
+from expertd.endpoint import click_callback
+from expertd.spec import ERROR, METHOD, exit_code
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _WHERE = re.compile(r"^docs\[\d+\]")
@@ -68,10 +69,10 @@ class Teacher:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                result = self.connection.call("learn", self.name, [doc for _, doc in batch])
+                result = self.connection.call(METHOD.learn, self.name, [doc for _, doc in batch])
                 break
             except RemoteError as exc:  # a draining server took nothing: ask again
-                if exc.name != "ShuttingDown" or time.monotonic() >= deadline:
+                if exc.name != ERROR.ShuttingDown or time.monotonic() >= deadline:
                     raise
                 self.connection.close()
                 time.sleep(0.2)
@@ -145,7 +146,8 @@ def run(name: str, endpoint: str, timeout: float, call_timeout: float, batch_siz
 @click.command("learn", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name")
 @click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, help="Server endpoint (env EXPERTD_ENDPOINT).")
+              show_default=True, callback=click_callback(),
+              help="Server endpoint (env EXPERTD_ENDPOINT).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
 @click.option("--call-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,

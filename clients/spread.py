@@ -21,6 +21,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+from expertd.spec import health_fields
+
+#: The fields of ``health()`` read here (checked against the spec at import).
+HEALTH_READ = health_fields("instance", "pid", "worker")
+
 #: Times a new connection is made again when it lands on a worker already in use
 #: (with 2 workers, all 16 land on the same one once in 32,768 spreads).
 SPREAD_TRIES = 16

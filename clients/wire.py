@@ -28,6 +28,7 @@ import time
 # The protocol's errors and helpers are part of this module's interface (clients import them from here).
 from expertd.clients.calls import (Calls, CallTimeout, RemoteError, ServerUnavailable, pack_array,
                                    request_payload)
+from expertd.endpoint import parse_endpoint
 
 __all__ = ["CallTimeout", "Calls", "Connection", "RemoteError", "ServerUnavailable", "connect",
            "open_socket", "pack_array", "request_payload"]
@@ -58,33 +59,35 @@ def _is_ipv4(host: str) -> bool:
 
 
 def open_socket(endpoint: str, timeout: float) -> socket.socket:
-    """Connect a plain socket to a ``tcp://host:port`` or ``ipc://path`` endpoint."""
-    scheme, sep, address = endpoint.partition("://")
+    """Connect a plain socket to a ``tcp://host:port`` or ``ipc://path`` endpoint.
+
+    A malformed endpoint raises ``EndpointError`` (a ``ValueError``); one where
+    nothing answers, ``ServerUnavailable``.
+    """
+    parsed = parse_endpoint(endpoint)
     try:
-        if scheme == "tcp" and sep:
-            host, _, port = address.rpartition(":")
-            host = host.strip("[]")
-            host = host if host not in ("*", "") else "127.0.0.1"
+        if parsed.transport == "tcp":
+            host, port = parsed.host, parsed.port
             if _is_ipv4(host):  # a literal needs no resolver (nor its idna codec import)
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.settimeout(timeout)
                 try:
-                    sock.connect((host, int(port)))
+                    sock.connect((host, port))
                 except OSError:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((host, int(port)), timeout=timeout)
+                sock = socket.create_connection((host, port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        elif scheme == "ipc" and sep:
+        else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
-            sock.connect(address)
-        else:
-            raise ValueError(f"endpoint {endpoint!r} must be tcp://HOST:PORT or ipc://PATH")
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ValueError) and "endpoint" in str(exc):
-            raise
+            try:
+                sock.connect(parsed.path)
+            except OSError:
+                sock.close()
+                raise
+    except OSError as exc:
         raise ServerUnavailable(f"cannot connect to {endpoint}: {exc}") from None
     return sock
 

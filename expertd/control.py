@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from expertd.endpoint import parse_endpoint
+
 #: What stops a server (it drains its calls first) and what makes a supervisor reload.
 STOP_SIGNAL = signal.SIGTERM
 RELOAD_SIGNAL = signal.SIGHUP
@@ -86,10 +88,10 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "*", "0.0.0.0"}
 
 def is_local(endpoint: str) -> bool:
     """True if ``endpoint`` is served on this machine (loopback, wildcard, ipc)."""
-    transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
+    parsed = parse_endpoint(endpoint, binding=True)
+    if parsed.transport != "tcp":  # ipc, inproc
         return True
-    host = address.rpartition(":")[0]
+    host = parsed.host
     if host in LOCAL_HOSTS or host.startswith("127."):
         return True
     import socket

@@ -1,6 +1,6 @@
 """How long the caller of the current call will wait, from its event header.
 
-A caller may put ``expertd_timeout_ms`` (``expertd.catalogue.TIMEOUT_HEADER``)
+A caller may put ``expertd_timeout_ms`` (``expertd.spec.TIMEOUT_HEADER``)
 in a request's header; stock zerorpc clients never send it and never see it.
 ``DeadlineMiddleware`` (a zerorpc context middleware) reads it when a call
 starts; ``current_deadline()`` gives the ``time.monotonic()`` by which the
@@ -14,7 +14,7 @@ import time
 
 import gevent.local
 
-from expertd.catalogue import TIMEOUT_HEADER
+from expertd.spec import TIMEOUT_HEADER
 
 _call = gevent.local.local()
 #: A stated timeout above this (a day) is treated as "no deadline".

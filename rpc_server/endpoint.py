@@ -15,49 +15,29 @@ import os
 import socket
 from pathlib import Path
 
+from expertd.endpoint import Endpoint, EndpointError, parse_endpoint
 
-class EndpointError(ValueError):
-    """The endpoint cannot be served; the message says why and what to do."""
+__all__ = ["EndpointError", "check_bindable"]
 
 
 def check_bindable(endpoint: str) -> None:
     """Raise ``EndpointError`` if ``endpoint`` is malformed or cannot be bound now."""
-    transport, sep, address = endpoint.partition("://")
-    if not sep or not address:
-        raise EndpointError(f"endpoint {endpoint!r} must look like tcp://HOST:PORT "
-                            f"(e.g. tcp://127.0.0.1:4242) or ipc:///path/to/socket")
-    if transport == "tcp":
-        _check_tcp(endpoint, address)
-    elif transport == "ipc":
-        directory = Path(address).parent
+    parsed = parse_endpoint(endpoint, binding=True)  # malformed: the parser's one line
+    if parsed.transport == "tcp":
+        _check_tcp(endpoint, parsed)
+    elif parsed.transport == "ipc":
+        directory = Path(parsed.path).parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise EndpointError(f"cannot serve on {endpoint}: directory {directory} does not "
                                 f"exist or is not writable")
-    elif transport not in ("inproc", "pgm", "epgm", "tipc", "vmci", "ws", "wss"):
-        raise EndpointError(f"endpoint {endpoint!r}: unknown transport {transport!r} "
-                            f"(use tcp://HOST:PORT or ipc:///path)")
 
 
-def tcp_host_port(address: str) -> tuple[str, str]:
-    """``"127.0.0.1:4242"`` -> ``("127.0.0.1", "4242")``; IPv6 in brackets."""
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        return address, ""
-    return host.strip("[]"), port
-
-
-def _check_tcp(endpoint: str, address: str) -> None:
-    host, port = tcp_host_port(address)
-    if not host or not port:
-        raise EndpointError(f"endpoint {endpoint!r} needs a host and a port: tcp://HOST:PORT "
-                            f"(e.g. tcp://127.0.0.1:4242)")
-    if port in ("*", "0"):
+def _check_tcp(endpoint: str, parsed: Endpoint) -> None:
+    host, port = parsed.host, parsed.port
+    if port is None:
         return  # an ephemeral port: nothing to collide with
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise EndpointError(f"endpoint {endpoint!r}: port {port!r} must be a number "
-                            f"from 1 to 65535")
     try:
-        infos = socket.getaddrinfo(None if host == "*" else host, int(port),
+        infos = socket.getaddrinfo(None if host == "*" else host, port,
                                    type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         if _is_interface(host):

@@ -1,11 +1,12 @@
 """The errors the server sends back; each class name is the RemoteError name a client sees.
 
-Their HTTP status, retry rule, scope and the pipe's exit code live in the one
-catalogue, ``expertd/errors.json``; ``tests/unit/expertd/test_catalogue.py`` checks that the
-classes here and the catalogue's server-side names are the same set.
+The classes are made from the error catalogue in ``expertd/protocol.json``
+(one per ``side: server`` entry, its ``summary`` as docstring), so a name,
+its HTTP status, retry rule, scope and the pipe's exit code are written once;
+``tests/unit/expertd/test_spec.py`` checks that they are all here.
 """
 
-from expertd.catalogue import kind
+from expertd.spec import ERRORS, kind
 
 
 class ExpertdError(Exception):
@@ -17,56 +18,17 @@ class ExpertdError(Exception):
         return kind(type(self).__name__).retryable
 
 
-class UnknownExpert(ExpertdError):
-    """The request names an expert this server does not run."""
+def _make(name: str, summary: str) -> type[ExpertdError]:
+    return type(name, (ExpertdError,), {"__doc__": summary, "__module__": __name__,
+                                         "__qualname__": name})
 
 
-class UnknownMethod(ExpertdError):
-    """The RPC call names a method (or expert) the server does not have."""
+#: Every server-side error class of the catalogue, by name.
+CLASSES: dict[str, type[ExpertdError]] = {
+    name: _make(name, entry.summary) for name, entry in ERRORS.items() if entry.side == "server"}
+globals().update(CLASSES)
 
-
-class InvalidDocument(ExpertdError):
-    """The document is not a JSON object, or its field is missing or of the wrong type."""
-
-
-class TextTooLong(ExpertdError):
-    """The field an expert reads is over the server's size limit."""
-
-
-class BadArguments(ExpertdError):
-    """The RPC call has the wrong number or kind of arguments."""
-
-
-class TooManyDocuments(ExpertdError):
-    """A call carries more documents than ``max_batch_docs``."""
-
-
-class MalformedEvent(ExpertdError):
-    """A zerorpc event that is not ``[header, name, args]`` of the right types."""
-
-
-class ExpertFailed(ExpertdError):
-    """The expert itself raised (or returned something that is not an opinion)."""
-
-
-class DependencyFailed(ExpertdError):
-    """An expert this one builds on failed for this document."""
-
-
-class NotLearnable(ExpertdError):
-    """Examples were sent to an expert that does not learn."""
-
-
-class Overloaded(ExpertdError):
-    """The server cannot take (or could not finish in time) this request; retry later."""
-
-
-class ShuttingDown(ExpertdError):
-    """The server is draining in-flight calls before it exits."""
-
-
-class InternalError(ExpertdError):
-    """A bug in expertd; the caller gets an id to find the traceback in the server log."""
+__all__ = ["CLASSES", "ExpertdError", "error_info", *CLASSES]
 
 
 def error_info(exc: BaseException) -> dict:

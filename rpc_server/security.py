@@ -27,6 +27,7 @@ from pathlib import Path
 
 from zmq.utils import z85
 
+from expertd.endpoint import parse_endpoint
 from expertd.keys import read_certificate, valid_key
 from expertd.rpc_server.transport import CurveGuard
 
@@ -43,10 +44,10 @@ class SecurityError(Exception):
 
 def is_local_endpoint(endpoint: str) -> bool:
     """True if only this machine can reach ``endpoint`` (loopback TCP, ipc, inproc)."""
-    scheme, _, address = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
+    parsed = parse_endpoint(endpoint, binding=True)
+    if parsed.transport != "tcp":  # ipc, inproc
         return True
-    host = address.rpartition(":")[0].strip("[]")
+    host = parsed.host
     if host == "localhost":
         return True
     try:

@@ -22,14 +22,14 @@ from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
 from expertd.rpc_server.security import ServerSecurity
-from expertd.rpc_server.service import RESERVED, Experts
+from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
+from expertd.spec import DEFAULT_ENDPOINT, METHODS
 
 log = logging.getLogger("expertd.server")
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:4242"
 
 
 @dataclass
@@ -55,8 +55,8 @@ class ServerConfig:
 
 
 def reserved_names() -> set[str]:
-    """Names an expert may not take: every RPC method of the service (``health``, ...)."""
-    return set(RESERVED) | {name for name, member in inspect.getmembers(Experts)
+    """Names an expert may not take: every RPC method of the spec and of the service."""
+    return set(METHODS) | {name for name, member in inspect.getmembers(Experts)
                             if getattr(member, "rpc", False)}
 
 

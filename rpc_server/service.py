@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
+from expertd.spec import METHODS
 from expertd.rpc_server import chain_runner, runtime
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
@@ -32,8 +33,8 @@ from expertd.rpc_server.validation import document_list, expert_names, field_val
 
 log = logging.getLogger("expertd.calls")
 
-#: Method names an expert may not take, because the service already uses them.
-RESERVED = {"opinion", "opinions", "batch", "opinions_batch", "experts", "health", "stats", "learn"}
+#: Method names an expert may not take, because the service already uses them (the spec's methods).
+RESERVED = frozenset(METHODS)
 
 
 def _describe_target(method: str, args: tuple, expert: str | None) -> str:

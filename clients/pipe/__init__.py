@@ -20,7 +20,7 @@ encoding each line), ``connecting`` (the connection and ``--autostart``),
 flight, isolating refused documents), ``output`` (the ledger of lines not yet
 written), ``stage`` (detection, signals, exit paths).
 
-Exit status (from the error catalogue, ``expertd/errors.json``): 0 every
+Exit status (from the error catalogue, ``expertd/protocol.json``): 0 every
 document got every opinion; 1 some did not; 2 usage error (including an
 unknown expert); 3 no server answered; 128+N stopped by signal N.
 """

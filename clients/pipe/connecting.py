@@ -25,7 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Callable
 
-from expertd.catalogue import exit_code
+from expertd.spec import ERROR, METHOD, exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap
@@ -83,7 +83,7 @@ class Connector:
                                                                backoff.remaining())))
                     connection.timeout = opts.call_timeout
                     if self.server is not None:
-                        connection.call("health", timeout=min(5.0, opts.call_timeout))
+                        connection.call(METHOD.health, timeout=min(5.0, opts.call_timeout))
                     self._add(connection)
                     return connection
                 except (ServerUnavailable, CallTimeout) as exc:
@@ -101,7 +101,7 @@ class Connector:
                     self.check_server()
                 if not backoff.sleep():
                     raise Stop(self.unreachable_message(last_error, backoff),
-                               exit_code("ServerUnavailable"))
+                               exit_code(ERROR.ServerUnavailable))
         finally:
             self._release_lock()
 
@@ -152,7 +152,7 @@ class Connector:
                 self.drop(connection)
 
     def _health(self, connection: Connection):
-        return connection.call("health", timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
+        return connection.call(METHOD.health, timeout=min(SPARE_TIMEOUT, self.options.call_timeout))
 
     def _open_spare(self) -> Connection:
         """Another connection, on a worker no open connection uses when it can be."""
@@ -245,4 +245,4 @@ class Connector:
         raise Stop(f"the server it started ({' '.join(self.server.command)}) exited with status "
                    f"{status} before answering; the end of its log ({self.server.log_path}):{shown}\n"
                    f"Fix what it says, then run again. Lines were written through unchanged.",
-                   exit_code("ServerUnavailable"))
+                   exit_code(ERROR.ServerUnavailable))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from expertd.clients import DEFAULT_ENDPOINT
+from expertd.endpoint import EndpointError, parse_endpoint
 
 
 class PipeOptions:
@@ -95,4 +96,8 @@ def parse_fast(argv: list[str]) -> PipeOptions | None:
         return None
     if "endpoint" not in values and os.environ.get("EXPERTD_ENDPOINT"):
         values["endpoint"] = os.environ["EXPERTD_ENDPOINT"]
+    try:
+        parse_endpoint(values.get("endpoint", DEFAULT_ENDPOINT))
+    except EndpointError:
+        return None  # click says what is wrong, and where it came from, in one line
     return PipeOptions(names, **values)

@@ -26,6 +26,7 @@ from expertd.clients.pipe.output import answered_line
 from expertd.clients.pipe.reading import Item, parse_line
 from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
+from expertd.spec import ERROR, METHOD
 
 if TYPE_CHECKING:
     from expertd.clients.pipe.connecting import Connector
@@ -113,7 +114,7 @@ class Asker:
         """True if ``exc`` answers a request sent with ``only_opinions`` (``slim``) and says the
         server predates the option: from then on the stage asks without it (and gets whole
         documents back, as before). Every chunk already sent with it is asked again."""
-        if (slim and isinstance(exc, RemoteError) and exc.name == "BadArguments"
+        if (slim and isinstance(exc, RemoteError) and exc.name == ERROR.BadArguments
                 and "only_opinions" in exc.msg):
             self.slim = False
             return True
@@ -133,7 +134,7 @@ class Asker:
         connection = self.connector.spare(busy) if busy else self.connector.get()
         try:
             sent.slim = self.slim
-            sent.message_id = connection.send_packed("opinions_batch",
+            sent.message_id = connection.send_packed(METHOD.opinions_batch,
                                                      self.packed_args(sent.docs))
             sent.connection = connection
         except ServerUnavailable:
@@ -179,7 +180,7 @@ class Asker:
             started = time.monotonic()
             try:
                 return self.checked(connection.receive(
-                    connection.send_packed("opinions_batch", args)), docs)
+                    connection.send_packed(METHOD.opinions_batch, args)), docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
                 if self.older_server(exc, slim):
                     slim, args = self.slim, self.packed_args(docs)
@@ -193,7 +194,7 @@ class Asker:
                         # A server that takes the connection and drops it on this
                         # request each time (a message over its size cap, or a
                         # document that crashes it): the request is at fault.
-                        raise RemoteError("ServerUnavailable", f"the server dropped the "
+                        raise RemoteError(ERROR.ServerUnavailable, f"the server dropped the "
                                           f"connection on this request {dropped} times "
                                           f"({exc})") from None
                 backoff = backoff or self.backoff_after(exc, started)
@@ -207,14 +208,14 @@ class Asker:
 
     def recover(self, connection: Connection, exc: Exception) -> None:
         """After a retryable failure: a connection that is lost, draining or stuck is dropped."""
-        if not (isinstance(exc, RemoteError) and exc.name == "Overloaded"):
+        if not (isinstance(exc, RemoteError) and exc.name == ERROR.Overloaded):
             self.connector.drop(connection)
 
     @staticmethod
     def checked(answers, docs: list[Item]) -> list:
         """The server's answers, if they are one per document."""
         if not isinstance(answers, list) or len(answers) != len(docs):
-            raise RemoteError("InternalError", f"the server answered {len(docs)} documents "
+            raise RemoteError(ERROR.InternalError, f"the server answered {len(docs)} documents "
                                                f"with {type(answers).__name__}")
         return answers
 

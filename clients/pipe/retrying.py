@@ -1,19 +1,21 @@
-"""When to ask again: the catalogue's ``retryable`` rule, backoff, and how a stream stops.
+"""When to ask again, for the pipe stage: the retry policy's rule and backoff, and how a stream stops.
 
-A call that failed for a reason the catalogue marks retryable (a lost
+A call that failed for a reason the spec marks retryable (a lost
 connection, ``Overloaded``, ``ShuttingDown``, a timed-out call) is asked
-again with exponential backoff and jitter until ``--timeout`` has passed
-since its first failure: overload and restarts cost a stream time, never a
-document. Anything else is the caller's to handle.
+again with exponential backoff and jitter (``expertd.retry``, the spec's
+``pipe`` profile) until ``--timeout`` has passed since its first failure:
+overload and restarts cost a stream time, never a document. Anything else
+is the caller's to handle.
 """
 
 from __future__ import annotations
 
-import os
-import time
-
-from expertd.catalogue import exit_code, is_retryable, kind
+from expertd.retry import Backoff, is_retryable
+from expertd.spec import ERROR, exit_code, kind
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable
+
+
+__all__ = ["Backoff", "Stop", "describe", "error_name", "retryable", "stop_for"]
 
 
 class Stop(Exception):
@@ -33,10 +35,10 @@ def error_name(exc: BaseException) -> str:
     if isinstance(exc, RemoteError):
         return exc.name
     if isinstance(exc, CallTimeout):
-        return "RpcTimeout"
+        return ERROR.RpcTimeout
     if isinstance(exc, (ServerUnavailable, OSError)):
-        return "ServerUnavailable"
-    return "InternalError"
+        return ERROR.ServerUnavailable
+    return ERROR.InternalError
 
 
 def describe(exc: BaseException) -> str:
@@ -62,30 +64,3 @@ def stop_for(exc: BaseException, endpoint: str, waited: float | None = None) -> 
         message = f"{endpoint} answered {describe(exc)}; {hint}"
     return Stop(message + ". Lines not yet answered were written through unchanged.",
                 exit_code(name))
-
-
-class Backoff:
-    """Exponential backoff with jitter, bounded by a deadline."""
-
-    def __init__(self, timeout: float, first: float = 0.05, most: float = 1.0) -> None:
-        """Allow retries for ``timeout`` seconds from now."""
-        self.started = time.monotonic()
-        self.deadline = self.started + timeout
-        self.delay, self.most = first, most
-
-    def remaining(self) -> float:
-        """Seconds left before the deadline (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
-
-    def waited(self) -> float:
-        """Seconds since the first failure."""
-        return time.monotonic() - self.started
-
-    def sleep(self) -> bool:
-        """Wait before the next try; False (without waiting) if that would pass the deadline."""
-        pause = self.delay * (0.5 + int.from_bytes(os.urandom(2), "big") / 131070)
-        if time.monotonic() + pause > self.deadline:
-            return False
-        time.sleep(pause)
-        self.delay = min(self.delay * 2, self.most)
-        return True

@@ -14,7 +14,8 @@ import signal
 import sys
 from typing import IO
 
-from expertd.catalogue import exit_code
+from expertd.endpoint import EndpointError, parse_endpoint
+from expertd.spec import ERROR, exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.output import Output, PatientText, Progress, as_line
@@ -25,11 +26,11 @@ from expertd.clients.pipe.retrying import Stop
 
 EXIT_OK = 0
 #: Some document got no opinion (e.g. ``InvalidDocument``, ``ExpertFailed``).
-EXIT_PARTIAL = exit_code("InvalidDocument")
+EXIT_PARTIAL = exit_code(ERROR.InvalidDocument)
 #: The request was wrong (e.g. ``UnknownExpert``).
-EXIT_USAGE = exit_code("UnknownExpert")
+EXIT_USAGE = exit_code(ERROR.UnknownExpert)
 #: No server answered.
-EXIT_UNREACHABLE = exit_code("ServerUnavailable")
+EXIT_UNREACHABLE = exit_code(ERROR.ServerUnavailable)
 #: Lines read before detection gives up and calls the input JSON Lines.
 DETECT_LINES = 64
 
@@ -111,7 +112,7 @@ class Stage:
                           f"lines not yet answered were written through unchanged; "
                           f"please report this")
                 self.pass_rest()
-                return exit_code("InternalError")
+                return exit_code(ERROR.InternalError)
         except Interrupted as exc:
             self.stopping = True
             count = self.output.write_through_pending(self.buffered())
@@ -213,6 +214,11 @@ class Stage:
 def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | None = None,
         stderr: IO[str] | None = None) -> int:
     """Run the stage on stdin/stdout (or the given streams); return the exit status."""
+    try:
+        parse_endpoint(options.endpoint)
+    except EndpointError as exc:  # before reading anything: a usage error, in one line
+        (stderr or sys.stderr).write(f"expertd pipe: {exc}\n")
+        return EXIT_USAGE
     stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
                   stdout or sys.stdout.buffer, stderr or sys.stderr)
     previous = {}

@@ -15,6 +15,7 @@ from expertd import control
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.cli import NO_SERVER, endpoint_option
 from expertd.clients.probe import health_probe
+from expertd.endpoint import click_callback
 
 
 # -- expertd status ---------------------------------------------------------------------
@@ -78,7 +79,8 @@ def stop(endpoint, timeout):
 
 @click.command("reload")
 @click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
+              show_default=True, callback=click_callback(),
+              help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
 def reload(endpoint):
     """Reload a server started with --workers: new workers replace old ones one at a time."""
     try:

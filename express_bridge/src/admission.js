@@ -44,6 +44,7 @@
 
 const { monitorEventLoopDelay, performance } = require("node:perf_hooks");
 const { catalogueError, errorBody } = require("./errors");
+const { ERROR } = require("./spec");
 const { AdaptiveLimit } = require("./concurrency_limit");
 
 const DEFAULTS = Object.freeze({ maxInFlight: 256, maxStreams: 32, adaptive: true, maxLagMs: 100, sampleMs: 50 });
@@ -216,7 +217,7 @@ class Admission {
 
 /** The status, headers and body of a 503 Overloaded answer saying `message`. */
 function shedAnswer(message) {
-  const err = catalogueError("Overloaded", message);
+  const err = catalogueError(ERROR.Overloaded, message);
   const body = Buffer.from(JSON.stringify(errorBody(err)));
   const headers = {
     ...err.headers,

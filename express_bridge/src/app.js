@@ -7,7 +7,8 @@
 const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
-const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType } = require("./errors");
+const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType, catalogueError } = require("./errors");
+const { ERROR, METHOD } = require("./spec");
 const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
 const { parseBytes } = require("./config");
@@ -42,7 +43,7 @@ function parsedBody(req, accepted) {
     const type = req.headers["content-type"] || "(none)";
     throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send ${accepted}`);
   }
-  throw new HttpError(400, "InvalidDocument", `the request needs a body: ${accepted}`);
+  throw catalogueError(ERROR.InvalidDocument, `the request needs a body: ${accepted}`);
 }
 
 /** `?merge=true|false|1|0` -> boolean; anything else is a 400. */
@@ -127,8 +128,8 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
 
   // GETs are never shed (admission.js), and anyone may send /healthz: concurrent
   // requests share one RPC (shared_call.js), and its answer serves for SHARED_FRESH_MS.
-  const serverHealth = sharedCall(() => rpcCall("health", () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: SHARED_FRESH_MS });
-  const serverExperts = sharedCall(() => rpcCall("experts", () => rpc.experts()), { freshMs: SHARED_FRESH_MS });
+  const serverHealth = sharedCall(() => rpcCall(METHOD.health, () => rpc.health({ timeoutMs: healthTimeoutMs })), { freshMs: SHARED_FRESH_MS });
+  const serverExperts = sharedCall(() => rpcCall(METHOD.experts, () => rpc.experts()), { freshMs: SHARED_FRESH_MS });
 
   route("get", "/healthz", { isPublic: true }, async (req, res) => {
     try {
@@ -153,13 +154,13 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("get", "/openapi.json", { isPublic: true }, openApiHandler({ rpc: { experts: serverExperts }, auth: Boolean(token) }));
 
   route("get", "/stats", {}, async (req, res) => {
-    res.json(await rpcCall("stats", () => rpc.stats()));
+    res.json(await rpcCall(METHOD.stats, () => rpc.stats()));
   });
 
   route("post", "/experts/:name", {}, jsonBody, formBody, async (req, res) => {
     const body = parsedBody(req, "a JSON object (application/json) or a form (text=...)");
     if (!isDocument(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON object (a document), got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON object (a document), got ${jsonType(body)}`);
     }
     const merge = booleanQuery(req, "merge");
     const doc = { ...body }; // form bodies have a null prototype
@@ -167,7 +168,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     // Coalesced with concurrent requests for the same expert (see coalescer.js);
     // the body's size bounds the batch's size in bytes.
     const bytes = Number(req.headers["content-length"]) || undefined;
-    const opinion = await rpcCall("opinion", () => rpc.opinion(name, doc, { bytes }));
+    const opinion = await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes }));
     if (!merge) return res.json(opinion);
     const opinions = isDocument(doc.opinions) ? doc.opinions : {};
     res.json({ ...doc, opinions: { ...opinions, [name]: opinion } });
@@ -176,9 +177,9 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("post", "/experts/:name/batch", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, "a JSON array of documents (application/json)");
     if (!Array.isArray(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON array of documents, got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON array of documents, got ${jsonType(body)}`);
     }
-    res.json(await rpcCall("batch", () => rpc.batch(req.params.name, body)));
+    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body)));
   });
 
   route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), maxDepth: jsonMaxDepth, rpcCall }));
@@ -186,16 +187,16 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   route("post", "/opinions", {}, jsonBody, async (req, res) => {
     const body = parsedBody(req, 'a JSON object {"doc": {...}, "experts": [...]} (application/json)');
     if (!isDocument(body)) {
-      throw new HttpError(400, "InvalidDocument", `the body must be a JSON object {"doc": {...}, "experts": [...]}, got ${jsonType(body)}`);
+      throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON object {"doc": {...}, "experts": [...]}, got ${jsonType(body)}`);
     }
     if (!isDocument(body.doc)) {
-      throw new HttpError(400, "InvalidDocument", `"doc" must be a JSON object, got ${body.doc === undefined ? "nothing" : jsonType(body.doc)}`);
+      throw catalogueError(ERROR.InvalidDocument, `"doc" must be a JSON object, got ${body.doc === undefined ? "nothing" : jsonType(body.doc)}`);
     }
     const names = body.experts ?? null;
     if (names !== null && !(Array.isArray(names) && names.every((n) => typeof n === "string"))) {
-      throw new HttpError(400, "BadArguments", `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
+      throw catalogueError(ERROR.BadArguments, `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
     }
-    res.json(await rpcCall("opinions", () => rpc.opinions(body.doc, names)));
+    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names)));
   });
 
   mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });

@@ -53,6 +53,7 @@
  */
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
+const { ERROR, METHOD } = require("./spec");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -118,7 +119,7 @@ class Coalescer {
   opinion(name, doc, { bytes, timeoutMs = this.timeoutMs } = {}) {
     if (!this.enabled) {
       this.onBatch(name, 1);
-      return this._call("opinion", [name, doc], { timeoutMs });
+      return this._call(METHOD.opinion, [name, doc], { timeoutMs });
     }
     let state = this._experts.get(name);
     if (state && state.queue.length - state.head >= this.maxQueue) {
@@ -283,7 +284,7 @@ class Coalescer {
     let results;
     const started = Date.now();
     try {
-      results = await this._call("opinions_batch", [batch.map((item) => item.doc), [name]], { timeoutMs });
+      results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]], { timeoutMs });
       this._timed(state, started);
       if (!Array.isArray(results) || results.length !== batch.length) {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
@@ -291,7 +292,7 @@ class Coalescer {
     } catch (err) {
       // TooManyDocuments: the batch outgrew the expert's queue (queue.max_docs), though each
       // request alone fits: ask for each on its own.
-      if (err && (err.local || err.name === "TooManyDocuments")) {
+      if (err && (err.local || err.name === ERROR.TooManyDocuments)) {
         // The batch could not even be sent (e.g. one document msgpack cannot
         // encode): that is one document's problem, so ask each on its own.
         await Promise.all(batch.map((item) => this._alone(name, state, item)));
@@ -318,7 +319,7 @@ class Coalescer {
     if (item.done) return; // its deadline passed already
     const started = Date.now();
     try {
-      const opinion = await this._call("opinion", [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
+      const opinion = await this._call(METHOD.opinion, [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
       this._timed(state, started);
       this._settle(state, item, null, opinion);
     } catch (err) {
@@ -352,7 +353,7 @@ class Coalescer {
     }
     let err;
     try {
-      err = this._timeoutError ? await this._timeoutError("opinion", timeoutMs) : null;
+      err = this._timeoutError ? await this._timeoutError(METHOD.opinion, timeoutMs) : null;
     } catch (e) {
       err = e;
     }

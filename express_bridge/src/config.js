@@ -3,20 +3,22 @@
  * Configuration from the environment, validated once at start-up.
  *
  * Every setting has a default that is safe on a developer's machine: the
- * bridge listens on 127.0.0.1:3000 and talks to expertd on
- * tcp://127.0.0.1:4242.
+ * bridge listens on the spec's bridge_host:bridge_port (127.0.0.1:3000) and
+ * talks to expertd on the spec's default endpoint (expertd/protocol.json).
  */
 
 const net = require("node:net");
 const { parseOrigins } = require("./cors");
+const { parseEndpoint, EndpointError } = require("./endpoint");
+const spec = require("./spec");
 
 const DEFAULTS = Object.freeze({
-  HOST: "127.0.0.1",
-  PORT: "3000",
-  EXPERTD_ENDPOINT: "tcp://127.0.0.1:4242",
+  HOST: spec.BRIDGE_HOST,
+  PORT: String(spec.BRIDGE_PORT),
+  EXPERTD_ENDPOINT: spec.DEFAULT_ENDPOINT,
   RPC_TIMEOUT: "30",
   RPC_PROBE_TIMEOUT: "1",
-  RPC_HEARTBEAT: "5",
+  RPC_HEARTBEAT: String(spec.HEARTBEAT_S),
   BODY_LIMIT: "1mb",
   SHUTDOWN_TIMEOUT: "10",
   LOG_LEVEL: "info",
@@ -40,11 +42,12 @@ const LOOPBACK = new net.BlockList();
 LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
 LOOPBACK.addAddress("::1", "ipv6");
 
-/** A setting that cannot be used; the message names the variable. */
+/** A setting that cannot be used; the message names the variable. `exitCode`: the bridge's exit status for it. */
 class ConfigError extends Error {
-  constructor(message) {
+  constructor(message, exitCode = 1) {
     super(message);
     this.name = "ConfigError";
+    this.exitCode = exitCode;
   }
 }
 
@@ -129,8 +132,12 @@ function loadConfig(env = process.env) {
     throw new ConfigError(`PORT must be an integer 0-65535, got ${JSON.stringify(portRaw)}`);
   }
   const endpoint = pick("EXPERTD_ENDPOINT");
-  if (!/^(tcp|ipc):\/\/\S+$/.test(endpoint)) {
-    throw new ConfigError(`EXPERTD_ENDPOINT must look like tcp://HOST:PORT or ipc://PATH, got ${JSON.stringify(endpoint)}`);
+  try {
+    parseEndpoint(endpoint);
+  } catch (err) {
+    // A malformed endpoint is a usage error (exit 2), as for the expertd commands.
+    if (err instanceof EndpointError) throw new ConfigError(`EXPERTD_ENDPOINT: ${err.message}`, 2);
+    throw err;
   }
   const token = env.EXPERTD_HTTP_TOKEN ? String(env.EXPERTD_HTTP_TOKEN) : null;
   if (token !== null && /\s/.test(token)) {

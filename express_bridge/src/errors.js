@@ -29,14 +29,11 @@ class HttpError extends Error {
 }
 
 /**
- * The error catalogue (expertd/errors.json), shared with the Python side:
- * each error name's HTTP status, whether it is retryable, and its scope.
+ * The error catalogue (expertd/protocol.json, through spec.js), shared with
+ * the Python side: each error name's HTTP status, whether it is retryable, and its scope.
  */
-const CATALOGUE_FILE = require("../../expertd/errors.json");
-const CATALOGUE = Object.freeze(CATALOGUE_FILE.errors);
-
-/** The zerorpc header key in which a caller says how long it will wait (milliseconds). */
-const TIMEOUT_HEADER = CATALOGUE_FILE.protocol.timeout_header;
+const { ERRORS: CATALOGUE, ERROR, UNKNOWN_ERROR, TIMEOUT_HEADER } = require("./spec");
+const { RETRYABLE, mayAskAgain } = require("./retry");
 
 /** Seconds a client should wait before asking again after a retryable 503. */
 const RETRY_AFTER_S = "1";
@@ -49,7 +46,7 @@ const RETRY_AFTER_S = "1";
  * @returns {HttpError}
  */
 function catalogueError(name, message) {
-  const entry = CATALOGUE[name] || CATALOGUE.InternalError;
+  const entry = CATALOGUE[name] || CATALOGUE[UNKNOWN_ERROR];
   const headers = entry.retryable && entry.status === 503 ? { "Retry-After": RETRY_AFTER_S } : {};
   return new HttpError(entry.status, name, message, { headers });
 }
@@ -57,7 +54,7 @@ function catalogueError(name, message) {
 /** expertd does not answer (nothing listens, or it stopped answering). HTTP 503. */
 class ServerUnavailableError extends HttpError {
   constructor(message) {
-    const e = catalogueError("ServerUnavailable", message);
+    const e = catalogueError(ERROR.ServerUnavailable, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -65,7 +62,7 @@ class ServerUnavailableError extends HttpError {
 /** expertd is up but did not answer this call in time. HTTP 504. */
 class RpcTimeoutError extends HttpError {
   constructor(message) {
-    const e = catalogueError("RpcTimeout", message);
+    const e = catalogueError(ERROR.RpcTimeout, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -73,7 +70,7 @@ class RpcTimeoutError extends HttpError {
 /** The bridge (its coalescer queue) or expertd is at capacity: HTTP 503 with Retry-After. */
 class OverloadedError extends HttpError {
   constructor(message) {
-    const e = catalogueError("Overloaded", message);
+    const e = catalogueError(ERROR.Overloaded, message);
     super(e.status, e.name, message, e);
   }
 }
@@ -84,27 +81,6 @@ class OverloadedError extends HttpError {
  */
 const REMOTE_STATUS = Object.freeze(Object.fromEntries(
   Object.entries(CATALOGUE).filter(([, e]) => e.side === "server").map(([name, e]) => [name, e.status])));
-
-/** Error names after which asking again may succeed. */
-const RETRYABLE = Object.freeze(new Set(Object.entries(CATALOGUE).filter(([, e]) => e.retryable).map(([name]) => name)));
-
-/** Methods that change the server's state (learn): asked again only after a refusal in REFUSED_BEFORE_RUNNING. */
-const STATEFUL_METHODS = Object.freeze(new Set(CATALOGUE_FILE.protocol.stateful_methods));
-/** Errors the server answers before running the method, so even a stateful call may be asked again. */
-const REFUSED_BEFORE_RUNNING = Object.freeze(new Set(CATALOGUE_FILE.protocol.refused_before_running));
-
-/**
- * Whether a call of `method` that failed with error `name` may be asked again
- * (the catalogue's rule, as `expertd.catalogue.may_ask_again`): a retryable
- * failure, and for a stateful method only a refusal given before it ran.
- * @param {string} method
- * @param {string} name
- * @param {boolean} remote the server answered with this error (not a local timeout or a lost connection)
- * @returns {boolean}
- */
-function mayAskAgain(method, name, remote) {
-  return RETRYABLE.has(name) && (!STATEFUL_METHODS.has(method) || (remote && REFUSED_BEFORE_RUNNING.has(name)));
-}
 
 /**
  * An error raised by the remote server (a zerorpc ERR event), with its
@@ -117,7 +93,7 @@ class RemoteError extends HttpError {
    */
   constructor(name, message) {
     const known = Object.prototype.hasOwnProperty.call(REMOTE_STATUS, name);
-    const status = known ? REMOTE_STATUS[name] : REMOTE_STATUS.InternalError;
+    const status = known ? REMOTE_STATUS[name] : REMOTE_STATUS[UNKNOWN_ERROR];
     const retryAfter = known && RETRYABLE.has(name) && status === 503;
     super(status, name || "RemoteError", message || "", retryAfter ? { headers: { "Retry-After": RETRY_AFTER_S } } : {});
     this.remote = true;
@@ -141,7 +117,7 @@ const PARSER_ERRORS = {
   "charset.unsupported": [415, "UnsupportedMediaType"],
   "request.aborted": [400, "RequestAborted"],
   "request.size.invalid": [400, "BadRequest"],
-  "stream.encoding.set": [500, "InternalError"],
+  "stream.encoding.set": [CATALOGUE[ERROR.InternalError].status, ERROR.InternalError],
   "parameters.too.many": [413, "PayloadTooLarge"],
 };
 
@@ -167,7 +143,7 @@ function toHttpError(err) {
   if (err && Number.isInteger(err.status) && err.status >= 400 && err.status < 500 && err.expose) {
     return new HttpError(err.status, err.name && err.name !== "Error" ? err.name : "BadRequest", err.message);
   }
-  const wrapped = new HttpError(500, "InternalError", "the bridge failed to handle this request");
+  const wrapped = catalogueError(ERROR.InternalError, "the bridge failed to handle this request");
   wrapped.cause = err;
   return wrapped;
 }
@@ -246,10 +222,9 @@ module.exports = {
   TIMEOUT_HEADER,
   REMOTE_STATUS,
   RETRYABLE,
-  STATEFUL_METHODS,
-  REFUSED_BEFORE_RUNNING,
   mayAskAgain,
   CATALOGUE,
+  ERROR,
   errorBody,
   toHttpError,
   errorHandler,

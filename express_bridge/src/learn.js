@@ -11,7 +11,8 @@
  * that refusal's own status (from the error catalogue), like any bad request.
  */
 
-const { HttpError, REMOTE_STATUS, jsonType } = require("./errors");
+const { HttpError, REMOTE_STATUS, jsonType, catalogueError } = require("./errors");
+const { ERROR, METHOD } = require("./spec");
 
 const PATH = "/experts/:name/learn";
 
@@ -23,7 +24,7 @@ const PATH = "/experts/:name/learn";
 function learnDocuments(body) {
   if (Array.isArray(body)) return { docs: body, single: false };
   if (body !== null && typeof body === "object") return { docs: [{ ...body }], single: true }; // forms: null prototype
-  throw new HttpError(400, "InvalidDocument", `the body must be a labelled document, an array of them, or a form (text, label), got ${jsonType(body)}`);
+  throw catalogueError(ERROR.InvalidDocument, `the body must be a labelled document, an array of them, or a form (text, label), got ${jsonType(body)}`);
 }
 
 /**
@@ -39,7 +40,7 @@ function mountLearn(route, { rpc, rpcCall, parsedBody, parsers }) {
   route("post", PATH, {}, ...parsers, async (req, res) => {
     const body = parsedBody(req, "a labelled JSON document, an array of them (application/json), or a form (text=...&label=...)");
     const { docs, single } = learnDocuments(body);
-    const result = await rpcCall("learn", () => rpc.call("learn", [req.params.name, docs]));
+    const result = await rpcCall(METHOD.learn, () => rpc.call(METHOD.learn, [req.params.name, docs]));
     if (single && result.accepted === 0 && result.refused.length === 1) {
       const { name, message } = result.refused[0];
       throw new HttpError(REMOTE_STATUS[name] || 400, name, message.replace(/^docs\[0\]/, "the document"));

@@ -7,6 +7,7 @@
 
 const crypto = require("node:crypto");
 const { HttpError, catalogueError } = require("./errors");
+const { ERROR } = require("./spec");
 
 /**
  * Characters no expert name can hold: C0 and C1 controls, DEL, and the
@@ -116,7 +117,7 @@ function checkExpertName() {
   return (req, res, next) => {
     const name = req.params && req.params.name;
     if (typeof name === "string" && CONTROL_RE.test(name)) {
-      return next(catalogueError("UnknownExpert", `unknown expert ${JSON.stringify(name)}: expert names hold no control characters`));
+      return next(catalogueError(ERROR.UnknownExpert, `unknown expert ${JSON.stringify(name)}: expert names hold no control characters`));
     }
     next();
   };
@@ -153,7 +154,7 @@ function jsonDepth(value, limit) {
 function limitJsonDepth(maxDepth) {
   return (req, res, next) => {
     if (req.body !== null && typeof req.body === "object" && jsonDepth(req.body, maxDepth) > maxDepth) {
-      return next(new HttpError(400, "InvalidDocument", `the request body nests deeper than ${maxDepth} levels of arrays and objects`));
+      return next(catalogueError(ERROR.InvalidDocument, `the request body nests deeper than ${maxDepth} levels of arrays and objects`));
     }
     next();
   };

@@ -22,7 +22,8 @@
  * batch, and the stream goes on.
  */
 
-const { HttpError, toHttpError, jsonType } = require("./errors");
+const { HttpError, toHttpError, jsonType, catalogueError } = require("./errors");
+const { ERROR, METHOD } = require("./spec");
 const { jsonDepth } = require("./middleware");
 
 /** Media types this route reads. */
@@ -153,10 +154,10 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send newline-delimited JSON (application/x-ndjson)`);
     }
     if (!rpc.knownExperts.has(name)) {
-      const experts = await rpcCall("experts", () => rpc.experts());
+      const experts = await rpcCall(METHOD.experts, () => rpc.experts());
       const names = experts.map((e) => e.name);
       if (!names.includes(name)) {
-        throw new HttpError(404, "UnknownExpert", `unknown expert '${name}'; this server runs: ${names.join(", ")}`);
+        throw catalogueError(ERROR.UnknownExpert, `unknown expert '${name}'; this server runs: ${names.join(", ")}`);
       }
     }
 
@@ -176,7 +177,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       let failure = null;
       if (docs.length) {
         try {
-          answers = await rpcCall("opinions_batch", () => rpc.call("opinions_batch", [docs, [name]]));
+          answers = await rpcCall(METHOD.opinions_batch, () => rpc.call(METHOD.opinions_batch, [docs, [name]]));
         } catch (err) {
           if (!started) throw err; // nothing written yet: a plain HTTP error
           failure = toHttpError(err);
@@ -186,7 +187,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       let k = 0;
       for (const item of items) {
         if (item.blank) out += "\n";
-        else if (item.problem) out += `${JSON.stringify({ line: item.number, error: { name: "InvalidDocument", message: item.problem } })}\n`;
+        else if (item.problem) out += `${JSON.stringify({ line: item.number, error: { name: ERROR.InvalidDocument, message: item.problem } })}\n`;
         else if (failure) {
           const doc = item.doc;
           const errors = doc.errors && typeof doc.errors === "object" && !Array.isArray(doc.errors) ? doc.errors : {};

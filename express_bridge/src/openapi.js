@@ -21,7 +21,7 @@ const ERROR_SCHEMA = {
       type: "object",
       required: ["name", "message", "status"],
       properties: {
-        name: { type: "string", description: "machine-readable name, e.g. UnknownExpert (see expertd/errors.json)" },
+        name: { type: "string", description: "machine-readable name, e.g. UnknownExpert (see expertd/protocol.json)" },
         message: { type: "string", description: "what went wrong and what to do" },
         status: { type: "integer", minimum: 400, maximum: 599 },
       },
@@ -57,7 +57,7 @@ function errorResponses(statuses) {
 
 /** Error names the bridge itself answers with (not from the server). */
 const LOCAL_ERRORS = {
-  400: ["BadRequest", "MalformedJSON", "InvalidDocument"],
+  400: ["BadRequest", "MalformedJSON"],
   401: ["Unauthorized"],
   403: ["CorsOriginNotAllowed"],
   404: ["NotFound"],

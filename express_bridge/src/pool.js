@@ -33,6 +33,11 @@
  *   next call.
  */
 
+const { healthFields } = require("./spec");
+
+/** The fields of health() read by the pool (checked against expertd/protocol.json at load). */
+const HEALTH_READ = healthFields("pid", "instance", "worker", "versions", "workers");
+
 /** Connections a pool keeps by default (EXPERTD_CONNECTIONS): see README, "The bridge's connection pool". */
 const DEFAULT_SIZE = 4;
 /** How many times a slot is redialled when its connection reached a worker another connection already has. */
@@ -178,6 +183,7 @@ class ConnectionPool {
 
   /** The hello came back: note the peer, and redial a duplicate while the pool reaches fewer workers than it has connections. */
   _met(connection, health) {
+    // The fields read here are HEALTH_READ.
     if (!health || typeof health.pid !== "number") return;
     // Workers are told apart by their instance id: pids repeat across machines (containers).
     const id = typeof health.instance === "string" ? health.instance : health.pid;
@@ -262,4 +268,4 @@ function lessThan(a, b) {
   return false;
 }
 
-module.exports = { ConnectionPool, DEFAULT_SIZE, DEFAULT_REDIALS };
+module.exports = { ConnectionPool, DEFAULT_SIZE, DEFAULT_REDIALS, HEALTH_READ };

@@ -12,6 +12,7 @@
 
 const { EventEmitter } = require("node:events");
 const { newZerorpcClient } = require("./zerorpc_client");
+const { METHOD } = require("./spec");
 
 /**
  * Ask `health()` once on a fresh socket.
@@ -47,7 +48,7 @@ function probeHealth({ endpoint, timeoutMs, heartbeatMs, logger, curve }) {
       }
       timer = setTimeout(() => finish(false, `no answer to health() within ${timeoutMs} ms`), timeoutMs);
       client.connect(endpoint);
-      client.invoke("health", (err, res) => {
+      client.invoke(METHOD.health, (err, res) => {
         if (err) finish(false, `health() failed: ${err.name}: ${err.message}`);
         else if (!res || res.status !== "ok") finish(false, `health() says ${JSON.stringify(res && res.status)}`);
         else finish(true, "", { health: res });

@@ -33,7 +33,12 @@
  */
 
 const { EventEmitter } = require("node:events");
-const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError, mayAskAgain } = require("./errors");
+const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
+const { ERROR, METHOD, healthFields } = require("./spec");
+
+/** The field of health() that lists the experts (checked against expertd/protocol.json at load). */
+const [HEALTH_EXPERTS] = healthFields("experts");
+const { mayAskAgain, BRIDGE, MAX_ATTEMPTS, MIN_RETRY_MS } = require("./retry");
 const { Coalescer } = require("./coalescer");
 const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
@@ -44,7 +49,7 @@ const { curveOptions } = require("./curve");
 class ExpertdClient extends EventEmitter {
   /**
    * @param {object} options
-   * @param {string} options.endpoint ZeroMQ endpoint, e.g. "tcp://127.0.0.1:4242"
+   * @param {string} options.endpoint ZeroMQ endpoint (see spec.js DEFAULT_ENDPOINT)
    * @param {number} [options.timeoutMs=30000] default per-call timeout (also sent to the server)
    * @param {number} [options.probeTimeoutMs=1000] how long a health probe may take
    * @param {number} [options.heartbeatMs=5000] zerorpc heartbeat interval
@@ -74,8 +79,8 @@ class ExpertdClient extends EventEmitter {
       size: connections,
       logger: this.logger,
       connect: () => this._newConnection(),
-      hello: (c) => c.invoke("health", [], this.timeoutMs).then((h) => {
-        this._observe("health", h);
+      hello: (c) => c.invoke(METHOD.health, [], this.timeoutMs).then((h) => {
+        this._observe(METHOD.health, h);
         return h;
       }),
     });
@@ -128,17 +133,17 @@ class ExpertdClient extends EventEmitter {
 
   /** `health()` -> {status, experts, uptime_s, pid, version}. @param {{timeoutMs?: number}} [o] */
   health(o) {
-    return this.call("health", [], o);
+    return this.call(METHOD.health, [], o);
   }
 
   /** `experts()` -> [{name, version, description, field, metrics, batch}]. */
   experts() {
-    return this.call("experts", []);
+    return this.call(METHOD.experts, []);
   }
 
   /** `stats()` -> per-expert counters. */
   stats() {
-    return this.call("stats", []);
+    return this.call(METHOD.stats, []);
   }
 
   /**
@@ -158,12 +163,12 @@ class ExpertdClient extends EventEmitter {
    * @param {object} doc @param {string[]|null} names (null or [] = every expert)
    */
   opinions(doc, names) {
-    return this.call("opinions", [doc, names ?? null]);
+    return this.call(METHOD.opinions, [doc, names ?? null]);
   }
 
   /** `batch(name, docs)` -> opinions in order. @param {string} name @param {object[]} docs */
   batch(name, docs) {
-    return this.call("batch", [name, docs]);
+    return this.call(METHOD.batch, [name, docs]);
   }
 
   /**
@@ -174,7 +179,7 @@ class ExpertdClient extends EventEmitter {
    */
   async probe(options) {
     const result = await this.connectivity.probe(options);
-    if (result.ok) this._observe("health", result.health);
+    if (result.ok) this._observe(METHOD.health, result.health);
     return result;
   }
 
@@ -250,16 +255,16 @@ class ExpertdClient extends EventEmitter {
     if (err.lost) {
       const probe = await this.probe({ maxAgeMs: 0 });
       if (!probe.ok) return this._unavailable(probe.reason);
-    } else if (err.remote && err.name === "ShuttingDown") {
+    } else if (err.remote && err.name === ERROR.ShuttingDown) {
       this.pool.remove(connection);
       if (connection.peer) attempt.refusedBy.add(connection.peer.id);
       attempt.drained += 1;
       if (attempt.drained > 1 && !this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) {
-        const backoffMs = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (attempt.drained - 2));
+        const backoffMs = BRIDGE.pauseMs(attempt.drained - 2);
         if (timeLeft() < backoffMs + MIN_RETRY_MS) return err;
         await new Promise((resolve) => setTimeout(resolve, backoffMs));
       }
-    } else if (err.remote && err.name === "Overloaded") {
+    } else if (err.remote && err.name === ERROR.Overloaded) {
       if (!connection.peer) return err;
       attempt.refusedBy.add(connection.peer.id);
       if (!this.pool.reachesAnother({ avoid: attempt.tried, avoidPeers: attempt.refusedBy })) return err;
@@ -285,10 +290,10 @@ class ExpertdClient extends EventEmitter {
   }
 
   _observe(method, result) {
-    if (method === "health" && result && Array.isArray(result.experts)) {
-      this.knownExperts = new Set(result.experts.map(String));
+    if (method === METHOD.health && result && Array.isArray(result[HEALTH_EXPERTS])) {
+      this.knownExperts = new Set(result[HEALTH_EXPERTS].map(String));
       this.lastHealth = result;
-    } else if (method === "experts" && Array.isArray(result)) {
+    } else if (method === METHOD.experts && Array.isArray(result)) {
       this.knownExperts = new Set(result.map((e) => String(e && e.name)));
     }
   }
@@ -351,14 +356,6 @@ class ExpertdClient extends EventEmitter {
     }
   }
 }
-
-/** Attempts of one call at most (the first and its retries), within its deadline. */
-const MAX_ATTEMPTS = 10;
-/** A retry needs at least this much of the call's deadline left. */
-const MIN_RETRY_MS = 20;
-/** Backoff before the second and later retries after `ShuttingDown` on a new connection: 25 ms doubling, at most 500 ms (about 3 s over 10 attempts). */
-const BACKOFF_MS = 25;
-const MAX_BACKOFF_MS = 500;
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };

@@ -90,7 +90,7 @@ async function start(config, { logger = pino({ level: config.logLevel }) } = {})
   return { server, rpc, url, close, admission };
 }
 
-/** Run as a program: exit 1 on a bad or unsafe configuration. */
+/** Run as a program: exit 1 on a bad or unsafe configuration (2 on a malformed EXPERTD_ENDPOINT, as the expertd commands). */
 async function main() {
   let config;
   try {
@@ -99,7 +99,7 @@ async function main() {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`expertd bridge: ${err.message}\n`);
-      process.exit(1);
+      process.exit(err.exitCode);
     }
     throw err;
   }

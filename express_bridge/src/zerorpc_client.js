@@ -3,8 +3,8 @@
  * The one place the bridge makes a stock `zerorpc.Client`, and the protocol
  * extension it speaks on top: the caller's deadline in the request header.
  *
- * expertd reads an optional header key (the catalogue's
- * `protocol.timeout_header`, `expertd_timeout_ms`): how many milliseconds the
+ * expertd reads an optional header key (the spec.s
+ * `headers.deadline.key` in expertd/protocol.json, `expertd_timeout_ms`): how many milliseconds the
  * caller will wait for this call, so that the server answers `Overloaded`
  * instead of computing work nobody waits for. Stock zerorpc servers ignore
  * unknown header keys.
@@ -20,7 +20,7 @@
  */
 
 const zerorpc = require("zerorpc");
-const { TIMEOUT_HEADER } = require("./errors");
+const { TIMEOUT_HEADER } = require("./spec");
 const { secureClient } = require("./curve");
 
 /**

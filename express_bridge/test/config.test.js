@@ -151,6 +151,23 @@ describe("src/server.js as a process", { timeout: 60000 }, () => {
     assert.ok(await portIsClosed(port));
   });
 
+  it("exits 2 with one line on a malformed EXPERTD_ENDPOINT, suggesting the fix", async () => {
+    for (const [endpoint, suggestion] of [
+      ["localhost:4242", "did you mean tcp://localhost:4242?"],
+      ["tcp://127.0.0.1", "did you mean tcp://127.0.0.1:4242?"],
+      ["http://localhost:3000", "expertd speaks ZeroMQ"],
+    ]) {
+      const port = await freePort();
+      const res = await runServer({ EXPERTD_ENDPOINT: endpoint, PORT: String(port) });
+      assert.equal(res.code, 2, endpoint);
+      const lines = res.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, res.stderr);
+      assert.ok(lines[0].startsWith("expertd bridge: EXPERTD_ENDPOINT: endpoint "), lines[0]);
+      assert.ok(lines[0].includes(suggestion), lines[0]);
+      assert.ok(await portIsClosed(port));
+    }
+  });
+
   it("exits non-zero on a malformed setting", async () => {
     const res = await runServer({ BODY_LIMIT: "a lot" });
     assert.equal(res.code, 1);

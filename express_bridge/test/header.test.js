@@ -4,7 +4,7 @@
  * zerorpc client, driven through Connection, talks to a raw ZeroMQ ROUTER
  * (zeromq 6, the library under the bridge) that decodes what arrives.
  * The first event of a call carries `expertd_timeout_ms` (the catalogue's
- * protocol.timeout_header); heartbeats keep the stock header.
+ * headers.deadline.key in expertd/protocol.json); heartbeats keep the stock header.
  */
 
 const { describe, it } = require("node:test");

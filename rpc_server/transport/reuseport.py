@@ -50,9 +50,10 @@ import ctypes
 import socket
 import struct
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import zmq
+
+from expertd.endpoint import parse_endpoint
 
 if TYPE_CHECKING:
     from expertd.rpc_server.transport.server import Server
@@ -60,10 +61,10 @@ if TYPE_CHECKING:
 
 def tcp_address(endpoint: str) -> tuple[str, int]:
     """``("HOST", PORT)`` of a ``tcp://HOST:PORT`` endpoint (a ``ValueError`` otherwise)."""
-    parts = urlsplit(endpoint)
-    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+    parts = parse_endpoint(endpoint, binding=True)  # EndpointError (a ValueError) if malformed
+    if parts.transport != "tcp" or parts.port is None:
         raise ValueError(f"--workers needs a tcp://HOST:PORT endpoint, got {endpoint!r}")
-    host = parts.hostname
+    host = parts.host
     return ("0.0.0.0" if host == "*" else host), parts.port
 
 

@@ -86,7 +86,7 @@ def test_timeout_names_the_endpoint_and_how_to_start_a_server():
 
 def test_each_call_says_how_long_the_client_waits(tmp_path):
     """The header reaches a stock zerorpc server (which can read it through a middleware)."""
-    from expertd.catalogue import TIMEOUT_HEADER
+    from expertd.spec import TIMEOUT_HEADER
 
     seen = []
 

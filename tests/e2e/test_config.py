@@ -224,17 +224,27 @@ def test_check_passes_a_good_file_without_serving():
 
 
 @pytest.mark.parametrize("bind, message", [
-    ("localhost:4242", "endpoint 'localhost:4242' must look like tcp://HOST:PORT"),
-    ("tcp://127.0.0.1", "endpoint 'tcp://127.0.0.1' needs a host and a port"),
-    ("tcp://127.0.0.1:99999", "port '99999' must be a number from 1 to 65535"),
     ("tcp://no-such-host.invalid:4242", "cannot serve on tcp://no-such-host.invalid:4242: unknown host"),
     ("ipc:///no/such/dir/sock", "directory /no/such/dir does not exist"),
 ])
-def test_bad_endpoint_is_one_line(tmp_path, bind, message):
+def test_unservable_endpoint_is_one_line(tmp_path, bind, message):
     out = expertd("serve", "--config", str(ROOT / "tests" / "odd_experts.yaml"), "--bind", bind)
     assert out.returncode == 1
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("Error: ") and message in line, line
+
+
+@pytest.mark.parametrize("bind, message", [
+    ("localhost:4242", "endpoint 'localhost:4242' has no transport: did you mean tcp://localhost:4242?"),
+    ("tcp://127.0.0.1", "endpoint 'tcp://127.0.0.1' has no port: did you mean tcp://127.0.0.1:4242?"),
+    ("tcp://127.0.0.1:99999", "port '99999' must be a number from 1 to 65535"),
+])
+def test_malformed_endpoint_is_a_usage_error_in_one_line(tmp_path, bind, message):
+    """A malformed endpoint is refused by the one parser (tests/e2e/test_endpoint_cli.py has them all)."""
+    out = expertd("serve", "--config", str(ROOT / "tests" / "odd_experts.yaml"), "--bind", bind)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("expertd serve: ") and message in line, line
 
 
 def test_busy_port_fails_before_any_model_loads(tmp_path):

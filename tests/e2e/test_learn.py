@@ -320,7 +320,7 @@ def test_learn_answers_by_the_callers_deadline_with_applied_false(tmp_path):
     import msgpack
     import zmq
 
-    from expertd.catalogue import TIMEOUT_HEADER
+    from expertd.spec import TIMEOUT_HEADER
 
     path = tmp_path / "experts.yaml"
     path.write_text("experts:\n  slow:\n    expert: tests.hostile:SlowLearner\n"

@@ -12,7 +12,7 @@ import pytest
 import zerorpc
 import zmq
 
-from expertd.catalogue import TIMEOUT_HEADER
+from expertd.spec import TIMEOUT_HEADER
 from tests.e2e.test_hostile import hostile  # noqa: F401  (the module's server fixture)
 
 

@@ -301,7 +301,7 @@ def test_a_server_bug_on_every_call_is_not_a_usage_error(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    from expertd.catalogue import exit_code
+    from expertd.spec import exit_code
 
     assert out.returncode == exit_code("InternalError") != 2
     assert out.stdout == stdin

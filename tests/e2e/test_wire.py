@@ -110,7 +110,7 @@ def echo_server(tmp_path_factory):
 
 
 def test_talks_to_a_stock_zerorpc_server_with_the_timeout_header(echo_server):
-    from expertd.catalogue import TIMEOUT_HEADER
+    from expertd.spec import TIMEOUT_HEADER
 
     with Connection(echo_server, timeout=10) as c:
         value = {"text": "é" * 5000, "n": [1, 2.5, None, True], "b": "x" * 300}
