@@ -35,6 +35,7 @@ from zerorpc.events import Event
 
 from expertd.rpc_server import incremental, runtime
 from expertd.rpc_server.logsafe import RateLimitedLog, shown
+from expertd.spec import ERROR
 
 log = logging.getLogger("expertd.guard")
 
@@ -228,7 +229,8 @@ class GuardedMultiplexer(ChannelMultiplexer):
         self._drop("malformed", "answered a malformed event with MalformedEvent: %s", problem)
         message = (f"malformed zerorpc event: {problem}; send [header, name, args] with a map "
                    f"header holding a string message_id, a string name and a list of args")
-        reply = self._events.new_event("ERR", ["MalformedEvent", message, f"MalformedEvent: {message}"])
+        name = ERROR.MalformedEvent
+        reply = self._events.new_event("ERR", [name, message, f"{name}: {message}"])
         reply.header["response_to"] = message_id
         reply.identity = event.identity
         self._events.emit_event(reply)

@@ -28,6 +28,7 @@ from expertd.rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.transport import inspection
 from expertd.rpc_server.transport.dispatch import GuardedMultiplexer
+from expertd.spec import ERROR
 
 log = logging.getLogger("expertd.server")
 
@@ -111,7 +112,7 @@ class Server(zerorpc.Server):
             stack = "".join(traceback.format_tb(exc_infos[2])[-12:])
             log.error("internal error %s: %s: %s\n%s", error_id, exc_type.__name__,
                       shown(str(exc_value), 200), stack.rstrip())
-            name = "InternalError"
+            name = ERROR.InternalError
             message = (f"the server failed on this call (error id {error_id}, in its log); "
                        f"this is a bug in expertd, not in your request")
         if protocol_v1:

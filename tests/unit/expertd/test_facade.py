@@ -44,7 +44,7 @@ def test_public_names_resolve_to_their_definitions():
 def test_unknown_names_and_submodules():
     out = run("import expertd\n"
               "try:\n    expertd.NoSuchThing\nexcept AttributeError as e:\n    print('AttributeError', e)\n"
-              "from expertd import control, catalogue\n"
-              "print(control.__name__, catalogue.__name__)\n")
+              "from expertd import control, spec\n"
+              "print(control.__name__, spec.__name__)\n")
     assert "AttributeError" in out and "NoSuchThing" in out
-    assert "expertd.control expertd.catalogue" in out
+    assert "expertd.control expertd.spec" in out
