@@ -47,12 +47,3 @@ def test_answers_match_the_declared_schema(expert):
     expert.load()
     for opinion in expert.predict(TEXTS):
         assert_matches(expert.opinion_schema, opinion)
-
-
-def test_keras_experts_answers_match_their_schema(client):
-    """The default Keras experts' answers, through a real server, match what ``experts()`` declares."""
-    schemas = {e["name"]: e["opinion_schema"] for e in client.experts()}
-    for name in ("sentiment", "genre", "vader"):
-        assert schemas[name] is not None, name
-        for text in TEXTS:
-            assert_matches(schemas[name], client.opinion(name, {"text": text}))

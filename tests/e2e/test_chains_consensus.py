@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from expertd.experts.consensus import ConsensusExpert, band
+from expertd.experts.consensus import ConsensusExpert
 from tests.conftest import ROOT
 
 POSITIVE = "I love this product, it is absolutely wonderful!"
@@ -75,17 +75,6 @@ def test_experts_reports_needs_and_held_out_metrics(client):
         assert -1 <= metrics[judge]["heldout_pearson_r"] <= 1
         assert 0 <= metrics[judge]["label_accuracy"] <= 1
     assert 0 < metrics["agreement_rate"] < 1
-
-
-def test_combination_rules():
-    expert = ConsensusExpert()
-    agree = expert.combine({"valence": 2.0, "label": "positive"}, {"compound": 0.8, "label": "positive"})
-    assert agree["agree"] is True and agree["label"] == "positive"
-    split = expert.combine({"valence": 2.0, "label": "positive"}, {"compound": -0.9, "label": "negative"})
-    assert split["agree"] is False and split["labels"] == {"sentiment": "positive", "rules": "negative"}
-    assert split["label"] == band(split["valence"])
-    assert ConsensusExpert(weight=1).combine({"valence": 2.0, "label": "positive"},
-                                             {"compound": -1, "label": "negative"})["valence"] == 2.0
 
 
 def test_consensus_answers_match_its_declared_schema(client):
