@@ -1,6 +1,7 @@
-"""A fresh-clone walk of the READMEs: every shell example marked runnable runs as written.
+"""A fresh-clone walk of the README and the docs: every example marked runnable runs as written.
 
-The convention (README.md, "Shell examples in this README are tested"): a
+The pages walked: README.md and docs/*.md (``PAGES``). The convention
+(docs/getting-started.md, "Shell examples in these docs are tested"): a
 ```` ```console ```` block right after the line ``<!-- readme-test: server -->``
 is run command by command (``$ `` lines), in one bash, from a scratch
 directory, against a real server with the default experts.
@@ -9,7 +10,10 @@ free port where nothing listens, ``/home/me`` for ``$HOME``. A command followed
 by ``$ echo $?`` must exit with the status shown, any other with 0; its output
 must match the lines shown up to numbers (JSON: the same keys), in any order;
 ``...`` ends what is compared. ``<!-- readme-test: server, output: status -->``
-checks only the exit statuses. In express_bridge/README.md, a ```` ```bash ````
+checks only the exit statuses. A ```` ```python ```` block after
+``<!-- readme-test: python -->`` is run by the venv's Python against that
+server, and what it prints must match the ```` ```text ```` block that follows
+it, the same way. In express_bridge/README.md, a ```` ```bash ````
 block after ``<!-- readme-test: bridge -->`` runs as one script (port 3000
 standing for a free port, also given as PORT) and must end with a JSON answer.
 """
@@ -133,16 +137,29 @@ def walk(server, tmp_path):
     return subst, normal, work, env
 
 
-README_BLOCKS = blocks(ROOT / "README.md", "server")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def test_readme_has_runnable_blocks():
-    assert len(README_BLOCKS) >= 6
+def marked(kind: str) -> list[tuple[str, int, str, str | None]]:
+    """``(page, line, body, output mode)`` of every block marked ``kind`` in the README and the docs."""
+    return [(str(page.relative_to(ROOT)), *block) for page in PAGES for block in blocks(page, kind)]
 
 
-@pytest.mark.parametrize("line, body, output", README_BLOCKS,
-                         ids=[f"README.md:{b[0]}" for b in README_BLOCKS])
-def test_readme_shell_block_runs_as_written(walk, line, body, output):
+README_BLOCKS = marked("server")
+
+
+def test_readme_and_docs_keep_their_runnable_blocks():
+    """The README tours each way in; the docs keep every block the long README had marked."""
+    kinds = {kind: [b for b in marked(kind) if b[0].startswith("docs/")]
+             for kind in ("server", "http", "python")}
+    assert len(kinds["server"]) >= 7 and len(kinds["http"]) >= 1 and len(kinds["python"]) >= 1, kinds
+    readme = {kind: blocks(ROOT / "README.md", kind) for kind in ("server", "http", "python")}
+    assert all(readme.values()), readme
+
+
+@pytest.mark.parametrize("page, line, body, output", README_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in README_BLOCKS])
+def test_readme_shell_block_runs_as_written(walk, page, line, body, output):
     subst, normal, work, env = walk
     for command, expected, status, got, got_status in run_block(body, subst, normal, work, env):
         assert "Traceback" not in got, (command, got)
@@ -151,7 +168,7 @@ def test_readme_shell_block_runs_as_written(walk, line, body, output):
             assert matches(got.splitlines(), expected), (command, got)
 
 
-HTTP_BLOCKS = blocks(ROOT / "README.md", "http")
+HTTP_BLOCKS = marked("http")
 
 
 @pytest.fixture
@@ -175,9 +192,9 @@ def bridge(server, tmp_path):
     log.close()
 
 
-@pytest.mark.parametrize("line, body, output", HTTP_BLOCKS,
-                         ids=[f"README.md:{b[0]}" for b in HTTP_BLOCKS])
-def test_readme_http_block_runs_as_written(walk, bridge, line, body, output):
+@pytest.mark.parametrize("page, line, body, output", HTTP_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in HTTP_BLOCKS])
+def test_readme_http_block_runs_as_written(walk, bridge, page, line, body, output):
     subst, normal, work, env = walk
     subst = dict(subst, **{"localhost:3000": f"127.0.0.1:{bridge}",
                            "127.0.0.1:3000": f"127.0.0.1:{bridge}"})
@@ -186,12 +203,34 @@ def test_readme_http_block_runs_as_written(walk, bridge, line, body, output):
         assert matches(got.splitlines(), expected), (command, got)
 
 
+PYTHON_MARK = re.compile(r"^<!-- readme-test: python -->\n```python\n(?P<code>.*?)^```\n+"
+                         r"```text\n(?P<out>.*?)^```$", re.M | re.S)
+PYTHON_BLOCKS = [(str(page.relative_to(ROOT)), page.read_text()[:m.start()].count("\n") + 1,
+                  m["code"], m["out"])
+                 for page in PAGES for m in PYTHON_MARK.finditer(page.read_text())]
+
+
+def test_every_python_mark_has_its_output():
+    assert len(PYTHON_BLOCKS) == len(marked("python"))
+
+
+@pytest.mark.parametrize("page, line, code, expected", PYTHON_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in PYTHON_BLOCKS])
+def test_python_block_prints_what_it_shows(walk, page, line, code, expected):
+    subst, normal, work, env = walk
+    out = subprocess.run([str(BIN / "python"), "-"], input=code, capture_output=True, text=True, cwd=work,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert matches(out.stdout.splitlines(), expected.splitlines()), out.stdout
+
+
 def node_example(path: Path) -> str:
     (code,) = re.findall(r"```js\n(.*?)```", path.read_text(), re.S)[:1]
     return code
 
 
-@pytest.mark.parametrize("readme", ["README.md", "express_bridge/README.md"])
+@pytest.mark.parametrize("readme", ["README.md", "docs/node.md", "express_bridge/README.md"])
 def test_node_example_answers_and_survives_a_missing_server(server, readme):
     code = node_example(ROOT / readme)
     bridge = ROOT / "express_bridge"
