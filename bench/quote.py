@@ -142,6 +142,7 @@ QUOTES: dict[str, Quote | Section] = {
     # bench/RESULTS-overload.md (python -m bench.overload)
     "overload_capacity_section": Section("RESULTS-overload.md", "Capacity and unloaded latency"),
     "overload_row_section": Section("RESULTS-overload.md", "The overload row"),
+    "one_core_section": Section("RESULTS-overload.md", "What one core can give"),
     "one_document_section": Section("RESULTS-overload.md", "One document while"),
     "overload_headline": Quote("RESULTS-overload.md", r"^Headline: (.*)$"),
     "overload_capacity": Quote("RESULTS-overload.md", rf"\| bridge \| ({NUMBER}) \|", "{0} req/s"),

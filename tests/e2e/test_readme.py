@@ -1,7 +1,7 @@
 """A fresh-clone walk of the README and the docs: every example marked runnable runs as written.
 
 The pages walked: README.md and docs/*.md (``PAGES``). The convention
-(docs/getting-started.md, "Shell examples in these docs are tested"): a
+(docs/getting-started.md, "Examples in the README and these docs are tested"): a
 ```` ```console ```` block right after the line ``<!-- readme-test: server -->``
 is run command by command (``$ `` lines), in one bash, from a scratch
 directory, against a real server with the default experts.
