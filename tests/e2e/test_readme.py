@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, EXPERTD, ROOT, free_port, wait_ready
 
 MARK = re.compile(r"^<!-- readme-test: (?P<kind>\w+)(?:, output: (?P<output>\w+))? -->\n"
                   r"```(?P<lang>\w+)\n(?P<body>.*?)^```$", re.M | re.S)
@@ -287,3 +287,36 @@ def read_json_list(fd: int, within: float) -> list:
                 except ValueError:
                     continue  # not all of it yet
     raise AssertionError(f"no JSON answer from the block; its output:\n{seen.decode(errors='replace')}")
+
+
+def own_expert(path: Path) -> tuple[str, str]:
+    """The README's own-expert example: the ``# my_experts.py`` module and the experts file after it."""
+    m = re.search(r"```python\n(?P<module># my_experts\.py\n.*?)```\n+```yaml\n(?P<config>.*?)```",
+                  path.read_text(), re.S)
+    assert m, f"{path} shows no `# my_experts.py` block followed by its experts file"
+    return m["module"], m["config"]
+
+
+def test_readme_own_expert_serves_as_written(tmp_path):
+    """The module and the experts file of "Your own expert", saved as shown: checked, served, answered."""
+    module, config = own_expert(ROOT / "README.md")
+    (tmp_path / "my_experts.py").write_text(module)
+    (tmp_path / "experts.yaml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPERTD_")}
+    check = subprocess.run([EXPERTD, "check", "--config", "experts.yaml"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([EXPERTD, "serve", "--config", "experts.yaml", "--bind", endpoint],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(endpoint, proc)
+            out = subprocess.run([EXPERTD, "pipe", "shouting", "--endpoint", endpoint],
+                                 input='{"text": "HEY you"}\n', capture_output=True, text=True,
+                                 cwd=tmp_path, env=env, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["opinions"] == {"shouting": {"ratio": 0.5}}
+        finally:
+            proc.terminate()
+            proc.wait(60)
