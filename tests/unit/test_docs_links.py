@@ -99,3 +99,8 @@ def test_a_broken_link_and_a_wrong_anchor_are_found(tmp_path, monkeypatch):
                     "`[d](code.md)`\n```\n[e](fence.md)\n```\n[f](https://example.com)\n")
     assert broken(page) == ["page.md:5: nope.md: no such file",
                             "page.md:5: page.md#nope: no heading with anchor #nope in page.md"]
+
+
+def test_the_readme_is_a_short_tour():
+    """Under 300 lines: everything else is a page of docs/."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) < 300
