@@ -13,6 +13,8 @@ NODE_STAMP := express_bridge/node_modules/.package-lock.json
 MODELS := models/sentiment/model.keras models/genre/model.keras
 # consensus's held-out evaluation (it has no model of its own): reported by experts().
 CONSENSUS_METRICS := models/consensus/metrics.json
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
@@ -22,7 +24,7 @@ export PORT ?= 3000
 step = @printf '\n==> %s\n    (%s)\n' '$(1)' '$(2)'
 PATH_HINT = @echo "The tools (expertd, ...) are in $(CURDIR)/$(VENV)/bin: run \`source $(VENV)/bin/activate\` or \`eval \"\$$(make -s env)\"\` to put them on PATH."
 
-.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench clean
+.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench docs clean
 
 ## Start the server, then (once it answers) the HTTP bridge; Ctrl-C stops both.
 ## Whatever fails, nothing is left running: the EXIT trap stops both.
@@ -66,13 +68,27 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest tests/unit tests/e2e
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
+
+## The documentation site: docs/*.md into site/ (mkdocs build --strict: a broken link fails it).
+## mkdocs-material lives in its own small venv (.venv-docs, exact pins in docs/requirements.txt);
+## the benchmark numbers in the pages come from bench/RESULTS*.md (python -m bench.quote).
+docs: $(DOCS_STAMP)
+	$(call step,docs: mkdocs build --strict into site/,a few seconds)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+	@echo "    open site/index.html"
+
+$(DOCS_STAMP): docs/requirements.txt
+	$(call step,docs tools: mkdocs-material in $(DOCS_VENV) (docs/requirements.txt),first time: about 15 s)
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r docs/requirements.txt
+	@touch $@
 
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
@@ -137,6 +153,7 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
+	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
 clean:
-	rm -rf $(VENV) express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) site express_bridge/node_modules models data

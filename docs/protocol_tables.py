@@ -1,8 +1,10 @@
-"""Write the tables of docs/protocol.md from expertd/protocol.json (``--check``: only compare).
+"""Write the spec tables of docs/protocol.md and docs/errors.md from expertd/protocol.json.
+
+``--check`` only compares.
 
 Each table sits between ``<!-- spec:NAME -->`` and ``<!-- /spec:NAME -->``;
 the prose around them is written by hand. ``tests/unit/expertd/test_spec.py``
-fails when the document's tables are not what this script would write.
+fails when a page's tables are not what this script would write.
 
     python docs/protocol_tables.py          # rewrite the tables
     python docs/protocol_tables.py --check  # exit 1 if they are out of date
@@ -17,6 +19,7 @@ from pathlib import Path
 from expertd import spec
 
 DOC = Path(__file__).resolve().parent / "protocol.md"
+ERRORS_PAGE = DOC.parent / "errors.md"
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -92,28 +95,35 @@ TABLES = {"refused": refused, "defaults": defaults, "headers": headers, "methods
           "errors": errors, "retry": retry}
 
 
-def render(text: str) -> str:
-    """``text`` with every spec table written anew."""
-    for name, make in TABLES.items():
+# Each page and the tables it holds (all of them, in the protocol's page).
+PAGES = {DOC: list(TABLES), ERRORS_PAGE: ["errors"]}
+
+
+def render(text: str, names: list[str] | None = None, page: Path = DOC) -> str:
+    """``text`` with the spec tables ``names`` (default: every one) written anew."""
+    for name in TABLES if names is None else names:
+        make = TABLES[name]
         pattern = re.compile(rf"(<!-- spec:{name} -->\n).*?(\n<!-- /spec:{name} -->)", re.S)
         if not pattern.search(text):
-            raise ValueError(f"{DOC} has no <!-- spec:{name} --> block")
+            raise ValueError(f"{page} has no <!-- spec:{name} --> block")
         text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
     return text
 
 
 def main(argv: list[str]) -> int:
     """Rewrite the tables, or with ``--check`` say whether they are up to date."""
-    text = DOC.read_text(encoding="utf-8")
-    fresh = render(text)
-    if "--check" in argv:
-        if fresh != text:
-            print(f"{DOC}: its tables differ from expertd/protocol.json; run python {__file__}",
-                  file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(fresh, encoding="utf-8")
-    return 0
+    stale = 0
+    for page, names in PAGES.items():
+        text = page.read_text(encoding="utf-8")
+        fresh = render(text, names, page)
+        if "--check" in argv:
+            if fresh != text:
+                print(f"{page}: its tables differ from expertd/protocol.json; run python {__file__}",
+                      file=sys.stderr)
+                stale = 1
+        else:
+            page.write_text(fresh, encoding="utf-8")
+    return stale
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ const { healthFields } = require("./spec");
 /** The fields of health() read by the pool (checked against expertd/protocol.json at load). */
 const HEALTH_READ = healthFields("pid", "instance", "worker", "versions", "workers");
 
-/** Connections a pool keeps by default (EXPERTD_CONNECTIONS): see README, "The bridge's connection pool". */
+/** Connections a pool keeps by default (EXPERTD_CONNECTIONS): see express_bridge/README.md, "The connection pool". */
 const DEFAULT_SIZE = 4;
 /** How many times a slot is redialled when its connection reached a worker another connection already has. */
 const DEFAULT_REDIALS = 2;

@@ -1,6 +1,6 @@
 "use strict";
 /**
- * "Node outside this repository" (README.md): in an empty temp directory,
+ * "Node outside this repository" (docs/node.md): in an empty temp directory,
  * run the README's recipe line by line (npm init, npm pack of the shim from
  * this checkout, npm pkg set, npm install from the npm registry), save the
  * README's zerorpc script as hello.js, and run it against a real expertd
@@ -17,24 +17,24 @@ const { promisify } = require("node:util");
 const { startExpertd, REPO_ROOT } = require("./helpers");
 
 const run = promisify(execFile);
-const README = path.join(REPO_ROOT, "README.md");
+const README = path.join(REPO_ROOT, "docs", "node.md");
 
-/** The recipe's shell lines and the Node section's script, from the README. */
+/** The recipe's shell lines and the Node page's script, from docs/node.md. */
 function recipeFromReadme() {
   const text = fs.readFileSync(README, "utf8");
   const marker = text.indexOf("<!-- recipe: node-outside");
-  assert.ok(marker > 0, "README has the node-outside recipe marker");
+  assert.ok(marker > 0, "docs/node.md has the node-outside recipe marker");
   const sh = /```sh\n([\s\S]*?)```/.exec(text.slice(marker));
   assert.ok(sh, "a sh block follows the marker");
-  const node = text.indexOf("\n## Node\n");
+  const node = text.search(/^# Node$/m);
   const js = /```js\n([\s\S]*?)```/.exec(text.slice(node));
-  assert.ok(node > 0 && js, "the Node section has a js block");
+  assert.ok(node >= 0 && js, "the Node page has a js block");
   // Join continued lines; drop comments after the command.
   const lines = sh[1].replace(/\\\n\s*/g, "").split("\n").map((l) => l.replace(/\s+#.*$/, "")).filter((l) => l.trim());
   return { lines, script: js[1] };
 }
 
-describe("Node outside this repository: the README's recipe", { timeout: 300000 }, () => {
+describe("Node outside this repository: the recipe of docs/node.md", { timeout: 300000 }, () => {
   let server;
   let tmp;
 

@@ -1,6 +1,7 @@
-"""A fresh-clone walk of the READMEs: every shell example marked runnable runs as written.
+"""A fresh-clone walk of the README and the docs: every example marked runnable runs as written.
 
-The convention (README.md, "Shell examples in this README are tested"): a
+The pages walked: README.md and docs/*.md (``PAGES``). The convention
+(docs/getting-started.md, "Examples in the README and these docs are tested"): a
 ```` ```console ```` block right after the line ``<!-- readme-test: server -->``
 is run command by command (``$ `` lines), in one bash, from a scratch
 directory, against a real server with the default experts.
@@ -9,7 +10,10 @@ free port where nothing listens, ``/home/me`` for ``$HOME``. A command followed
 by ``$ echo $?`` must exit with the status shown, any other with 0; its output
 must match the lines shown up to numbers (JSON: the same keys), in any order;
 ``...`` ends what is compared. ``<!-- readme-test: server, output: status -->``
-checks only the exit statuses. In express_bridge/README.md, a ```` ```bash ````
+checks only the exit statuses. A ```` ```python ```` block after
+``<!-- readme-test: python -->`` is run by the venv's Python against that
+server, and what it prints must match the ```` ```text ```` block that follows
+it, the same way. In express_bridge/README.md, a ```` ```bash ````
 block after ``<!-- readme-test: bridge -->`` runs as one script (port 3000
 standing for a free port, also given as PORT) and must end with a JSON answer.
 """
@@ -29,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, EXPERTD, ROOT, free_port, wait_ready
 
 MARK = re.compile(r"^<!-- readme-test: (?P<kind>\w+)(?:, output: (?P<output>\w+))? -->\n"
                   r"```(?P<lang>\w+)\n(?P<body>.*?)^```$", re.M | re.S)
@@ -133,16 +137,29 @@ def walk(server, tmp_path):
     return subst, normal, work, env
 
 
-README_BLOCKS = blocks(ROOT / "README.md", "server")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def test_readme_has_runnable_blocks():
-    assert len(README_BLOCKS) >= 6
+def marked(kind: str) -> list[tuple[str, int, str, str | None]]:
+    """``(page, line, body, output mode)`` of every block marked ``kind`` in the README and the docs."""
+    return [(str(page.relative_to(ROOT)), *block) for page in PAGES for block in blocks(page, kind)]
 
 
-@pytest.mark.parametrize("line, body, output", README_BLOCKS,
-                         ids=[f"README.md:{b[0]}" for b in README_BLOCKS])
-def test_readme_shell_block_runs_as_written(walk, line, body, output):
+README_BLOCKS = marked("server")
+
+
+def test_readme_and_docs_keep_their_runnable_blocks():
+    """The README tours each way in; the docs keep every block the long README had marked."""
+    kinds = {kind: [b for b in marked(kind) if b[0].startswith("docs/")]
+             for kind in ("server", "http", "python")}
+    assert len(kinds["server"]) >= 7 and len(kinds["http"]) >= 1 and len(kinds["python"]) >= 1, kinds
+    readme = {kind: blocks(ROOT / "README.md", kind) for kind in ("server", "http", "python")}
+    assert all(readme.values()), readme
+
+
+@pytest.mark.parametrize("page, line, body, output", README_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in README_BLOCKS])
+def test_readme_shell_block_runs_as_written(walk, page, line, body, output):
     subst, normal, work, env = walk
     for command, expected, status, got, got_status in run_block(body, subst, normal, work, env):
         assert "Traceback" not in got, (command, got)
@@ -151,7 +168,7 @@ def test_readme_shell_block_runs_as_written(walk, line, body, output):
             assert matches(got.splitlines(), expected), (command, got)
 
 
-HTTP_BLOCKS = blocks(ROOT / "README.md", "http")
+HTTP_BLOCKS = marked("http")
 
 
 @pytest.fixture
@@ -175,9 +192,9 @@ def bridge(server, tmp_path):
     log.close()
 
 
-@pytest.mark.parametrize("line, body, output", HTTP_BLOCKS,
-                         ids=[f"README.md:{b[0]}" for b in HTTP_BLOCKS])
-def test_readme_http_block_runs_as_written(walk, bridge, line, body, output):
+@pytest.mark.parametrize("page, line, body, output", HTTP_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in HTTP_BLOCKS])
+def test_readme_http_block_runs_as_written(walk, bridge, page, line, body, output):
     subst, normal, work, env = walk
     subst = dict(subst, **{"localhost:3000": f"127.0.0.1:{bridge}",
                            "127.0.0.1:3000": f"127.0.0.1:{bridge}"})
@@ -186,12 +203,34 @@ def test_readme_http_block_runs_as_written(walk, bridge, line, body, output):
         assert matches(got.splitlines(), expected), (command, got)
 
 
+PYTHON_MARK = re.compile(r"^<!-- readme-test: python -->\n```python\n(?P<code>.*?)^```\n+"
+                         r"```text\n(?P<out>.*?)^```$", re.M | re.S)
+PYTHON_BLOCKS = [(str(page.relative_to(ROOT)), page.read_text()[:m.start()].count("\n") + 1,
+                  m["code"], m["out"])
+                 for page in PAGES for m in PYTHON_MARK.finditer(page.read_text())]
+
+
+def test_every_python_mark_has_its_output():
+    assert len(PYTHON_BLOCKS) == len(marked("python"))
+
+
+@pytest.mark.parametrize("page, line, code, expected", PYTHON_BLOCKS,
+                         ids=[f"{b[0]}:{b[1]}" for b in PYTHON_BLOCKS])
+def test_python_block_prints_what_it_shows(walk, page, line, code, expected):
+    subst, normal, work, env = walk
+    out = subprocess.run([str(BIN / "python"), "-"], input=code, capture_output=True, text=True, cwd=work,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert matches(out.stdout.splitlines(), expected.splitlines()), out.stdout
+
+
 def node_example(path: Path) -> str:
     (code,) = re.findall(r"```js\n(.*?)```", path.read_text(), re.S)[:1]
     return code
 
 
-@pytest.mark.parametrize("readme", ["README.md", "express_bridge/README.md"])
+@pytest.mark.parametrize("readme", ["README.md", "docs/node.md", "express_bridge/README.md"])
 def test_node_example_answers_and_survives_a_missing_server(server, readme):
     code = node_example(ROOT / readme)
     bridge = ROOT / "express_bridge"
@@ -248,3 +287,36 @@ def read_json_list(fd: int, within: float) -> list:
                 except ValueError:
                     continue  # not all of it yet
     raise AssertionError(f"no JSON answer from the block; its output:\n{seen.decode(errors='replace')}")
+
+
+def own_expert(path: Path) -> tuple[str, str]:
+    """The README's own-expert example: the ``# my_experts.py`` module and the experts file after it."""
+    m = re.search(r"```python\n(?P<module># my_experts\.py\n.*?)```\n+```yaml\n(?P<config>.*?)```",
+                  path.read_text(), re.S)
+    assert m, f"{path} shows no `# my_experts.py` block followed by its experts file"
+    return m["module"], m["config"]
+
+
+def test_readme_own_expert_serves_as_written(tmp_path):
+    """The module and the experts file of "Your own expert", saved as shown: checked, served, answered."""
+    module, config = own_expert(ROOT / "README.md")
+    (tmp_path / "my_experts.py").write_text(module)
+    (tmp_path / "experts.yaml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPERTD_")}
+    check = subprocess.run([EXPERTD, "check", "--config", "experts.yaml"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([EXPERTD, "serve", "--config", "experts.yaml", "--bind", endpoint],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(endpoint, proc)
+            out = subprocess.run([EXPERTD, "pipe", "shouting", "--endpoint", endpoint],
+                                 input='{"text": "HEY you"}\n', capture_output=True, text=True,
+                                 cwd=tmp_path, env=env, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["opinions"] == {"shouting": {"ratio": 0.5}}
+        finally:
+            proc.terminate()
+            proc.wait(60)

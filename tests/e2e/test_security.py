@@ -180,7 +180,7 @@ def test_experts_client_with_keys(curve_server, keys, monkeypatch):
 
 
 def test_stock_zerorpc_client_recipe(curve_server, keys):
-    """The README recipe, word for word: keys on the socket before connect."""
+    """The recipe of docs/security.md, word for word: keys on the socket before connect."""
     import zerorpc
     import zmq
     import zmq.auth

@@ -1,0 +1,59 @@
+"""The benchmark numbers quoted in README.md and docs/ are the committed reports' (bench/quote.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import quote
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_quote_is_found_in_the_committed_reports():
+    reports = quote.read_reports()
+    for key, source in quote.QUOTES.items():
+        assert source.text(reports), key
+
+
+def test_every_marked_number_matches_the_reports():
+    assert quote.stale() == [], "run: python -m bench.quote"
+
+
+def test_the_readme_states_no_speed_or_memory_figure_outside_a_mark():
+    found = quote.unmarked((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert found == [], f"README.md: mark these with <!-- bench:KEY -->...<!-- /bench -->: {found}"
+
+
+def test_the_readme_quotes_its_headline_numbers():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for key in ("stage_ms", "cold_s", "cold_warm_x", "stage_mib", "cold_mib", "http_rps", "http_vs_bjoern"):
+        assert f"<!-- bench:{key} -->" in text, key
+
+
+def test_a_report_that_changes_makes_the_quotes_stale():
+    reports = quote.read_reports()
+    reports["RESULTS.md"] = reports["RESULTS.md"].replace("takes 58.3 ms per document",
+                                                          "takes 61.0 ms per document")
+    problems = quote.stale(reports)
+    assert any("bench:stage_ms says '58.3 ms', the reports say '61.0 ms'" in p for p in problems), problems
+    assert any(p.startswith("README.md:") for p in problems), problems
+
+
+def test_render_fills_a_mark_and_refuses_an_unknown_key():
+    reports = quote.read_reports()
+    assert quote.render("<!-- bench:cold_warm_x -->1x<!-- /bench -->", reports) == \
+        "<!-- bench:cold_warm_x -->92.3x<!-- /bench -->"
+    with pytest.raises(KeyError, match="unknown quote"):
+        quote.render("<!-- bench:nosuch -->1<!-- /bench -->", reports)
+
+
+@pytest.mark.parametrize("text, figures", [
+    ("a stage answers in 38 ms instead of 3.2 s (86x)", ["38 ms", "3.2 s", "86x"]),
+    ("539 MiB, 3,134 req/s, 2.2x and 234% of bjoern", ["539 MiB", "3,134 req/s", "2.2x", "234%"]),
+    ("<!-- bench:stage_ms -->58.3 ms<!-- /bench --> and `--timeout 5 s` and\n```\n12 ms\n```\n", []),
+    ("Python 3.11, Node 20, port 3000, 2 cores, 5 experts, v2, (3 tries)", []),
+])
+def test_unmarked_finds_speed_time_size_and_ratio_figures(text, figures):
+    assert [figure for _, figure in quote.unmarked(text)] == figures
