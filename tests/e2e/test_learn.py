@@ -410,6 +410,12 @@ def test_a_call_beyond_the_learners_limits_is_refused_whole_and_nothing_is_store
             client.learn("learner", labelled(CATS * 6, "cats"))  # 24 examples
         assert info.value.name == "LearnLimit" and "max_examples_per_call" in info.value.msg
         assert "24" in info.value.msg
+        lines = "".join(json.dumps({"text": f"cat {i}", "label": "cats"}) + "\n" for i in range(25))
+        done = subprocess.run([EXPERTD, "learn", "learner", "--batch-size", "25"], input=lines,
+                              capture_output=True, text=True, env=shell_env(server), timeout=60)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "LearnLimit: expert 'learner' takes at most 20 examples per learn call" in done.stderr
+        assert "lines 1-25 were not learned (nothing of them was stored)" in done.stderr
         state = learning_state(client)
         assert state["updates"] == 8 and state["model_version"] == 8 and state["backlog"] == 0
         # Up to the limit is fine: three new labels make five.
