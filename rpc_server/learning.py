@@ -400,11 +400,15 @@ class Learning:
         return {name: learner.progress() for name, learner in self.learners.items()}
 
     def check_call(self, name: str, count: int) -> None:
-        """Refuse (``LearnLimit``) a call of more examples than the learner takes at once."""
-        most = self.learners[name].policy.max_examples_per_call
-        if count > most:
-            raise LearnLimit(f"expert {name!r} takes at most {most} examples per learn call "
-                             f"(max_examples_per_call); this one carries {count}, none was stored; "
+        """Refuse (``LearnLimit``) a call of more examples than the learner ever takes at once."""
+        policy = self.learners[name].policy
+        if count > policy.max_examples_per_call:
+            raise LearnLimit(f"expert {name!r} takes at most {policy.max_examples_per_call} examples "
+                             f"per learn call (max_examples_per_call); this one carries {count}, "
+                             "none was stored; split it")
+        if count > policy.max_backlog:  # would never fit, however empty the backlog
+            raise LearnLimit(f"expert {name!r} holds at most {policy.max_backlog} examples not yet "
+                             f"applied (max_backlog); this call carries {count}, none was stored; "
                              "split it")
 
     def teach(self, name: str, inputs: list, targets: list, deadline: float | None = None) -> dict:

@@ -538,3 +538,30 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
         peer.close()
         context.term()
         assert server.stop() == 0, server.read_log()
+
+
+def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.5}",
+                          "{max_backlog: 4, max_examples_per_call: 4}")
+    server = ServerProcess(path, tmp_path)
+    try:
+        client = connect(server)
+        with pytest.raises(zerorpc.RemoteError) as info:  # never fits: refused for good
+            client.learn("learner", labelled(CATS + DOGS, "pets")[:5])
+        assert info.value.name == "LearnLimit"
+        client.close()
+        from expertd.rpc_server.feedback import SQLiteFeedbackLog
+
+        writer = SQLiteFeedbackLog(tmp_path / "state" / "feedback.sqlite3")  # another server's 4
+        writer.append("learner", [(f"dog {i}", "dogs") for i in range(4)])  # about 4 s to apply
+        writer.close()
+        lines = "".join(json.dumps({"text": f"cat {i}", "label": "cats"}) + "\n" for i in range(6))
+        done = subprocess.run([EXPERTD, "learn", "learner", "--batch-size", "3"], input=lines,
+                              capture_output=True, text=True, env=shell_env(server), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["accepted"] == 6
+        assert "call learn expert=learner items=3 latency_ms" in server.read_log()
+        assert "outcome=LearnBacklogFull" in server.read_log()  # it was full, and waited for
+        assert len(stored_rows(tmp_path)) == 10
+    finally:
+        assert server.stop() == 0, server.read_log()
