@@ -62,8 +62,9 @@ LOG_FILE = "feedback.sqlite3"
 #: its caller did not say how long it waits (below zerorpc's 30 s default timeout).
 MAX_APPLY_WAIT = 10.0
 #: Time kept back from the caller's deadline to send the answer (seconds; at most
-#: a quarter of what is left).
-ANSWER_MARGIN = 0.25
+#: a quarter of what is left): room for a busy event loop, so that stored examples
+#: are acknowledged before their caller gives up.
+ANSWER_MARGIN = 1.0
 #: Least time a caller must have left for ``learn`` to store its examples
 #: (seconds): with less, the call is refused (``Overloaded``) before storing, so
 #: that examples are never stored after their caller has given up.

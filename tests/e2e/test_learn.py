@@ -507,12 +507,12 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
     try:
         from expertd.rpc_server.feedback import SQLiteFeedbackLog
 
-        writer = SQLiteFeedbackLog(tmp_path / "state" / "feedback.sqlite3")  # a backlog of 20
-        writer.append("learner", [(f"backlog {i}", "dogs") for i in range(20)])
+        writer = SQLiteFeedbackLog(tmp_path / "state" / "feedback.sqlite3")  # a backlog of 40
+        writer.append("learner", [(f"backlog {i}", "dogs") for i in range(40)])
         writer.close()
         acknowledged, applied, refused, unanswered = [], [], [], []
-        for i in range(8):  # each waits behind the backlog: answered applied=false in time
-            answer = learn(f"slow {i}", 1500)
+        for i in range(6):  # each waits behind the backlog: answered applied=false in time
+            answer = learn(f"slow {i}", 3000)
             if isinstance(answer, dict):
                 assert answer["stored"] == 1 and answer["accepted"] == 1
                 assert answer["applied"] is False or answer["applied_at_version"] <= \
@@ -521,7 +521,7 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
                 applied.append(answer["applied"])
             else:
                 (refused if answer == "Overloaded" else unanswered).append((i, answer))
-        assert len(acknowledged) >= 6, (acknowledged, refused, unanswered)
+        assert len(acknowledged) >= 4, (acknowledged, refused, unanswered)
         for i in range(5):  # too short to store durably: refused before storing
             assert learn(f"hopeless {i}", 20) in ("Overloaded", None)
         rows = [(x, seq) for seq, x, _ in stored_rows(tmp_path) if not x.startswith("backlog")]
@@ -531,7 +531,7 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
         try:  # the acknowledged examples are applied once model_version reaches their version
             last = acknowledged[-1][1]
             wait_for(lambda: learning_state(client)["model_version"] >= last, 60, "the backlog")
-            assert learning_state(client)["updates"] == 20 + len(acknowledged)
+            assert learning_state(client)["updates"] == 40 + len(acknowledged)
         finally:
             client.close()
     finally:
