@@ -9,9 +9,15 @@ that is not JSON, or that the server refuses, is reported on stderr with its
 line number and reason; the summary (accepted, refused, the expert's new
 state) is one JSON object on stdout.
 
+A learner behind its ``max_backlog`` (``LearnBacklogFull``: nothing of the
+batch was stored) is waited for: the batch is sent again, with growing
+pauses, for up to ``--call-timeout`` seconds. A batch refused whole
+(``LearnLimit``, or a learner still full) is named on stderr, lines and all.
+
 Exit status: 0 every line learned; 1 some refused; 2 usage error (unknown
-expert, an expert that does not learn); 3 no server answered (the lines not
-acknowledged are named on stderr: they were not learned, or it is unknown).
+expert, an expert that does not learn, a batch beyond the learner's limits);
+3 no server answered, or the learner stayed full (the lines not acknowledged
+are named on stderr: they were not learned, or it is unknown).
 """
 
 from __future__ import annotations
@@ -67,13 +73,19 @@ class Teacher:
         if self.connection is None:
             self.connection = self._connect()
         deadline = time.monotonic() + self.timeout
+        full_until = time.monotonic() + self.call_timeout
+        pause = 0.2
         while True:
             try:
                 result = self.connection.call(METHOD.learn, self.name, [doc for _, doc in batch])
                 break
-            except RemoteError as exc:  # a draining server took nothing: ask again
+            except RemoteError as exc:
+                if exc.name == ERROR.LearnBacklogFull and time.monotonic() < full_until:
+                    time.sleep(pause)  # the learner is behind and stored nothing: wait for it
+                    pause = min(pause * 2, 5.0)
+                    continue
                 if exc.name != ERROR.ShuttingDown or time.monotonic() >= deadline:
-                    raise
+                    raise  # a draining server took nothing: ask again, elsewhere
                 self.connection.close()
                 time.sleep(0.2)
                 self.connection = self._connect()
@@ -131,6 +143,10 @@ def run(name: str, endpoint: str, timeout: float, call_timeout: float, batch_siz
         status = EXIT_UNREACHABLE
     except RemoteError as exc:
         click.echo(f"expertd learn: {exc.name}: {exc.msg}", err=True)
+        lines = [n for n, _ in batch]
+        if lines and exc.name in (ERROR.LearnLimit, ERROR.LearnBacklogFull):
+            click.echo(f"expertd learn: lines {lines[0]}-{lines[-1]} were not learned (nothing of "
+                       f"them was stored); lines after {number} were not read", err=True)
         status = exit_code(exc.name) or EXIT_USAGE
     finally:
         teacher.close()

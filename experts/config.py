@@ -234,6 +234,12 @@ class LearnSettings:
     checkpoint_every: int = setting(1000, integer(1))
     checkpoint_seconds: float = setting(60.0, number(0.001))
     poll_ms: float = setting(150.0, number(1))
+    #: Most labels the learner may know (``LearnLimit`` for a call that would add more).
+    max_labels: int = setting(1000, integer(1))
+    #: Most examples one ``learn`` call may carry (``LearnLimit`` beyond).
+    max_examples_per_call: int = setting(10_000, integer(1))
+    #: Most examples stored but not yet applied (``LearnBacklogFull`` for a call that would go beyond).
+    max_backlog: int = setting(100_000, integer(1))
 
 
 @dataclass

@@ -3,12 +3,17 @@
 A ``learn`` call is acknowledged only once its examples are in the log; every
 server that shares the log applies them in the log's order (its sequence
 numbers), so all copies of an expert learn the same thing. The interface is
-two methods, so that a server database can replace the embedded default:
+four methods, so that a server database can replace the embedded default:
 
 * ``append(expert, examples) -> [seq, ...]``: store ``(input, target)`` pairs
   durably and return their sequence numbers (increasing, in order);
 * ``read_after(expert, seq, limit) -> [(seq, input, target), ...]``: the
-  examples after ``seq``, in order.
+  examples after ``seq``, in order;
+* ``pending(expert, seq) -> int``: how many examples there are after ``seq``
+  (a learner's backlog);
+* ``targets_after(expert, seq) -> {json, ...}``: the distinct targets after
+  ``seq``, each as its JSON text (the labels a learner will know once it has
+  applied its backlog).
 
 A replacement must give the same guarantee as SQLite does here: once a reader
 sees ``seq = n``, every example with a smaller ``seq`` is already visible (no
@@ -45,6 +50,12 @@ class FeedbackLog(Protocol):
 
     def read_after(self, expert: str, seq: int, limit: int = 1000) -> list[tuple[int, Any, Any]]:
         """Examples of ``expert`` with sequence numbers above ``seq``, in order."""
+
+    def pending(self, expert: str, seq: int) -> int:
+        """How many examples of ``expert`` have sequence numbers above ``seq``."""
+
+    def targets_after(self, expert: str, seq: int) -> set[str]:
+        """The distinct targets of ``expert`` after ``seq``, as JSON text."""
 
     def close(self) -> None:
         """Release the log."""
@@ -97,6 +108,20 @@ class SQLiteFeedbackLog:
                 "SELECT seq, input, target FROM examples WHERE expert = ? AND seq > ? "
                 "ORDER BY seq LIMIT ?", (expert, seq, limit)).fetchall()
         return [(s, json.loads(x), json.loads(y)) for s, x, y in rows]
+
+    def pending(self, expert: str, seq: int) -> int:
+        """How many examples of ``expert`` come after ``seq`` (one index range count)."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM examples WHERE expert = ? AND seq > ?",
+                                        (expert, seq)).fetchone()
+        return count
+
+    def targets_after(self, expert: str, seq: int) -> set[str]:
+        """The distinct targets of ``expert`` after ``seq``, as the JSON text they are stored as."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT target FROM examples WHERE expert = ? AND seq > ?",
+                                    (expert, seq)).fetchall()
+        return {target for (target,) in rows}
 
     def close(self) -> None:
         """Close the connection."""

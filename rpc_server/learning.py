@@ -3,27 +3,32 @@
 ``Learning`` owns the feedback log (``rpc_server.feedback``) and one
 ``Learner`` per expert that learns. Teaching goes one way only:
 
-1. ``teach`` appends the examples to the log (durable before it returns) and
-   wakes this server's learner;
+1. ``teach`` checks the learner's declared limits (``LearnPolicy``: labels it
+   may know, examples per call, backlog) and refuses a call beyond them
+   (``LearnLimit``, ``LearnBacklogFull``) before anything is stored; it
+   appends the examples to the log (durable before it returns) and wakes this
+   server's learner;
 2. every learner, on every server sharing the log, reads the rows after the
    last one it applied (woken, or every ``poll_ms``) and applies them in
    sequence order in its own thread, so opinions keep being answered by the
    server's thread pool meanwhile;
-3. ``teach`` returns once this server has applied its examples, so a caller
-   sees its own examples in the next opinion.
+3. ``teach`` returns once this server has applied its examples, or before the
+   caller's deadline with ``applied: false``, always saying how many examples
+   are stored and at which ``model_version`` they will all be applied.
 
 A learner's ``model_version`` is the sequence number of the last example it
 applied: two servers at the same ``model_version`` hold the same model.
 Checkpoints (``<state_dir>/checkpoints/<expert>.ckpt``) are written atomically
 every ``checkpoint_every`` updates or ``checkpoint_seconds`` seconds, and at
-shutdown; a restarted server restores the checkpoint and replays the log
-after it.
+shutdown; a restarted server restores the checkpoint, starts serving at once,
+and replays the log after it behind the opinions it serves (``replaying``,
+``replayed`` and ``replay_total`` in its state and in ``health()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-
+import json
 import logging
 import os
 import pickle
@@ -37,7 +42,8 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 from expertd.experts.base import Expert
-from expertd.rpc_server.errors import ExpertFailed, InvalidDocument
+from expertd.rpc_server.errors import (ExpertFailed, InvalidDocument, LearnBacklogFull,
+                                       LearnLimit, Overloaded)
 from expertd.rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
 from expertd.rpc_server.validation import json_type
 
@@ -53,11 +59,16 @@ LEARN_YIELD = 1.0
 READ_LIMIT = 512
 LOG_FILE = "feedback.sqlite3"
 #: Longest a ``learn`` call waits for its examples to be applied (seconds) when
-#: its caller did not say how long it waits.
-MAX_APPLY_WAIT = 60.0
+#: its caller did not say how long it waits (below zerorpc's 30 s default timeout).
+MAX_APPLY_WAIT = 10.0
 #: Time kept back from the caller's deadline to send the answer (seconds; at most
-#: a tenth of what is left).
-ANSWER_MARGIN = 0.05
+#: a quarter of what is left): room for a busy event loop, so that stored examples
+#: are acknowledged before their caller gives up.
+ANSWER_MARGIN = 1.0
+#: Least time a caller must have left for ``learn`` to store its examples
+#: (seconds): with less, the call is refused (``Overloaded``) before storing, so
+#: that examples are never stored after their caller has given up.
+STORE_RESERVE = 0.1
 
 #: Longest target (label) accepted by ``learn``, in characters.
 MAX_TARGET_CHARS = 200
@@ -90,6 +101,9 @@ class LearnPolicy:
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
     poll_ms: float = 150.0
+    max_labels: int = 1000
+    max_examples_per_call: int = 10_000
+    max_backlog: int = 100_000
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot work."""
@@ -97,10 +111,19 @@ class LearnPolicy:
             raise ValueError(f"target must be a field name, not {self.target!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, not {self.checkpoint_every!r}")
+        for name in ("max_labels", "max_examples_per_call", "max_backlog"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
         for name in ("checkpoint_seconds", "poll_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a number > 0, not {value!r}")
+
+
+def label_key(target: Any) -> str:
+    """How a target is told apart from others when counting labels: its JSON text, as the log stores it."""
+    return json.dumps(target, ensure_ascii=False)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -123,7 +146,7 @@ class Learner:
 
     def __init__(self, expert: Expert, feedback: FeedbackLog, log_pool: ThreadPool,
                  checkpoint_path: Path, policy: LearnPolicy) -> None:
-        """Nothing is read until ``rebuild``."""
+        """Nothing is read until ``restore``."""
         self.expert = expert
         self.feedback = feedback
         self.log_pool = log_pool
@@ -133,33 +156,57 @@ class Learner:
         self.applied_seq = 0
         self.checkpoint_seq = 0
         self.failed_updates = 0
+        #: Examples stored but not yet applied here, as last seen (``pending`` is exact).
+        self.backlog = 0
+        #: The labels of every example applied or stored (as ``label_key``), for ``max_labels``.
+        self.labels: set[str] = set()
+        #: True from a restart until the backlog found then is applied.
+        self.replaying = False
+        self.replayed = 0
+        self.replay_total = 0
         self._checkpointed_at = time.monotonic()
         self._wake = Event()
         self._progress = Event()
         self._poller: gevent.Greenlet | None = None
+        self._stopping = False  # set at shutdown: the learner's thread stops at its next chunk
 
     # -- start and stop ---------------------------------------------------------
 
-    def rebuild(self) -> None:
-        """Restore the latest checkpoint, then apply the log after it (blocking, at start)."""
+    def restore(self) -> None:
+        """Restore the latest checkpoint and count the log after it (at start; the replay comes later).
+
+        Reads no example: a restarted server serves opinions from the checkpoint
+        at once, and ``start`` applies the backlog behind them.
+        """
         self._restore()
-        replayed = 0
-        while True:
-            rows = self.feedback.read_after(self.expert.name, self.applied_seq, READ_LIMIT)
-            if not rows:
-                break
-            self._apply(rows)
-            replayed += len(rows)
+        known = self.expert.state().get("known_labels")
+        if isinstance(known, list):
+            self.labels = {label_key(label) for label in known}
+            self.labels |= self.feedback.targets_after(self.expert.name, self.applied_seq)
+        else:  # an expert that does not list its labels: every label it was ever taught
+            self.labels = self.feedback.targets_after(self.expert.name, 0)
+        self.backlog = self.replay_total = self.feedback.pending(self.expert.name, self.applied_seq)
+        self.replaying = self.replay_total > 0
+        log.info("expert %s restored: checkpoint at seq %d, %d examples to replay from the log "
+                 "behind the opinions served", self.expert.name, self.checkpoint_seq,
+                 self.replay_total)
+        if not self.replaying:
+            self._rebuilt()
+
+    def _rebuilt(self) -> None:
+        self.replaying = False
         log.info("expert %s rebuilt: checkpoint at seq %d, %d examples replayed from the log, "
-                 "model version %d", self.expert.name, self.checkpoint_seq, replayed,
+                 "model version %d", self.expert.name, self.checkpoint_seq, self.replayed,
                  self.applied_seq)
 
     def start(self) -> None:
-        """Start following the log."""
+        """Start following the log (the replay of the backlog first)."""
+        self._wake.set()
         self._poller = gevent.spawn(self._follow)
 
     def close(self) -> None:
         """Stop following the log and write a last checkpoint (at shutdown)."""
+        self._stopping = True
         if self._poller is not None:
             self._poller.kill()
         if self.applied_seq > self.checkpoint_seq:
@@ -172,6 +219,36 @@ class Learner:
         """Read the log now (this server has just appended to it)."""
         self._wake.set()
 
+    def admit_and_append(self, inputs: list, targets: list, deadline: float | None) -> list[int]:
+        """Check the limits, then append (in the log's thread, so checks and appends take turns).
+
+        Raises ``LearnLimit``, ``LearnBacklogFull`` or ``Overloaded`` (the caller's
+        deadline is too near) before anything is stored.
+        """
+        name, policy = self.expert.name, self.policy
+        new = {label_key(t) for t in targets} - self.labels
+        if new and len(self.labels) + len(new) > policy.max_labels:
+            raise LearnLimit(
+                f"expert {name!r} knows {len(self.labels)} labels and may know at most "
+                f"{policy.max_labels} (max_labels); this call brings {len(new)} new ones, so "
+                "none of its examples was stored")
+        pending = self.feedback.pending(name, self.applied_seq)
+        self.backlog = pending
+        if pending + len(inputs) > policy.max_backlog:
+            raise LearnBacklogFull(
+                f"expert {name!r} has {pending} examples stored but not yet applied and takes at "
+                f"most {policy.max_backlog} (max_backlog); this call's {len(inputs)} were not "
+                "stored; send them again once its backlog is lower")
+        if deadline is not None and deadline - time.monotonic() < STORE_RESERVE:
+            raise Overloaded(
+                f"expert {name!r}: the call's deadline is too near to store its examples durably "
+                f"(learn needs {STORE_RESERVE * 1000:.0f} ms); none was stored; call again with "
+                "a longer timeout")
+        seqs = self.feedback.append(name, list(zip(inputs, targets)))
+        self.labels |= new
+        self.backlog += len(seqs)
+        return seqs
+
     def wait_applied(self, seq: int, timeout: float) -> bool:
         """Wait until the example ``seq`` is applied here; False if ``timeout`` ran out."""
         deadline = time.monotonic() + timeout
@@ -182,14 +259,28 @@ class Learner:
             self._progress.wait(remaining)
         return True
 
+    def limits(self) -> dict:
+        """The limits this learner declares."""
+        return {"max_labels": self.policy.max_labels,
+                "max_examples_per_call": self.policy.max_examples_per_call,
+                "max_backlog": self.policy.max_backlog}
+
+    def progress(self) -> dict:
+        """Where it stands in the log: what ``health()`` reports (cheap, no log read)."""
+        return {"model_version": self.applied_seq, "backlog": self.backlog,
+                "replaying": self.replaying, "replayed": self.replayed,
+                "replay_total": self.replay_total}
+
     def state(self) -> dict:
-        """The expert's own state plus where it stands in the log."""
-        return {**self.expert.state(), "model_version": self.applied_seq,
-                "checkpoint_version": self.checkpoint_seq, "failed_updates": self.failed_updates}
+        """The expert's own state plus where it stands in the log and its limits."""
+        return {**self.expert.state(), **self.progress(), "checkpoint_version": self.checkpoint_seq,
+                "failed_updates": self.failed_updates, "limits": self.limits()}
 
     # -- the follower -----------------------------------------------------------
 
     def _follow(self) -> None:
+        """Apply the log after ``applied_seq`` in slices of ``READ_LIMIT`` rows, in the learner's
+        thread (this greenlet only waits, so the gevent loop answers calls meanwhile)."""
         interval = self.policy.poll_ms / 1000.0
         while True:
             self._wake.wait(interval)
@@ -199,7 +290,11 @@ class Learner:
                     rows = self.log_pool.spawn(self.feedback.read_after, self.expert.name,
                                                self.applied_seq, READ_LIMIT).get()
                     if not rows:
+                        self.backlog = 0
+                        if self.replaying:
+                            self._rebuilt()
                         break
+                    self.labels.update(label_key(y) for _, _, y in rows)
                     self.pool.spawn(self._apply, rows).get()
                     progress, self._progress = self._progress, Event()
                     progress.set()
@@ -216,6 +311,8 @@ class Learner:
     def _apply(self, rows: Sequence[tuple[int, Any, Any]]) -> None:
         """Apply rows in order (in the learner's thread); a failing example is skipped everywhere."""
         for start in range(0, len(rows), APPLY_CHUNK):
+            if self._stopping:  # shutting down: the rest is applied after the restart
+                return
             chunk = rows[start:start + APPLY_CHUNK]
             began = time.perf_counter()
             # One example per call: an expert that raises part-way through a batch
@@ -228,6 +325,9 @@ class Learner:
                     log.warning("expert %s could not learn example %d: %s: %s",
                                 self.expert.name, seq, type(exc).__name__, str(exc)[:200])
             self.applied_seq = chunk[-1][0]
+            self.backlog = max(0, self.backlog - len(chunk))
+            if self.replaying:
+                self.replayed = min(self.replay_total, self.replayed + len(chunk))
             # Leave the GIL and the model to opinions for as long as learning took.
             time.sleep((time.perf_counter() - began) * LEARN_YIELD)
 
@@ -290,38 +390,59 @@ class Learning:
                                           self.state_dir / "checkpoints" / f"{name}.ckpt", policy)
 
     def start(self) -> None:
-        """Rebuild every learner from its checkpoint and the log, then follow the log."""
+        """Restore every learner from its checkpoint, then follow the log (the backlog replayed behind)."""
         for learner in self.learners.values():
-            learner.rebuild()
+            learner.restore()
         for learner in self.learners.values():
             learner.start()
 
-    def teach(self, name: str, inputs: list, targets: list, deadline: float | None = None) -> dict:
-        """Append examples durably, wait until this server has applied them, return the state.
+    def progress(self) -> dict:
+        """Each learner's ``progress`` by name (for ``health()``)."""
+        return {name: learner.progress() for name, learner in self.learners.items()}
 
-        Waits at most ``MAX_APPLY_WAIT`` seconds, and never past ``deadline`` (the
-        caller's, ``time.monotonic()``) less a margin to send the answer: the
-        state's ``applied`` says whether the examples were applied by then (they
-        are stored either way, and applied in the log's order soon after).
+    def check_call(self, name: str, count: int) -> None:
+        """Refuse (``LearnLimit``) a call of more examples than the learner ever takes at once."""
+        policy = self.learners[name].policy
+        if count > policy.max_examples_per_call:
+            raise LearnLimit(f"expert {name!r} takes at most {policy.max_examples_per_call} examples "
+                             f"per learn call (max_examples_per_call); this one carries {count}, "
+                             "none was stored; split it")
+        if count > policy.max_backlog:  # would never fit, however empty the backlog
+            raise LearnLimit(f"expert {name!r} holds at most {policy.max_backlog} examples not yet "
+                             f"applied (max_backlog); this call carries {count}, none was stored; "
+                             "split it")
+
+    def teach(self, name: str, inputs: list, targets: list, deadline: float | None = None) -> dict:
+        """Store examples durably, wait until this server has applied them, say what is stored.
+
+        Refused before anything is stored beyond the learner's limits, or when
+        the caller's ``deadline`` (``time.monotonic()``) leaves too little time
+        to store. Waits at most ``MAX_APPLY_WAIT`` seconds, and never past the
+        deadline less a margin to send the answer: ``applied`` says whether the
+        examples were applied by then; either way the ``stored`` examples are
+        all applied once the learner's ``model_version`` reaches ``applied_at_version``.
         """
         learner = self.learners[name]
-        applied = True
+        applied, last = True, None
         if inputs:
             try:
-                seqs = self.log_pool.spawn(self.feedback.append, name,
-                                           list(zip(inputs, targets))).get()
+                seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
+            except (LearnLimit, LearnBacklogFull, Overloaded):
+                raise
             except Exception as exc:
                 log.exception("expert %s: could not append to the feedback log", name)
                 raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
                                    f"feedback log ({type(exc).__name__}), so none was learned; "
                                    "the server log has the details") from None
+            last = seqs[-1]
             learner.wake()
             wait = MAX_APPLY_WAIT
             if deadline is not None:
                 left = deadline - time.monotonic()
-                wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 10)))
-            applied = learner.wait_applied(seqs[-1], wait)
-        return {**learner.state(), "applied": applied}
+                wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 4)))
+            applied = learner.wait_applied(last, wait)
+        return {"stored": len(inputs), "applied": applied, "applied_at_version": last,
+                "state": {**learner.state(), "applied": applied}}
 
     def close(self) -> None:
         """Checkpoint every learner and close the log (at shutdown)."""

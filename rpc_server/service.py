@@ -219,11 +219,18 @@ class Experts:
         """Teach expert ``name`` from labelled documents (the target in its target field).
 
         Each bad document is refused on its own (``refused``: index, name,
-        message); the others are learned. Returns ``{"accepted", "refused",
-        "state"}`` once the accepted examples are durably in the feedback log
-        and applied on this server, or, if the caller's deadline comes first,
-        with ``state.applied`` false (stored, and applied soon after); ``state``
-        has ``updates`` and ``model_version``. An expert that does not learn answers ``NotLearnable``.
+        message); the others are stored durably in the feedback log and
+        applied in order. A call beyond the learner's declared limits is
+        refused whole before anything is stored: ``LearnLimit`` (more examples
+        than ``max_examples_per_call``, or more labels than ``max_labels``),
+        ``LearnBacklogFull`` (``max_backlog`` examples stored but not yet
+        applied); so is a call whose deadline is too near to store
+        (``Overloaded``). Returns ``{"accepted", "refused", "stored",
+        "applied", "applied_at_version", "state"}`` once the examples are
+        applied on this server or, before the caller's deadline, with
+        ``applied`` false: the ``stored`` examples are then applied once the
+        learner's ``model_version`` (``experts()``) reaches ``applied_at_version``.
+        An expert that does not learn answers ``NotLearnable``.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
         expert = self._expert(name)
@@ -231,6 +238,7 @@ class Experts:
         if name not in learners:
             raise NotLearnable(f"expert {name!r} does not learn; experts that learn: "
                                f"{', '.join(learners) or 'none on this server'}")
+        self._learning.check_call(name, len(docs))
         inputs, targets, refused = [], [], []
         for i, doc in enumerate(cooperatively(docs)):
             where = f"docs[{i}]"
@@ -244,14 +252,15 @@ class Experts:
             inputs.append(value)
             targets.append(target)
         return {"accepted": len(inputs), "refused": refused,
-                "state": self._learning.teach(name, inputs, targets, current_deadline())}
+                **self._learning.teach(name, inputs, targets, current_deadline())}
 
     @rpc_method
     def health(self):
-        """Say that the server is up: experts and their versions, pid, worker, uptime."""
+        """Say that the server is up: experts and their versions, pid, worker, uptime, learners' progress."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
                 "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
                 "versions": {n: e.version for n, e in self._experts.items()},
+                "learning": self._learning.progress() if self._learning is not None else {},
                 **self.identity}
 
     @rpc_method

@@ -5,8 +5,11 @@
  * The body is one document (`{"text": "...", "label": "..."}`), an array of
  * them, or a form (`text=...&label=...`). The answer is the server's
  * `learn(name, docs)` result: `{accepted, refused: [{index, name, message}],
- * state: {updates, model_version, ...}}`, sent once the examples are durably
- * in the server's feedback log. An array is answered 200 with the account of
+ * stored, applied, applied_at_version, state: {updates, model_version, ...}}`,
+ * sent once the examples are durably in the server's feedback log (applied, or
+ * applied once `model_version` reaches `applied_at_version`). A call beyond the
+ * learner's limits is refused whole, nothing stored: `LearnLimit` (413) or
+ * `LearnBacklogFull` (429), statuses from the catalogue. An array is answered 200 with the account of
  * every document; a single document that the server refused is answered with
  * that refusal's own status (from the error catalogue), like any bad request.
  */

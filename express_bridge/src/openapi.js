@@ -292,18 +292,21 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         },
         responses: {
           200: {
-            description: "how many examples were accepted, the refusals one by one, and the expert's new state",
+            description: "how many examples were accepted and stored, the refusals one by one, whether they are applied yet (if not, they are once state.model_version reaches applied_at_version), and the expert's new state",
             content: JSON_OF({
               type: "object",
-              required: ["accepted", "refused", "state"],
+              required: ["accepted", "refused", "stored", "applied", "applied_at_version", "state"],
               properties: {
                 accepted: { type: "integer" },
                 refused: { type: "array", items: { type: "object", properties: { index: { type: "integer" }, name: { type: "string" }, message: { type: "string" } } } },
+                stored: { type: "integer" },
+                applied: { type: "boolean" },
+                applied_at_version: { type: ["integer", "null"] },
                 state: { type: "object" },
               },
             }),
           },
-          ...errorResponses([400, 401, 404, 413, 415, 503, 504]),
+          ...errorResponses([400, 401, 404, 413, 415, 429, 503, 504]),
         },
       },
     };

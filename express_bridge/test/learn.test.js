@@ -18,6 +18,7 @@ const CONFIG = `
 experts:
   learner:
     expert: expertd.experts.online:OnlineTextExpert
+    learn: {max_examples_per_call: 5, max_labels: 10}
   vader:
     expert: expertd.experts.vader:VaderExpert
 `;
@@ -85,6 +86,33 @@ describe("POST /experts/:name/learn", { timeout: 120000 }, () => {
     assert.equal(res.status, 400);
     assert.equal(res.body.error.name, "InvalidDocument");
     assert.match(res.body.error.message, /^the document has no target field 'label'/);
+  });
+
+  it("answers a call beyond the learner's limits 413 LearnLimit, storing nothing", async () => {
+    const before = (await request(app).post("/experts/learner/learn").send([])).body.state;
+    let res = await request(app)
+      .post("/experts/learner/learn")
+      .send(Array.from({ length: 6 }, (_, i) => ({ text: `cat ${i}`, label: "cats" })));
+    assert.equal(res.status, 413);
+    assert.equal(res.body.error.name, "LearnLimit");
+    assert.match(res.body.error.message, /at most 5 examples per learn call/);
+    res = await request(app) // three labels known (cats, dogs, ok): five more make eight of ten
+      .post("/experts/learner/learn")
+      .send(Array.from({ length: 5 }, (_, i) => ({ text: `thing ${i}`, label: `label ${i}` })));
+    assert.equal(res.status, 200);
+    assert.equal(res.body.stored, 5);
+    assert.equal(res.body.applied, true);
+    const after = res.body.state;
+    assert.equal(after.model_version, before.model_version + 5);
+    res = await request(app)
+      .post("/experts/learner/learn")
+      .send(Array.from({ length: 5 }, (_, i) => ({ text: `more ${i}`, label: `more ${i}` })));
+    assert.equal(res.status, 413);
+    assert.equal(res.body.error.name, "LearnLimit");
+    assert.match(res.body.error.message, /max_labels/);
+    const last = (await request(app).post("/experts/learner/learn").send([])).body.state;
+    assert.equal(last.model_version, after.model_version);
+    assert.deepEqual(last.limits, { max_labels: 10, max_examples_per_call: 5, max_backlog: 100000 });
   });
 
   it("answers NotLearnable for an expert that does not learn, UnknownExpert for none", async () => {

@@ -40,6 +40,17 @@ def test_two_writers_on_one_file_share_one_order(tmp_path):
     reopened.close()
 
 
+def test_the_log_counts_a_backlog_and_its_labels(tmp_path):
+    log = SQLiteFeedbackLog(tmp_path / "feedback.sqlite3")
+    seqs = log.append("learner", [("a", "cats"), ("b", "dogs"), ("c", "cats"), ("d", {"x": 1})])
+    log.append("other", [("e", "birds")])
+    assert log.pending("learner", 0) == 4 and log.pending("learner", seqs[1]) == 2
+    assert log.pending("learner", seqs[-1]) == 0 and log.pending("nobody", 0) == 0
+    assert log.targets_after("learner", 0) == {'"cats"', '"dogs"', '{"x": 1}'}
+    assert log.targets_after("learner", seqs[1]) == {'"cats"', '{"x": 1}'}
+    log.close()
+
+
 def serve_fails(tmp_path, text):
     path = tmp_path / "experts.yaml"
     path.write_text(text)
@@ -63,4 +74,9 @@ def test_bad_learn_settings_are_refused(tmp_path):
     err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: expertd.experts.online:OnlineTextExpert\n"
                                 "    learn: {every: 3}\n")
     assert "unknown key 'learn.every'" in err
+    assert "Traceback" not in err
+    err = serve_fails(tmp_path, "experts:\n  learner:\n    expert: expertd.experts.online:OnlineTextExpert\n"
+                                "    learn: {max_labels: -1, max_examples_per_call: 1.5}\n")
+    assert "learn.max_labels must be an integer >= 1, got -1" in err
+    assert "learn.max_examples_per_call must be an integer >= 1, got a number 1.5" in err
     assert "Traceback" not in err
