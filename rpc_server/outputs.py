@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jsonschema_rs
+from expertd.experts.schemas import compile_schema
 
 MAX_DEPTH = 32
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1
@@ -55,15 +55,9 @@ def opinion_problem(opinion: Any, schema: dict | None = None) -> str | None:
 
 
 def schema_validator(schema: dict):
-    """``schema`` compiled once (jsonschema-rs, JSON Schema 2020-12 unless it says otherwise).
-
-    Raises ``ValueError`` naming the problem if ``schema`` is not a valid JSON Schema.
-    """
-    try:
-        return jsonschema_rs.validator_for(schema)
-    except ValueError as exc:  # jsonschema_rs.ValidationError is a ValueError
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"opinion_schema is not a valid JSON Schema: {first}") from None
+    """``schema`` compiled once (``experts.schemas.compile_schema``); ``ValueError`` if it is
+    not a valid JSON Schema."""
+    return compile_schema(schema)
 
 
 def schema_problem(validator, opinion: Any) -> str | None:
