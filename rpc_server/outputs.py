@@ -5,8 +5,10 @@ pipe and the bridge) can carry: string keys; values that are null, booleans,
 64-bit integers, finite floats, strings, lists or objects of the same, nested
 at most ``MAX_DEPTH`` deep. Where an expert declares ``opinion_schema`` (JSON
 Schema), the opinion must fit it too, ranges (``minimum``/``maximum``)
-included; it is validated by jsonschema-rs, compiled once per expert (about
-0.3-0.5 us per opinion). Anything else is that expert's failure for that one input.
+included; it is validated by jsonschema-rs, compiled once per expert (0.3 us
+per sentiment opinion on an idle core, 2.4 us on this project's loaded 2 cores,
+about what the structure check costs). Anything else is that expert's failure
+for that one input.
 """
 
 from __future__ import annotations
