@@ -38,8 +38,9 @@ class Expert:
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
     #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
-    #: ``experts()`` reports it; the bridge's OpenAPI document and the server's
-    #: check of expert outputs (required keys, top-level property types) use it.
+    #: ``experts()`` reports it; the bridge's OpenAPI document uses it, and the server
+    #: holds every opinion to it (fresh outputs, and opinions a document carries before
+    #: a chain reuses them): declare ``minimum``/``maximum`` where values have a range.
     opinion_schema: dict | None = None
     #: Whether ``learn`` is implemented (the server answers ``NotLearnable`` otherwise).
     learns: bool = False

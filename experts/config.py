@@ -40,6 +40,7 @@ import yaml
 
 from expertd.experts.base import Expert, FunctionExpert
 from expertd.experts.needs import input_problems, resolve_needs
+from expertd.experts.schemas import compile_schema
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
@@ -562,6 +563,12 @@ def build_expert(spec: ExpertSpec) -> Expert:
     problems = input_problems(expert, spec.needs or {})
     if problems:
         raise ConfigError("; ".join(problems))
+    schema = getattr(expert, "opinion_schema", None)
+    if schema is not None:
+        try:
+            compile_schema(schema)
+        except ValueError as exc:
+            raise ConfigError(f"expert {spec.name!r}: {exc} (fix it, or set it to None)") from None
     expert.needs = dict(spec.needs or {})
     return expert
 

@@ -82,8 +82,8 @@ class ConsensusExpert(Expert):
         "type": "object",
         "required": ["valence", "label", "agree", "labels"],
         "properties": {
-            "valence": {"type": "number",
-                        "description": "combined valence on the human rating scale, about -4 to +4"},
+            "valence": {"type": "number", "minimum": -4, "maximum": 4,
+                        "description": "combined valence on the human rating scale, -4 to +4"},
             "label": {"type": "string", "enum": list(LABELS)},
             "agree": {"type": "boolean", "description": "whether the two judges gave the same label"},
             "labels": {"type": "object", "required": ["sentiment", "rules"],

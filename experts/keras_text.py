@@ -36,6 +36,23 @@ SENTIMENT_LABELS = ("negative", "neutral", "positive")
 GENRE_LABELS = tuple(SOURCES.values())
 NEGATIVE_BELOW = -0.5
 POSITIVE_ABOVE = 0.5
+#: The human rating scale the valence is on (VADER's ground truth: means of -4..+4 ratings).
+VALENCE_MIN = -4.0
+VALENCE_MAX = 4.0
+
+
+def valence_in_range(valence: float) -> float:
+    """``valence`` held to the rating scale ``VALENCE_MIN..VALENCE_MAX``.
+
+    The valence head is an unbounded linear regression: on text unlike its
+    training sentences (one phrase repeated eight times) it extrapolates past
+    the scale, e.g. 7.88. A mean of -4..+4 ratings cannot leave that scale, so
+    the nearest point on it is the better estimate (never a worse squared
+    error). The expert clamps here, where the cause is known; the server's
+    output check (``rpc_server.outputs``) refuses, rather than clamps, any
+    other out-of-range value, so an expert's bug is not hidden.
+    """
+    return min(max(valence, VALENCE_MIN), VALENCE_MAX)
 
 
 def valence_band(valence: float) -> int:
@@ -104,8 +121,8 @@ class SentimentExpert(KerasTextExpert):
         "type": "object",
         "required": ["valence", "label", "confidence"],
         "properties": {
-            "valence": {"type": "number",
-                        "description": "predicted mean human rating, about -4 (negative) to +4 (positive)"},
+            "valence": {"type": "number", "minimum": VALENCE_MIN, "maximum": VALENCE_MAX,
+                        "description": "predicted mean human rating, -4 (negative) to +4 (positive)"},
             "label": {"type": "string", "enum": list(SENTIMENT_LABELS)},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1,
                            "description": "the classifier's probability of the label"},
@@ -114,14 +131,14 @@ class SentimentExpert(KerasTextExpert):
     }
 
     def predict(self, inputs: Sequence[str]) -> list[dict]:
-        """Return ``{"valence", "label", "confidence"}`` per text."""
+        """Return ``{"valence", "label", "confidence"}`` per text (valence held to -4..+4)."""
         if not inputs:
             return []
         out = self._outputs(inputs)
         probs = out["label"]
         best = probs.argmax(axis=1)  # numpy over the batch, Python floats once (half the cost)
         confidence = probs[range(len(best)), best].tolist()
-        return [{"valence": round(valence, 4), "label": SENTIMENT_LABELS[label],
+        return [{"valence": round(valence_in_range(valence), 4), "label": SENTIMENT_LABELS[label],
                  "confidence": round(p, 4)}
                 for valence, label, p in zip(out["valence"][:, 0].tolist(), best.tolist(),
                                              confidence)]

@@ -101,7 +101,10 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.on_shed = on_shed
         self.schema = getattr(expert, "opinion_schema", None)
-        self._check = opinion_checker(self.schema)
+        try:  #: ``opinion -> problem or None``: the expert's schema, compiled once
+            self.check_opinion = opinion_checker(self.schema)
+        except ValueError as exc:
+            raise ValueError(f"expert {expert.name!r}: {exc}") from None
         self.queued_docs = 0
         self.shed = 0                # requests answered Overloaded
         self._queue: deque[_Request] = deque()
@@ -338,9 +341,9 @@ class MicroBatcher:
             raise ValueError(f"returned {len(result)} opinions for {len(values)} inputs")
         outcomes = []
         for opinion in result:
-            problem = self._check(opinion)
+            problem = self.check_opinion(opinion)
             if problem is None:
                 outcomes.append((True, opinion))
             else:
-                outcomes.append((False, ExpertFailed(f"expert {self.expert.name!r} {problem}")))
+                outcomes.append((False, ExpertFailed(f"expert {self.expert.name!r} returned {problem}")))
         return outcomes

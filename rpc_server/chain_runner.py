@@ -29,6 +29,9 @@ class Answer(NamedTuple):
     value: Any
     #: The opinion was already in the document (an earlier stage's), not computed now.
     reused: bool = False
+    #: Why the opinion the document carried was not reused (it failed its expert's check),
+    #: when this answer was computed instead; ``None`` otherwise.
+    recomputed: str | None = None
 
 
 #: Per expert, its answers for the documents of a request, in order.
@@ -115,15 +118,17 @@ def chain_input(field: str, value: Any, needs: Mapping[str, str], answers: Answe
     return item
 
 
-def present_opinion(doc: Any, name: str) -> dict | None:
-    """The opinion ``doc`` already carries under ``opinions.<name>`` (an earlier stage's), if any."""
+def present_opinion(doc: Any, name: str) -> Any:
+    """What ``doc`` already carries under ``opinions.<name>`` (an earlier stage's), or ``None``.
+
+    It may be anything the caller sent: check it before reusing it.
+    """
     if not isinstance(doc, dict):
         return None
     opinions = doc.get("opinions")
     if not isinstance(opinions, dict):
         return None
-    opinion = opinions.get(name)
-    return opinion if isinstance(opinion, dict) else None
+    return opinions.get(name)
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,19 @@ An opinion must be a JSON object that the protocol (msgpack, then JSON in the
 pipe and the bridge) can carry: string keys; values that are null, booleans,
 64-bit integers, finite floats, strings, lists or objects of the same, nested
 at most ``MAX_DEPTH`` deep. Where an expert declares ``opinion_schema`` (JSON
-Schema), its ``required`` keys and the top-level ``properties`` types are
-checked too. Anything else is that expert's failure for that one input.
+Schema), the opinion must fit it too, ranges (``minimum``/``maximum``)
+included; it is validated by jsonschema-rs, compiled once per expert (0.3 us
+per sentiment opinion on an idle core, 2.4 us on this project's loaded 2 cores,
+about what the structure check costs). Anything else is that expert's failure
+for that one input.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from expertd.experts.schemas import compile_schema
 
 MAX_DEPTH = 32
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1
@@ -47,28 +52,47 @@ def _value_problem(value: Any, depth: int) -> str | None:
 
 
 def opinion_problem(opinion: Any, schema: dict | None = None) -> str | None:
-    """Why ``opinion`` cannot be served (``None`` when it can)."""
+    """What is wrong with ``opinion`` (``None`` when it can be served); see ``opinion_checker``."""
     return opinion_checker(schema)(opinion)
 
 
-#: JSON Schema type names -> the Python types that satisfy them.
-_SCHEMA_TYPES = {"object": (dict,), "array": (list, tuple), "string": (str,), "boolean": (bool,),
-                 "integer": (int,), "number": (int, float), "null": (type(None),)}
+def schema_validator(schema: dict):
+    """``schema`` compiled once (``experts.schemas.compile_schema``); ``ValueError`` if it is
+    not a valid JSON Schema."""
+    return compile_schema(schema)
+
+
+def schema_problem(validator, opinion: Any) -> str | None:
+    """The first way ``opinion`` breaks the compiled schema, e.g. ``valence: 1e+308 is greater
+    than the maximum of 4`` (``None`` when it fits). ``opinion`` must already be JSON-able."""
+    if validator.is_valid(opinion):  # the common case: one call, no error objects built
+        return None
+    for error in validator.iter_errors(opinion):
+        where = "/".join(str(part) for part in error.instance_path)
+        return f"{where}: {error.message}" if where else error.message
+    return None  # pragma: no cover - is_valid and iter_errors disagree
 
 
 def opinion_checker(schema: dict | None = None):
-    """A fast ``opinion -> problem or None`` for one expert's outputs (its schema compiled once)."""
-    required = tuple(schema.get("required", ())) if schema else ()
-    typed = []
-    for key, spec in ((schema or {}).get("properties") or {}).items():
-        if isinstance(spec, dict) and "type" in spec:
-            names = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
-            allowed = tuple(t for name in names for t in _SCHEMA_TYPES.get(name, ()))
-            typed.append((key, allowed, spec["type"], "boolean" in names))
+    """A fast ``opinion -> problem or None`` for one expert's outputs (its schema compiled once).
+
+    The problem describes the value, e.g. ``an opinion holding a non-finite number (nan)``.
+
+    First what the protocol can carry (``_value_problem``: finite numbers, 64-bit
+    integers, string keys, bounded depth; JSON Schema cannot say these, and the
+    validator would read NaN as null), then the expert's whole ``opinion_schema``
+    (required keys, types, enums, ``minimum``/``maximum``, nested objects). The
+    same check holds fresh outputs (``batching``) and opinions a document already
+    carries before a chain reuses them (``service``). A value outside its
+    documented range fails that one input: the server does not clamp an expert's
+    answer, which would hide its bug (an expert whose model can overshoot, such as
+    a regression head, clamps itself: see ``keras_text.SentimentExpert``).
+    """
+    validator = schema_validator(schema) if schema else None
 
     def check(opinion: Any) -> str | None:
         if type(opinion) is not dict:
-            return (f"returned {_JSON_NAMES.get(type(opinion), type(opinion).__name__)}, "
+            return (f"{_JSON_NAMES.get(type(opinion), type(opinion).__name__)}, "
                     f"not a JSON object")
         for value in opinion.values():  # the common flat opinion, without recursion
             kind = type(value)
@@ -80,19 +104,15 @@ def opinion_checker(schema: dict | None = None):
                 continue
             problem = _value_problem(opinion, 0)
             if problem:
-                return f"returned an opinion holding {problem}"
+                return f"an opinion holding {problem}"
             break
         else:
             if any(type(key) is not str for key in opinion):
-                return f"returned an opinion holding {_value_problem(opinion, 0)}"
-        for key in required:
-            if key not in opinion:
-                return f"returned an opinion without its required key {key!r}"
-        for key, allowed, named, boolean_ok in typed:
-            if key in opinion:
-                value = opinion[key]
-                if not isinstance(value, allowed) or (type(value) is bool and not boolean_ok):
-                    return f"returned an opinion whose {key!r} is not of type {named}"
+                return f"an opinion holding {_value_problem(opinion, 0)}"
+        if validator is not None:
+            problem = schema_problem(validator, opinion)
+            if problem is not None:
+                return f"an opinion that breaks its opinion_schema: {problem}"
         return None
 
     return check

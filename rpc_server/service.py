@@ -151,6 +151,9 @@ class Experts:
         and not at all if ``doc`` already carries their opinions). One that fails
         leaves its error under ``errors.<name>`` (``{"name", "message"}``), its
         dependents get ``DependencyFailed``, and the others still answer.
+        A needed opinion the document carries is reused only if it passes its
+        expert's check (``opinion_schema``, ranges included, finite numbers);
+        one that fails is recomputed and the reason left under ``recomputed.<name>``.
         ``options``: ``{"fresh": true | [names]}`` recomputes needed opinions the
         document carries; ``{"include_needs": false}`` leaves the needed experts'
         opinions out of the answer; ``{"only_opinions": true}`` answers only
@@ -193,7 +196,9 @@ class Experts:
         """Return each document of ``docs`` with its ``opinions`` (and ``errors``) added, in order.
 
         Unlike ``batch``, a bad document does not fail the call: its problem is
-        left under ``errors.<name>`` and every other document is answered.
+        left under ``errors.<name>`` and every other document is answered. One
+        that is not a JSON object (a string, number, null, array, boolean) is
+        answered ``{"opinions": {}, "errors": {<name>: InvalidDocument, ...}}``.
         Chains and ``options`` as for ``opinions``.
         """
         docs = document_list(docs, limit=self._max_batch_docs)
@@ -342,25 +347,35 @@ class Experts:
         return chain_runner.run(self._plan, names, ask)
 
     def _merge_all(self, docs: list, names: list[str], options: ChainOptions) -> list:
-        """Ask every expert in ``names`` (and what they need) about every document; merge the answers."""
+        """Ask every expert in ``names`` (and what they need) about every document; merge the answers.
+
+        A document that is not a JSON object is answered ``{"opinions": {}, "errors": {...}}``,
+        each expert's ``InvalidDocument`` under its name. An opinion the document
+        carried that failed its expert's check is replaced by the recomputed one
+        (even when ``include_needs`` is false) and the reason is left under
+        ``recomputed.<name>``.
+        """
         answers = self._answers(docs, names, options)
-        shown = list(answers) if options.include_needs else names
+        shown = list(answers) if options.include_needs else list(names)
+        order = shown + [name for name in answers if name not in shown]  # the rest: if recomputed
         out = []
         for i, doc in enumerate(cooperatively(docs)):
             if not isinstance(doc, dict):
-                if not options.only_opinions:
-                    out.append(doc)
-                    continue
-                doc = {}  # not an object: only what each expert said of it
+                doc = {}  # not an object: only what each expert said of it (InvalidDocument)
             merged = {} if options.only_opinions else dict(doc)
             opinions = dict(doc.get("opinions") or {}) if isinstance(
                 doc.get("opinions"), dict) else {}
             errors = dict(doc.get("errors") or {}) if isinstance(
                 doc.get("errors"), dict) else {}
-            for name in shown:
+            recomputed = dict(doc.get("recomputed") or {}) if isinstance(
+                doc.get("recomputed"), dict) else {}
+            for name in order:
                 answer = answers[name][i]
-                if answer.reused:
+                if answer.reused or (name not in shown and answer.recomputed is None):
                     continue
+                if answer.recomputed is not None:
+                    recomputed[name] = answer.recomputed
+                    opinions.pop(name, None)  # never the opinion that failed its check
                 if answer.ok:
                     opinions[name] = answer.value
                     errors.pop(name, None)
@@ -371,6 +386,8 @@ class Experts:
                 merged["errors"] = errors
             else:
                 merged.pop("errors", None)
+            if recomputed:
+                merged["recomputed"] = recomputed
             out.append(merged)
         return out
 
@@ -390,12 +407,17 @@ class Experts:
         answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
         invalid = 0
+        check = self._batchers[name].check_opinion
+        recomputed: dict[int, str] = {}
         for i, doc in enumerate(cooperatively(docs)):
             if reuse:
                 present = chain_runner.present_opinion(doc, name)
                 if present is not None:
-                    answers[i] = Answer(True, present, reused=True)
-                    continue
+                    problem = check(present)
+                    if problem is None:
+                        answers[i] = Answer(True, present, reused=True)
+                        continue
+                    recomputed[i] = f"not reused: the document carried {problem}"
             try:
                 value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
             except ExpertdError as exc:
@@ -413,13 +435,20 @@ class Experts:
             positions.append(i)
         if invalid:
             self._stats.record_invalid(name, invalid)
+        if recomputed:
+            first = min(recomputed)
+            log.warning("expert %s: %d carried opinion(s) failed its check and were recomputed; "
+                        "the first: %s", name, len(recomputed), shown(recomputed[first], 200))
+            for i, note in recomputed.items():
+                if answers[i] is not None:  # not asked after all (e.g. no field): say so anyway
+                    answers[i] = answers[i]._replace(recomputed=note)
         if not values:
             return answers
         began = time.perf_counter()
         failures = 0
         outcomes = self._batchers[name].predict_each(values, deadline)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer)
+            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
             failures += not ok
         self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return answers

@@ -53,6 +53,8 @@ BAD_OUTPUTS = {
     "bytes-key": {b"k": 1},
     "object": {"score": object()},
     "schema": {"wrong": 1},
+    "out-of-range": {"score": 1e308},
+    "nested-out-of-range": {"score": 1, "parts": {"a": -2}},
 }
 
 
@@ -61,7 +63,10 @@ class BadOutputExpert(Expert):
 
     version = "1"
     description = "Test expert that returns non-opinions for some inputs"
-    opinion_schema = {"type": "object", "required": ["score"]}
+    opinion_schema = {"type": "object", "required": ["score"],
+                      "properties": {"score": {"type": "number", "minimum": 0, "maximum": 10},
+                                     "parts": {"type": "object", "additionalProperties": {
+                                         "type": "number", "minimum": 0}}}}
 
     def predict(self, inputs: Sequence[str]) -> list:
         """One output per input; some are not opinions."""

@@ -55,14 +55,14 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
     """The output line of a document the server answered, whether every expert in ``names``
     gave its opinion, and the experts' errors.
 
-    A document that carries no ``opinions`` or ``errors`` of its own comes out as
-    it came, with the answer's ``opinions`` (and ``errors``) appended: only the
-    answer is encoded. Any other is merged (``merge``) and encoded again.
+    A document that carries no ``opinions``, ``errors`` or ``recomputed`` of its own
+    comes out as it came, with the answer's ``opinions`` (and ``errors``) appended:
+    only the answer is encoded. Any other is merged (``merge``) and encoded again.
     Raises ``ValueError`` (or ``TypeError``) if the line would not be JSON.
     """
     doc = item.doc
     if not (isinstance(answered, dict) and doc and "opinions" not in doc
-            and "errors" not in doc):
+            and "errors" not in doc and "recomputed" not in doc and "recomputed" not in answered):
         complete = merge(doc, answered, names)
         errors = doc.get("errors")
         return dump(doc), complete, errors if isinstance(errors, dict) else {}
@@ -81,7 +81,8 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
 
 
 def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
-    """Put the server's ``opinions`` and ``errors`` into ``doc``, keeping its key order.
+    """Put the server's ``opinions`` and ``errors`` into ``doc``, keeping its key order, and its
+    ``recomputed`` (why an opinion the document carried was not reused) if it has one.
 
     Returns True when every expert in ``names`` gave its opinion.
     """
@@ -92,6 +93,8 @@ def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
             doc[key] = answered[key]
         elif key in doc:
             del doc[key]
+    if "recomputed" in answered:
+        doc["recomputed"] = answered["recomputed"]
     opinions = doc.get("opinions") or {}
     return isinstance(opinions, dict) and all(name in opinions for name in names) and not any(
         name in (doc.get("errors") or {}) for name in names)

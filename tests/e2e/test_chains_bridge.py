@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,14 +20,14 @@ from tests.e2e.test_chains import chain_server  # noqa: F401  (the module-scoped
 BRIDGE = ROOT / "express_bridge"
 
 
-@pytest.fixture(scope="module")
-def bridge(chain_server):  # noqa: F811
-    """The bridge on a free port, talking to the chain server; its base URL."""
+@contextlib.contextmanager
+def running_bridge(endpoint: str):
+    """A real bridge on a free port, talking to the expertd at ``endpoint``; its base URL."""
     node = shutil.which("node")
     if node is None or not (BRIDGE / "node_modules").is_dir():
         pytest.skip("needs node and express_bridge/node_modules (make setup)")
     port = free_port()
-    env = dict(os.environ, EXPERTD_ENDPOINT=chain_server.endpoint, PORT=str(port),
+    env = dict(os.environ, EXPERTD_ENDPOINT=endpoint, PORT=str(port),
                HOST="127.0.0.1", LOG_LEVEL="warn")
     env.pop("EXPERTD_HTTP_TOKEN", None)
     proc = subprocess.Popen([node, "src/server.js"], cwd=BRIDGE, env=env,
@@ -42,9 +43,18 @@ def bridge(chain_server):  # noqa: F811
                 proc.kill()
                 raise RuntimeError(f"bridge did not start: {proc.stderr.read().decode()}") from None
             time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(30)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def bridge(chain_server):  # noqa: F811
+    """The bridge on a free port, talking to the chain server; its base URL."""
+    with running_bridge(chain_server.endpoint) as url:
+        yield url
 
 
 def post(url: str, body) -> tuple[int, dict]:

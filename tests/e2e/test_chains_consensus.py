@@ -53,11 +53,14 @@ def test_a_document_carrying_a_sentiment_opinion_is_not_re_asked(client):
     assert counts(client)["sentiment"][1] == after["sentiment"][1] + 1
 
 
-def test_a_carried_opinion_that_is_not_a_sentiment_opinion_fails_consensus_only(client):
+def test_a_carried_opinion_that_is_not_a_sentiment_opinion_is_recomputed_not_reused(client):
     out = client.opinions({"text": POSITIVE, "opinions": {"sentiment": {"score": 1}}},
                           ["consensus", "genre"])
-    assert out["errors"]["consensus"]["name"] == "ExpertFailed"
-    assert "'valence'" in out["errors"]["consensus"]["message"]
+    assert "errors" not in out
+    assert '"valence" is a required property' in out["recomputed"]["sentiment"]
+    assert out["opinions"]["sentiment"]["label"] == "positive"
+    assert out["opinions"]["consensus"] == ConsensusExpert().combine(
+        out["opinions"]["sentiment"], out["opinions"]["vader"])
     assert "genre" in out["opinions"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from expertd.experts.config import ConfigError, ExpertSpec, build_expert, import_from_string, load_config
 from expertd.experts.examples import FailingExpert, SlowExpert, shouting
 from expertd.experts.keras_text import (GENRE_LABELS, SENTIMENT_LABELS, GenreExpert, SentimentExpert,
-                                        valence_band)
+                                        valence_band, valence_in_range)
 from expertd.experts.train import THRESHOLDS
 from expertd.experts.vader import VaderExpert
 
@@ -63,6 +63,15 @@ def test_sentiment_opinions_are_sensible(sentiment):
         assert 1 / 3 <= opinion["confidence"] <= 1
         assert round(opinion["valence"], 4) == opinion["valence"]
     json.dumps([love, worst, weekend])
+
+
+def test_sentiment_valence_is_held_to_the_rating_scale(sentiment):
+    # The regression head alone gives 7.88 for the first text; the scale is -4..+4.
+    love, hate = sentiment.predict(["I love this product. " * 8,
+                                    "I hate this awful horrible disgusting product. " * 20])
+    assert love["valence"] == 4.0 and -4.0 <= hate["valence"] < -1
+    assert valence_in_range(7.88) == 4.0 and valence_in_range(-9.0) == -4.0
+    assert valence_in_range(1.25) == 1.25 and math.isnan(valence_in_range(float("nan")))
 
 
 def test_genre_opinions_are_sensible(genre):

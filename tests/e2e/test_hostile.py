@@ -307,7 +307,8 @@ def test_an_expert_failure_names_no_server_path_to_the_caller(hostile, stock):
 
 
 @pytest.mark.parametrize("trigger", ["float", "none", "set", "list", "nan", "infinity", "bigint",
-                                     "bytes-key", "object", "schema"])
+                                     "bytes-key", "object", "schema", "out-of-range",
+                                     "nested-out-of-range"])
 def test_an_output_that_is_not_an_opinion_fails_only_that_expert_and_document(
         hostile, stock, trigger):
     out = stock.opinions({"text": trigger}, ["badoutput", "vader"])
@@ -318,3 +319,11 @@ def test_an_output_that_is_not_an_opinion_fails_only_that_expert_and_document(
     assert batch[0]["opinions"]["badoutput"] == {"score": 1} and "errors" in batch[1]
     lines = [line for line in hostile.read_log().splitlines() if "call opinions " in line]
     assert "errors=ExpertFailed:1" in lines[-1]
+
+
+def test_an_output_outside_its_documented_range_is_refused_naming_the_value(stock):
+    out = stock.opinions({"text": "out-of-range"}, ["badoutput"])
+    assert out["errors"]["badoutput"]["name"] == "ExpertFailed"
+    assert "score: 1e+308 is greater than the maximum of 10" in out["errors"]["badoutput"]["message"]
+    nested = stock.opinions({"text": "nested-out-of-range"}, ["badoutput"])
+    assert "parts/a: -2 is less than the minimum of 0" in nested["errors"]["badoutput"]["message"]

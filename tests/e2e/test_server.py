@@ -37,6 +37,24 @@ def test_sentiment_opinion_shape_and_values(client):
     assert negative["valence"] < -1.0 and negative["label"] == "negative"
 
 
+#: Texts on which the valence regression once left its -4..+4 scale (7.88 for the first).
+OVERSHOOTING = ["I love this product. " * 8, "I love love love this wonderful amazing product! " * 20,
+                "I hate this awful horrible disgusting product. " * 20]
+
+
+def test_sentiment_valence_stays_on_its_documented_scale(client):
+    schema = {e["name"]: e for e in client.experts()}["sentiment"]["opinion_schema"]
+    assert schema["properties"]["valence"]["minimum"] == -4
+    assert schema["properties"]["valence"]["maximum"] == 4
+    answers = [client.sentiment({"text": text}) for text in OVERSHOOTING]
+    answers += [doc["opinions"]["sentiment"] for doc in
+                client.opinions_batch([{"text": text} for text in OVERSHOOTING], ["sentiment"])]
+    for answer in answers:
+        assert -4.0 <= answer["valence"] <= 4.0, answer
+    assert answers[0]["valence"] == 4.0 and answers[0]["label"] == "positive"
+    assert client.consensus({"text": OVERSHOOTING[0]})["valence"] <= 4.0
+
+
 def test_genre_labels_a_tweet(client):
     opinion = client.genre({"text": TWEET})
     assert opinion["label"] == "tweet"
