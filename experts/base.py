@@ -15,9 +15,25 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
+
+
+#: Set before TensorFlow is first imported (unless the user set them): its C++
+#: start-up lines (the oneDNN and CPU-feature banners, absl's "log messages
+#: before absl::InitializeLog()" and tf.data's ``E0000 ... use_unbounded_threadpool``)
+#: say nothing a user of expertd can act on. oneDNN's custom ops change results
+#: only in the 7th digit; turning them off keeps inference and training quiet.
+#: The experts file loader sets them before importing any expert, the user's included.
+QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ logging; call before ``import tensorflow``."""
+    for key, value in QUIET_TENSORFLOW.items():
+        os.environ.setdefault(key, value)
 
 
 class ExpertError(Exception):
