@@ -23,6 +23,7 @@ _EXPORTS = {
     "Expert": "expertd.experts.base",
     "FunctionExpert": "expertd.experts.base",
     "ExpertError": "expertd.experts.base",
+    "whole_document": "expertd.experts.base",
     "ExpertsClient": "expertd.clients.client",
     "ServerTimeout": "expertd.clients.client",
     "ServerLost": "expertd.clients.client",

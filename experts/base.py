@@ -1,8 +1,9 @@
 """The expert interface: what the server needs from every plug-in.
 
 An expert has a name, a version, a one-line description and the document
-field it reads. It loads its model once (``load``) and turns a *batch* of
-field values into a batch of opinions (``predict``). Everything else
+field it reads (``field = None``: the whole document, as a stdin/stdout script
+reads it). It loads its model once (``load``) and turns a *batch* of field
+values into a batch of opinions (``predict``). Everything else
 (validation, batching, threads, RPC) is the server's job.
 
 An expert that also learns from labelled examples sets ``learns = True`` and
@@ -50,7 +51,8 @@ class Expert:
 
     version: str = "0"
     description: str = ""
-    field: str = "text"
+    #: The document field the expert reads; ``None``: it reads the whole document (a dict).
+    field: str | None = "text"
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
     #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
@@ -124,6 +126,7 @@ class Expert:
             "version": self.version,
             "description": self.description,
             "field": self.field,
+            "reads": "field" if self.field is not None else "document",
             "metrics": self.metrics(),
             "opinion_schema": self.opinion_schema,
             "learns": self.learns,
@@ -131,12 +134,23 @@ class Expert:
         }
 
 
+def whole_document(function: Callable) -> Callable:
+    """Mark a plain-function expert as reading the whole document: ``f(doc: dict) -> dict``.
+
+    The function gets the JSON document as a stdin/stdout script would (a
+    shallow copy: it may add keys without changing what the caller gets back).
+    """
+    function.reads = "document"
+    return function
+
+
 class FunctionExpert(Expert):
     """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
 
     With ``batched=True`` the function receives the whole batch. A function
     may declare the JSON Schema of its opinion as an ``opinion_schema``
-    attribute (optional).
+    attribute (optional); one marked with ``@whole_document`` receives the
+    whole document instead of one field.
     """
 
     def __init__(self, function: Callable, name: str | None = None, *,
@@ -145,6 +159,9 @@ class FunctionExpert(Expert):
         doc = inspect.getdoc(function) or ""
         options.setdefault("description", doc.splitlines()[0] if doc else "")
         options.setdefault("version", getattr(function, "version", "0"))
+        if getattr(function, "reads", None) == "document" and "field" not in options:
+            self.field = None
+            self.input_type = dict
         super().__init__(name or function.__name__, **options)
         self.function = function
         self.opinion_schema = getattr(function, "opinion_schema", None)

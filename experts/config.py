@@ -696,6 +696,8 @@ def build_expert(spec: ExpertSpec) -> Expert:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
+    if spec.reads == "document":
+        expert.field, expert.input_type = None, dict
     problems = input_problems(expert, spec.needs or {})
     if problems:
         raise ConfigError("; ".join(problems))
