@@ -24,6 +24,8 @@ _EXPORTS = {
     "FunctionExpert": "expertd.experts.base",
     "ExpertError": "expertd.experts.base",
     "whole_document": "expertd.experts.base",
+    "KerasExpert": "expertd.experts.keras_expert",
+    "compiled": "expertd.experts.keras_expert",
     "ExpertsClient": "expertd.clients.client",
     "ServerTimeout": "expertd.clients.client",
     "ServerLost": "expertd.clients.client",
