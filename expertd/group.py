@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "install-stage": "expertd.clients.cli:install_stage",
     "reload": "expertd.commands.server:reload",
     "keygen": "expertd.commands.keygen:keygen",
+    "init": "expertd.commands.init:init",
 }
 
 
