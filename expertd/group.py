@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "reload": "expertd.commands.server:reload",
     "keygen": "expertd.commands.keygen:keygen",
     "init": "expertd.commands.init:init",
+    "state": "expertd.commands.state:state",
+    "models": "expertd.commands.models:models",
 }
 
 
