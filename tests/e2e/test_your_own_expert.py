@@ -114,3 +114,36 @@ def test_the_project_with_the_default_experts_beside_it(tmp_path):
         assert "oneDNN" not in log and "cpu_feature_guard" not in log  # TensorFlow kept quiet
     finally:
         server.stop()
+
+
+MOOD = ROOT / "docs" / "examples" / "mood"
+PAGE = ROOT / "docs" / "your-own-expert.md"
+
+
+def test_the_docs_page_shows_the_example_files_as_they_are():
+    """Each block after ``<!-- file: PATH -->`` in docs/your-own-expert.md is that file, verbatim."""
+    import re
+
+    shown = re.findall(r"^<!-- file: (\S+) -->\n```\w+\n(.*?)^```$", PAGE.read_text(), re.M | re.S)
+    assert {path for path, _ in shown} == {"docs/examples/mood/mood_script.py",
+                                          "docs/examples/mood/mood_expert.py",
+                                          "docs/examples/mood/experts.yaml"}
+    for path, body in shown:
+        assert body == (ROOT / path).read_text(), path
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "sentiment" / "model.keras").exists(),
+                    reason="the default models are not trained (make models)")
+def test_the_stdin_script_and_its_converted_expert_answer_the_same(tmp_path):
+    env = clean_env(tmp_path, MOOD_MODEL=str(ROOT / "models" / "sentiment" / "model.keras"))
+    documents = (MOOD / "documents.jsonl").read_text()
+    script = subprocess.run([str(BIN / "python"), "mood_script.py"], input=documents, cwd=MOOD, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert script.returncode == 0, script.stderr
+    server = Served(BIN / "expertd", str(MOOD / "experts.yaml"), tmp_path, env)
+    try:
+        staged = pipe(BIN / "expertd", ["mood"], documents, server.endpoint, tmp_path, env)
+    finally:
+        server.stop()
+    assert staged == [json.loads(line) for line in script.stdout.splitlines()]
+    assert [line["opinions"]["mood"]["mood"] for line in staged] == ["up", "down", "up"]
