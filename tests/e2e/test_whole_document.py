@@ -93,3 +93,15 @@ def test_a_document_that_is_not_an_object_is_refused_by_name(whole_server):
                          input="[1, 2]\n", capture_output=True, text=True, timeout=60)
     assert out.stdout == "[1, 2]\n"  # nothing lost: the line comes out unchanged
     assert "summary" in out.stderr or "JSON object" in out.stderr, out.stderr
+
+
+def test_list_and_info_say_the_expert_reads_the_whole_document(whole_server):
+    listed = subprocess.run([EXPERTD, "list", "--endpoint", whole_server.endpoint], capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith("  summary") and " reads document " in line
+               for line in listed.stdout.splitlines()), listed.stdout
+    info = subprocess.run([EXPERTD, "info", "summary", "--endpoint", whole_server.endpoint],
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    assert "  reads:    the whole JSON-object document" in info.stdout.splitlines()
