@@ -118,3 +118,17 @@ def test_tensorflow_is_silenced_for_every_expert_the_users_included(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[{'level': '3'}]"
+
+
+def test_a_file_may_hold_only_includes_and_its_own_server_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPERTD_MODELS", str(ROOT / "models"))
+    top = tmp_path / "experts.yaml"
+    top.write_text("include: default\nserver: {state_dir: learned}\n")
+    config = load_config(top)
+    assert len(config.experts) == 5
+    assert config.server.state_dir == str(tmp_path / "learned")
+    top.write_text("include: [default]\nexperts:\n  vader: {expert: expertd.experts.vader:VaderExpert, "
+                   "overrides: yes please}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(top)
+    assert "overrides must be true or false, got the string 'yes please'" in str(info.value)
