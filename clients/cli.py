@@ -236,8 +236,9 @@ def list_experts(endpoint, timeout):
     vwidth = max((len(str(e.get("version", "?"))) + 1 for e in experts), default=0)
     for entry in experts:
         version = f"v{entry.get('version', '?')}"
+        reads = repr(entry.get("field", "text")) if entry.get("field", "text") is not None else "document"
         click.echo(f"  {entry['name']:<{width}}  {version:<{vwidth}}  reads "
-                   f"{entry.get('field', 'text')!r}  {_first_line(entry.get('description'))}")
+                   f"{reads}  {_first_line(entry.get('description'))}")
     methods = {n: d for n, d in described["methods"].items() if n not in names}
     click.echo("\nMethods (`expertd call METHOD --help` for one):")
     shown = {n: _signature(n, d) for n, d in methods.items()}
@@ -284,14 +285,15 @@ def info(name, endpoint, timeout):
     field = entry.get("field", "text")
     click.echo(f"{name} (version {entry.get('version', '?')})")
     click.echo(f"  {entry.get('description') or '(no description)'}")
-    click.echo(f"  reads:    the {field!r} field of a JSON-object document")
+    click.echo(f"  reads:    the {field!r} field of a JSON-object document" if field is not None
+               else "  reads:    the whole JSON-object document")
     needs = entry.get("needs") or {}
     if needs:
         click.echo("  needs:    " + ", ".join(f"{dep} (as {key!r})" for dep, key in needs.items())
                    + "; asked first, unless the document carries their opinions")
     method = described["methods"].get(name)
     if method is not None:
-        click.echo(f"  call:     expertd call {name} --{field} VALUE   "
+        click.echo(f"  call:     expertd call {name} --{field or 'text'} VALUE   "
                    f"(RPC: {_signature(name, method)})")
     batch = entry.get("batch") or {}
     if batch:
@@ -311,7 +313,7 @@ def info(name, endpoint, timeout):
 def _sample_shape(endpoint: str, name: str, field: str, timeout: float) -> Any:
     try:
         with connect(endpoint, timeout=timeout) as connection:
-            return opinion_shape(connection.call(name, {field: SAMPLE_TEXT}))
+            return opinion_shape(connection.call(name, {field or "text": SAMPLE_TEXT}))
     except (ServerUnavailable, CallTimeout, RemoteError):
         return None
 

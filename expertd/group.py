@@ -21,6 +21,9 @@ SUBCOMMANDS = {
     "install-stage": "expertd.clients.cli:install_stage",
     "reload": "expertd.commands.server:reload",
     "keygen": "expertd.commands.keygen:keygen",
+    "init": "expertd.commands.init:init",
+    "state": "expertd.commands.state:state",
+    "models": "expertd.commands.models:models",
 }
 
 

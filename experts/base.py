@@ -1,8 +1,9 @@
 """The expert interface: what the server needs from every plug-in.
 
 An expert has a name, a version, a one-line description and the document
-field it reads. It loads its model once (``load``) and turns a *batch* of
-field values into a batch of opinions (``predict``). Everything else
+field it reads (``field = None``: the whole document, as a stdin/stdout script
+reads it). It loads its model once (``load``) and turns a *batch* of field
+values into a batch of opinions (``predict``). Everything else
 (validation, batching, threads, RPC) is the server's job.
 
 An expert that also learns from labelled examples sets ``learns = True`` and
@@ -15,9 +16,25 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
+
+
+#: Set before TensorFlow is first imported (unless the user set them): its C++
+#: start-up lines (the oneDNN and CPU-feature banners, absl's "log messages
+#: before absl::InitializeLog()" and tf.data's ``E0000 ... use_unbounded_threadpool``)
+#: say nothing a user of expertd can act on. oneDNN's custom ops change results
+#: only in the 7th digit; turning them off keeps inference and training quiet.
+#: The experts file loader sets them before importing any expert, the user's included.
+QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ logging; call before ``import tensorflow``."""
+    for key, value in QUIET_TENSORFLOW.items():
+        os.environ.setdefault(key, value)
 
 
 class ExpertError(Exception):
@@ -34,7 +51,8 @@ class Expert:
 
     version: str = "0"
     description: str = ""
-    field: str = "text"
+    #: The document field the expert reads; ``None``: it reads the whole document (a dict).
+    field: str | None = "text"
     #: The Python type the field must have (``None`` accepts any JSON value).
     input_type: type | None = str
     #: JSON Schema of one opinion (a dict), or ``None`` when its shape is not fixed.
@@ -109,6 +127,7 @@ class Expert:
             "version": self.version,
             "description": self.description,
             "field": self.field,
+            "reads": "field" if self.field is not None else "document",
             "metrics": self.metrics(),
             "opinion_schema": self.opinion_schema,
             "learns": self.learns,
@@ -116,12 +135,23 @@ class Expert:
         }
 
 
+def whole_document(function: Callable) -> Callable:
+    """Mark a plain-function expert as reading the whole document: ``f(doc: dict) -> dict``.
+
+    The function gets the JSON document as a stdin/stdout script would (a
+    shallow copy: it may add keys without changing what the caller gets back).
+    """
+    function.reads = "document"
+    return function
+
+
 class FunctionExpert(Expert):
     """Wraps a plain function ``f(value) -> dict`` (or ``f(values) -> list``).
 
     With ``batched=True`` the function receives the whole batch. A function
     may declare the JSON Schema of its opinion as an ``opinion_schema``
-    attribute (optional).
+    attribute (optional); one marked with ``@whole_document`` receives the
+    whole document instead of one field.
     """
 
     def __init__(self, function: Callable, name: str | None = None, *,
@@ -130,6 +160,9 @@ class FunctionExpert(Expert):
         doc = inspect.getdoc(function) or ""
         options.setdefault("description", doc.splitlines()[0] if doc else "")
         options.setdefault("version", getattr(function, "version", "0"))
+        if getattr(function, "reads", None) == "document" and "field" not in options:
+            self.field = None
+            self.input_type = dict
         super().__init__(name or function.__name__, **options)
         self.function = function
         self.opinion_schema = getattr(function, "opinion_schema", None)

@@ -11,8 +11,15 @@ its options::
 
 The attribute may be an ``Expert`` subclass (built with the options), an
 ``Expert`` instance, or a plain function (wrapped in ``FunctionExpert``).
-Relative paths in options ending in ``_dir`` or ``_path`` are resolved against
-the directory of the config file, and must exist.
+Modules are imported from the experts file's directory first, then the current
+directory. Relative paths in options ending in ``_dir`` or ``_path`` are
+resolved against the directory of the config file (``$EXPERTD_MODELS`` and other
+environment variables are expanded), and must exist.
+
+``include: [default, other.yaml]`` adds the experts of other files (``default``:
+the packaged default experts, ``expertd/defaults/experts.yaml``; a path: relative
+to the including file). A name defined twice is refused unless the including
+file's entry says ``overrides: true``. Only the top file's ``server:`` counts.
 
 Every key the file may hold is declared once, as a dataclass field made with
 ``setting(default, check)``: ``ServerSettings`` (the ``server:`` section),
@@ -31,6 +38,7 @@ import importlib
 import inspect
 import os
 import re
+import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +46,15 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from expertd.experts.base import Expert, FunctionExpert
+from expertd.experts.base import Expert, FunctionExpert, quiet_tensorflow
 from expertd.experts.needs import input_problems, resolve_needs
 from expertd.experts.schemas import compile_schema
+from expertd.paths import PACKAGED_DEFAULTS, models_dir
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "experts.yaml"
+#: What ``include:`` accepts by name (anything else must be a path to an experts file).
+NAMED_INCLUDES = {"default": PACKAGED_DEFAULTS}
 
 
 # -- problems -----------------------------------------------------------------
@@ -147,6 +158,21 @@ def text(value: Any) -> str:
     """A check: a non-empty string."""
     if not isinstance(value, str) or not value:
         raise Invalid(f"must be a non-empty string, got {_shown(value)}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    """A check: ``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, got {_shown(value)}")
+    return value
+
+
+def reads(value: Any) -> str:
+    """A check: what an expert reads; ``document`` (the whole document) is the one choice."""
+    if value != "document":
+        raise Invalid(f"must be 'document' (the whole document; to read one field, pass "
+                      f"options: {{field: NAME}}), got {_shown(value)}")
     return value
 
 
@@ -254,8 +280,15 @@ class ExpertSpec:
     queue: QueuePolicy = setting(QueuePolicy(), section(QueuePolicy))
     needs: list | dict | None = setting(None, expert_needs)
     learn: LearnSettings | None = setting(None, section(LearnSettings))
+    #: ``reads: document``: the expert gets the whole document, not one field.
+    reads: str | None = setting(None, reads)
+    #: Replace an expert of that name from an included file (otherwise a clash is an error).
+    overrides: bool = setting(False, boolean)
     #: Where the entry is written in the file (for messages), if known.
     line: int | None = field(default=None, compare=False, repr=False)
+    #: The experts file that defines it, and its directory (modules are imported from there first).
+    source: Path | None = field(default=None, compare=False, repr=False)
+    base: Path | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -284,7 +317,7 @@ class ExpertsConfig:
     server: ServerSettings = field(default_factory=ServerSettings)
 
 
-TOP_LEVEL = ("server", "experts")
+TOP_LEVEL = ("server", "include", "experts")
 REQUIRED_EXPERT_KEYS = ("expert",)
 
 
@@ -412,9 +445,10 @@ class _Checker:
 
 def _resolve_paths(options: dict, base: Path) -> dict:
     resolved = {}
+    variables = {**os.environ, "EXPERTD_MODELS": str(models_dir())}
     for key, value in options.items():
         if isinstance(value, str) and _is_path_option(key):
-            path = Path(value).expanduser()
+            path = Path(string.Template(value).safe_substitute(variables)).expanduser()
             value = os.path.normpath(path if path.is_absolute() else base / path)
         resolved[key] = value
     return resolved
@@ -425,20 +459,53 @@ def _is_path_option(key: Any) -> bool:
 
 
 def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) -> ExpertsConfig:
-    """Parse and check the whole experts file (default: ``config/experts.yaml``).
+    """Parse and check the whole experts file (default: ``config/experts.yaml``) and its includes.
 
     Raises one ``ConfigError`` listing every problem: types, unknown keys (with
     a "did you mean"), names given twice, names in ``reserved``, import strings
-    that do not import, path options that do not exist.
+    that do not import, path options that do not exist, includes that are
+    missing, unknown or circular.
     """
+    quiet_tensorflow()  # before any expert's module is imported: it applies to every expert
     path = Path(path or DEFAULT_CONFIG)
     raw, duplicates = _parse(path)
     checker = _Checker(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("experts"), dict) or not raw["experts"]:
+    base = path.absolute().parent
+    server_raw = raw.get("server") if isinstance(raw, dict) else None
+    server = checker.section(ServerSettings, server_raw, "server",
+                             raw.line_of("server") if isinstance(raw, _Mapping) else None)
+    server.state_dir = _resolve_paths({"state_dir": server.state_dir or "state"}, base)["state_dir"]
+    specs = _read_experts(path, raw, duplicates, checker, set(reserved), (path.resolve(),), base)
+    if not specs and not checker.problems:
         line = raw.line_of("experts") if isinstance(raw, _Mapping) else None
-        checker.add("needs a non-empty 'experts:' mapping (name: module:attribute)", line)
-        raise ConfigError(checker.problems)
-    experts_map = raw["experts"]
+        checker.add("needs a non-empty 'experts:' mapping (name: module:attribute), or "
+                    "'include:' of a file that has one", line)
+    graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
+    where = {spec.name: spec for spec in specs}
+    for name, message in problems:  # unknown names and cycles (experts/needs.py)
+        spec = where.get(name)
+        checker.problems.append(Problem(spec.source if spec else path, message,
+                                        spec.line if spec else None))
+    for spec in specs:
+        spec.needs = graph.get(spec.name, {})
+    if checker.problems:
+        raise ConfigError(sorted(checker.problems, key=lambda p: (p.path != path, p.line or 0)))
+    return ExpertsConfig(path=path, experts=specs, server=server)
+
+
+def _read_experts(path: Path, raw: Any, duplicates: list, checker: _Checker, reserved: set,
+                  stack: tuple[Path, ...], top_base: Path) -> list[ExpertSpec]:
+    """The experts of one file: those of its includes first, then its own (problems to ``checker``)."""
+    if not isinstance(raw, dict):
+        checker.add("needs a non-empty 'experts:' mapping (name: module:attribute)")
+        return []
+    experts_map = raw.get("experts")
+    if experts_map is None and "include" in raw:
+        experts_map = {}
+    elif not isinstance(experts_map, dict) or not experts_map:
+        checker.add("needs a non-empty 'experts:' mapping (name: module:attribute)",
+                    raw.line_of("experts") if isinstance(raw, _Mapping) else None)
+        return []
     entries = [(name, entry, experts_map.line_of(name)) for name, entry in experts_map.items()]
     for key, first, again, where, earlier in duplicates:
         if where is experts_map:
@@ -453,11 +520,8 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
             checker.add(f"unknown top-level key {key!r}{_did_you_mean(key, TOP_LEVEL)}",
                         raw.line_of(key))
     base = path.absolute().parent
-    server = checker.section(ServerSettings, raw.get("server"), "server",
-                             raw.line_of("server"))
-    server.state_dir = _resolve_paths({"state_dir": server.state_dir or "state"}, base)["state_dir"]
-    reserved = set(reserved)
-    specs = []
+    included = _read_includes(raw, checker, reserved, stack, base, top_base)
+    own = []
     for name, entry, line in sorted(entries, key=lambda e: e[2] or 0):
         label = name if isinstance(name, str) else None
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -476,29 +540,102 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
         for key in REQUIRED_EXPERT_KEYS:
             if key not in entry:
                 checker.add(f"needs '{key}: module:attribute'", line, label)
-        fixed = {"name": name, "line": line}
+        fixed = {"name": name, "line": line, "source": path, "base": base}
         spec = checker.section(ExpertSpec, entry, "", line, label, fixed=fixed)
         spec.options = _resolve_paths(spec.options, base)
         if spec.import_string:
             _check_import(checker, spec, line)
         _check_paths(checker, spec, entry, base, line)
-        specs.append(spec)
-    graph, problems = resolve_needs({spec.name: spec.needs for spec in specs})
-    lines = {spec.name: spec.line for spec in specs}
-    for name, message in problems:  # unknown names and cycles (experts/needs.py)
-        checker.add(message, lines.get(name))
-    for spec in specs:
-        spec.needs = graph.get(spec.name, {})
-    if checker.problems:
-        raise ConfigError(sorted(checker.problems, key=lambda p: p.line or 0))
-    return ExpertsConfig(path=path, experts=specs, server=server)
+        own.append(spec)
+    from_includes = {spec.name: spec for spec in included}
+    merged, extra = dict(from_includes), []
+    for spec in own:
+        earlier = from_includes.get(spec.name)
+        if earlier is not None and not spec.overrides:
+            checker.add(f"is also defined in the included file {_shown_path(earlier.source, top_base)} "
+                        f"(line {earlier.line}): rename yours, or add 'overrides: true' to its "
+                        f"entry to replace that one", spec.line, spec.name)
+        elif earlier is None and spec.overrides:
+            checker.add("has 'overrides: true' but no included file defines an expert of that "
+                        "name (remove it, or check the name)", spec.line, spec.name)
+        if spec.name in from_includes:
+            merged.pop(spec.name)
+            merged[spec.name] = spec
+        elif spec.name in merged:
+            extra.append(spec)  # a name twice in one file (reported above), checked like the rest
+        else:
+            merged[spec.name] = spec
+    return list(merged.values()) + extra
+
+
+def _shown_path(path: Path | None, top_base: Path) -> str:
+    """A file as messages show it: relative to the top experts file's folder when inside it."""
+    if path is None:
+        return "?"
+    try:
+        return str(path.absolute().relative_to(top_base))
+    except ValueError:
+        return str(path)
+
+
+def _read_includes(raw: dict, checker: _Checker, reserved: set, stack: tuple[Path, ...],
+                   base: Path, top_base: Path) -> list[ExpertSpec]:
+    """The experts of every file that ``include:`` names, in order (a name twice is refused)."""
+    if "include" not in raw:
+        return []
+    value = raw["include"]
+    line = raw.line_of("include") if isinstance(raw, _Mapping) else None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        checker.add(f"include must be a list of experts files (names such as 'default', or paths), "
+                    f"got {_shown(value)}", line)
+        return []
+    found: dict[str, ExpertSpec] = {}
+    for item in value:
+        if item in NAMED_INCLUDES:
+            target = NAMED_INCLUDES[item]
+        elif "/" not in item and not item.endswith((".yaml", ".yml")):
+            checker.add(f"include {item!r} is not a known name (known: "
+                        f"{', '.join(NAMED_INCLUDES)}) nor a path to an experts file "
+                        f"(a path ends in .yaml or has a /)", line)
+            continue
+        else:
+            target = Path(item).expanduser()
+            target = target if target.is_absolute() else base / target
+        resolved = target.resolve()
+        if resolved in stack:
+            chain = " -> ".join(_shown_path(p, top_base) for p in (*stack, resolved))
+            checker.add(f"include {item!r} makes a cycle ({chain}); remove one of the includes", line)
+            continue
+        if not target.exists():
+            checker.add(f"include {item!r}: experts file not found ({target}; relative paths are "
+                        f"read from {base})", line)
+            continue
+        try:
+            sub_raw, sub_duplicates = _parse(target)
+        except ConfigError as exc:
+            checker.add(f"include {item!r}: {exc}", line)
+            continue
+        sub_checker = _Checker(target)
+        specs = _read_experts(target, sub_raw, sub_duplicates, sub_checker, reserved,
+                              (*stack, resolved), top_base)
+        checker.problems.extend(sub_checker.problems)
+        for spec in specs:
+            if spec.name in found:
+                checker.add(f"include {item!r}: expert {spec.name!r} is defined in "
+                            f"{_shown_path(found[spec.name].source, top_base)} too; include "
+                            f"only one of them", line)
+                continue
+            found[spec.name] = spec
+    return list(found.values())
 
 
 def _check_import(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
     """Import the expert's module now, so that a bad import is reported with the rest."""
     entry_line = line
     try:
-        import_from_string(spec.import_string)
+        import_from_string(spec.import_string, spec.base)
     except ConfigError as exc:
         checker.add(str(exc), entry_line, spec.name)
     except Exception as exc:  # the module itself failed while importing
@@ -514,27 +651,33 @@ def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
         if isinstance(value, str) and _is_path_option(key) and not Path(value).exists():
             where = options.line_of(key) if isinstance(options, _Mapping) else line
             written = options.get(key) if isinstance(options, dict) else value
-            hint = "; run `make models` to train the default models" \
-                if "models" in Path(value).parts else ""
+            hint = ("; run `expertd models train` to train the default models (`make models` "
+                    "in the repository)") if "models" in Path(value).parts else ""
             checker.add(f"options.{key}: {written!r} does not exist ({value}; relative paths "
                         f"are read from {base}){hint}", where, spec.name)
 
 
 # -- building and loading ---------------------------------------------------------
 
-def import_from_string(import_string: str) -> Any:
-    """Import ``"package.module:attribute"`` (attribute may be dotted)."""
+def import_from_string(import_string: str, base: Path | None = None) -> Any:
+    """Import ``"package.module:attribute"`` (attribute may be dotted).
+
+    With ``base`` (the experts file's folder), modules there are found first.
+    """
     module_name, sep, attr = import_string.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(
             f'import string "{import_string}" must be in format "<module>:<attribute>"')
+    if base is not None and str(base) not in sys.path:
+        sys.path.insert(0, str(base))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if exc.name != module_name:
             raise
+        where = f"{base} (the experts file's folder), then " if base is not None else ""
         raise ConfigError(f'could not import module "{module_name}" (is it on the path? '
-                          f'modules are also looked up in the current directory)') from exc
+                          f'modules are looked up in {where}the current directory)') from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -547,7 +690,7 @@ def import_from_string(import_string: str) -> Any:
 
 def build_expert(spec: ExpertSpec) -> Expert:
     """Import and construct the expert an entry names (not yet loaded)."""
-    target = import_from_string(spec.import_string)
+    target = import_from_string(spec.import_string, spec.base)
     try:
         if inspect.isclass(target) and issubclass(target, Expert):
             expert = target(spec.name, **spec.options)
@@ -560,6 +703,8 @@ def build_expert(spec: ExpertSpec) -> Expert:
             raise ConfigError(f"expert {spec.name!r}: {spec.import_string} is not an expert or a function")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"expert {spec.name!r}: {exc}") from None
+    if spec.reads == "document":
+        expert.field, expert.input_type = None, dict
     problems = input_problems(expert, spec.needs or {})
     if problems:
         raise ConfigError("; ".join(problems))

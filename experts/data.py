@@ -104,3 +104,23 @@ def load_ground_truth(data_dir: str | Path = "data") -> list[tuple[str, float, s
     for stem, source in SOURCES.items():
         rows.extend(_parse(folder / FILES[stem], source))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m expertd.experts.data --data-dir DIR``: fetch the ground truth once (cached)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m expertd.experts.data",
+                                     description="Fetch VADER's ICWSM-2014 ground truth (cached).")
+    parser.add_argument("--data-dir", default="data", help="where the ground truth is cached")
+    args = parser.parse_args(argv)
+    try:
+        print(f"training data in {fetch_ground_truth(args.data_dir)}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,26 +7,11 @@ signature, so ``predict`` is one graph call per batch from any thread.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
-from expertd.experts.base import Expert, read_metrics
+from expertd.experts.base import QUIET_TENSORFLOW, Expert, quiet_tensorflow, read_metrics  # noqa: F401
 from expertd.experts.data import SOURCES
-
-#: Set before TensorFlow is first imported (unless the user set them): its C++
-#: start-up lines (the oneDNN and CPU-feature banners, absl's "log messages
-#: before absl::InitializeLog()" and tf.data's ``E0000 ... use_unbounded_threadpool``)
-#: say nothing a user of expertd can act on. oneDNN's custom ops change results
-#: only in the 7th digit; turning them off keeps inference and training quiet.
-QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
-
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ logging; call before ``import tensorflow``."""
-    for key, value in QUIET_TENSORFLOW.items():
-        os.environ.setdefault(key, value)
-
 
 quiet_tensorflow()
 

@@ -112,7 +112,7 @@ def dependency_failure(name: str, failed: list[tuple[str, BaseException]]) -> De
 def chain_input(field: str, value: Any, needs: Mapping[str, str], answers: Answers,
                 index: int) -> dict:
     """The input of a chained expert for document ``index``: its field and the opinions it needs."""
-    item = {field: value}
+    item = dict(value) if field is None else {field: value}  # None: the whole document
     for dependency, key in needs.items():
         item[key] = answers[dependency][index].value
     return item

@@ -86,27 +86,44 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="EXPERTD_CONFIG", default=None,
               help="Experts file (YAML). Default: config/experts.yaml (env EXPERTD_CONFIG).")
-def check(bind, config_path):
+@click.option("--load", "load", is_flag=True,
+              help="Also load every expert and time it: warns when one document costs more than "
+                   "10x its share of a batch (e.g. Keras' model.predict).")
+def check(bind, config_path, load):
     """Check the experts file and the endpoint without serving (same as serve --check).
 
     Every problem is listed at once, with the file, the line and the expert.
+    With --load, every expert is also loaded and timed (one document against
+    a batch), with a one-line warning for each that pays a fixed cost per call.
     Exit status 0 when `expertd serve` would start, 1 otherwise.
     """
-    check_config(ServerConfig(bind=bind, config=config_path))
+    check_config(ServerConfig(bind=bind, config=config_path), load=load)
 
 
-def check_config(config: ServerConfig) -> None:
-    """What ``--check`` does: read and check everything that can be checked without loading."""
-    from expertd.experts.config import build_experts, ensure_cwd_importable
+def check_config(config: ServerConfig, load: bool = False) -> None:
+    """What ``--check`` does: read and check everything that can be checked without loading.
+
+    With ``load``, load each expert too and warn (stderr) about per-call costs.
+    """
+    from expertd.experts.config import build_experts, ensure_cwd_importable, load_expert
     from expertd.rpc_server.server import ExpertdServer
 
     ensure_cwd_importable()
     with startup_errors(config.bind):
         file = config.load_experts_file()
-        build_experts(file)
+        experts = build_experts(file)
         ExpertdServer(config).check_endpoint()
+        if load:
+            from expertd.experts.timing import per_call_warning
+
+            for spec in file.experts:
+                load_expert(spec, experts[spec.name])
+                warning = per_call_warning(experts[spec.name])
+                if warning:
+                    click.echo(warning, err=True)
     names = ", ".join(spec.name for spec in file.experts)
-    click.echo(f"{file.path}: {len(file.experts)} experts ({names}) look right; "
+    loaded = " load and" if load else ""
+    click.echo(f"{file.path}: {len(file.experts)} experts ({names}){loaded} look right; "
                f"{config.bind} is free to serve on")
 
 

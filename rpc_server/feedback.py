@@ -101,6 +101,17 @@ class SQLiteFeedbackLog:
                 raise
         return seqs
 
+    def forget(self, expert: str) -> int:
+        """Delete every example of ``expert`` (``expertd state reset``); return how many there were."""
+        with self._lock:
+            return self._db.execute("DELETE FROM examples WHERE expert = ?", (expert,)).rowcount
+
+    def count(self, expert: str) -> int:
+        """How many examples of ``expert`` the log holds."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM examples WHERE expert = ?",
+                                    (expert,)).fetchone()[0]
+
     def read_after(self, expert: str, seq: int, limit: int = 1000) -> list[tuple[int, Any, Any]]:
         """Up to ``limit`` examples of ``expert`` after ``seq``, in order."""
         with self._lock:

@@ -28,6 +28,7 @@ and replays the log after it behind the opinions it serves (``replaying``,
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -58,6 +59,8 @@ LEARN_YIELD = 1.0
 #: Rows read from the log at a time.
 READ_LIMIT = 512
 LOG_FILE = "feedback.sqlite3"
+#: Held (shared) by every server that learns from a state_dir; ``expertd state reset`` needs it alone.
+IN_USE_FILE = "in-use.lock"
 #: Longest a ``learn`` call waits for its examples to be applied (seconds) when
 #: its caller did not say how long it waits (below zerorpc's 30 s default timeout).
 MAX_APPLY_WAIT = 10.0
@@ -377,6 +380,7 @@ class Learning:
                  state_dir: Path, feedback: FeedbackLog | None = None) -> None:
         """Open the log (SQLite under ``state_dir`` unless one is given) and make the learners."""
         self.state_dir = Path(state_dir)
+        self._in_use = hold_state(self.state_dir)
         self.feedback = feedback or SQLiteFeedbackLog(self.state_dir / LOG_FILE)
         self.log_pool = ThreadPool(1)
         self.learners: dict[str, Learner] = {}
@@ -387,7 +391,7 @@ class Learning:
             if policy.target:
                 expert.target = policy.target
             self.learners[name] = Learner(expert, self.feedback, self.log_pool,
-                                          self.state_dir / "checkpoints" / f"{name}.ckpt", policy)
+                                          checkpoint_path(self.state_dir, name), policy)
 
     def start(self) -> None:
         """Restore every learner from its checkpoint, then follow the log (the backlog replayed behind)."""
@@ -453,6 +457,7 @@ class Learning:
                 log.exception("expert %s: could not write its last checkpoint", name)
         self.log_pool.kill()
         self.feedback.close()
+        os.close(self._in_use)
 
 
 def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
@@ -475,3 +480,65 @@ def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
     log.info("experts that learn: %s (feedback log and checkpoints in %s)",
              ", ".join(learning.learners), learning.state_dir)
     return learning
+
+
+class StateInUse(Exception):
+    """A running server learns from this state_dir: it cannot be reset under it."""
+
+
+def hold_state(state_dir: Path) -> int:
+    """Take a shared lock on ``<state_dir>/in-use.lock`` for as long as the server runs (its fd)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / IN_USE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def learned_state(state_dir: Path, name: str) -> dict:
+    """What persists for expert ``name``: examples in the feedback log and its checkpoint file."""
+    log_path, checkpoint = Path(state_dir) / LOG_FILE, checkpoint_path(state_dir, name)
+    examples = 0
+    if log_path.exists():
+        feedback = SQLiteFeedbackLog(log_path)
+        try:
+            examples = feedback.count(name)
+        finally:
+            feedback.close()
+    return {"examples": examples, "log": str(log_path),
+            "checkpoint": str(checkpoint) if checkpoint.exists() else None}
+
+
+def checkpoint_path(state_dir: Path, name: str) -> Path:
+    """Where expert ``name``'s checkpoint lives."""
+    return Path(state_dir) / "checkpoints" / f"{name}.ckpt"
+
+
+def reset_learner(state_dir: Path, name: str) -> dict:
+    """Forget what expert ``name`` learned: its examples in the feedback log and its checkpoint.
+
+    Raises ``StateInUse`` while a server learns from ``state_dir`` (it would
+    write its checkpoint back at shutdown). Returns what was removed.
+    """
+    state_dir = Path(state_dir)
+    if not state_dir.exists():
+        return {"examples": 0, "checkpoint": None}
+    fd = os.open(state_dir / IN_USE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateInUse(f"a running expertd server learns from {state_dir}; stop it first "
+                             f"(`expertd stop`), then reset") from None
+        removed = 0
+        if (state_dir / LOG_FILE).exists():
+            feedback = SQLiteFeedbackLog(state_dir / LOG_FILE)
+            try:
+                removed = feedback.forget(name)
+            finally:
+                feedback.close()
+        checkpoint = checkpoint_path(state_dir, name)
+        existed = checkpoint.exists()
+        checkpoint.unlink(missing_ok=True)
+        return {"examples": removed, "checkpoint": str(checkpoint) if existed else None}
+    finally:
+        os.close(fd)

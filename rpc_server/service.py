@@ -300,7 +300,9 @@ class Experts:
         method.__qualname__ = name
         method.__doc__ = (f"{expert.description or 'Expert ' + name + '.'}\n\n"
                           f"Return the opinion of expert {name!r} (version {expert.version}) "
-                          f"on a JSON-object document; it reads the {expert.field!r} field.")
+                          f"on a JSON-object document; it reads "
+                          + (f"the {expert.field!r} field." if expert.field is not None
+                             else "the whole document."))
         if needs:
             method.__doc__ += (f" It builds on the opinions of {', '.join(needs)}, asked first "
                                f"unless the document carries them; options as for opinions.")

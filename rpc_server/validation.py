@@ -17,9 +17,14 @@ def json_type(value: Any) -> str:
 
 def field_value(doc: Any, field: str, input_type: type | None, max_text_bytes: int,
                 where: str = "document") -> Any:
-    """Return ``doc[field]`` after checking the document, the field and its size."""
+    """Return ``doc[field]`` after checking the document, the field and its size.
+
+    ``field=None`` (an expert that reads the whole document): a shallow copy of the document.
+    """
     if not isinstance(doc, dict):
         raise InvalidDocument(f"{where} must be a JSON object, got {json_type(doc)}")
+    if field is None:
+        return dict(doc)
     try:
         value = doc[field]
     except KeyError:

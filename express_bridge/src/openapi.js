@@ -78,8 +78,15 @@ function opinionSchema(expert) {
   return { type: "object", description: "this expert does not declare the shape of its opinion" };
 }
 
-/** The schema of a document for an expert: an object with its field. */
+/** The schema of a document for an expert: an object with its field (any object when it reads the whole document). */
 function documentSchema(expert) {
+  if (expert.field === null) {
+    return {
+      type: "object",
+      additionalProperties: true,
+      description: `the whole JSON document, which expert ${expert.name} reads; it is kept as it came`,
+    };
+  }
   const field = typeof expert.field === "string" ? expert.field : "text";
   return {
     type: "object",
@@ -127,7 +134,8 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         name: { type: "string" },
         version: { type: "string" },
         description: { type: "string" },
-        field: { type: "string" },
+        field: { type: ["string", "null"], description: "the document field the expert reads; null: the whole document" },
+        reads: { type: "string", enum: ["field", "document"] },
         metrics: { type: "object" },
         batch: { type: "object" },
         opinion_schema: { type: ["object", "null"], description: "JSON Schema of this expert's opinion, if it declares one" },
@@ -237,7 +245,9 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
           content: {
             "application/json": { schema: doc },
             "application/x-www-form-urlencoded": {
-              schema: { type: "object", required: [field], properties: { [field]: { type: "string" } } },
+              schema: e.field === null
+                ? { type: "object", additionalProperties: { type: "string" } }
+                : { type: "object", required: [field], properties: { [field]: { type: "string" } } },
             },
           },
         },

@@ -11,6 +11,7 @@ const assert = require("node:assert/strict");
 const path = require("node:path");
 const request = require("supertest");
 const { createApp } = require("../src/app");
+const { buildOpenApi } = require("../src/openapi");
 const { ExpertdClient } = require("../src/rpc");
 const { startExpertd, REPO_ROOT } = require("./helpers");
 
@@ -86,5 +87,17 @@ describe("GET /openapi.json", { timeout: 120000 }, () => {
     } finally {
       await lonely.close();
     }
+  });
+});
+
+describe("buildOpenApi for an expert that reads the whole document", () => {
+  it("asks for any JSON object, not one field", () => {
+    const doc = buildOpenApi([{ name: "whole", version: "1", description: "", field: null, reads: "document" }]);
+    const schema = doc.components.schemas.Document_whole;
+    assert.equal(schema.type, "object");
+    assert.equal(schema.required, undefined);
+    const form = doc.paths["/experts/whole"].post.requestBody.content["application/x-www-form-urlencoded"].schema;
+    assert.equal(form.required, undefined);
+    assert.deepEqual(doc.components.schemas.Expert.properties.field.type, ["string", "null"]);
   });
 });

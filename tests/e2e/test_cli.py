@@ -105,7 +105,8 @@ def test_method_help_is_the_servers_docstring_without_markup(odd):
 
 
 @pytest.mark.parametrize("command", ["", "serve", "check", "call", "list", "info", "status",
-                                     "stop", "install-stage", "pipe"])
+                                     "stop", "install-stage", "pipe", "init", "models",
+                                     "models train", "state", "state show", "state reset"])
 def test_help_pages_have_no_markup(command):
     out = expertd(*command.split(), "--help")
     assert out.returncode == 0, out.stderr

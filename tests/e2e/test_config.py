@@ -286,3 +286,19 @@ def test_corpus_of_bad_experts_files(name):
     assert "Traceback" not in out.stderr
     for line in expected:
         assert line in out.stderr, out.stderr
+
+
+def test_check_load_warns_in_one_line_about_an_expert_that_pays_per_call(tmp_path):
+    """``expertd check --load`` times one document against a batch (Keras' predict pays ~40 ms a call)."""
+    (tmp_path / "per_call.py").write_text(
+        "import time\n\n"
+        "def slow(texts):\n    time.sleep(0.03)\n    return [{'n': len(t)} for t in texts]\n\n"
+        "def quick(text):\n    return {'n': len(text)}\n")
+    path = write(tmp_path, "experts:\n  slow: {expert: per_call:slow, options: {batched: true}}\n"
+                           "  quick: per_call:quick\n")
+    out = expertd("check", "--load", "--config", str(path), "--bind", f"tcp://127.0.0.1:{free_port()}")
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, out.stderr
+    assert warnings[0].startswith("warning: expert 'slow': predict() for one document takes")
+    assert "load and look right" in out.stdout

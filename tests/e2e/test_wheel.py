@@ -101,3 +101,29 @@ def test_a_users_own_experts_module_and_clients_folder_are_not_shadowed(user_ven
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_the_wheel_ships_the_default_experts_file_and_the_scaffold(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "expertd/defaults/experts.yaml" in names  # include: [default]
+    for name in ("experts.yaml", "my_experts.py", "examples.tsv", "documents.jsonl", "README.md"):
+        assert f"expertd/scaffold/{name}" in names  # expertd init
+
+
+def test_models_train_says_where_the_models_go_and_what_it_needs(user_venv, tmp_path):
+    """Installed, the default experts' models go to the user's data home; without TensorFlow it says so."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPERTD_")}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    expertd = str(user_venv / "bin" / "expertd")
+    dry = subprocess.run([expertd, "models", "train", "--dry-run"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith(f"models into {tmp_path / 'expertd' / 'models'}, training data cached "
+                                 f"in {tmp_path / 'expertd' / 'data'}:")
+    for module in ("expertd.experts.data", "expertd.experts.train", "expertd.experts.consensus --evaluate"):
+        assert f"-m {module}" in dry.stdout
+    real = subprocess.run([expertd, "models", "train"], env=env, capture_output=True, text=True, timeout=60)
+    assert real.returncode == 2
+    assert "not installed here; pip install 'expertd[models]' first" in real.stderr

@@ -61,6 +61,8 @@ def product_modules() -> dict[str, Module]:
     found = {}
     for folder, package in FOLDERS.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.parent == ROOT / "expertd" / "scaffold":
+                continue  # a user's project that `expertd init` writes, not a module of the product
             rel = path.relative_to(ROOT / folder).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
             name = ".".join([package, *parts])
