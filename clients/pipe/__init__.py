@@ -22,7 +22,8 @@ written), ``stage`` (detection, signals, exit paths).
 
 Exit status (from the error catalogue, ``expertd/protocol.json``): 0 every
 document got every opinion; 1 some did not; 2 usage error (including an
-unknown expert); 3 no server answered; 128+N stopped by signal N.
+unknown expert); 3 no server answered; 128+N stopped by signal N (130 SIGINT,
+143 SIGTERM: every line read is written out first; see ``stage``), 141 stdout closed.
 """
 
 from __future__ import annotations

@@ -68,6 +68,12 @@ DROPS_BEFORE_SPLIT = 2
 ONLY_OPINIONS = msgpack.packb({"only_opinions": True})
 
 
+def partial_line_message(number: int, size: int) -> str:
+    """What the stage says of a last line that came without its newline."""
+    return (f"line {number}: the input ended inside this line ({size} bytes, no newline: "
+            f"its writer stopped mid-line); written through byte for byte, without a newline")
+
+
 class Refused:
     """The answer for a document the server refused on its own (not per expert)."""
 
@@ -265,11 +271,12 @@ class Pipeline:
                 item = self.output.read(self.preset.pop(0))
                 self.number = item.number
             else:
-                line = self.reader.readline()
-                if line is None:
-                    return chunk, True
-                self.number += 1
-                item = self.output.read(parse_line(self.number, line))
+                with self.output.holding():  # a line taken from the reader is on the ledger
+                    line = self.reader.readline()
+                    if line is None:
+                        return chunk, True
+                    self.number += 1
+                    item = self.output.read(parse_line(self.number, line))
             chunk.append(item)
             size += len(item.packed) if item.packed is not None else 0
         return chunk, False
@@ -302,7 +309,12 @@ class Pipeline:
         for item in sent.items:
             if item.passes_through():
                 lines.append((item, None))
-                if item.problem:
+                if item.problem and not item.raw.endswith(b"\n") and item.problem.startswith(
+                        ("not valid JSON", "not UTF-8")):
+                    stage.incomplete += 1
+                    stage.warn(partial_line_message(item.number, len(item.raw)) +
+                               f" ({item.problem})")
+                elif item.problem:
                     stage.incomplete += 1
                     stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
                 continue

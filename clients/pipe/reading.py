@@ -23,21 +23,58 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 
 class LineReader:
-    """Lines of a file descriptor, and whether more are ready without blocking."""
+    """Lines of a file descriptor, and whether more are ready without blocking.
 
-    def __init__(self, fd: int) -> None:
+    ``stop_requested`` (a callable) tells the reader to read no more from the
+    descriptor: it then behaves as at the end of input, and what is already in
+    its buffer is still returned, line by line, the last possibly without a
+    newline. ``wake_fd`` (the read end of ``signal.set_wakeup_fd``'s pipe) ends a
+    wait for input as soon as a signal arrives, so that ``stop_requested`` is
+    asked again.
+    """
+
+    def __init__(self, fd: int, wake_fd: int | None = None, stop_requested=None) -> None:
         """Read from ``fd`` (stdin's)."""
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
+        #: True when reading stopped on request (not at the end of the input).
+        self.stopped = False
+        self.wake_fd = wake_fd
+        self.stop_requested = stop_requested
+
+    def _stop_if_asked(self) -> bool:
+        if self.stop_requested is not None and self.stop_requested():
+            self.stopped = self.eof = True
+        return self.stopped
+
+    def _wait_readable(self) -> bool:
+        """Wait until the descriptor can be read; False if a stop was asked for meanwhile."""
+        watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
+        while True:
+            readable, _, _ = select.select(watched, [], [])
+            if self.wake_fd is not None and self.wake_fd in readable:
+                try:
+                    os.read(self.wake_fd, 512)  # the signal numbers: the flag says which
+                except (BlockingIOError, InterruptedError):
+                    pass
+                if self._stop_if_asked():
+                    return False
+            if self.fd in readable:
+                return True
 
     def _read(self) -> None:
+        if self._stop_if_asked():
+            return
         while True:
+            if self.wake_fd is not None and not self._wait_readable():
+                return
             try:
                 chunk = os.read(self.fd, 1 << 16)
                 break
             except BlockingIOError:  # a stdin another program made non-blocking, empty for now
-                select.select([self.fd], [], [])
+                if self.wake_fd is None:
+                    select.select([self.fd], [], [])
         if not chunk:
             self.eof = True
         else:
