@@ -28,6 +28,7 @@ unknown expert); 3 no server answered; 128+N stopped by signal N (130 SIGINT,
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from expertd.clients import DEFAULT_ENDPOINT
@@ -52,4 +53,10 @@ def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None
 
         pipe.main(args=argv, prog_name=prog_name)
         return
-    sys.exit(run(options))
+    try:
+        status = run(options)
+    except KeyboardInterrupt:  # Ctrl-C before the stage's own handler is set, or after it is gone
+        sys.stderr.write("expertd pipe: stopped by SIGINT while starting or ending (no line "
+                         "read was left unwritten)\n")
+        status = 128 + signal.SIGINT
+    sys.exit(status)

@@ -56,6 +56,9 @@ class Connector:
         self._no_spare_until = 0.0
         self.server: control.Started | None = None  # a server this stage started
         self._lock: control.AutostartLock | None = None
+        #: Given to each connection: a signal ends its waits for replies (``WaitInterrupted``).
+        self.stop_waiting: Callable[[], bool] | None = None
+        self.wake_fd: int | None = None
 
     @property
     def connection(self) -> Connection | None:
@@ -170,6 +173,7 @@ class Connector:
         return connection
 
     def _add(self, connection: Connection) -> None:
+        connection.stop_waiting, connection.wake_fd = self.stop_waiting, self.wake_fd
         self.connections.append(connection)
         peers = tuple(self.connections)
         for c in peers:  # each keeps the others' waiting calls alive while it waits

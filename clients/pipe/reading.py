@@ -192,6 +192,27 @@ def problem_of(exc: BaseException) -> str:
     return f"not valid JSON ({exc})"
 
 
+#: Characters of a plain-text line quoted back in the suggestion made for it.
+SUGGESTION_CHARS = 40
+
+
+def suggestion(text: bytes) -> str:
+    """What to send instead of a line that is not a JSON object: for plain text, that very
+    text as a document (shortened), such as ``{"text": "I love it"}``."""
+    try:
+        line = text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        line = ""
+    if line and line[0] not in '{["':
+        try:
+            json.loads(line)  # a number, true, null: not text to quote back
+        except ValueError:
+            short = line if len(line) <= SUGGESTION_CHARS else line[:SUGGESTION_CHARS - 1] + "\u2026"
+            document = json.dumps({"text": short}, ensure_ascii=False)
+            return f"send one JSON object per line, such as {document}"
+    return 'send one JSON object per line, such as {"text": "I love it"}'
+
+
 def pack_document(doc: dict) -> bytes:
     """The document as the server will receive it; raises ``ValueError`` if msgpack cannot."""
     try:
@@ -216,9 +237,13 @@ def parse_line(number: int, raw: bytes) -> Item:
     try:
         value = decode(text)
     except (ValueError, RecursionError) as exc:
-        return Item(number, raw, problem=problem_of(exc))
+        problem = problem_of(exc)
+        if problem.startswith("not valid JSON"):
+            problem += f"; {suggestion(text)}"
+        return Item(number, raw, problem=problem)
     if not isinstance(value, dict):
-        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__})")
+        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__}); "
+                                         f"{suggestion(text)}")
     try:
         packed = pack_document(value)
     except ValueError as exc:

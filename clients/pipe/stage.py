@@ -34,6 +34,7 @@ from expertd.clients.pipe.output import Output, PatientText, Progress
 from expertd.clients.pipe.pipelining import Pipeline, partial_line_message
 from expertd.clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   parse_line)
+from expertd.clients.calls import WaitInterrupted
 from expertd.clients.pipe.retrying import Stop
 
 EXIT_OK = 0
@@ -70,6 +71,7 @@ class Stage:
         self.output.raise_deferred = self._raise_deferred
         self.err = PatientText(stderr)
         self.connector = Connector(options, self.warn)
+        self.connector.stop_waiting = lambda: self.signum is not None
         self.incomplete = 0
         self.stopping = False
         self.progress = Progress(self.err, options.progress if options.progress is not None
@@ -118,21 +120,22 @@ class Stage:
             try:
                 self.detect_and_run()
                 if self.signum is not None:
-                    self.warn(f"stopped by {signal.Signals(self.signum).name} after "
-                              f"{self.output.written} lines: every line read was written out "
-                              f"(answered, or unchanged as said above); the rest of the input "
-                              f"was not read")
-                    return 128 + self.signum
+                    return self.stopped_by_signal()
                 return EXIT_PARTIAL if self.incomplete else EXIT_OK
             except Stop as exc:
                 self.output.write_through_pending(self.buffered())
                 self.warn(str(exc))
                 self.pass_rest()
-                return exc.code
+                return exc.code if self.signum is None else self.stopped_by_signal()
             except Interrupted:
                 raise
             except BrokenPipeError:
                 raise
+            except WaitInterrupted:  # a signal ended a wait for the server outside the pipeline
+                count, tail = self.write_through_rest()
+                self.warn(f"{count} lines not yet answered were written through unchanged"
+                          + (", and the input read but not yet split into lines" if tail else ""))
+                return self.stopped_by_signal()
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
                 self.output.write_through_pending(self.buffered())
                 self.warn(f"internal error in the pipe stage ({type(exc).__name__}: {exc}); "
@@ -142,11 +145,7 @@ class Stage:
                 return exit_code(ERROR.InternalError)
         except Interrupted as exc:
             self.stopping = True
-            tail = self.buffered()
-            count = self.output.write_through_pending(tail)
-            if tail and not tail.endswith(b"\n"):
-                self.warn(partial_line_message(self.output.written + tail.count(b"\n") + 1,
-                                               len(tail) - tail.rfind(b"\n") - 1))
+            count, tail = self.write_through_rest()
             self.warn(f"stopped by {signal.Signals(exc.signum).name} (signalled twice); {count} "
                       f"lines not yet answered were written through unchanged"
                       + (", and the input read but not yet split into lines" if tail else ""))
@@ -155,6 +154,23 @@ class Stage:
             self.stopping = True
             self.output.flush()
             self.connector.close()
+
+    def write_through_rest(self) -> tuple[int, bytes]:
+        """Write every line not yet written, and the input not yet split into lines, unchanged
+        (a last line without its newline is named); the number of lines, and that input."""
+        tail = self.buffered()
+        count = self.output.write_through_pending(tail)
+        if tail and not tail.endswith(b"\n"):
+            self.warn(partial_line_message(self.output.written + tail.count(b"\n") + 1,
+                                           len(tail) - tail.rfind(b"\n") - 1))
+        return count, tail
+
+    def stopped_by_signal(self) -> int:
+        """Say that a signal stopped the stage after it wrote every line it read; the exit status."""
+        self.warn(f"stopped by {signal.Signals(self.signum).name} after {self.output.written} "
+                  f"lines: every line read was written out (answered, or unchanged as said "
+                  f"above); the rest of the input was not read")
+        return 128 + self.signum
 
     def buffered(self) -> bytes:
         """Input read from stdin but not yet split into lines, byte for byte."""
@@ -166,6 +182,7 @@ class Stage:
         A signal may stop the copy while it waits for input, never between
         taking a block from the buffer and writing it.
         """
+        last = b"\n"
         while True:
             self.output.writing = True
             try:
@@ -173,11 +190,17 @@ class Stage:
                 if block:
                     self.output.out.write(block)
                     self.output.flush()
+                    last = block
             finally:
                 self.output.writing = False
             if self.output.deferred is not None:
                 self._raise_deferred()
             if self.reader.eof:
+                if not last.endswith(b"\n"):
+                    size = len(last) - last.rfind(b"\n") - 1
+                    self.warn(f"the input ended inside its last line ({size} bytes, no newline: "
+                              f"its writer stopped mid-line); written through byte for byte, "
+                              f"without a newline")
                 return
             self.reader.fill()
 
@@ -260,7 +283,7 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
     previous_wakeup = None
     try:
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-        stage.reader.wake_fd = wake_read
+        stage.reader.wake_fd = stage.connector.wake_fd = wake_read
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, stage.on_signal)
     except ValueError:  # not the main thread: leave signals alone

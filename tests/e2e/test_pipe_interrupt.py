@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPERTD, ServerProcess
+from tests.conftest import EXPERTD, ServerProcess, wait_for
 
 VADER_CONFIG = Path(__file__).resolve().parents[1] / "vader_experts.yaml"
 DOCUMENTS = 100_000
@@ -232,7 +232,10 @@ def test_interrupts_lose_nothing(vader_server, numbered, tmp_path):
                 assert_stopped(run, k, signum, context)
             continue
         run = Run(input_path, stages, vader_server.endpoint, tmp)
-        time.sleep(rng.uniform(0.3, 1.5))
+        # Once output flows every stage has set its handlers (a signal while Python starts
+        # is not the stage's to handle): then a random moment mid-stream.
+        wait_for(lambda out=run.out_path: out.stat().st_size > 0, timeout=60, what="first output")
+        time.sleep(rng.uniform(0.0, 1.0))
         run.signal(signum)
         left = run.finish()
         out = run.out_path.read_bytes()
