@@ -76,10 +76,14 @@ STOP_GRACE_S = 2.0
 ONLY_OPINIONS = msgpack.packb({"only_opinions": True})
 
 
-def partial_line_message(number: int, size: int) -> str:
-    """What the stage says of a last line that came without its newline."""
-    return (f"line {number}: the input ended inside this line ({size} bytes, no newline: "
-            f"its writer stopped mid-line); written through byte for byte, without a newline")
+def partial_line_message(number: int, size: int, stopped: bool) -> str:
+    """What the stage says of a last line that came without its newline: the input ended
+    there (its writer stopped mid-line), or the stage, ``stopped`` by a signal, read no more."""
+    why = ("the stage was stopped while reading this line" if stopped
+           else "the input ended inside this line")
+    cause = "" if stopped else ": its writer stopped mid-line"
+    return (f"line {number}: {why} ({size} bytes, no newline{cause}); written through byte for "
+            f"byte, without a newline")
 
 
 class Refused:
@@ -218,7 +222,7 @@ class Asker:
     def backoff_after(self, exc: Exception, started: float) -> Backoff:
         """The retry window after a first failure: ``--timeout``, less the wait of a timed-out call."""
         spent = time.monotonic() - started if isinstance(exc, CallTimeout) else 0.0
-        return Backoff(max(0.0, self.options.timeout - spent))
+        return self.connector.backoff(max(0.0, self.options.timeout - spent))
 
     def recover(self, connection: Connection, exc: Exception) -> None:
         """After a retryable failure: a connection that is lost, draining or stuck is dropped."""
@@ -371,8 +375,9 @@ class Pipeline:
         self.stage.incomplete += 1
         if not item.raw.endswith(b"\n") and item.problem.startswith(("not valid JSON",
                                                                      "not UTF-8")):
-            self.stage.warn(partial_line_message(item.number, len(item.raw)) +
-                            f" ({item.problem})")
+            problem = item.problem.split("; send one JSON object")[0]  # no advice for a cut line
+            self.stage.warn(partial_line_message(item.number, len(item.raw), self.reader.stopped)
+                            + f" ({problem})")
         else:
             self.stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
 

@@ -132,9 +132,8 @@ class Stage:
             except BrokenPipeError:
                 raise
             except WaitInterrupted:  # a signal ended a wait for the server outside the pipeline
-                count, tail = self.write_through_rest()
-                self.warn(f"{count} lines not yet answered were written through unchanged"
-                          + (", and the input read but not yet split into lines" if tail else ""))
+                count, _ = self.write_through_rest()
+                self.warn(f"{count} line(s) not yet answered were written through unchanged")
                 return self.stopped_by_signal()
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
                 self.output.write_through_pending(self.buffered())
@@ -145,10 +144,9 @@ class Stage:
                 return exit_code(ERROR.InternalError)
         except Interrupted as exc:
             self.stopping = True
-            count, tail = self.write_through_rest()
+            count, _ = self.write_through_rest()
             self.warn(f"stopped by {signal.Signals(exc.signum).name} (signalled twice); {count} "
-                      f"lines not yet answered were written through unchanged"
-                      + (", and the input read but not yet split into lines" if tail else ""))
+                      f"line(s) not yet answered were written through unchanged")
             return 128 + exc.signum
         finally:
             self.stopping = True
@@ -162,13 +160,15 @@ class Stage:
         count = self.output.write_through_pending(tail)
         if tail and not tail.endswith(b"\n"):
             self.warn(partial_line_message(self.output.written + tail.count(b"\n") + 1,
-                                           len(tail) - tail.rfind(b"\n") - 1))
-        return count, tail
+                                           len(tail) - tail.rfind(b"\n") - 1, self.reader.stopped))
+        tail_lines = tail.count(b"\n") + (0 if tail.endswith(b"\n") or not tail else 1)
+        self.output.written += tail_lines
+        return count + tail_lines, tail
 
     def stopped_by_signal(self) -> int:
         """Say that a signal stopped the stage after it wrote every line it read; the exit status."""
         self.warn(f"stopped by {signal.Signals(self.signum).name} after {self.output.written} "
-                  f"lines: every line read was written out (answered, or unchanged as said "
+                  f"line(s): every line read was written out (answered, or unchanged as said "
                   f"above); the rest of the input was not read")
         return 128 + self.signum
 
@@ -198,9 +198,10 @@ class Stage:
             if self.reader.eof:
                 if not last.endswith(b"\n"):
                     size = len(last) - last.rfind(b"\n") - 1
-                    self.warn(f"the input ended inside its last line ({size} bytes, no newline: "
-                              f"its writer stopped mid-line); written through byte for byte, "
-                              f"without a newline")
+                    why = ("the stage was stopped while reading its last line" if
+                           self.reader.stopped else "the input ended inside its last line")
+                    self.warn(f"{why} ({size} bytes, no newline); written through byte for "
+                              f"byte, without a newline")
                 return
             self.reader.fill()
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPERTD, ServerProcess, wait_for
+from tests.conftest import EXPERTD, ServerProcess, free_port, wait_for
 
 VADER_CONFIG = Path(__file__).resolve().parents[1] / "vader_experts.yaml"
 DOCUMENTS = 100_000
@@ -245,10 +245,34 @@ def test_interrupts_lose_nothing(vader_server, numbered, tmp_path):
         assert taken < DOCUMENTS, f"{context}: the signal came after the whole input"
         out_partial = out.rsplit(b"\n", 1)[-1]
         if out_partial:
-            assert "the input ended inside this line" in run.stage_err(stages - 1), (
+            err = run.stage_err(stages - 1)
+            assert ("the input ended inside this line" in err
+                    or "the stage was stopped while reading this line" in err), (
                 f"{context}: the partial last line {out_partial[:80]!r} was not named on stderr")
         answered_whole_last = bool(partial) is False and taken > 0 and \
             stream[:-1].rsplit(b"\n", 1)[-1] + b"\n" != lines[taken - 1]
         check_continues(lines, taken, partial, left[0], answered_whole_last, context)
         for k in range(stages):
             assert_stopped(run, k, signum, context)
+
+
+def test_ctrl_c_while_no_server_answers_ends_the_wait(tmp_path):
+    # The stage retries a server that is not there for up to --timeout (120 s); Ctrl-C
+    # ends that wait: every line read, the cut-off last one too, comes out as it came.
+    data = b'{"id": 0, "text": "a"}\n{"id": 1, "text": "b"}\n{"id": 2, "te'
+    proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "120", "vader"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, EXPERTD_ENDPOINT=f"tcp://127.0.0.1:{free_port()}"))
+    try:
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        time.sleep(1.0)  # reading and retrying the connection (sooner or later: the same result)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # well before --timeout: the signal ended it
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert out == data, (out, err)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "stopped by SIGINT" in err and "the input ended inside this line" in err, err
+    assert "Traceback" not in err
