@@ -9,7 +9,7 @@ Signals (SIGINT, SIGTERM, SIGHUP): the handler only notes the signal (and wakes
 a wait for input through ``signal.set_wakeup_fd``). The stage then reads no
 more input, and finishes what it has read: the lines already read, including
 those still in the reader's buffer, are answered (the chunks already asked
-about are waited for, within ``--timeout``) or written through unchanged; a
+about are waited for, ``STOP_GRACE_S``: 2 s) or written through unchanged; a
 last line that came without its newline (its writer died mid-line) is written
 back byte for byte, without one, and named on stderr. A second signal stops
 at once: whatever is not yet written goes out unchanged. Either way the stage
@@ -123,9 +123,10 @@ class Stage:
                     return self.stopped_by_signal()
                 return EXIT_PARTIAL if self.incomplete else EXIT_OK
             except Stop as exc:
-                self.output.write_through_pending(self.buffered())
+                tail = self.buffered()
+                self.output.write_through_pending(tail)
                 self.warn(str(exc))
-                self.pass_rest()
+                self.pass_rest(tail)
                 return exc.code if self.signum is None else self.stopped_by_signal()
             except Interrupted:
                 raise
@@ -176,13 +177,14 @@ class Stage:
         """Input read from stdin but not yet split into lines, byte for byte."""
         return self.reader.take_buffered()
 
-    def pass_rest(self) -> None:
+    def pass_rest(self, written: bytes = b"") -> None:
         """Copy the rest of stdin to stdout unchanged (the server cannot be asked).
 
         A signal may stop the copy while it waits for input, never between
-        taking a block from the buffer and writing it.
+        taking a block from the buffer and writing it. ``written`` is the input last
+        written through (a last line cut off in it is named, too).
         """
-        last = b"\n"
+        last = written or b"\n"
         while True:
             self.output.writing = True
             try:
@@ -295,9 +297,12 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         # The next stage went away: the lines read and not yet written have nowhere to go.
         stage.stopping = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        stage.warn(f"stdout was closed (the next stage stopped reading) after "
-                   f"{stage.output.written} lines; {len(stage.output.pending)} lines read "
-                   f"could not be written; stopped")
+        try:
+            stage.warn(f"stdout was closed (the next stage stopped reading) after "
+                       f"{stage.output.written} lines; {len(stage.output.pending)} lines read "
+                       f"could not be written; stopped")
+        except OSError:  # stderr went with it (``2>&1 | head``): the status still says so
+            pass
         return 128 + signal.SIGPIPE
     finally:
         for sig, handler in previous.items():
