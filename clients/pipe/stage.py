@@ -16,7 +16,9 @@ at once: whatever is not yet written goes out unchanged. Either way the stage
 says on stderr that it was stopped and exits with 128 + the signal's number
 (130 for SIGINT, 143 for SIGTERM). A closed stdout (the next stage went away:
 EPIPE, SIGPIPE's error) is said on stderr, with how many lines read could not be
-written, and exits with 141 (128 + SIGPIPE).
+written, and exits with 141 (128 + SIGPIPE), or 128 + the signal that stopped
+the stage first (Ctrl-C stops every stage of a pipeline; the next one may close
+its input before this one has written all it read).
 """
 
 from __future__ import annotations
@@ -297,13 +299,17 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         # The next stage went away: the lines read and not yet written have nowhere to go.
         stage.stopping = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Interrupted (Ctrl-C reaches the whole pipeline) and then cut off by the next stage,
+        # which stopped too: the signal is the cause, and the status says which.
+        signum = stage.signum or signal.SIGPIPE
+        why = f"stopped by {signal.Signals(stage.signum).name}; " if stage.signum else ""
         try:
-            stage.warn(f"stdout was closed (the next stage stopped reading) after "
-                       f"{stage.output.written} lines; {len(stage.output.pending)} lines read "
-                       f"could not be written; stopped")
+            stage.warn(f"{why}stdout was closed (the next stage stopped reading) after "
+                       f"{stage.output.written} line(s); {len(stage.output.pending)} line(s) "
+                       f"read could not be written; stopped")
         except OSError:  # stderr went with it (``2>&1 | head``): the status still says so
             pass
-        return 128 + signal.SIGPIPE
+        return 128 + signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
