@@ -59,6 +59,13 @@ def request_payload(message_id: str, method: str, packed_args: bytes, wait: floa
             + msgpack.packb(method, use_bin_type=True) + packed_args)
 
 
+class WaitInterrupted(Exception):
+    """The caller asked to stop waiting for a reply (``Calls.stop_waiting``: a signal came).
+
+    The call is still pending: its reply may yet be collected (``collect``, ``receive``).
+    """
+
+
 class Calls:
     """The zerorpc request/reply bookkeeping that every client connection shares.
 
@@ -70,6 +77,11 @@ class Calls:
     #: Other connections of the same client: their waiting calls are heartbeaten while
     #: this one waits (a client waits on one connection at a time).
     peers: tuple = ()
+    #: If set, asked while a reply is waited for: True stops the wait (``WaitInterrupted``).
+    stop_waiting = None
+    #: A descriptor that becomes readable when ``stop_waiting`` may have turned True (the read
+    #: end of ``signal.set_wakeup_fd``'s pipe), so that a wait notices at once.
+    wake_fd: int | None = None
 
     def __enter__(self):
         return self
@@ -116,6 +128,8 @@ class Calls:
             if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
                 self._pending.discard(message_id)
                 raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
+            if self.stop_waiting is not None and self.stop_waiting():
+                raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
             if now >= next_beat:
                 self.beat()
                 for peer in self.peers:

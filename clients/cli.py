@@ -23,7 +23,8 @@ import click
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.endpoint import EndpointError, click_callback, exit_usage, parse_endpoint
-from expertd.spec import METHOD
+from expertd.clients.pipe.retrying import what_to_do
+from expertd.spec import METHOD, exit_code
 
 STAGE_TEMPLATE = '''#!{python}
 """expert_{name}: pipe stage for the expertd expert {name!r} (made by `expertd install-stage`)."""
@@ -56,8 +57,9 @@ def _ask(command: str, endpoint: str, timeout: float, *calls: tuple) -> list:
     except (ServerUnavailable, CallTimeout) as exc:
         _no_server(command, endpoint, exc)
     except RemoteError as exc:
-        click.echo(f"expertd {command}: {exc.name}: {exc.msg}", err=True)
-        sys.exit(1)
+        # The exit status is the error catalogue's (expertd/protocol.json), as the pipe's.
+        click.echo(f"expertd {command}: {exc.name}: {exc.msg}; {what_to_do(exc.name)}", err=True)
+        sys.exit(exit_code(exc.name))
 
 
 # -- expertd call -------------------------------------------------------------------

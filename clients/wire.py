@@ -21,6 +21,7 @@ The events and the call bookkeeping are ``clients.calls`` (shared with ``clients
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import time
@@ -199,6 +200,11 @@ class Connection(Calls):
         remaining = until - time.monotonic()
         if remaining <= 0:
             return
+        if self.wake_fd is not None:  # a signal ends the wait (the caller decides what next)
+            readable, _, _ = select.select([self._sock, self.wake_fd], [], [], remaining)
+            if self._sock not in readable:
+                return
+            remaining = max(0.001, until - time.monotonic())
         self._sock.settimeout(remaining)
         try:
             chunk = self._sock.recv(262144)

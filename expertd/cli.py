@@ -13,8 +13,12 @@ import sys
 def main() -> None:
     """Entry point of the ``expertd`` command."""
     if len(sys.argv) > 1 and sys.argv[1] == "pipe":
-        from expertd.clients.pipe import main as pipe_main
-
+        try:
+            from expertd.clients.pipe import main as pipe_main
+        except KeyboardInterrupt:  # Ctrl-C before the stage could read anything
+            sys.stderr.write("expertd pipe: stopped by SIGINT while starting, before reading "
+                             "any input\n")
+            sys.exit(130)
         pipe_main(sys.argv[2:], prog_name="expertd pipe")
         return
     from expertd.group import cli

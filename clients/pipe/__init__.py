@@ -22,11 +22,13 @@ written), ``stage`` (detection, signals, exit paths).
 
 Exit status (from the error catalogue, ``expertd/protocol.json``): 0 every
 document got every opinion; 1 some did not; 2 usage error (including an
-unknown expert); 3 no server answered; 128+N stopped by signal N.
+unknown expert); 3 no server answered; 128+N stopped by signal N (130 SIGINT,
+143 SIGTERM: every line read is written out first; see ``stage``), 141 stdout closed.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from expertd.clients import DEFAULT_ENDPOINT
@@ -51,4 +53,10 @@ def main(argv: list[str] | None = None, prog_name: str = "expertd-pipe") -> None
 
         pipe.main(args=argv, prog_name=prog_name)
         return
-    sys.exit(run(options))
+    try:
+        status = run(options)
+    except KeyboardInterrupt:  # Ctrl-C before the stage's own handler is set, or after it is gone
+        sys.stderr.write("expertd pipe: stopped by SIGINT while starting or ending (no line "
+                         "read was left unwritten)\n")
+        status = 128 + signal.SIGINT
+    sys.exit(status)

@@ -22,6 +22,7 @@ others wait for it. Starting, locking and logging are ``expertd.control``'s.
 from __future__ import annotations
 
 import os
+import select
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -29,6 +30,7 @@ from expertd.spec import ERROR, METHOD, exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.spread import WorkerMap
+from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
 if TYPE_CHECKING:  # imported when --autostart needs it: a stage without it does not pay for it
@@ -56,6 +58,9 @@ class Connector:
         self._no_spare_until = 0.0
         self.server: control.Started | None = None  # a server this stage started
         self._lock: control.AutostartLock | None = None
+        #: Given to each connection: a signal ends its waits for replies (``WaitInterrupted``).
+        self.stop_waiting: Callable[[], bool] | None = None
+        self.wake_fd: int | None = None
 
     @property
     def connection(self) -> Connection | None:
@@ -71,7 +76,7 @@ class Connector:
         if self.connections:
             return self.connections[0]
         opts = self.options
-        backoff = backoff or Backoff(opts.timeout)
+        backoff = backoff or self.backoff(opts.timeout)
         last_error: Exception | None = None
         try:
             while True:
@@ -93,17 +98,32 @@ class Connector:
                         if self._answers():
                             continue
                         self.start_server()
-                        backoff = Backoff(opts.autostart_timeout)
+                        backoff = self.backoff(opts.autostart_timeout)
                     elif not self._autostart_lock().held and self.server is None:
                         # Another stage is starting one: wait for it, as long as it may take.
                         if backoff.deadline - backoff.started < opts.autostart_timeout:
-                            backoff = Backoff(opts.autostart_timeout)
+                            backoff = self.backoff(opts.autostart_timeout)
                     self.check_server()
                 if not backoff.sleep():
                     raise Stop(self.unreachable_message(last_error, backoff),
                                exit_code(ERROR.ServerUnavailable))
         finally:
             self._release_lock()
+
+    def backoff(self, timeout: float) -> Backoff:
+        """A ``Backoff`` of ``timeout`` seconds whose pauses a signal ends (``WaitInterrupted``)."""
+        return Backoff(timeout, sleep=self._pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, unless the stage is asked to stop first (then ``WaitInterrupted``)."""
+        stopping = self.stop_waiting or (lambda: False)
+        if not stopping():
+            if self.wake_fd is None:
+                time.sleep(seconds)
+            else:
+                select.select([self.wake_fd], [], [], seconds)
+        if stopping():
+            raise WaitInterrupted("stopped waiting for the server")
 
     def _answers(self) -> bool:
         """True if a server answers now (one another stage started while we waited)."""
@@ -170,6 +190,7 @@ class Connector:
         return connection
 
     def _add(self, connection: Connection) -> None:
+        connection.stop_waiting, connection.wake_fd = self.stop_waiting, self.wake_fd
         self.connections.append(connection)
         peers = tuple(self.connections)
         for c in peers:  # each keeps the others' waiting calls alive while it waits

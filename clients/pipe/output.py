@@ -20,6 +20,7 @@ import json
 import select
 import time
 from collections import deque
+from contextlib import contextmanager
 from typing import IO
 
 from expertd.clients.pipe.reading import Item
@@ -197,6 +198,19 @@ class Output:
         self.writing = False      # a signal that arrives now waits until the chunk is out
         self.deferred = None      # (signal number) that arrived while writing
         self.raise_deferred = None  # set by the stage: raises the deferred signal
+        self.written = 0          # lines written so far
+
+    @contextmanager
+    def holding(self):
+        """A step a signal must not split (taking a line from the reader and putting it on
+        the ledger): a signal that would stop the stage at once waits until it is done."""
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+        if self.deferred is not None and self.raise_deferred is not None:
+            self.raise_deferred()
 
     def read(self, item: Item) -> Item:
         """Note that ``item`` was read (it now must come out)."""
@@ -209,24 +223,28 @@ class Output:
         a signal that arrives meanwhile waits until all are out."""
         self.writing = True
         try:
-            self.out.write(b"".join(as_line(item.raw) if data is None else data
+            self.out.write(b"".join(item.raw if data is None else data
                                     for item, data in lines))
             pending = self.pending
             for item, _ in lines:
                 head = pending.popleft()
                 assert head is item, f"line {item.number} written out of order"
+            self.written += len(lines)
         finally:
             self.writing = False
         if self.deferred is not None and self.raise_deferred is not None:
             self.raise_deferred()
 
     def write_through_pending(self, also: bytes = b"") -> int:
-        """Write every line still on the ledger unchanged, then ``also``; returns how many."""
+        """Write every line still on the ledger unchanged (byte for byte: a last line that
+        came without a newline goes out without one), then ``also``; returns how many."""
         count = len(self.pending)
         self.writing = True
         try:
             while self.pending:
-                self.out.write(as_line(self.pending.popleft().raw))
+                self.out.write(self.pending[0].raw)
+                self.pending.popleft()
+                self.written += 1
             if also:
                 self.out.write(also)
             self.out.flush()

@@ -16,6 +16,8 @@ its size cap) is split the same way.
 
 from __future__ import annotations
 
+import select
+import signal
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Iterable, Protocol
@@ -25,6 +27,7 @@ import msgpack
 from expertd.clients.pipe.output import answered_line
 from expertd.clients.pipe.reading import Item, parse_line
 from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
+from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
 from expertd.spec import ERROR, METHOD
 
@@ -48,6 +51,8 @@ class StageLike(Protocol):
     progress: "Progress"
     #: Lines written through without every opinion.
     incomplete: int
+    #: The signal that asked the stage to stop (then it finishes what it has read), or None.
+    signum: int | None
 
     def warn(self, message: str) -> None:
         """Tell the user about one line (stderr)."""
@@ -64,8 +69,21 @@ IN_FLIGHT_PER_CONNECTION = 2
 #: Times a request may lose a freshly made connection before it is split to find the
 #: documents at fault.
 DROPS_BEFORE_SPLIT = 2
+#: After a signal, how long the stage waits for answers it has already asked for (a longer
+#: wait writes the chunk through unchanged: a user who pressed Ctrl-C wants the stage to end).
+STOP_GRACE_S = 2.0
 #: The options of every request (``opinions_batch``'s third argument), encoded once.
 ONLY_OPINIONS = msgpack.packb({"only_opinions": True})
+
+
+def partial_line_message(number: int, size: int, stopped: bool) -> str:
+    """What the stage says of a last line that came without its newline: the input ended
+    there (its writer stopped mid-line), or the stage, ``stopped`` by a signal, read no more."""
+    why = ("the stage was stopped while reading this line" if stopped
+           else "the input ended inside this line")
+    cause = "" if stopped else ": its writer stopped mid-line"
+    return (f"line {number}: {why} ({size} bytes, no newline{cause}); written through byte for "
+            f"byte, without a newline")
 
 
 class Refused:
@@ -204,7 +222,7 @@ class Asker:
     def backoff_after(self, exc: Exception, started: float) -> Backoff:
         """The retry window after a first failure: ``--timeout``, less the wait of a timed-out call."""
         spent = time.monotonic() - started if isinstance(exc, CallTimeout) else 0.0
-        return Backoff(max(0.0, self.options.timeout - spent))
+        return self.connector.backoff(max(0.0, self.options.timeout - spent))
 
     def recover(self, connection: Connection, exc: Exception) -> None:
         """After a retryable failure: a connection that is lost, draining or stuck is dropped."""
@@ -253,6 +271,7 @@ class Pipeline:
         self.options = stage.options
         self.asker = Asker(stage)
         self.number = 0
+        self.stop_deadline: float | None = None  # set when a signal asks the stage to stop
 
     def read_chunk(self) -> tuple[list[Item], bool]:
         """The next chunk of lines, and whether the input has ended."""
@@ -265,11 +284,12 @@ class Pipeline:
                 item = self.output.read(self.preset.pop(0))
                 self.number = item.number
             else:
-                line = self.reader.readline()
-                if line is None:
-                    return chunk, True
-                self.number += 1
-                item = self.output.read(parse_line(self.number, line))
+                with self.output.holding():  # a line taken from the reader is on the ledger
+                    line = self.reader.readline()
+                    if line is None:
+                        return chunk, True
+                    self.number += 1
+                    item = self.output.read(parse_line(self.number, line))
             chunk.append(item)
             size += len(item.packed) if item.packed is not None else 0
         return chunk, False
@@ -289,10 +309,77 @@ class Pipeline:
             while in_flight and (len(in_flight) >= most or ended
                                  or not self.reader.ready()):
                 sent = in_flight.popleft()
-                self.write(sent, self.asker.answers(sent))
+                answers = self.answers_unless_stopped(sent)
+                if answers is None:
+                    self.write_through(sent)
+                else:
+                    self.write(sent, answers)
             if ended and not in_flight:
                 self.stage.progress.add(0, final=True)
                 return
+
+    def answers_unless_stopped(self, sent: Sent) -> list | None:
+        """``sent``'s answers; ``None`` if a signal asked the stage to stop and they did not
+        come within ``STOP_GRACE_S`` (a signal ends the wait for them at once)."""
+        for _ in range(2):  # the wait a signal interrupts, then the grace after it
+            try:
+                if not self.answer_in_time(sent):
+                    return None
+                return self.asker.answers(sent)
+            except WaitInterrupted:
+                continue
+        return None
+
+    def answer_in_time(self, sent: Sent) -> bool:
+        """False if the stage was asked to stop and ``sent``'s answer does not come within
+        ``STOP_GRACE_S`` of the signal (True otherwise: wait for it as usual)."""
+        if self.stage.signum is None or not sent.docs:
+            return True
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + STOP_GRACE_S
+        connection = sent.connection
+        if connection is None or sent.message_id is None:
+            return False
+        while True:
+            try:
+                if sent.message_id in connection.collect():
+                    return True
+            except (OSError, ServerUnavailable, RemoteError):
+                return False
+            remaining = self.stop_deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            select.select([connection.fileno()], [], [], min(remaining, 0.05))
+
+    def write_through(self, sent: Sent) -> None:
+        """Write a chunk's lines unchanged: the stage is stopping and cannot wait for them."""
+        items = sent.items
+        name = signal.Signals(self.stage.signum).name
+        for item in items:
+            if item.passes_through():
+                self.warn_passed(item)
+            else:
+                self.stage.incomplete += 1
+        first, last = items[0].number, items[-1].number
+        where = f"line {first}" if first == last else f"lines {first}-{last}"
+        self.stage.warn(f"{where}: stopped by {name} before the answers came; written "
+                        f"through unchanged")
+        self.output.write_chunk([(item, None) for item in items])
+        self.output.flush()
+        self.stage.progress.add(len(items))
+
+    def warn_passed(self, item: Item) -> None:
+        """Say why a line that is not a document to ask about is written through."""
+        if not item.problem:
+            return
+        self.stage.incomplete += 1
+        if not item.raw.endswith(b"\n") and item.problem.startswith(("not valid JSON",
+                                                                     "not UTF-8")):
+            problem = item.problem.split("; send one JSON object")[0]  # no advice for a cut line
+            self.stage.warn(partial_line_message(item.number, len(item.raw), self.reader.stopped)
+                            + f" ({problem})")
+        else:
+            self.stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
 
     def write(self, sent: Sent, answers: list) -> None:
         """Write a chunk's lines, in order: each answered, or through unchanged."""
@@ -302,9 +389,7 @@ class Pipeline:
         for item in sent.items:
             if item.passes_through():
                 lines.append((item, None))
-                if item.problem:
-                    stage.incomplete += 1
-                    stage.warn(f"line {item.number}: {item.problem}; written through unchanged")
+                self.warn_passed(item)
                 continue
             answer = next(answers_iter)
             if isinstance(answer, Refused):

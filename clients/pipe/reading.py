@@ -23,21 +23,58 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 
 class LineReader:
-    """Lines of a file descriptor, and whether more are ready without blocking."""
+    """Lines of a file descriptor, and whether more are ready without blocking.
 
-    def __init__(self, fd: int) -> None:
+    ``stop_requested`` (a callable) tells the reader to read no more from the
+    descriptor: it then behaves as at the end of input, and what is already in
+    its buffer is still returned, line by line, the last possibly without a
+    newline. ``wake_fd`` (the read end of ``signal.set_wakeup_fd``'s pipe) ends a
+    wait for input as soon as a signal arrives, so that ``stop_requested`` is
+    asked again.
+    """
+
+    def __init__(self, fd: int, wake_fd: int | None = None, stop_requested=None) -> None:
         """Read from ``fd`` (stdin's)."""
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
+        #: True when reading stopped on request (not at the end of the input).
+        self.stopped = False
+        self.wake_fd = wake_fd
+        self.stop_requested = stop_requested
+
+    def _stop_if_asked(self) -> bool:
+        if self.stop_requested is not None and self.stop_requested():
+            self.stopped = self.eof = True
+        return self.stopped
+
+    def _wait_readable(self) -> bool:
+        """Wait until the descriptor can be read; False if a stop was asked for meanwhile."""
+        watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
+        while True:
+            readable, _, _ = select.select(watched, [], [])
+            if self.wake_fd is not None and self.wake_fd in readable:
+                try:
+                    os.read(self.wake_fd, 512)  # the signal numbers: the flag says which
+                except (BlockingIOError, InterruptedError):
+                    pass
+                if self._stop_if_asked():
+                    return False
+            if self.fd in readable:
+                return True
 
     def _read(self) -> None:
+        if self._stop_if_asked():
+            return
         while True:
+            if self.wake_fd is not None and not self._wait_readable():
+                return
             try:
                 chunk = os.read(self.fd, 1 << 16)
                 break
             except BlockingIOError:  # a stdin another program made non-blocking, empty for now
-                select.select([self.fd], [], [])
+                if self.wake_fd is None:
+                    select.select([self.fd], [], [])
         if not chunk:
             self.eof = True
         else:
@@ -155,6 +192,27 @@ def problem_of(exc: BaseException) -> str:
     return f"not valid JSON ({exc})"
 
 
+#: Characters of a plain-text line quoted back in the suggestion made for it.
+SUGGESTION_CHARS = 40
+
+
+def suggestion(text: bytes) -> str:
+    """What to send instead of a line that is not a JSON object: for plain text, that very
+    text as a document (shortened), such as ``{"text": "I love it"}``."""
+    try:
+        line = text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        line = ""
+    if line and line[0] not in '{["':
+        try:
+            json.loads(line)  # a number, true, null: not text to quote back
+        except ValueError:
+            short = line if len(line) <= SUGGESTION_CHARS else line[:SUGGESTION_CHARS - 1] + "\u2026"
+            document = json.dumps({"text": short}, ensure_ascii=False)
+            return f"send one JSON object per line, such as {document}"
+    return 'send one JSON object per line, such as {"text": "I love it"}'
+
+
 def pack_document(doc: dict) -> bytes:
     """The document as the server will receive it; raises ``ValueError`` if msgpack cannot."""
     try:
@@ -179,9 +237,13 @@ def parse_line(number: int, raw: bytes) -> Item:
     try:
         value = decode(text)
     except (ValueError, RecursionError) as exc:
-        return Item(number, raw, problem=problem_of(exc))
+        problem = problem_of(exc)
+        if problem.startswith("not valid JSON"):
+            problem += f"; {suggestion(text)}"
+        return Item(number, raw, problem=problem)
     if not isinstance(value, dict):
-        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__})")
+        return Item(number, raw, problem=f"not a JSON object (got {type(value).__name__}); "
+                                         f"{suggestion(text)}")
     try:
         packed = pack_document(value)
     except ValueError as exc:

@@ -15,7 +15,7 @@ from expertd.spec import ERROR, exit_code, kind
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable
 
 
-__all__ = ["Backoff", "Stop", "describe", "error_name", "retryable", "stop_for"]
+__all__ = ["Backoff", "Stop", "describe", "error_name", "retryable", "stop_for", "what_to_do"]
 
 
 class Stop(Exception):
@@ -53,10 +53,19 @@ def retryable(exc: BaseException) -> bool:
     return is_retryable(error_name(exc))
 
 
+def what_to_do(name: str) -> str:
+    """The catalogue's hint for error ``name``, and for a name the server does not know
+    (an expert), the command that lists the names it does."""
+    hint = kind(name).hint
+    if name == ERROR.UnknownExpert:
+        hint += " (`expertd list` shows them)"
+    return hint
+
+
 def stop_for(exc: BaseException, endpoint: str, waited: float | None = None) -> Stop:
     """The ``Stop`` for a call that failed with ``exc`` (after ``waited`` seconds of retries)."""
     name = error_name(exc)
-    hint = kind(name).hint
+    hint = what_to_do(name)
     if waited is not None:
         message = (f"{endpoint} still failed after {waited:g} s of retries "
                    f"({describe(exc)}); {hint}")

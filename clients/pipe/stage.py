@@ -3,8 +3,22 @@
 Whatever ends a run (the input's end, a server that stays away, a refused
 request, SIGTERM or SIGINT, a bug), every line read and not yet written is
 written through unchanged, in order, before the stage exits (see
-``clients.pipe.output``). A closed stdout (the next stage went away) ends the
-run quietly.
+``clients.pipe.output``).
+
+Signals (SIGINT, SIGTERM, SIGHUP): the handler only notes the signal (and wakes
+a wait for input through ``signal.set_wakeup_fd``). The stage then reads no
+more input, and finishes what it has read: the lines already read, including
+those still in the reader's buffer, are answered (the chunks already asked
+about are waited for, ``STOP_GRACE_S``: 2 s) or written through unchanged; a
+last line that came without its newline (its writer died mid-line) is written
+back byte for byte, without one, and named on stderr. A second signal stops
+at once: whatever is not yet written goes out unchanged. Either way the stage
+says on stderr that it was stopped and exits with 128 + the signal's number
+(130 for SIGINT, 143 for SIGTERM). A closed stdout (the next stage went away:
+EPIPE, SIGPIPE's error) is said on stderr, with how many lines read could not be
+written, and exits with 141 (128 + SIGPIPE), or 128 + the signal that stopped
+the stage first (Ctrl-C stops every stage of a pipeline; the next one may close
+its input before this one has written all it read).
 """
 
 from __future__ import annotations
@@ -18,10 +32,11 @@ from expertd.endpoint import EndpointError, parse_endpoint
 from expertd.spec import ERROR, exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
-from expertd.clients.pipe.output import Output, PatientText, Progress, as_line
-from expertd.clients.pipe.pipelining import Pipeline
+from expertd.clients.pipe.output import Output, PatientText, Progress
+from expertd.clients.pipe.pipelining import Pipeline, partial_line_message
 from expertd.clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   parse_line)
+from expertd.clients.calls import WaitInterrupted
 from expertd.clients.pipe.retrying import Stop
 
 EXIT_OK = 0
@@ -51,11 +66,14 @@ class Stage:
                  stderr: IO[str]) -> None:
         """Read documents from ``stdin_fd``, write them to ``stdout``, talk on ``stderr``."""
         self.options = options
-        self.reader = LineReader(stdin_fd)
+        #: The first signal that asked the stage to stop (it then finishes what it has read).
+        self.signum: int | None = None
+        self.reader = LineReader(stdin_fd, stop_requested=lambda: self.signum is not None)
         self.output = Output(stdout)
         self.output.raise_deferred = self._raise_deferred
         self.err = PatientText(stderr)
         self.connector = Connector(options, self.warn)
+        self.connector.stop_waiting = lambda: self.signum is not None
         self.incomplete = 0
         self.stopping = False
         self.progress = Progress(self.err, options.progress if options.progress is not None
@@ -78,7 +96,14 @@ class Stage:
     # -- signals --
 
     def on_signal(self, signum: int, frame) -> None:
-        """Stop at once, unless a line is being written (then right after it)."""
+        """The first signal is only noted: the stage reads no more and finishes what it read.
+
+        A second one stops at once, unless a line is being taken or written (then
+        right after it): every line not yet written goes out unchanged.
+        """
+        if self.signum is None:
+            self.signum = signum
+            return
         if self.output.writing or self.stopping:
             self.output.deferred = signum
             return
@@ -96,16 +121,23 @@ class Stage:
         try:
             try:
                 self.detect_and_run()
+                if self.signum is not None:
+                    return self.stopped_by_signal()
                 return EXIT_PARTIAL if self.incomplete else EXIT_OK
             except Stop as exc:
-                self.output.write_through_pending(self.buffered())
+                tail = self.buffered()
+                self.output.write_through_pending(tail)
                 self.warn(str(exc))
-                self.pass_rest()
-                return exc.code
+                self.pass_rest(tail)
+                return exc.code if self.signum is None else self.stopped_by_signal()
             except Interrupted:
                 raise
             except BrokenPipeError:
                 raise
+            except WaitInterrupted:  # a signal ended a wait for the server outside the pipeline
+                count, _ = self.write_through_rest()
+                self.warn(f"{count} line(s) not yet answered were written through unchanged")
+                return self.stopped_by_signal()
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
                 self.output.write_through_pending(self.buffered())
                 self.warn(f"internal error in the pipe stage ({type(exc).__name__}: {exc}); "
@@ -115,26 +147,46 @@ class Stage:
                 return exit_code(ERROR.InternalError)
         except Interrupted as exc:
             self.stopping = True
-            count = self.output.write_through_pending(self.buffered())
-            self.warn(f"stopped by {signal.Signals(exc.signum).name}; {count} lines not yet "
-                      f"answered were written through unchanged")
+            count, _ = self.write_through_rest()
+            self.warn(f"stopped by {signal.Signals(exc.signum).name} (signalled twice); {count} "
+                      f"line(s) not yet answered were written through unchanged")
             return 128 + exc.signum
         finally:
             self.stopping = True
             self.output.flush()
             self.connector.close()
 
-    def buffered(self) -> bytes:
-        """Input read from stdin but not yet split into lines (ending in a newline)."""
-        data = self.reader.take_buffered()
-        return as_line(data) if data else b""
+    def write_through_rest(self) -> tuple[int, bytes]:
+        """Write every line not yet written, and the input not yet split into lines, unchanged
+        (a last line without its newline is named); the number of lines, and that input."""
+        tail = self.buffered()
+        count = self.output.write_through_pending(tail)
+        if tail and not tail.endswith(b"\n"):
+            self.warn(partial_line_message(self.output.written + tail.count(b"\n") + 1,
+                                           len(tail) - tail.rfind(b"\n") - 1, self.reader.stopped))
+        tail_lines = tail.count(b"\n") + (0 if tail.endswith(b"\n") or not tail else 1)
+        self.output.written += tail_lines
+        return count + tail_lines, tail
 
-    def pass_rest(self) -> None:
+    def stopped_by_signal(self) -> int:
+        """Say that a signal stopped the stage after it wrote every line it read; the exit status."""
+        self.warn(f"stopped by {signal.Signals(self.signum).name} after {self.output.written} "
+                  f"line(s): every line read was written out (answered, or unchanged as said "
+                  f"above); the rest of the input was not read")
+        return 128 + self.signum
+
+    def buffered(self) -> bytes:
+        """Input read from stdin but not yet split into lines, byte for byte."""
+        return self.reader.take_buffered()
+
+    def pass_rest(self, written: bytes = b"") -> None:
         """Copy the rest of stdin to stdout unchanged (the server cannot be asked).
 
         A signal may stop the copy while it waits for input, never between
-        taking a block from the buffer and writing it.
+        taking a block from the buffer and writing it. ``written`` is the input last
+        written through (a last line cut off in it is named, too).
         """
+        last = written or b"\n"
         while True:
             self.output.writing = True
             try:
@@ -142,11 +194,18 @@ class Stage:
                 if block:
                     self.output.out.write(block)
                     self.output.flush()
+                    last = block
             finally:
                 self.output.writing = False
             if self.output.deferred is not None:
                 self._raise_deferred()
             if self.reader.eof:
+                if not last.endswith(b"\n"):
+                    size = len(last) - last.rfind(b"\n") - 1
+                    why = ("the stage was stopped while reading its last line" if
+                           self.reader.stopped else "the input ended inside its last line")
+                    self.warn(f"{why} ({size} bytes, no newline); written through byte for "
+                              f"byte, without a newline")
                 return
             self.reader.fill()
 
@@ -170,11 +229,12 @@ class Stage:
         checked = 0  # size of ``text`` when last classified
         try:
             while len(text) <= MAX_DOCUMENT_BYTES:
-                line = self.reader.readline()
-                if line is None:
-                    break
-                head.append(line)
-                text += line
+                with self.output.holding():  # a line taken from the reader is kept in ``text``
+                    line = self.reader.readline()
+                    if line is None:
+                        break
+                    head.append(line)
+                    text += line
                 if len(head) > DETECT_LINES and len(text) < 2 * checked:
                     continue  # a long document: parse again only when it has doubled
                 checked = len(text)
@@ -222,18 +282,38 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
     stage = Stage(options, sys.stdin.fileno() if stdin_fd is None else stdin_fd,
                   stdout or sys.stdout.buffer, stderr or sys.stderr)
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        try:
+    wake_read, wake_write = os.pipe()
+    for fd in (wake_read, wake_write):
+        os.set_blocking(fd, False)
+    previous_wakeup = None
+    try:
+        previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        stage.reader.wake_fd = stage.connector.wake_fd = wake_read
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, stage.on_signal)
-        except ValueError:  # not the main thread: leave signals alone
-            break
+    except ValueError:  # not the main thread: leave signals alone
+        pass
     try:
         return stage.run()
     except BrokenPipeError:
-        # The next stage went away; that is its business, not an error of ours.
+        # The next stage went away: the lines read and not yet written have nowhere to go.
         stage.stopping = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        # Interrupted (Ctrl-C reaches the whole pipeline) and then cut off by the next stage,
+        # which stopped too: the signal is the cause, and the status says which.
+        signum = stage.signum or signal.SIGPIPE
+        why = f"stopped by {signal.Signals(stage.signum).name}; " if stage.signum else ""
+        try:
+            stage.warn(f"{why}stdout was closed (the next stage stopped reading) after "
+                       f"{stage.output.written} line(s); {len(stage.output.pending)} line(s) "
+                       f"read could not be written; stopped")
+        except OSError:  # stderr went with it (``2>&1 | head``): the status still says so
+            pass
+        return 128 + signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if previous_wakeup is not None:
+            signal.set_wakeup_fd(previous_wakeup)
+        os.close(wake_read)
+        os.close(wake_write)

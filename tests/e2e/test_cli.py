@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from expertd.clients.wire import connect
+from expertd.spec import ERROR, exit_code
 from tests.conftest import BIN, ODD_CONFIG, ServerProcess, free_port
 
 EXPERTD = str(BIN / "expertd")
@@ -62,10 +63,11 @@ def test_call_mistakes_are_one_line(odd):
     out = odd("call", "health", "--text", "x")
     assert out.returncode == 2 and "health takes no document" in out.stderr
     out = odd("call", "opinion", "nosuch", "--text", "x")
-    assert out.returncode == 1
+    assert out.returncode == exit_code(ERROR.UnknownExpert)  # the catalogue's, as the pipe's
     assert out.stderr.startswith("expertd call: UnknownExpert: unknown expert 'nosuch'")
+    assert "expertd list" in out.stderr
     out = odd("call", "nosuch")
-    assert out.returncode == 1 and "UnknownMethod" in out.stderr
+    assert out.returncode == exit_code(ERROR.UnknownMethod) and "UnknownMethod" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -46,3 +46,43 @@ def test_a_sendable_line_is_encoded_once_as_the_server_reads_it():
 def test_blank_lines_pass_through_without_a_warning():
     item = parse_line(3, b"  \n")
     assert item.passes_through() and item.problem is None
+
+
+def test_a_stop_request_ends_a_wait_for_input_and_keeps_what_was_read():
+    # A real pipe whose writer stays open: the reader waits for more input until the
+    # wake descriptor says a stop was asked for; what it read comes out, the cut-off last
+    # line as it came (no newline added).
+    import os
+    import threading
+
+    from expertd.clients.pipe.reading import LineReader
+
+    data_read, data_write = os.pipe()
+    wake_read, wake_write = os.pipe()
+    stop = []
+    reader = LineReader(data_read, wake_fd=wake_read, stop_requested=lambda: bool(stop))
+    os.write(data_write, b'{"a": 1}\n{"a": 2}\n{"a"')
+    assert reader.readline() == b'{"a": 1}\n'
+    assert reader.readline() == b'{"a": 2}\n'
+
+
+    def signal_arrives() -> None:  # as the stage's handler and signal.set_wakeup_fd do
+        stop.append(True)
+        os.write(wake_write, b"\x02")
+
+    timer = threading.Timer(0.3, signal_arrives)
+    timer.start()
+    assert reader.readline() == b'{"a"' and reader.stopped  # it was waiting for the rest
+    timer.join()
+    assert reader.readline() is None
+    for fd in (data_read, data_write, wake_read, wake_write):
+        os.close(fd)
+
+
+@pytest.mark.parametrize("line,suggested", [
+    (b"I love it\n", '{"text": "I love it"}'),
+    (b"[1, 2]\n", '{"text": "I love it"}'),
+    (b"x" * 100 + b"\n", '{"text": "' + "x" * 39 + '\u2026"}'),
+])
+def test_a_line_that_is_not_an_object_gets_a_suggestion(line, suggested):
+    assert f"send one JSON object per line, such as {suggested}" in parse_line(1, line).problem

@@ -15,7 +15,7 @@ import pytest
 
 from expertd.clients.pipe.pipelining import Asker, Refused, Sent
 from expertd.clients.pipe.reading import parse_line
-from expertd.clients.pipe.retrying import Stop
+from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.wire import RemoteError, ServerUnavailable
 
 
@@ -74,6 +74,9 @@ class ScriptedServer:
 
     def alive(self, connection):
         return True
+
+    def backoff(self, timeout):
+        return Backoff(timeout)
 
 
 def asker_for(server: ScriptedServer, names=("sentiment",), timeout: float = 2.0) -> Asker:
