@@ -19,6 +19,11 @@
  *     (shared: at most one probe is in flight); if it fails: 503;
  *   - a call that times out triggers a fresh probe: server down -> 503,
  *     server up -> 504;
+ *   - a call that has had no answer, nor any reply on its connection, for
+ *     `probeTimeoutMs` asks for a probe (shared, see `_watch`): if the server
+ *     no longer answers (a stopped or hung process, a host gone without a
+ *     reset) the call ends in 503 within about twice `probeTimeoutMs`, not
+ *     after zerorpc's two missed heartbeats (10 s);
  *   - a ZeroMQ "disconnect" on a connection (its worker died, or dropped
  *     us) ends every call in flight on it at once (their answers can no
  *     longer come), takes it out of the pool and probes;
@@ -34,7 +39,7 @@
 
 const { EventEmitter } = require("node:events");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
-const { ERROR, METHOD, healthFields } = require("./spec");
+const { ERROR, ERRORS, METHOD, healthFields } = require("./spec");
 
 /** The field of health() that lists the experts (checked against expertd/protocol.json at load). */
 const [HEALTH_EXPERTS] = healthFields("experts");
@@ -206,8 +211,9 @@ class ExpertdClient extends EventEmitter {
   /** One attempt of a call on `connection`, its failure as an HttpError. */
   async _callOn(connection, method, args, remainingMs, timeoutMs) {
     const startedAt = Date.now();
+    const watchdog = this._watch(connection, startedAt);
     try {
-      return await connection.invoke(method, args, remainingMs);
+      return await Promise.race([connection.invoke(method, args, remainingMs), watchdog.gone]);
     } catch (err) {
       if (err instanceof HttpError || err.local) throw err;
       if (LOCAL_TIMEOUTS.has(err.name)) {
@@ -224,7 +230,48 @@ class ExpertdClient extends EventEmitter {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: ${err.message}`);
       }
       throw new RemoteError(err.name, err.message);
+    } finally {
+      watchdog.stop();
     }
+  }
+
+  /**
+   * Watch a call on `connection` begun at `startedAt`: each time it has waited
+   * `probeTimeoutMs` with no reply on its connection since it began, ask for
+   * a probe (shared with every other call, reused while fresh); `gone`
+   * rejects with a 503 when the probe finds the server not answering. After
+   * a probe that succeeds (a long computation on a live server) the next
+   * look comes a heartbeat later.
+   * @returns {{gone: Promise<never>, stop: () => void}}
+   */
+  _watch(connection, startedAt) {
+    let timer = null;
+    let stopped = false;
+    const gone = new Promise((resolve, reject) => {
+      const look = async () => {
+        if (stopped) return;
+        let nextMs = this.connectivity.probeTimeoutMs;
+        if (connection.lastReplyAt < startedAt) {
+          const probe = await this.probe();
+          if (stopped) return;
+          if (!probe.ok) {
+            reject(this._unavailable(probe.reason));
+            return;
+          }
+          nextMs = this.heartbeatMs;
+        }
+        timer = setTimeout(look, nextMs);
+      };
+      timer = setTimeout(look, this.connectivity.probeTimeoutMs);
+    });
+    gone.catch(() => {}); // settled after the call ended: nobody waits for it
+    return {
+      gone,
+      stop: () => {
+        stopped = true;
+        clearTimeout(timer);
+      },
+    };
   }
 
   /**
@@ -275,9 +322,9 @@ class ExpertdClient extends EventEmitter {
     return true;
   }
 
-  /** 503: a probe found the server not answering (never asked again: the probe has just said so). */
+  /** 503: a probe found the server not answering (never asked again: the probe has just said so); says what to do (the spec's hint). */
   _unavailable(reason) {
-    const err = new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}`);
+    const err = new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}; ${UNAVAILABLE_HINT}`);
     err.serverDown = true;
     return err;
   }
@@ -356,6 +403,9 @@ class ExpertdClient extends EventEmitter {
     }
   }
 }
+
+/** What to do when no server answers (expertd/protocol.json). */
+const UNAVAILABLE_HINT = ERRORS[ERROR.ServerUnavailable].hint;
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };
