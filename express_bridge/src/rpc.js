@@ -19,11 +19,11 @@
  *     (shared: at most one probe is in flight); if it fails: 503;
  *   - a call that times out triggers a fresh probe: server down -> 503,
  *     server up -> 504;
- *   - a call that has had no answer, nor any reply on its connection, for
- *     `probeTimeoutMs` asks for a probe (shared, see `_watch`): if the server
- *     no longer answers (a stopped or hung process, a host gone without a
- *     reset) the call ends in 503 within about twice `probeTimeoutMs`, not
- *     after zerorpc's two missed heartbeats (10 s);
+ *   - a call that has had no reply on its connection for `probeTimeoutMs`
+ *     pings the worker behind that connection (see `_watch`): if it does not
+ *     answer (a stopped or hung process, a host gone without a reset) the
+ *     call ends in 503 within about twice `probeTimeoutMs`, not after
+ *     zerorpc's two missed heartbeats (10 s);
  *   - a ZeroMQ "disconnect" on a connection (its worker died, or dropped
  *     us) ends every call in flight on it at once (their answers can no
  *     longer come), takes it out of the pool and probes;
@@ -211,7 +211,7 @@ class ExpertdClient extends EventEmitter {
   /** One attempt of a call on `connection`, its failure as an HttpError. */
   async _callOn(connection, method, args, remainingMs, timeoutMs) {
     const startedAt = Date.now();
-    const watchdog = this._watch(connection, startedAt);
+    const watchdog = this._watch(connection);
     try {
       return await Promise.race([connection.invoke(method, args, remainingMs), watchdog.gone]);
     } catch (err) {
@@ -236,33 +236,40 @@ class ExpertdClient extends EventEmitter {
   }
 
   /**
-   * Watch a call on `connection` begun at `startedAt`: each time it has waited
-   * `probeTimeoutMs` with no reply on its connection since it began, ask for
-   * a probe (shared with every other call, reused while fresh); `gone`
-   * rejects with a 503 when the probe finds the server not answering. After
-   * a probe that succeeds (a long computation on a live server) the next
-   * look comes a heartbeat later.
+   * Watch a call on `connection`: each time it has waited `probeTimeoutMs`
+   * with no reply on its connection for as long, ping the connection's peer
+   * (`Connection#ping`: a `health()` on that very connection, so behind a
+   * balancer it asks the worker that has the call). A peer that does not
+   * answer within `probeTimeoutMs` (a stopped or hung process, a host gone
+   * without a reset) is not going to answer the call either: `gone` rejects
+   * with a 503, the connection leaves the pool, and a fresh probe tells the
+   * next requests whether any server answers. A peer that answers (a long
+   * computation on a live worker) is looked at again a heartbeat later.
+   * @param {import("./connection").Connection} connection
    * @returns {{gone: Promise<never>, stop: () => void}}
    */
-  _watch(connection, startedAt) {
+  _watch(connection) {
+    const everyMs = this.connectivity.probeTimeoutMs;
     let timer = null;
     let stopped = false;
     const gone = new Promise((resolve, reject) => {
       const look = async () => {
         if (stopped) return;
-        let nextMs = this.connectivity.probeTimeoutMs;
-        if (connection.lastReplyAt < startedAt) {
-          const probe = await this.probe();
+        let nextMs = everyMs;
+        if (Date.now() - connection.lastReplyAt >= everyMs) {
+          const answered = await connection.ping(everyMs);
           if (stopped) return;
-          if (!probe.ok) {
-            reject(this._unavailable(probe.reason));
+          if (!answered) {
+            this.pool.remove(connection);
+            this.probe({ maxAgeMs: 0 });
+            reject(this._unavailable(`no answer to health() within ${everyMs} ms on the connection of this call`));
             return;
           }
           nextMs = this.heartbeatMs;
         }
         timer = setTimeout(look, nextMs);
       };
-      timer = setTimeout(look, this.connectivity.probeTimeoutMs);
+      timer = setTimeout(look, everyMs);
     });
     gone.catch(() => {}); // settled after the call ended: nobody waits for it
     return {
