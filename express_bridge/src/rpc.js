@@ -19,11 +19,11 @@
  *     (shared: at most one probe is in flight); if it fails: 503;
  *   - a call that times out triggers a fresh probe: server down -> 503,
  *     server up -> 504;
- *   - a call that has had no reply on its connection for `probeTimeoutMs`
- *     pings the worker behind that connection (see `_watch`): if it does not
- *     answer (a stopped or hung process, a host gone without a reset) the
- *     call ends in 503 within about twice `probeTimeoutMs`, not after
- *     zerorpc's two missed heartbeats (10 s);
+ *   - a call that has had no reply on its connection for half of
+ *     `probeTimeoutMs` pings the worker behind that connection (see
+ *     `_watch`): if it does not answer (a stopped or hung process, a host
+ *     gone without a reset) the call ends in 503 within about twice
+ *     `probeTimeoutMs`, not after zerorpc's two missed heartbeats (10 s);
  *   - a ZeroMQ "disconnect" on a connection (its worker died, or dropped
  *     us) ends every call in flight on it at once (their answers can no
  *     longer come), takes it out of the pool and probes;
@@ -236,12 +236,14 @@ class ExpertdClient extends EventEmitter {
   }
 
   /**
-   * Watch a call on `connection`: each time it has waited `probeTimeoutMs`
-   * with no reply on its connection for as long, ping the connection's peer
-   * (`Connection#ping`: a `health()` on that very connection, so behind a
-   * balancer it asks the worker that has the call). A peer that does not
-   * answer within `probeTimeoutMs` (a stopped or hung process, a host gone
-   * without a reset) is not going to answer the call either: `gone` rejects
+   * Watch a call on `connection`: each time it has waited half of
+   * `probeTimeoutMs` with no reply on its connection for as long, ping the
+   * connection's peer (`Connection#ping`: a `health()` on that very
+   * connection, so behind a balancer it asks the worker that has the call).
+   * A peer that does not answer within one and a half `probeTimeoutMs` (a
+   * stopped or hung process, a host gone without a reset; a live server's
+   * loop busy that long on a huge message looks the same) is not going to
+   * answer the call either: `gone` rejects
    * with a 503, the connection leaves the pool, and a fresh probe tells the
    * next requests whether any server answers. A peer that answers (a long
    * computation on a live worker) is looked at again a heartbeat later.
@@ -249,27 +251,28 @@ class ExpertdClient extends EventEmitter {
    * @returns {{gone: Promise<never>, stop: () => void}}
    */
   _watch(connection) {
-    const everyMs = this.connectivity.probeTimeoutMs;
+    const quietMs = Math.max(1, Math.round(this.connectivity.probeTimeoutMs / 2));
+    const pingMs = this.connectivity.probeTimeoutMs + quietMs; // a stopped server: 503 after quietMs + pingMs
     let timer = null;
     let stopped = false;
     const gone = new Promise((resolve, reject) => {
       const look = async () => {
         if (stopped) return;
-        let nextMs = everyMs;
-        if (Date.now() - connection.lastReplyAt >= everyMs) {
-          const answered = await connection.ping(everyMs);
+        let nextMs = quietMs;
+        if (Date.now() - connection.lastReplyAt >= quietMs) {
+          const answered = await connection.ping(pingMs);
           if (stopped) return;
           if (!answered) {
             this.pool.remove(connection);
             this.probe({ maxAgeMs: 0 });
-            reject(this._unavailable(`no answer to health() within ${everyMs} ms on the connection of this call`));
+            reject(this._unavailable(`no answer to health() within ${pingMs} ms on the connection of this call`));
             return;
           }
           nextMs = this.heartbeatMs;
         }
         timer = setTimeout(look, nextMs);
       };
-      timer = setTimeout(look, everyMs);
+      timer = setTimeout(look, quietMs);
     });
     gone.catch(() => {}); // settled after the call ended: nobody waits for it
     return {

@@ -145,6 +145,7 @@ describe("messages that say what to do", { timeout: 180000 }, () => {
       const res = await send(base, "POST", "/experts/vader", deep, { "content-type": CURL_FORM });
       assert.equal(res.status, 400);
       assert.equal(res.body.error.name, "InvalidDocument");
+      assert.match(res.body.error.message, /nests deeper than 64 levels/);
     });
   });
 
