@@ -76,17 +76,19 @@ class _SayHowLongWeWait:
     """zerorpc middleware: put the waiting ``ExpertsClient``'s timeout in its request's header.
 
     zerorpc runs ``client_before_request`` synchronously inside the call, before
-    anything can yield, so ``wait_ms`` set just before an ``ExpertsClient``
-    call belongs to that call alone; other zerorpc clients in the process
-    (``wait_ms`` is None then) send their requests unchanged.
+    anything can yield, and the hook clears ``wait_ms`` once used, so ``wait_ms``
+    set just before an ``ExpertsClient`` call belongs to that call alone; other
+    zerorpc clients in the process (``wait_ms`` is None then) send their
+    requests unchanged.
     """
 
     wait_ms: int | None = None
 
     def client_before_request(self, event) -> None:
-        """Add ``expertd_timeout_ms`` (stock servers ignore it)."""
+        """Add ``expertd_timeout_ms`` (stock servers ignore it), once: the value is used up."""
         if self.wait_ms is not None:
             event.header[TIMEOUT_HEADER] = self.wait_ms
+            self.wait_ms = None
 
 
 _HEADER_HOOK: _SayHowLongWeWait | None = None
@@ -190,12 +192,15 @@ class ExpertsClient:
             key = id(client)
             self._busy[key] = self._busy.get(key, 0) + 1
             try:
+                # A synchronous call: zerorpc's async mode waits in a greenlet of its
+                # own, whose failure (a timeout when no server answers) gevent's hub
+                # prints as tracebacks on stderr before ours is raised. The hook
+                # uses ``wait_ms`` up before anything yields, so it stays this call's.
                 self._hook.wait_ms = int(self._timeout * 1000)
                 try:
-                    request = client(method, *args, **{"async": True})
+                    return client(method, *args)
                 finally:
                     self._hook.wait_ms = None
-                return request.get()
             except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote) as exc:
                 if not may_ask_again(method, _catalogue_name(exc)):
                     raise

@@ -18,9 +18,7 @@ const { streamHandler } = require("./ndjson");
 const { corsPolicy } = require("./cors");
 const { pageRouter } = require("./page");
 const { mountLearn } = require("./learn");
-
-const JSON_TYPES = ["application/json", "application/*+json"];
-const FORM_TYPE = "application/x-www-form-urlencoded";
+const { bodyParsers, SEND_JSON_HINT } = require("./body");
 
 /**
  * True for a JSON object (not an array, not null).
@@ -41,7 +39,7 @@ function parsedBody(req, accepted) {
   const hasBody = req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"]) > 0;
   if (hasBody) {
     const type = req.headers["content-type"] || "(none)";
-    throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send ${accepted}`);
+    throw new HttpError(415, "UnsupportedMediaType", `content type ${type} is not supported here; send ${accepted}. For JSON, ${SEND_JSON_HINT}`);
   }
   throw catalogueError(ERROR.InvalidDocument, `the request needs a body: ${accepted}`);
 }
@@ -83,8 +81,10 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   app.locals.rpc = rpc;
 
   const auth = bearerAuth(token);
-  const jsonBody = [express.json({ limit: bodyLimit, strict: false, type: JSON_TYPES }), limitJsonDepth(jsonMaxDepth)];
-  const formBody = express.urlencoded({ limit: bodyLimit, extended: false, parameterLimit: 1000, type: FORM_TYPE });
+  // JSON, also when curl -d sent it as a form or a client left the Content-Type out (body.js).
+  const checkJson = limitJsonDepth(jsonMaxDepth);
+  const jsonBody = bodyParsers({ limit: bodyLimit, forms: false, checkJson });
+  const jsonOrFormBody = bodyParsers({ limit: bodyLimit, forms: true, checkJson });
 
   // An expert label only for names the server has reported (or that just
   // answered), so that made-up names cannot blow up metric cardinality.
@@ -157,7 +157,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall(METHOD.stats, () => rpc.stats()));
   });
 
-  route("post", "/experts/:name", {}, jsonBody, formBody, async (req, res) => {
+  route("post", "/experts/:name", {}, jsonOrFormBody, async (req, res) => {
     const body = parsedBody(req, "a JSON object (application/json) or a form (text=...)");
     if (!isDocument(body)) {
       throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON object (a document), got ${jsonType(body)}`);
@@ -199,7 +199,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names)));
   });
 
-  mountLearn(route, { rpc, rpcCall, parsedBody, parsers: [jsonBody, formBody] });
+  mountLearn(route, { rpc, rpcCall, parsedBody, parsers: jsonOrFormBody });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {

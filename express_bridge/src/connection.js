@@ -17,6 +17,7 @@
  */
 
 const { newZerorpcClient, invokeWithHeader, deadlineHeader } = require("./zerorpc_client");
+const { METHOD } = require("./spec");
 
 /** Error names the zerorpc node client makes up itself (not remote errors). */
 const LOCAL_TIMEOUTS = new Set(["TimeoutExpired", "HeartbeatError"]);
@@ -51,6 +52,8 @@ class Connection {
     this.peer = null;
     /** @type {Map<number, (err: any, result?: any) => void>} */
     this.pending = new Map();
+    /** @type {Promise<boolean>|null} the ping in flight (see `ping`) */
+    this._ping = null;
     this.client = newZerorpcClient({ timeoutMs, heartbeatMs, logger, curve });
     const zmqSocket = this.client._socket && this.client._socket._zmqSocket;
     if (zmqSocket && typeof zmqSocket.monitor === "function") {
@@ -106,6 +109,37 @@ class Connection {
         settle(err);
       }
     });
+  }
+
+  /**
+   * Does the peer of this connection still answer? One `health()` call on this
+   * very connection (so behind a balancer it reaches the same worker), shared
+   * by concurrent askers, not counted among the connection's calls. Any reply,
+   * an error one included (a draining worker answers `ShuttingDown`), is an
+   * answer; no reply within `timeoutMs` is none.
+   * @param {number} timeoutMs
+   * @returns {Promise<boolean>} whether the peer answered
+   */
+  ping(timeoutMs) {
+    if (this._ping) return this._ping;
+    this._ping = new Promise((resolve) => {
+      let done = false;
+      const finish = (answered) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this._ping = null;
+        if (answered) this.lastReplyAt = Date.now();
+        resolve(answered);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      try {
+        invokeWithHeader(this.client, deadlineHeader(timeoutMs), METHOD.health, [], { timeoutMs }, (err) => finish(!err || !LOCAL_TIMEOUTS.has(err.name)));
+      } catch {
+        finish(false); // the socket is closed
+      }
+    });
+    return this._ping;
   }
 
   /**

@@ -122,18 +122,40 @@ const PARSER_ERRORS = {
 };
 
 /**
+ * What a 413 for a body over BODY_LIMIT says: the sizes, the setting that
+ * raises the limit, and for a batch how to send it without raising it.
+ * @param {{length?: number, limit: number}} err body-parser's entity.too.large error
+ * @param {{route?: string, expert?: string}} [where] res.locals of the request (route pattern, escaped expert name)
+ * @returns {string}
+ */
+function tooLargeMessage(err, where = {}) {
+  const size = Number.isFinite(err.length) ? `${err.length} bytes, ` : "";
+  const wanted = Number.isFinite(err.length) && err.length > err.limit ? err.length : err.limit * 2;
+  let message = `request body is ${size}larger than the bridge's limit of ${err.limit} bytes; ` +
+    `the bridge's BODY_LIMIT setting raises it (e.g. BODY_LIMIT=${Math.ceil(wanted / 1024)}kb)`;
+  if (where.route === "/experts/:name/batch") {
+    message += `, or split the batch into smaller ones, or send the documents one per line to ` +
+      `POST /experts/${where.expert || ":name"}/stream (NDJSON, where BODY_LIMIT bounds each line, not the whole stream)`;
+  } else if (where.route === "/experts/:name/learn") {
+    message += ", or split the examples into smaller calls";
+  }
+  return message;
+}
+
+/**
  * Turn anything thrown into an HttpError: ours pass through, body-parser's
  * are renamed, anything unexpected becomes a 500 with a generic message.
  * @param {any} err
+ * @param {{route?: string, expert?: string}} [where] the request's res.locals, for messages that name its route
  * @returns {HttpError}
  */
-function toHttpError(err) {
+function toHttpError(err, where = {}) {
   if (err instanceof HttpError) return err;
   if (err && typeof err.type === "string" && PARSER_ERRORS[err.type]) {
     const [status, name] = PARSER_ERRORS[err.type];
     let message = err.message;
     if (err.type === "entity.parse.failed") message = `request body is not valid JSON: ${err.message}`;
-    if (err.type === "entity.too.large") message = `request body is larger than the limit of ${err.limit} bytes`;
+    if (err.type === "entity.too.large") message = tooLargeMessage(err, where);
     return new HttpError(status, name, message);
   }
   if (err instanceof URIError && err.status === 400) {
@@ -156,7 +178,7 @@ function toHttpError(err) {
 function errorHandler(logger) {
   // eslint-disable-next-line no-unused-vars
   return (err, req, res, next) => {
-    const httpErr = toHttpError(err);
+    const httpErr = toHttpError(err, res.locals);
     res.locals.errorName = httpErr.name;
     if (httpErr.status >= 500 && httpErr.cause) {
       logger.error({ err: httpErr.cause, reqId: req.id }, "unhandled error");
@@ -227,6 +249,7 @@ module.exports = {
   ERROR,
   errorBody,
   toHttpError,
+  tooLargeMessage,
   errorHandler,
   notFound,
 };

@@ -19,6 +19,11 @@
  *     (shared: at most one probe is in flight); if it fails: 503;
  *   - a call that times out triggers a fresh probe: server down -> 503,
  *     server up -> 504;
+ *   - a call that has had no reply on its connection for half of
+ *     `probeTimeoutMs` pings the worker behind that connection (see
+ *     `_watch`): if it does not answer (a stopped or hung process, a host
+ *     gone without a reset) the call ends in 503 within about twice
+ *     `probeTimeoutMs`, not after zerorpc's two missed heartbeats (10 s);
  *   - a ZeroMQ "disconnect" on a connection (its worker died, or dropped
  *     us) ends every call in flight on it at once (their answers can no
  *     longer come), takes it out of the pool and probes;
@@ -34,7 +39,7 @@
 
 const { EventEmitter } = require("node:events");
 const { RemoteError, RpcTimeoutError, ServerUnavailableError, HttpError } = require("./errors");
-const { ERROR, METHOD, healthFields } = require("./spec");
+const { ERROR, ERRORS, METHOD, healthFields } = require("./spec");
 
 /** The field of health() that lists the experts (checked against expertd/protocol.json at load). */
 const [HEALTH_EXPERTS] = healthFields("experts");
@@ -206,8 +211,9 @@ class ExpertdClient extends EventEmitter {
   /** One attempt of a call on `connection`, its failure as an HttpError. */
   async _callOn(connection, method, args, remainingMs, timeoutMs) {
     const startedAt = Date.now();
+    const watchdog = this._watch(connection);
     try {
-      return await connection.invoke(method, args, remainingMs);
+      return await Promise.race([connection.invoke(method, args, remainingMs), watchdog.gone]);
     } catch (err) {
       if (err instanceof HttpError || err.local) throw err;
       if (LOCAL_TIMEOUTS.has(err.name)) {
@@ -224,7 +230,58 @@ class ExpertdClient extends EventEmitter {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: ${err.message}`);
       }
       throw new RemoteError(err.name, err.message);
+    } finally {
+      watchdog.stop();
     }
+  }
+
+  /**
+   * Watch a call on `connection`: each time it has waited half of
+   * `probeTimeoutMs` with no reply on its connection for as long, ping the
+   * connection's peer (`Connection#ping`: a `health()` on that very
+   * connection, so behind a balancer it asks the worker that has the call).
+   * A peer that does not answer within one and a half `probeTimeoutMs` (a
+   * stopped or hung process, a host gone without a reset; a live server's
+   * loop busy that long on a huge message looks the same) is not going to
+   * answer the call either: `gone` rejects
+   * with a 503, the connection leaves the pool, and a fresh probe tells the
+   * next requests whether any server answers. A peer that answers (a long
+   * computation on a live worker) is looked at again a heartbeat later.
+   * @param {import("./connection").Connection} connection
+   * @returns {{gone: Promise<never>, stop: () => void}}
+   */
+  _watch(connection) {
+    const quietMs = Math.max(1, Math.round(this.connectivity.probeTimeoutMs / 2));
+    const pingMs = this.connectivity.probeTimeoutMs + quietMs; // a stopped server: 503 after quietMs + pingMs
+    let timer = null;
+    let stopped = false;
+    const gone = new Promise((resolve, reject) => {
+      const look = async () => {
+        if (stopped) return;
+        let nextMs = quietMs;
+        if (Date.now() - connection.lastReplyAt >= quietMs) {
+          const answered = await connection.ping(pingMs);
+          if (stopped) return;
+          if (!answered) {
+            this.pool.remove(connection);
+            this.probe({ maxAgeMs: 0 });
+            reject(this._unavailable(`no answer to health() within ${pingMs} ms on the connection of this call`));
+            return;
+          }
+          nextMs = this.heartbeatMs;
+        }
+        timer = setTimeout(look, nextMs);
+      };
+      timer = setTimeout(look, quietMs);
+    });
+    gone.catch(() => {}); // settled after the call ended: nobody waits for it
+    return {
+      gone,
+      stop: () => {
+        stopped = true;
+        clearTimeout(timer);
+      },
+    };
   }
 
   /**
@@ -275,9 +332,9 @@ class ExpertdClient extends EventEmitter {
     return true;
   }
 
-  /** 503: a probe found the server not answering (never asked again: the probe has just said so). */
+  /** 503: a probe found the server not answering (never asked again: the probe has just said so); says what to do (the spec's hint). */
   _unavailable(reason) {
-    const err = new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}`);
+    const err = new ServerUnavailableError(`expertd at ${this.endpoint} is not answering${reason ? ` (${reason})` : ""}; ${UNAVAILABLE_HINT}`);
     err.serverDown = true;
     return err;
   }
@@ -356,6 +413,9 @@ class ExpertdClient extends EventEmitter {
     }
   }
 }
+
+/** What to do when no server answers (expertd/protocol.json). */
+const UNAVAILABLE_HINT = ERRORS[ERROR.ServerUnavailable].hint;
 
 const noop = () => {};
 const silentLogger = { info: noop, warn: noop, debug: noop, error: noop };

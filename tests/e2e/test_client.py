@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -82,6 +84,25 @@ def test_timeout_names_the_endpoint_and_how_to_start_a_server():
     message = str(info.value)
     assert endpoint in message and "expertd serve" in message and "health()" in message
     assert "2 tries" in message
+
+
+def test_no_server_prints_nothing_and_raises_one_clear_error():
+    """A script whose server is absent sees one message, not gevent's tracebacks on stderr."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    script = (
+        "from expertd import ExpertsClient\n"
+        "try:\n"
+        f"    ExpertsClient({endpoint!r}, timeout=0.5, retries=1, backoff=0.05).health()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.splitlines()) <= 3, run.stderr
+    assert run.stdout.startswith("ServerTimeout "), run.stdout
+    assert endpoint in run.stdout and "expertd serve" in run.stdout
+    assert "EXPERTD_ENDPOINT" in run.stdout
 
 
 def test_each_call_says_how_long_the_client_waits(tmp_path):
