@@ -55,6 +55,8 @@ def test_resident_memory_returns_near_its_ready_level_after_a_big_call(tmp_path)
     try:
         client = zerorpc.Client(server.endpoint, timeout=120)
         client.opinion("vader", {"text": "warm"})
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ  # serve re-executed itself (rpc_server/runtime.py)
         ready = settled_mib(pid)
         for _ in range(2):  # a second call must not add to what the first left
             answers = client.opinions_batch(big_documents())
