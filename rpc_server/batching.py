@@ -185,19 +185,29 @@ class MicroBatcher:
                 self._wakeup.wait()
             if self.max_wait > 0:
                 self._wait_for_more()
-            parts = self._take()
-            if not parts:
-                continue
-            try:
-                self._serve(parts)
-            except gevent.GreenletExit:
-                raise
-            except BaseException as exc:  # never let the batcher die
-                log.exception("batcher of %s failed", self.expert.name)
-                for request, _, _ in parts:
-                    if not request.result.ready():
-                        request.result.set_exception(ExpertFailed(
-                            f"expert {self.expert.name!r} failed: {type(exc).__name__}"))
+            self._serve_safely(self._take())
+
+    def _serve_safely(self, parts: list[tuple[_Request, int, int]]) -> None:
+        """``_serve`` whose failure answers its requests ``ExpertFailed``.
+
+        A method of its own so that nothing of a served request (its documents,
+        its answers) stays referenced by ``_run`` while the batcher waits: the
+        last call of each expert used to stay alive until the next one (40,000
+        documents to vader held 40 MiB; a 100,000-document call over every
+        expert, about 350 MiB).
+        """
+        if not parts:
+            return
+        try:
+            self._serve(parts)
+        except gevent.GreenletExit:
+            raise
+        except BaseException as exc:  # never let the batcher die
+            log.exception("batcher of %s failed", self.expert.name)
+            for request, _, _ in parts:
+                if not request.result.ready():
+                    request.result.set_exception(ExpertFailed(
+                        f"expert {self.expert.name!r} failed: {type(exc).__name__}"))
 
     def _wait_for_more(self) -> None:
         deadline = time.monotonic() + self.max_wait

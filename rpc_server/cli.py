@@ -68,6 +68,9 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     if check_only:
         check_config(config)
         return
+    from expertd.rpc_server import runtime
+
+    runtime.use_system_allocator()  # once, before anything loads (rpc_server/runtime.py)
     configure_logging(log_level)
     from expertd.rpc_server.server import run
     from expertd.rpc_server.supervisor import supervise, wanted_workers

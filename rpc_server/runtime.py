@@ -1,4 +1,5 @@
-"""Interpreter settings for a server whose model threads share the GIL with the gevent loop.
+"""Interpreter settings for a server whose model threads share the GIL with the gevent loop,
+and the memory a big call leaves behind.
 
 Measured with a 100,000-document batch running beside one-document calls
 (``python -m bench.overload --one-document``, and a trace of each model call):
@@ -18,14 +19,45 @@ Measured with a 100,000-document batch running beside one-document calls
   collection several times per batch, each scanning all of them with the loop
   stopped (18 in 20 s, 38 ms median, up to 400 ms). Young collections still
   run as often as before; full ones ten times less often.
+
+Memory after a big call (``python -m bench.memory``, bench/RESULTS-memory.md:
+the default experts, ready at about 620 MiB resident, one 100,000-document
+``opinions_batch`` over every expert from the stock client, twice):
+
+* Before: 968-980 MiB after the first call (+55%), 1,039-1,046 MiB after the
+  second (+67%), the same 20 s later. ``MALLOC_ARENA_MAX=2`` (+52%, +66%) and
+  a fixed ``MALLOC_MMAP_THRESHOLD_`` (+51%, +61%) barely changed it;
+  ``malloc_trim(0)`` after the call alone neither (+51%, +62%).
+* Most of it was the last call kept alive: zerorpc's acceptor kept the call's
+  event (its documents) until the next call, each batcher kept its last
+  request (documents and answers), zerorpc's sender and receiver their last
+  message (``transport.server``, ``batching``). Without them: +36%, +43%.
+* The rest is Python's own allocator: pymalloc frees a 1 MiB arena only once
+  every object in it is gone, and a few objects made during the call (by
+  other calls, metrics, threads) pin most of the arenas the call used: 129
+  arenas when ready, 327 after the call, 192 MiB of them in unused pools.
+  With ``PYTHONMALLOC=malloc`` every free goes back to glibc, and
+  ``malloc_trim(0)`` (``release_memory_soon``, after the last big call)
+  returns it: +12% and +8% after the two calls (+11%, +18% before the
+  sender/receiver fix). So ``expertd serve`` re-executes itself with
+  ``PYTHONMALLOC=malloc`` unless the variable is set (``use_system_allocator``).
+  Its cost, measured on a busy shared machine (three interleaved rounds,
+  vader server): one-document calls 0.56-0.95x, a 20,000-document
+  ``opinions_batch`` 0.58-1.04x the documents per second of pymalloc; set
+  ``PYTHONMALLOC=pymalloc`` to keep pymalloc's speed and its held memory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import os
 import sys
 from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Iterator
+
+import gevent
 
 #: The GIL switch interval while a big call is served, seconds.
 SWITCH_INTERVAL = 0.001
@@ -37,7 +69,63 @@ BIG_CALL_DOCS = 1024
 FULL_COLLECTION_EVERY = 100
 
 
+#: Seconds after the last big call ends before free memory is handed back (its answer is sent by then).
+TRIM_AFTER_S = 0.5
+
 _big_calls = 0
+_trim_pending = False
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (``None`` elsewhere, e.g. musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def use_system_allocator(environ: dict = os.environ) -> None:
+    """Re-execute this process with ``PYTHONMALLOC=malloc``, unless ``PYTHONMALLOC`` is set.
+
+    The process keeps its pid, arguments and open files. Why (see the module
+    docstring): memory a big call used goes back to the system after it.
+    ``PYTHONMALLOC=pymalloc`` keeps Python's own allocator.
+    """
+    if environ.get("PYTHONMALLOC"):
+        return
+    environ["PYTHONMALLOC"] = "malloc"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
+def release_memory() -> None:
+    """Hand the C heap's free pages back to the system (``malloc_trim(0)``, every arena).
+
+    Run in the hub's native thread pool: ctypes releases the GIL, so the loop
+    keeps serving while the heap is walked.
+    """
+    if _trim is not None:
+        gevent.get_hub().threadpool.apply(_trim, (0,))
+
+
+def _release_if_idle() -> None:
+    global _trim_pending
+    _trim_pending = False
+    if _big_calls == 0:
+        release_memory()
+
+
+def release_memory_soon() -> None:
+    """``release_memory`` ``TRIM_AFTER_S`` from now, unless a big call is then in flight
+    (its own end asks again)."""
+    global _trim_pending
+    if not _trim_pending:
+        _trim_pending = True
+        gevent.spawn_later(TRIM_AFTER_S, _release_if_idle)
 
 
 def tune() -> None:
@@ -60,6 +148,7 @@ def big_call() -> Iterator[None]:
         _big_calls -= 1
         if _big_calls == 0:
             sys.setswitchinterval(NORMAL_SWITCH_INTERVAL)
+            release_memory_soon()
 
 
 def big_call_if(documents: int) -> ContextManager:

@@ -10,7 +10,10 @@ the supervisor counts it as serving only from then on.
 - Each of N > 1 workers gets its share of the cores for TensorFlow's thread
   pools (``worker_threads_env``), unless the environment already sets them.
 - A worker that dies is restarted, with backoff (0.5 s doubling up to 30 s;
-  back to 0.5 s once a worker has lived a minute), each time logged.
+  back to 0.5 s once a worker has lived a minute), each time logged. Each
+  worker place is a small state machine (``Slot``: serving, restarting,
+  empty): a restart is pending only while no worker holds the place, so a
+  reload's replacement that gets ready as the old worker dies cancels it.
 - SIGTERM/SIGINT: every worker drains (finishes its calls), then all exit.
 - SIGHUP (``control.RELOAD_SIGNAL``; ``expertd reload`` sends it): re-read the experts file and replace the
   workers one at a time: start a new one, wait until it is loaded, warm and
@@ -247,6 +250,66 @@ class Worker:
         return ", ".join(f"{n} {v}" for n, v in (self.info.get("versions") or {}).items())
 
 
+class Slot:
+    """One worker place: the small state machine of its restarts.
+
+    States: ``serving`` (a worker holds it, warming or ready), ``restarting``
+    (its worker died; a new one is due at ``restart_at``), ``empty`` (its worker
+    died while the supervisor stops). Events, in any order: the worker exits
+    (``worker_exited``), time passes (``due``), a worker takes the place (``fill``:
+    the first start, a due restart, or a reload's replacement once it is ready).
+    A pending restart exists only while no worker holds the place, so filling it
+    cancels the restart (a replacement that got ready as the old worker died used
+    to leave a restart pending forever, its wait always 0 s: a spinning loop).
+    """
+
+    def __init__(self, index: int) -> None:
+        """An empty place ``index``."""
+        self.index = index
+        self.worker: Worker | None = None
+        self.restart_at: float | None = None
+        self.failures = 0
+
+    @property
+    def state(self) -> str:
+        """``serving``, ``restarting`` or ``empty``."""
+        if self.worker is not None:
+            return "serving"
+        return "restarting" if self.restart_at is not None else "empty"
+
+    def fill(self, worker: Worker) -> Worker | None:
+        """``worker`` takes the place (any pending restart is cancelled); the one it replaces."""
+        old, self.worker, self.restart_at = self.worker, worker, None
+        return old
+
+    def worker_exited(self, worker: Worker, now: float, restart: bool = True) -> float | None:
+        """``worker`` ended: if it held the place, schedule its restart (``restart``); the delay.
+
+        ``None`` when nothing is scheduled: the worker no longer held the place
+        (a stale event), or ``restart`` is false (the supervisor stops).
+        """
+        if worker is not self.worker:
+            return None
+        self.worker = None
+        if not restart:
+            self.restart_at = None
+            return None
+        if now - worker.started >= STABLE_AFTER_S:
+            self.failures = 0
+        delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** self.failures)
+        self.failures += 1
+        self.restart_at = now + delay
+        return delay
+
+    def due(self, now: float) -> bool:
+        """Whether a restart is pending and its time has come."""
+        return self.worker is None and self.restart_at is not None and self.restart_at <= now
+
+    def wake_at(self) -> float | None:
+        """When the supervisor must look at this place again (a pending restart), or ``None``."""
+        return self.restart_at if self.worker is None else None
+
+
 class Supervisor:
     """Keeps N workers serving one endpoint; restarts, reloads and drains them."""
 
@@ -258,11 +321,9 @@ class Supervisor:
         self.config_path = config_path
         self.drain_timeout = drain_timeout
         self.start_timeout = start_timeout
-        self.slots: dict[int, Worker] = {}
+        self.slots = {index: Slot(index) for index in range(count)}
         self.candidates: list[Worker] = []  # started by a reload, not yet serving
         self.retiring: list[Worker] = []
-        self.restart_at: dict[int, float] = {}
-        self.failures: dict[int, int] = {}
         self.stop_reason: str | None = None
         self.reload_wanted = False
         self._wake_r, self._wake_w = os.pipe()
@@ -313,7 +374,11 @@ class Supervisor:
 
     def all_workers(self) -> list[Worker]:
         """Every process this supervisor owns right now."""
-        return [*self.slots.values(), *self.candidates, *self.retiring]
+        return [*self.serving(), *self.candidates, *self.retiring]
+
+    def serving(self) -> list[Worker]:
+        """The workers that hold a place (warming or ready), in place order."""
+        return [slot.worker for _, slot in sorted(self.slots.items()) if slot.worker is not None]
 
     def tick(self, timeout: float) -> None:
         """Wait up to ``timeout`` for a signal or a ready line; reap and restart workers."""
@@ -349,54 +414,50 @@ class Supervisor:
                 worker.close_pipe()
                 log.info("old worker %d (pid %d) finished and exited (status %s)",
                          worker.index, worker.pid, worker.process.returncode)
-        for index, worker in list(self.slots.items()):
-            if not worker.exited():
+        for index, slot in self.slots.items():
+            worker = slot.worker
+            if worker is None or not worker.exited():
                 continue
             worker.close_pipe()
-            del self.slots[index]
-            if self.stop_reason:
-                continue
-            lived = time.monotonic() - worker.started
-            if lived >= STABLE_AFTER_S:
-                self.failures[index] = 0
-            delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** self.failures.get(index, 0))
-            self.failures[index] = self.failures.get(index, 0) + 1
-            self.restart_at[index] = time.monotonic() + delay
-            log.warning("worker %d (pid %d) exited with status %s after %.1f s; "
-                        "restarting it in %.1f s", index, worker.pid,
-                        worker.process.returncode, lived, delay)
+            now = time.monotonic()
+            delay = slot.worker_exited(worker, now, restart=not self.stop_reason)
+            if delay is not None:
+                log.warning("worker %d (pid %d) exited with status %s after %.1f s; "
+                            "restarting it in %.1f s", index, worker.pid,
+                            worker.process.returncode, now - worker.started, delay)
 
     def _restart_due(self) -> None:
         if self.stop_reason:
             return
         now = time.monotonic()
-        for index, when in list(self.restart_at.items()):
-            if when <= now and index not in self.slots:
-                del self.restart_at[index]
-                self.slots[index] = self.spawn(index)
+        for index, slot in self.slots.items():
+            if slot.due(now):
+                slot.fill(self.spawn(index))
 
     def _next_timeout(self, limit: float) -> float:
-        if self.restart_at:
-            limit = min(limit, min(self.restart_at.values()) - time.monotonic())
+        """How long the next tick may wait: ``limit``, or less if a restart falls due sooner."""
+        wakes = [w for w in (slot.wake_at() for slot in self.slots.values()) if w is not None]
+        if wakes:
+            limit = min(limit, min(wakes) - time.monotonic())
         return max(0.0, min(limit, 1.0))
 
     # -- the phases --
 
     def start(self) -> bool:
         """Start every worker and wait until all are ready (``False`` if one failed)."""
-        for index in range(self.count):
-            self.slots[index] = self.spawn(index)
+        for index, slot in self.slots.items():
+            slot.fill(self.spawn(index))
         deadline = time.monotonic() + self.start_timeout
         while not self.stop_reason and time.monotonic() < deadline:
-            for index, worker in self.slots.items():
-                if not worker.ready and worker.exited():
+            for index, worker in [(i, slot.worker) for i, slot in self.slots.items()]:
+                if worker is not None and not worker.ready and worker.exited():
                     worker.read_ready()
                     if not worker.ready:
                         log.error("worker %d (pid %d) exited with status %s before it was "
                                   "ready; see its messages above", index, worker.pid,
                                   worker.process.returncode)
                         return False
-            if all(w.ready for w in self.slots.values()):
+            if all(w.ready for w in self.serving()):
                 log.info("%d workers serving (supervisor pid %d; SIGHUP reloads)",
                          self.count, os.getpid())
                 return True
@@ -407,9 +468,9 @@ class Supervisor:
 
     def _tick_quietly(self, timeout: float) -> None:
         """A tick that does not restart workers (during start-up a failure is final)."""
-        fds = [self._wake_r] + [w.ready_r for w in self.slots.values() if w.ready_r >= 0]
+        fds = [self._wake_r] + [w.ready_r for w in self.serving() if w.ready_r >= 0]
         readable = self._select(fds, timeout)
-        for worker in self.slots.values():
+        for worker in self.serving():
             if worker.ready_r in readable and worker.read_ready():
                 log.info("worker %d ready (pid %d) serving %s", worker.index, worker.pid,
                          worker.versions() or "its experts")
@@ -422,6 +483,8 @@ class Supervisor:
             return
         log.info("reload: replacing %d workers one at a time", len(self.slots))
         for index in sorted(self.slots):
+            if self.stop_reason:
+                return
             new = self.spawn(index, steer=True)
             self.candidates.append(new)
             deadline = time.monotonic() + self.start_timeout
@@ -440,8 +503,7 @@ class Supervisor:
                               "serving the previous experts", index, new.pid,
                               new.process.returncode)
                 return
-            old = self.slots.get(index)
-            self.slots[index] = new
+            old = self.slots[index].fill(new)  # a restart still pending there is cancelled
             if old is None:
                 continue
             log.info("retiring worker %d (pid %d): it closes its listener once idle, "
@@ -456,7 +518,7 @@ class Supervisor:
                 log.warning("old worker %d (pid %d) still running; killing it", index, old.pid)
                 old.signal(signal.SIGKILL)
         log.info("reload done: %s", "; ".join(
-            f"worker {w.index} pid {w.pid}: {w.versions()}" for w in self.slots.values()))
+            f"worker {w.index} pid {w.pid}: {w.versions()}" for w in self.serving()))
 
     def stop(self) -> None:
         """Drain every worker (SIGTERM), then kill any that outlive the drain timeout."""

@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 import zerorpc
+import zerorpc.events
 import zmq
 from zerorpc.exceptions import LostRemote
 
@@ -45,6 +46,13 @@ class Server(zerorpc.Server):
         # zerorpc keeps a dict of methods as it is: the table is ours from the start.
         super().__init__(MethodTable(methods), name=name, context=context, heartbeat=heartbeat)
         self._multiplexer.close()  # zerorpc's dispatcher dies on one bad event: replace it
+        # zerorpc's sender and receiver keep the last message they moved until the
+        # next one: after a big call, its request and its answer stayed resident.
+        events = self._events
+        events._send.close()
+        events._send = Sender(events._socket)
+        events._recv.close()
+        events._recv = Receiver(events._socket)
         self._multiplexer = GuardedMultiplexer(self._events)
 
     # -- what the rest of expertd may use -------------------------------------------
@@ -119,9 +127,35 @@ class Server(zerorpc.Server):
             return (f"{name}: {message}",)
         return (name, message, f"{name}: {message}")
 
+    def _acceptor(self):
+        """zerorpc's acceptor, without keeping the last call's first event alive.
+
+        zerorpc's loop keeps the event in a local until the next call arrives:
+        its arguments (100,000 documents, a few hundred MiB once decoded) stayed
+        resident for as long as the server was idle.
+        """
+        while True:
+            self._task_pool.spawn(self._async_task, self._multiplexer.recv())
+
     def _inject_builtins(self) -> None:
         super()._inject_builtins()
         self._methods.update(inspection.builtins(self._name, self._methods))
+
+
+class Sender(zerorpc.events.Sender):
+    """zerorpc's queued sender, holding no message once it is handed to ZeroMQ."""
+
+    def _sender(self):
+        while True:
+            self._send(self._send_queue.get())
+
+
+class Receiver(zerorpc.events.Receiver):
+    """zerorpc's receiver greenlet, holding no message once it is handed on."""
+
+    def _recver(self):
+        while True:
+            self._recv_queue.put(self._recv())
 
 
 class MethodTable(dict):

@@ -483,3 +483,63 @@ def _metrics(request, port):
         return request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (``/proc/PID/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_share(pid: int, seconds: float = 3.0) -> float:
+    """The share of one core that ``pid`` used over ``seconds`` of wall time."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+def test_a_worker_killed_as_its_replacement_gets_ready_leaves_an_idle_supervisor(tmp_path):
+    # The window: during a reload, slot 0's old worker dies in the same supervisor
+    # tick in which slot 0's replacement says ready. Hit deterministically: stop the
+    # supervisor (SIGSTOP) once the replacement is started, kill -9 the old worker,
+    # let the replacement write its ready line, then let the supervisor go on: it
+    # sees both at once. A pending restart of a slot that the replacement filled
+    # used to be kept forever, its wait always 0 s: 100% of a core, idle.
+    config = vader_config(tmp_path, "1")
+    server = Supervised(config, tmp_path, 2)
+    supervisor = server.supervisor_pid()
+    stopped = False
+    try:
+        old = int(re.search(r"worker 0 ready \(pid (\d+)\)", server.read_log())[1])
+        vader_config(tmp_path, "2")
+        os.kill(supervisor, signal.SIGHUP)
+        new = int(wait_for(lambda: re.search(r"reload: replacing[\s\S]*worker 0 starting "
+                                             r"\(pid (\d+)\)", server.read_log()),
+                           60, "the replacement of worker 0 to start")[1])
+        os.kill(supervisor, signal.SIGSTOP)
+        stopped = True
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: f"pid {new}, up to" in server.read_log(), 120,
+                 "the replacement to listen")  # its last line before the ready line
+        time.sleep(0.5)  # the ready line is written right after
+        os.kill(supervisor, signal.SIGCONT)
+        stopped = False
+        wait_for(lambda: "reload done" in server.read_log(), 120, "the reload to finish")
+        time.sleep(2.0)  # a restart of slot 0, if one were (wrongly) started, gets going
+        share = idle_cpu_share(supervisor)
+        assert share < 0.05, f"idle supervisor used {share:.0%} of a core:\n{server.read_log()}"
+        seen = worker_pids(server.endpoint, 2)
+        assert len(seen) == 2 and old not in seen
+        assert all(h["versions"] == {"vader": "2"} for h in seen.values())
+        assert {h["worker"] for h in seen.values()} == {0, 1}
+        for _ in range(2):  # and after two more reloads
+            done = server.read_log().count("reload done")
+            os.kill(supervisor, signal.SIGHUP)
+            wait_for(lambda done=done: server.read_log().count("reload done") > done, 120,
+                     "a reload")
+        share = idle_cpu_share(supervisor)
+        assert share < 0.05, f"idle supervisor used {share:.0%} of a core:\n{server.read_log()}"
+    finally:
+        if stopped:
+            os.kill(supervisor, signal.SIGCONT)
+        assert server.stop() == 0, server.read_log()
