@@ -41,10 +41,11 @@ the default experts, ready at about 620 MiB resident, one 100,000-document
   returns it: +12% and +8% after the two calls (+11%, +18% before the
   sender/receiver fix). So ``expertd serve`` re-executes itself with
   ``PYTHONMALLOC=malloc`` unless the variable is set (``use_system_allocator``).
-  Its cost, measured on a busy shared machine (three interleaved rounds,
-  vader server): one-document calls 0.56-0.95x, a 20,000-document
-  ``opinions_batch`` 0.58-1.04x the documents per second of pymalloc; set
-  ``PYTHONMALLOC=pymalloc`` to keep pymalloc's speed and its held memory.
+  Its cost on one-document calls, measured side by side in one run
+  (bench/RESULTS-memory.md, "Allocator throughput"): none measurable
+  (an earlier run on a machine at a load average of about 9 gave 0.56-0.95x,
+  and 0.58-1.04x for a 20,000-document ``opinions_batch``). Set
+  ``PYTHONMALLOC=pymalloc`` to keep Python's own allocator and its held memory.
 """
 
 from __future__ import annotations
