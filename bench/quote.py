@@ -16,9 +16,9 @@ run this script after ``make bench``.
 
 ``tests/unit/test_quoted_numbers.py`` runs the check, and also fails when
 README.md or a page of docs/ states a speed, time, size or ratio figure
-outside a mark (see ``unmarked``). A figure that is no measurement (a
-setting, a default, a limit, a goal) is written as code when it is a value
-one types (`` `1 MiB` ``), else between ``<!-- setting -->`` and
+outside a mark (see ``unmarked``). A figure that is no benchmark measurement
+(a setting, a default, a limit, a goal, the size of an install) is written as
+code when it is a value one types (`` `1 MiB` ``), else between ``<!-- setting -->`` and
 ``<!-- /setting -->``, which the check leaves alone (so are the tables that
 docs/protocol_tables.py writes from protocol.json between ``<!-- spec:NAME -->``
 and ``<!-- /spec:NAME -->``: defaults and retry profiles, no measurements)::
