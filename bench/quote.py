@@ -14,8 +14,16 @@ run this script after ``make bench``.
     python -m bench.quote          # rewrite every marked span
     python -m bench.quote --check  # exit 1 (naming each) if one differs from the reports
 
-``tests/unit/test_quoted_numbers.py`` runs the check, and also fails when the
-README states a speed or memory figure outside a mark (see ``unmarked``).
+``tests/unit/test_quoted_numbers.py`` runs the check, and also fails when
+README.md or a page of docs/ states a speed, time, size or ratio figure
+outside a mark (see ``unmarked``). A figure that is no benchmark measurement
+(a setting, a default, a limit, a goal, the size of an install) is written as
+code when it is a value one types (`` `1 MiB` ``), else between ``<!-- setting -->`` and
+``<!-- /setting -->``, which the check leaves alone (so are the tables that
+docs/protocol_tables.py writes from protocol.json between ``<!-- spec:NAME -->``
+and ``<!-- /spec:NAME -->``: defaults and retry profiles, no measurements)::
+
+    a side that misses two heartbeats (<!-- setting -->5 s<!-- /setting --> apart by default) ...
 """
 
 from __future__ import annotations
@@ -148,6 +156,7 @@ QUOTES: dict[str, Quote | Section] = {
     "overload_capacity": Quote("RESULTS-overload.md", rf"\| bridge \| ({NUMBER}) \|", "{0} req/s"),
     "bjoern_capacity": Quote("RESULTS-overload.md", rf"\| bjoern \| ({NUMBER}) \|", "{0} req/s"),
     "overload_goodput": Quote("RESULTS-overload.md", r"goodput \*\*(\d+%)\*\* of capacity"),
+    "one_doc_p99_x": Quote("RESULTS-overload.md", rf"^Median ratio: ({NUMBER})x", "{0}x"),
     "overload_p99_x": Quote("RESULTS-overload.md", rf"p99 of the 200s \*\*({NUMBER})x\*\*", "{0}x"),
 }
 
@@ -191,13 +200,15 @@ def stale(reports: dict[str, str] | None = None) -> list[str]:
 # A speed, time, size or ratio figure: "58.3 ms", "5.38 s", "584 MiB", "3,043 req/s", "92.3x", "234%".
 CLAIM = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)? ?(?:ms|µs|us|s|MiB|MB|GiB|GB|KiB|KB|req/s|calls/s|"
                    r"docs/s|documents/s|x|%)(?![\w/])")
+SETTING = re.compile(r"<!-- setting -->.*?<!-- /setting -->|<!-- spec:([\w-]+) -->.*?<!-- /spec:\1 -->", re.S)
 CODE = re.compile(r"^(```|~~~).*?^\1[^\n]*$|`[^`\n]+`|<!--(?! bench:| /bench).*?-->", re.M | re.S)
 
 
 def unmarked(text: str) -> list[tuple[int, str]]:
-    """``(line, figure)`` of each speed/time/size/ratio figure outside code and outside bench marks."""
-    blank = MARK.sub(lambda m: " " * len(m.group(0)), text)
-    blank = CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), blank)
+    """``(line, figure)`` of each speed/time/size/ratio figure outside code, bench marks and setting marks."""
+    def spaces(m: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", m.group(0))  # keeps the line numbers
+    blank = CODE.sub(spaces, SETTING.sub(spaces, MARK.sub(spaces, text)))
     return [(blank[:m.start()].count("\n") + 1, m.group(0)) for m in CLAIM.finditer(blank)]
 
 

@@ -21,9 +21,13 @@ def test_every_marked_number_matches_the_reports():
     assert quote.stale() == [], "run: python -m bench.quote"
 
 
-def test_the_readme_states_no_speed_or_memory_figure_outside_a_mark():
-    found = quote.unmarked((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert found == [], f"README.md: mark these with <!-- bench:KEY -->...<!-- /bench -->: {found}"
+@pytest.mark.parametrize("path", quote.documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_readme_states_no_speed_or_memory_figure_outside_a_mark(path):
+    found = quote.unmarked(path.read_text(encoding="utf-8"))
+    assert found == [], (f"{path.relative_to(ROOT)}: mark each measurement with"
+                         f" <!-- bench:KEY -->...<!-- /bench --> (or say it without the number), each"
+                         f" setting, default, limit or goal as `code` or <!-- setting -->...<!-- /setting -->"
+                         f": {found}")
 
 
 def test_the_readme_quotes_its_headline_numbers():
@@ -54,6 +58,13 @@ def test_render_fills_a_mark_and_refuses_an_unknown_key():
     ("539 MiB, 3,134 req/s, 2.2x and 234% of bjoern", ["539 MiB", "3,134 req/s", "2.2x", "234%"]),
     ("<!-- bench:stage_ms -->58.3 ms<!-- /bench --> and `--timeout 5 s` and\n```\n12 ms\n```\n", []),
     ("Python 3.11, Node 20, port 3000, 2 cores, 5 experts, v2, (3 tries)", []),
+    ("heartbeats <!-- setting -->5 s<!-- /setting --> apart, goal `>= 1.6x`, but 3 ms", ["3 ms"]),
+    ("<!-- spec:defaults -->\n| heartbeat | 5 s |\n<!-- /spec:defaults -->\n", []),
+    ("<!-- bench:headline -->\n12 ms\n\n9 ms\n<!-- /bench -->\nthen 4 ms", ["4 ms"]),
 ])
 def test_unmarked_finds_speed_time_size_and_ratio_figures(text, figures):
     assert [figure for _, figure in quote.unmarked(text)] == figures
+
+
+def test_unmarked_counts_lines_past_a_quoted_section():
+    assert quote.unmarked("<!-- bench:headline -->\na\nb\n<!-- /bench -->\n\n7 ms") == [(6, "7 ms")]
