@@ -152,6 +152,7 @@ bench: setup $(HAPROXY)
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
+	$(PY) -m bench.own_expert
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
