@@ -34,5 +34,5 @@ sys.exit(any(m.version(name) != version for name, version in want.items()))
 EOF
 then
     echo "bench/setup.sh: installing the bench extras (falcon, bjoern, gunicorn) into $VENV"
-    "$PIP" install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
+    "$PIP" install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[bench]'
 fi
