@@ -9,16 +9,16 @@ import click
 from importlib.metadata import version
 
 SUBCOMMANDS = {
-    "serve": "expertd.rpc_server.cli:serve",
-    "check": "expertd.rpc_server.cli:check",
+    "serve": "expertd.rpc_server.commands:serve",
+    "check": "expertd.rpc_server.commands:check",
     "status": "expertd.commands.server:status",
     "stop": "expertd.commands.server:stop",
-    "list": "expertd.clients.cli:list_experts",
-    "info": "expertd.clients.cli:info",
+    "list": "expertd.clients.commands:list_experts",
+    "info": "expertd.clients.commands:info",
     "pipe": "expertd.clients.pipe_cli:pipe",
     "learn": "expertd.clients.learn:learn",
-    "call": "expertd.clients.cli:call",
-    "install-stage": "expertd.clients.cli:install_stage",
+    "call": "expertd.clients.commands:call",
+    "install-stage": "expertd.clients.commands:install_stage",
     "reload": "expertd.commands.server:reload",
     "keygen": "expertd.commands.keygen:keygen",
     "init": "expertd.commands.init:init",

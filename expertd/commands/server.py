@@ -13,7 +13,7 @@ import click
 
 from expertd import control
 from expertd.clients import DEFAULT_ENDPOINT
-from expertd.clients.cli import NO_SERVER, endpoint_option
+from expertd.clients.commands import NO_SERVER, endpoint_option
 from expertd.clients.probe import health_probe
 from expertd.endpoint import click_callback
 

@@ -260,7 +260,7 @@ def test_every_product_folder_is_parsed():
         assert module in modules
     # the walker sees lazy imports, import_module strings and SUBCOMMANDS
     group = modules["expertd.group"]
-    assert ("expertd.rpc_server.cli", True) in group.edges
+    assert ("expertd.rpc_server.commands", True) in group.edges
 
 
 def test_no_import_cycles():
