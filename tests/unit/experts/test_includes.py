@@ -29,6 +29,14 @@ def project(tmp_path: Path, module: str, experts_yaml: str) -> Path:
     return folder / "experts.yaml"
 
 
+def model_dirs(tmp_path):
+    """Folders where the default experts' models would be (checked for existence, not loaded here)."""
+    models = tmp_path / "models"
+    for name in ("sentiment", "genre"):
+        (models / name).mkdir(parents=True, exist_ok=True)
+    return models
+
+
 def test_a_module_beside_the_experts_file_imports_from_any_current_directory(tmp_path, monkeypatch):
     path = project(tmp_path, "beside_the_file_a", """\
         experts:
@@ -42,7 +50,7 @@ def test_a_module_beside_the_experts_file_imports_from_any_current_directory(tmp
 
 
 def test_include_default_adds_the_packaged_experts_with_models_from_expertd_models(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPERTD_MODELS", str(ROOT / "models"))
+    monkeypatch.setenv("EXPERTD_MODELS", str(model_dirs(tmp_path)))
     path = project(tmp_path, "beside_the_file_b", """\
         include: [default]
         experts:
@@ -52,7 +60,7 @@ def test_include_default_adds_the_packaged_experts_with_models_from_expertd_mode
     names = [spec.name for spec in config.experts]
     assert names == ["sentiment", "genre", "vader", "learner", "consensus", "mine"]
     sentiment = next(spec for spec in config.experts if spec.name == "sentiment")
-    assert sentiment.options["model_dir"] == str(ROOT / "models" / "sentiment")
+    assert sentiment.options["model_dir"] == str(tmp_path / "models" / "sentiment")  # from EXPERTD_MODELS
     # the learner's state lives beside the including file, not inside the package
     assert config.server.state_dir == str(path.parent / "state")
 
@@ -121,7 +129,7 @@ def test_tensorflow_is_silenced_for_every_expert_the_users_included(tmp_path):
 
 
 def test_a_file_may_hold_only_includes_and_its_own_server_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPERTD_MODELS", str(ROOT / "models"))
+    monkeypatch.setenv("EXPERTD_MODELS", str(model_dirs(tmp_path)))
     top = tmp_path / "experts.yaml"
     top.write_text("include: default\nserver: {state_dir: learned}\n")
     config = load_config(top)
