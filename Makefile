@@ -15,6 +15,8 @@ MODELS := models/sentiment/model.keras models/genre/model.keras
 CONSENSUS_METRICS := models/consensus/metrics.json
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
@@ -69,7 +71,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest tests/unit tests/e2e
 
@@ -89,6 +91,15 @@ $(DOCS_STAMP): docs/requirements.txt
 	$(call step,docs tools: mkdocs-material in $(DOCS_VENV) (docs/requirements.txt),first time: about 15 s)
 	$(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r docs/requirements.txt
+	@touch $@
+
+## Apache Airflow for the example DAG's test (tests/e2e/test_deploy_airflow.py): its own venv,
+## exact pins in deploy/airflow/requirements.txt, expertd's client installed on top (--no-deps).
+$(AIRFLOW_STAMP): deploy/airflow/requirements.txt pyproject.toml
+	$(call step,Airflow: apache-airflow in $(AIRFLOW_VENV) (deploy/airflow/requirements.txt),first time: about 85 s)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements.txt
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
 	@touch $@
 
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
@@ -162,4 +173,4 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) site express_bridge/node_modules models data
