@@ -17,6 +17,8 @@ DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
@@ -71,7 +73,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest tests/unit tests/e2e
 
@@ -100,6 +102,14 @@ $(AIRFLOW_STAMP): deploy/airflow/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
+	@touch $@
+
+## The offline checkers of deploy/ (kubernetes-validate, hadolint, yamllint): their own venv,
+## exact pins in deploy/requirements.txt (tests/e2e/test_deploy_kubernetes.py, test_deploy_image.py).
+$(DEPLOY_STAMP): deploy/requirements.txt
+	$(call step,deploy checkers: kubernetes-validate and hadolint in $(DEPLOY_VENV) (deploy/requirements.txt),first time: about 35 s)
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
 	@touch $@
 
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
@@ -173,4 +183,4 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) site express_bridge/node_modules models data
