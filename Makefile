@@ -29,7 +29,7 @@ export PORT ?= 3000
 step = @printf '\n==> %s\n    (%s)\n' '$(1)' '$(2)'
 PATH_HINT = @echo "The tools (expertd, ...) are in $(CURDIR)/$(VENV)/bin: run \`source $(VENV)/bin/activate\` or \`eval \"\$$(make -s env)\"\` to put them on PATH."
 
-.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench docs clean
+.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench docs image clean
 
 ## Start the server, then (once it answers) the HTTP bridge; Ctrl-C stops both.
 ## Whatever fails, nothing is left running: the EXIT trap stops both.
@@ -75,7 +75,7 @@ test-unit: $(PIP_STAMP)
 
 test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
-	$(VENV)/bin/pytest tests/unit tests/e2e
+	$(VENV)/bin/pytest -rs tests/unit tests/e2e
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
@@ -111,6 +111,16 @@ $(DEPLOY_STAMP): deploy/requirements.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
 	@touch $@
+
+## The server's OCI image (deploy/image/build.sh: debootstrap + the wheels + podman build), then
+## tests/e2e/test_deploy_image.py runs it. Opt-in (not part of `make test`): minutes and about 2 GB.
+PODMAN := /usr/bin/podman
+image: setup $(DEPLOY_STAMP) $(PODMAN)
+	$(call step,image: deploy/image/build.sh then a run of the image (tests/e2e/test_deploy_image.py),first time: several minutes)
+	EXPERTD_IMAGE_BUILD=1 $(VENV)/bin/pytest -rsw tests/e2e/test_deploy_image.py
+
+$(PODMAN):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc)
 
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
