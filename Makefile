@@ -178,8 +178,8 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
-bench: setup $(HAPROXY)
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev, haproxy and podman from Debian if missing).
+bench: setup $(HAPROXY) $(PODMAN)
 	bash bench/setup.sh
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
@@ -189,6 +189,7 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.own_expert
+	$(PY) -m bench.deploy --image  # the systemd unit, the image built from nothing (minutes)
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
