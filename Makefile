@@ -98,7 +98,7 @@ $(DOCS_STAMP): docs/requirements.txt
 ## Apache Airflow for the example DAG's test (tests/e2e/test_deploy_airflow.py): its own venv,
 ## exact pins in deploy/airflow/requirements.txt, expertd's client installed on top (--no-deps).
 $(AIRFLOW_STAMP): deploy/airflow/requirements.txt pyproject.toml
-	$(call step,Airflow: apache-airflow in $(AIRFLOW_VENV) (deploy/airflow/requirements.txt),first time: about 85 s)
+	$(call step,Airflow: apache-airflow in $(AIRFLOW_VENV) (deploy/airflow/requirements.txt),first time: about 100 s)
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
@@ -194,4 +194,4 @@ bench: setup $(HAPROXY) $(PODMAN)
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) build/image site express_bridge/node_modules models data
