@@ -22,8 +22,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from bench.common import BENCH, EXPERTD, PYTHON, ROOT, SENTIMENT_MODEL, child_env, free_port, median
+from bench.common import BENCH, EXPERTD, PYTHON, ROOT, SENTIMENT_MODEL, child_env, median
 from bench.machine import machine
+from bench.servers import Fleet
 
 EXAMPLE = ROOT / "docs" / "examples" / "mood"
 RESULTS = BENCH / "RESULTS-own-expert.md"
@@ -47,33 +48,16 @@ def timed(command: list[str], env: dict, stdin: str) -> tuple[float, float, str]
     return wall, usage.ru_maxrss / 1024, out
 
 
-def wait_ready(endpoint: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
-    """Poll ``health()`` until the server answers."""
-    from expertd.clients.wire import CallTimeout, Connection, ServerUnavailable
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with Connection(endpoint, timeout=2.0) as connection:
-                connection.call("health")
-                return
-        except (ServerUnavailable, CallTimeout):
-            time.sleep(0.2)
-    raise RuntimeError(f"the server at {endpoint} did not start")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure both arms and write the report."""
     parser = argparse.ArgumentParser(prog="python -m bench.own_expert", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
     env = child_env(MOOD_MODEL=str(SENTIMENT_MODEL))
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    config = str(EXAMPLE / "experts.yaml")
-    server = subprocess.Popen([EXPERTD, "serve", "--config", config, "--bind", endpoint], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(endpoint, server)
+    with Fleet() as fleet:
+        server = fleet.expertd("own-expert", EXAMPLE / "experts.yaml", env)
+        fleet.wait_ready([server], timeout=300.0)
+        endpoint = server.url
         script = [PYTHON, "mood_script.py"]
         stage = [EXPERTD, "pipe", "mood", "--endpoint", endpoint, "--timeout", "120"]
         documents = (EXAMPLE / "documents.jsonl").read_text()
@@ -83,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):  # alternating, so both see the same load
             rows["script"].append(timed(script, env, DOCUMENT)[:2])
             rows["stage"].append(timed(stage, env, DOCUMENT)[:2])
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     wall = {arm: median(r[0] for r in runs) for arm, runs in rows.items()}
     peak = {arm: max(r[1] for r in runs) for arm, runs in rows.items()}
     info = machine()

@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
-from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-from expertd.endpoint import EndpointError, click_callback, exit_usage, parse_endpoint
+from expertd.endpoint import EndpointError, exit_usage, parse_endpoint
+from expertd.options import endpoint_option
 from expertd.clients.pipe.retrying import what_to_do
 from expertd.spec import METHOD, exit_code
 
@@ -37,11 +37,6 @@ main(["{name}", *sys.argv[1:]])
 
 #: Exit status when no server answers (as the pipe stage's).
 NO_SERVER = 3
-
-endpoint_option = click.option(
-    "--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-    callback=click_callback(), help="Server endpoint (env EXPERTD_ENDPOINT).")
-
 
 def _no_server(command: str, endpoint: str, exc: Exception) -> None:
     click.echo(f"expertd {command}: no expertd server answered at {endpoint} ({exc}). Start one "
@@ -165,7 +160,7 @@ def _method_help(method: str, described: dict | None) -> str:
                add_help_option=False)
 @click.argument("method", required=False)
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
-@endpoint_option
+@endpoint_option()
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait for the answer.")
 @click.option("-h", "--help", "wants_help", is_flag=True, help="Show this message and exit.")
@@ -226,7 +221,7 @@ def _first_line(text: str | None) -> str:
 
 
 @click.command("list", short_help="List the server's experts and methods.")
-@endpoint_option
+@endpoint_option()
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the server.")
 def list_experts(endpoint, timeout):
@@ -269,7 +264,7 @@ SAMPLE_TEXT = "expertd info: a short sample text"
 
 @click.command("info", short_help="Describe expert NAME: field, opinion, metrics.")
 @click.argument("name")
-@endpoint_option
+@endpoint_option()
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the server (and for the sample opinion).")
 def info(name, endpoint, timeout):
@@ -327,7 +322,7 @@ def _sample_shape(endpoint: str, name: str, field: str, timeout: float) -> Any:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=lambda: Path(sys.executable).parent, show_default="the venv's bin/",
               help="Where to write the scripts (a directory on PATH).")
-@endpoint_option
+@endpoint_option()
 def install_stage(names, directory, endpoint):
     """Write an expert_NAME pipe stage for each NAME.
 

@@ -29,11 +29,10 @@ import time
 
 import click
 
-from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.pipe import LineReader
 from expertd.clients.pipe.reading import decode, pack_document, problem_of
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
-from expertd.endpoint import click_callback
+from expertd.options import endpoint_option
 from expertd.spec import ERROR, METHOD, exit_code
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -161,9 +160,7 @@ def run(name: str, endpoint: str, timeout: float, call_timeout: float, batch_siz
 
 @click.command("learn", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, callback=click_callback(),
-              help="Server endpoint (env EXPERTD_ENDPOINT).")
+@endpoint_option()
 @click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds to keep retrying an unreachable server before giving up (exit 3).")
 @click.option("--call-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,

@@ -11,11 +11,10 @@ import sys
 
 import click
 
-from expertd.clients import DEFAULT_ENDPOINT
 # Its parts, not the package: ``clients.pipe.main`` hands over to this command.
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.stage import run
-from expertd.endpoint import click_callback
+from expertd.options import endpoint_option
 
 D = PipeOptions.DEFAULTS
 
@@ -34,9 +33,7 @@ def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, c
 @click.option("--lines/--single", "mode", default=None,
               help="Input is JSON Lines / one (possibly multi-line) document. "
                    "Default: detected from the first line.")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, callback=click_callback(),
-              help="Server endpoint (env EXPERTD_ENDPOINT).")
+@endpoint_option()
 @click.option("--timeout", type=click.FloatRange(min=0), default=D["timeout"],
               show_default=True,
               help="Seconds to keep retrying an unreachable, overloaded or restarting server "

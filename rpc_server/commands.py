@@ -9,15 +9,12 @@ from pathlib import Path
 
 import click
 
-from expertd.endpoint import click_callback
+from expertd.options import bind_option
 from expertd.rpc_server.server import ServerConfig
-from expertd.spec import DEFAULT_ENDPOINT
 
 
 @click.command("serve")
-@click.option("--bind", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-              callback=click_callback(binding=True),
-              help="ZeroMQ endpoint to listen on (env EXPERTD_ENDPOINT).")
+@bind_option()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="EXPERTD_CONFIG", default=None,
               help="Experts file (YAML). Default: config/experts.yaml (env EXPERTD_CONFIG).")
@@ -83,9 +80,7 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
 
 
 @click.command("check", short_help="Check the experts file and endpoint; do not serve.")
-@click.option("--bind", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-              callback=click_callback(binding=True),
-              help="The endpoint `expertd serve` would listen on (env EXPERTD_ENDPOINT).")
+@bind_option("The endpoint `expertd serve` would listen on (env EXPERTD_ENDPOINT).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="EXPERTD_CONFIG", default=None,
               help="Experts file (YAML). Default: config/experts.yaml (env EXPERTD_CONFIG).")

@@ -12,16 +12,15 @@ import sys
 import click
 
 from expertd import control
-from expertd.clients import DEFAULT_ENDPOINT
-from expertd.clients.commands import NO_SERVER, endpoint_option
+from expertd.clients.commands import NO_SERVER
 from expertd.clients.probe import health_probe
-from expertd.endpoint import click_callback
+from expertd.options import endpoint_option
 
 
 # -- expertd status ---------------------------------------------------------------------
 
 @click.command("status", short_help="Say whether a server answers (exit 0, else 3).")
-@endpoint_option
+@endpoint_option()
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for an answer.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; only the exit status.")
@@ -48,7 +47,7 @@ def _duration(seconds: float) -> str:
 # -- expertd stop -----------------------------------------------------------------------
 
 @click.command("stop", short_help="Stop the server: SIGTERM, then SIGKILL.")
-@endpoint_option
+@endpoint_option()
 @click.option("--timeout", type=click.FloatRange(min=0), default=35.0, show_default=True,
               help="Seconds to let it finish in-flight calls (its --drain-timeout, 30 by "
                    "default, plus a margin) before it is killed.")
@@ -78,9 +77,7 @@ def stop(endpoint, timeout):
 # -- expertd reload ---------------------------------------------------------------------
 
 @click.command("reload")
-@click.option("--endpoint", envvar="EXPERTD_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, callback=click_callback(),
-              help="Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
+@endpoint_option("Endpoint of the server to reload (env EXPERTD_ENDPOINT).")
 def reload(endpoint):
     """Reload a server started with --workers: new workers replace old ones one at a time."""
     try:
