@@ -15,8 +15,13 @@ MODELS := models/sentiment/model.keras models/genre/model.keras
 CONSENSUS_METRICS := models/consensus/metrics.json
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
@@ -24,7 +29,7 @@ export PORT ?= 3000
 step = @printf '\n==> %s\n    (%s)\n' '$(1)' '$(2)'
 PATH_HINT = @echo "The tools (expertd, ...) are in $(CURDIR)/$(VENV)/bin: run \`source $(VENV)/bin/activate\` or \`eval \"\$$(make -s env)\"\` to put them on PATH."
 
-.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench docs clean
+.PHONY: run serve bridge test test-unit lint test-python test-node models data setup env bench docs image clean
 
 ## Start the server, then (once it answers) the HTTP bridge; Ctrl-C stops both.
 ## Whatever fails, nothing is left running: the EXIT trap stops both.
@@ -68,9 +73,9 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
-	$(VENV)/bin/pytest tests/unit tests/e2e
+	$(VENV)/bin/pytest -rs tests/unit tests/e2e
 
 test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
@@ -90,9 +95,40 @@ $(DOCS_STAMP): docs/requirements.txt
 	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r docs/requirements.txt
 	@touch $@
 
+## Apache Airflow for the example DAG's test (tests/e2e/test_deploy_airflow.py): its own venv,
+## exact pins in deploy/airflow/requirements.txt, expertd's client installed on top (--no-deps).
+$(AIRFLOW_STAMP): deploy/airflow/requirements.txt pyproject.toml
+	$(call step,Airflow: apache-airflow in $(AIRFLOW_VENV) (deploy/airflow/requirements.txt),first time: about 100 s)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements.txt
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
+	@touch $@
+
+## The offline checkers of deploy/ (kubernetes-validate, hadolint, yamllint): their own venv,
+## exact pins in deploy/requirements.txt (tests/e2e/test_deploy_kubernetes.py, test_deploy_image.py).
+$(DEPLOY_STAMP): deploy/requirements.txt
+	$(call step,deploy checkers: kubernetes-validate and hadolint in $(DEPLOY_VENV) (deploy/requirements.txt),first time: about 35 s)
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	@touch $@
+
+## The server's OCI image (deploy/image/build.sh: debootstrap + the wheels + podman build), then
+## tests/e2e/test_deploy_image.py runs it. Opt-in (not part of `make test`): minutes and about 2 GB.
+PODMAN := /usr/bin/podman
+image: setup $(DEPLOY_STAMP) $(PODMAN)
+	$(call step,image: deploy/image/build.sh then a run of the image (tests/e2e/test_deploy_image.py),first time: several minutes)
+	EXPERTD_IMAGE_BUILD=1 $(VENV)/bin/pytest -rsw tests/e2e/test_deploy_image.py
+
+$(PODMAN):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc)
+
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
+
+## Debian's systemd, for `systemd-analyze verify` of deploy/systemd/*.service (tests/e2e/test_deploy_systemd.py).
+$(SYSTEMD_ANALYZE):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y systemd || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd)
 
 ## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
 $(CHROMIUM):
@@ -142,8 +178,8 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
-bench: setup $(HAPROXY)
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev, haproxy and podman from Debian if missing).
+bench: setup $(HAPROXY) $(PODMAN)
 	bash bench/setup.sh
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
@@ -153,8 +189,9 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.own_expert
+	$(PY) -m bench.deploy --image  # the systemd unit, the image built from nothing (minutes)
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) build/image site express_bridge/node_modules models data

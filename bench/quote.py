@@ -158,6 +158,18 @@ QUOTES: dict[str, Quote | Section] = {
     "overload_goodput": Quote("RESULTS-overload.md", r"goodput \*\*(\d+%)\*\* of capacity"),
     "one_doc_p99_x": Quote("RESULTS-overload.md", rf"^Median ratio: ({NUMBER})x", "{0}x"),
     "overload_p99_x": Quote("RESULTS-overload.md", rf"p99 of the 200s \*\*({NUMBER})x\*\*", "{0}x"),
+    # bench/RESULTS-deploy.md (python -m bench.deploy --image)
+    "deploy_date": Quote("RESULTS-deploy.md", r"^Run (\d{4}-\d\d-\d\d \d\d:\d\d):\d\d UTC", "{0} UTC"),
+    "deploy_systemd_ready_s": Quote("RESULTS-deploy.md", rf"ready \(READY=1\) in ({NUMBER}) s", "{0} s"),
+    "deploy_systemd_mib": Quote("RESULTS-deploy.md", rf"READY=1\) in {NUMBER} s, ({NUMBER}) MiB", "{0} MiB"),
+    "deploy_systemd_stop_s": Quote("RESULTS-deploy.md", rf"2 workers\), stopped in ({NUMBER}) s", "{0} s"),
+    "deploy_image_mib": Quote("RESULTS-deploy.md", rf"\*\*OCI image\*\*: ({NUMBER}) MiB", "{0} MiB"),
+    "deploy_image_build_s": Quote("RESULTS-deploy.md", rf"built from nothing in ({NUMBER}) s", "{0} s"),
+    "deploy_image_ready_s": Quote("RESULTS-deploy.md", rf"healthy in ({NUMBER}) s", "{0} s"),
+    "deploy_image_rss_mib": Quote("RESULTS-deploy.md", rf"after `podman run`, ({NUMBER}) MiB", "{0} MiB"),
+    "deploy_image_stop_s": Quote("RESULTS-deploy.md", rf"\(one process\), stopped in ({NUMBER}) s", "{0} s"),
+    "deploy_debootstrap_s": Quote("RESULTS-deploy.md", rf"^\| debootstrap \| ({NUMBER}) \|", "{0} s"),
+    "deploy_podman_build_s": Quote("RESULTS-deploy.md", rf"^\| build \| ({NUMBER}) \|", "{0} s"),
 }
 
 

@@ -17,7 +17,7 @@ from gevent.threadpool import ThreadPool
 
 from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
                             load_expert)
-from expertd.rpc_server import runtime, transport
+from expertd.rpc_server import runtime, sdnotify, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
@@ -226,6 +226,8 @@ class ExpertdServer:
             return
         self._stopping = True
         log.info("%s: finishing in-flight calls, then exiting", reason)
+        if self.worker is None:  # a supervised worker's supervisor speaks to systemd
+            sdnotify.stopping(f"{reason}: draining in-flight calls")
         gevent.spawn(self._drain)
 
     def hangup(self) -> None:
@@ -295,4 +297,6 @@ def run(config: ServerConfig) -> None:
     """Start and serve until signalled (what ``expertd serve`` does)."""
     server = ExpertdServer(config)
     server.start()
+    if server.worker is None:  # bound and loaded: calls queued from now on are answered
+        sdnotify.ready(f"serving {', '.join(server.batchers)} on {config.bind}")
     server.serve()

@@ -58,6 +58,7 @@ from pathlib import Path
 import click
 
 from expertd import control
+from expertd.rpc_server import sdnotify
 
 log = logging.getLogger("expertd.supervisor")
 
@@ -362,6 +363,7 @@ class Supervisor:
         env[WORKER_COUNT_ENV] = str(self.count)
         env[READY_FD_ENV] = str(ready_w)
         env.pop(STEER_INDEX_ENV, None)
+        env.pop(sdnotify.NOTIFY_SOCKET_ENV, None)  # only the supervisor speaks to systemd
         if steer:  # the group numbers its sockets in listening order: it comes last
             listening = [w for w in self.all_workers() if w.ready and not w.exited()]
             env[STEER_INDEX_ENV] = str(len(listening))
@@ -524,6 +526,7 @@ class Supervisor:
         """Drain every worker (SIGTERM), then kill any that outlive the drain timeout."""
         workers = self.all_workers()
         log.info("%s: draining %d workers", self.stop_reason or "stop", len(workers))
+        sdnotify.stopping(f"{self.stop_reason or 'stop'}: draining {len(workers)} workers")
         running = {w.pid: w for w in workers if not w.exited()}  # exited ones are reaped now
 
         def killing(pid: int) -> None:
@@ -544,10 +547,13 @@ class Supervisor:
         self.install_signals()
         ok = self.start()
         if ok:
+            sdnotify.ready(f"{self.count} workers serving")
             while not self.stop_reason:
                 if self.reload_wanted:
                     self.reload_wanted = False
+                    sdnotify.reloading("replacing the workers one at a time")
                     self.reload()
+                    sdnotify.ready(f"{self.count} workers serving")
                     continue
                 self.tick(self._next_timeout(1.0))
         self.stop()

@@ -1,0 +1,216 @@
+"""deploy/image/: the server image from Debian packages, built and run as far as this machine allows.
+
+Always (seconds): hadolint on the Containerfile, ``bash -n`` on build.sh, and
+the recipe's promises read from the Containerfile (non-root user, the health
+check on the port the server opens, configuration and state as volumes).
+
+The full build (debootstrap, the wheels, ``podman build``) and a run of the
+image take minutes and about 2 GB, so they are opt-in: ``EXPERTD_IMAGE_BUILD=1``
+(with Debian's podman, buildah, debootstrap and runc installed; ``make image``
+does both). Then each step that this machine refuses is reported as a warning
+naming what was refused and the work-around used, or skipped with the reason
+when there is none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+import warnings
+
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_for
+
+IMAGE_DIR = ROOT / "deploy" / "image"
+CONTAINERFILE = IMAGE_DIR / "Containerfile"
+BUILD_SH = IMAGE_DIR / "build.sh"
+HADOLINT = ROOT / ".venv-deploy" / "bin" / "hadolint"
+WORK = ROOT / "build" / "image"
+IMAGE = "localhost/expertd:0.1.0"
+BASE = "localhost/expertd-base:bookworm"
+OPT_IN = os.environ.get("EXPERTD_IMAGE_BUILD") == "1"
+#: Where a default `podman run` asks for higher limits than a process without
+#: CAP_SYS_RESOURCE may set, lower ones are always allowed.
+LOWER_LIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The Containerfile's instructions as ``(KEYWORD, arguments)``, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", CONTAINERFILE.read_text())
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def test_containerfile_passes_hadolint():
+    if not HADOLINT.exists():
+        pytest.fail("hadolint is missing: `make test` installs it into .venv-deploy "
+                    "(deploy/requirements.txt)")
+    done = subprocess.run([str(HADOLINT), str(CONTAINERFILE)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_build_script_parses():
+    done = subprocess.run(["bash", "-n", str(BUILD_SH)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "set -euo pipefail" in BUILD_SH.read_text()
+
+
+def test_recipe_is_non_root_with_health_check_and_volumes():
+    found = instructions()
+    by_keyword: dict[str, list[str]] = {}
+    for keyword, rest in found:
+        by_keyword.setdefault(keyword, []).append(rest)
+    user = by_keyword["USER"][-1].split(":")[0]
+    assert user not in ("root", "0"), user
+    cmd = json.loads(by_keyword["CMD"][-1])
+    health_port = cmd[cmd.index("--health-port") + 1]
+    (healthcheck,) = by_keyword["HEALTHCHECK"]
+    assert f"127.0.0.1:{health_port}/health" in healthcheck
+    volumes = json.loads(by_keyword["VOLUME"][-1])
+    assert "/etc/expertd" in volumes and "/var/lib/expertd" in volumes
+    assert cmd[cmd.index("--config") + 1].startswith("/etc/expertd/")
+    # The learner's state goes to the state volume (deploy/systemd/experts.yaml, copied in).
+    assert "state_dir: /var/lib/expertd" in (ROOT / "deploy" / "systemd" / "experts.yaml").read_text()
+
+
+# -- the opt-in build and run --
+
+
+class Podman:
+    """``podman`` with a storage of its own under build/image, and the options this machine needs."""
+
+    def __init__(self) -> None:
+        """Storage under build/image (kept between runs: the base image is made once)."""
+        self.global_options = ["--root", str(WORK / "storage"), "--runroot", str(WORK / "run")]
+        self.run_options: list[str] = []
+
+    def command(self, *args: str) -> list[str]:
+        """A podman command line with the global options."""
+        return ["podman", *self.global_options, *args]
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run podman, its output captured."""
+        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def refused(done: subprocess.CompletedProcess) -> str:
+    """The line in which podman says what it was refused."""
+    lines = [line for line in done.stderr.splitlines() if "rror" in line] or done.stderr.splitlines()
+    return lines[-1].strip() if lines else f"exit status {done.returncode}"
+
+
+@pytest.fixture(scope="module")
+def podman() -> Podman:
+    """A podman that can run a container of the Debian root here (work-arounds reported), or a skip."""
+    if not OPT_IN:
+        pytest.skip("the image build is opt-in (EXPERTD_IMAGE_BUILD=1, or `make image`): "
+                    "debootstrap, the wheels and podman build take minutes and about 2 GB; "
+                    "see bench/RESULTS-deploy.md for the measured cost")
+    missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (Debian packages; `make image` installs them)")
+    tool = Podman()
+    base = subprocess.run(["bash", str(BUILD_SH), "base"], capture_output=True, text=True,
+                          timeout=1800, env=dict(os.environ, WORK=str(WORK),
+                                                 PODMAN=" ".join(tool.command())))
+    if base.returncode != 0:
+        pytest.skip(f"the base image could not be made here: {refused(base)}")
+    tried = []
+    for options in ([], LOWER_LIMITS, ["--runtime", "runc", *LOWER_LIMITS]):
+        if "runc" in options and shutil.which("runc") is None:
+            continue
+        global_options = ["--runtime", "runc"] if "runc" in options else []
+        run_options = [o for o in options if o not in ("--runtime", "runc")]
+        probe = subprocess.run(["podman", *tool.global_options, *global_options, "run", "--rm",
+                                "--network", "none", *run_options, BASE, "true"],
+                               capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0:
+            tool.global_options += global_options
+            tool.run_options = run_options
+            for attempt, reason in tried:
+                warnings.warn(f"this machine refused `podman run {attempt}`: {reason}; "
+                              f"using `{' '.join(global_options + run_options)}`", stacklevel=1)
+            return tool
+        tried.append((" ".join(global_options + run_options) or "(defaults)", refused(probe)))
+    pytest.skip("podman cannot run a container here: " +
+                "; ".join(f"`podman run {a}`: {r}" for a, r in tried))
+
+
+@pytest.fixture(scope="module")
+def image(podman) -> dict:
+    """The image, built by deploy/image/build.sh with the options this machine needs; its facts."""
+    began = time.monotonic()
+    env = dict(os.environ, WORK=str(WORK), PODMAN=" ".join(podman.command()),
+               BUILD_OPTS=" ".join(podman.run_options), IMAGE=IMAGE)
+    done = subprocess.run(["bash", str(BUILD_SH)], capture_output=True, text=True,
+                          timeout=3600, env=env)
+    if done.returncode != 0:
+        pytest.fail(f"build.sh failed: {refused(done)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    steps = dict(re.findall(r"^step (\w+): ([\d.]+) s$", done.stdout, re.M))
+    size = int(podman.run("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
+    return {"steps": steps, "size": size, "build_s": time.monotonic() - began}
+
+
+@pytest.mark.timeout(3600)  # the first build: debootstrap, the wheels, podman build
+def test_image_runs_non_root_healthy_and_stops_gracefully(podman, image, tmp_path):
+    rpc_port, health_port = free_port(), free_port()
+    name = f"expertd-test-{rpc_port}"
+    started = time.monotonic()
+    run = podman.run("run", "-d", "--name", name, *podman.run_options,
+                     "-p", f"127.0.0.1:{rpc_port}:4242", "-p", f"127.0.0.1:{health_port}:8081",
+                     IMAGE)
+    if run.returncode != 0:
+        pytest.skip(f"podman run of the image refused here: {refused(run)}")
+    if "systemd" in run.stderr:  # podman schedules HEALTHCHECK runs with systemd timers
+        warnings.warn("this machine refused podman's periodic health checks (no systemd): "
+                      f"{refused(run)}; the test runs `podman healthcheck run` itself",
+                      stacklevel=1)
+    try:
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/health",
+                                            timeout=2) as reply:
+                    return json.load(reply)
+            except OSError:
+                state = podman.run("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+                if state != "true":
+                    raise AssertionError(podman.run("logs", name).stderr[-4000:]) from None
+                return None
+
+        health = wait_for(healthy, 300, "the container's health port")
+        ready_s = time.monotonic() - started
+        assert health["status"] == "ok"
+        assert "sentiment" in health["experts"] and "learner" in health["experts"]
+        import zerorpc
+
+        client = zerorpc.Client(f"tcp://127.0.0.1:{rpc_port}", timeout=30, heartbeat=None)
+        try:
+            assert client.opinion("sentiment", {"text": "I love this"})["label"] == "positive"
+        finally:
+            client.close()
+        check = podman.run("healthcheck", "run", name)
+        assert check.returncode == 0, check.stdout + check.stderr  # the image's HEALTHCHECK
+        user = podman.run("exec", name, "id", "-u").stdout.strip()
+        assert user == "10001"
+        memory = podman.run("exec", name, "sh", "-c",
+                            "grep VmRSS /proc/1/status").stdout.split()[1]
+        stop = podman.run("stop", "--time", "45", name)
+        assert stop.returncode == 0, stop.stderr
+        code = podman.run("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert code == "0", podman.run("logs", name).stderr[-4000:]
+        print(f"\nimage: {image['size'] / 2**20:.0f} MiB, build steps {image['steps']}, "
+              f"ready in {ready_s:.1f} s, server RSS {int(memory) / 1024:.0f} MiB")
+    finally:
+        podman.run("rm", "-f", name)
