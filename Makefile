@@ -17,6 +17,7 @@ DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
+POSTGRES := /usr/lib/postgresql/15/bin/initdb
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
@@ -68,7 +69,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest tests/unit tests/e2e
 
@@ -94,6 +95,11 @@ $(DOCS_STAMP): docs/requirements.txt
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
+## Debian's PostgreSQL server, for tests/e2e/test_learn_postgres.py (the feedback log across machines)
+## and bench/learning_pg.py; the tests start their own throw-away cluster, never the system's.
+$(POSTGRES):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+
 ## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
@@ -112,7 +118,7 @@ $(PY):
 $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test,postgresql]'
 	@touch $@
 	$(PATH_HINT)
 
