@@ -148,10 +148,11 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev and haproxy from Debian if missing).
-bench: setup $(HAPROXY)
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev, haproxy and postgresql from Debian if missing).
+bench: setup $(HAPROXY) $(POSTGRES)
 	bash bench/setup.sh
 	$(PY) -m bench.learning
+	$(PY) -m bench.learning_pg
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
 	$(PY) -m bench.scale

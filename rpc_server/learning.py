@@ -345,6 +345,9 @@ class Learner:
                         if self.replaying:
                             self._rebuilt()
                         break
+                    # How far behind (health(), experts()): exact when the read took all there was.
+                    self.backlog = len(rows) if len(rows) < READ_LIMIT else self.log_pool.spawn(
+                        self.feedback.pending, self.expert.name, self.applied_seq).get()
                     self.labels.update(label_key(y) for _, _, y in rows)
                     self.pool.spawn(self._apply, rows).get()
                     progress, self._progress = self._progress, Event()

@@ -23,14 +23,15 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 class PostgresServer:
     """One PostgreSQL cluster of its own (``url`` names its ``postgres`` database)."""
 
-    def __init__(self) -> None:
-        """initdb in a new temp dir (nothing runs yet)."""
+    def __init__(self, fsync: bool = False) -> None:
+        """initdb in a new temp dir (nothing runs yet); ``fsync`` off for tests, on to measure."""
         if not (PG_BIN / "initdb").exists():
             pytest.skip("PostgreSQL 15 is not installed (make test installs Debian's postgresql)")
         self.root = Path(tempfile.mkdtemp(prefix="expertd-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.fsync = fsync
         self.as_postgres = os.geteuid() == 0
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
@@ -46,7 +47,7 @@ class PostgresServer:
     def start(self) -> None:
         """Start it and wait until it accepts connections."""
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=50")
+                   f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=50")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                   "-w", "start")
 

@@ -12,11 +12,13 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, EXPERTD, ROOT
+from tests.conftest import BIN, EXPERTD, ROOT, free_port
 from tests.e2e.pg_server import PostgresServer
+from tests.e2e.test_haproxy import HAPROXY, HAProxy
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -193,11 +195,12 @@ def test_three_servers_on_one_log_stay_in_step_through_a_kill_and_a_database_res
         postgres, tmp_path):
     from tests.conftest import ServerProcess, wait_for
 
-    servers = []
+    servers, health_ports = [], [free_port() for _ in range(3)]
     for n in range(3):
         (tmp_path / f"m{n}").mkdir()
         servers.append(ServerProcess(learner_config(tmp_path / f"m{n}"), tmp_path / f"m{n}",
-                                     "--feedback-log", postgres.url))
+                                     "--feedback-log", postgres.url,
+                                     "--health-port", str(health_ports[n])))
     try:
         streams = [Stream(n, servers[n]) for n in range(3)]
         began = time.monotonic()
@@ -248,6 +251,15 @@ def test_three_servers_on_one_log_stay_in_step_through_a_kill_and_a_database_res
         assert {o["label"] for o in opinions[0]} >= {"cat", "dog", "bird"}
         for c in clients:
             c.close()
+        if Path(HAPROXY).exists():  # deploy/haproxy.cfg in front of two of them: one model behind it
+            proxy = HAProxy(tmp_path, [(servers[n].endpoint, health_ports[n]) for n in (0, 2)])
+            try:
+                for _ in range(4):  # fresh connections, spread over both
+                    client = rpc(proxy.endpoint)
+                    assert [client.opinion("learner", {"text": t}) for t in HELD_OUT] == opinions[0]
+                    client.close()
+            finally:
+                proxy.stop()
         print(f"\n{len(acknowledged)} acknowledged of {3 * PER_STREAM} sent in {took:.1f} s; "
               f"errors: {[s.errors for s in streams]}; states {states}")
 
