@@ -178,6 +178,7 @@ def measure(kind: str, feedback_log: str | None, train: list, texts: list[str], 
         for server in servers:
             server.stop()
     return {"step": step, "idle": idle, "stream": streamed, "load": load_before,
+            "first_ready_s": median(s.ready_s for s in servers[:3]),
             "fourth_ready_s": fourth.ready_s, "fourth_catch_up_s": catch_up,
             "fourth_replay_total": first["replay_total"]}
 
@@ -194,6 +195,7 @@ def summarise(rounds: list[dict]) -> dict:
         "busy_p50_ms": median(percentile(r["stream"]["busy"], 50) for r in rounds),
         "busy_p99_ms": median(percentile(r["stream"]["busy"], 99) for r in rounds),
         "failures": sum(len(r["stream"]["failures"]) for r in rounds),
+        "first_ready_s": median(r["first_ready_s"] for r in rounds),
         "fourth_ready_s": median(r["fourth_ready_s"] for r in rounds),
         "fourth_catch_up_s": median(r["fourth_catch_up_s"] for r in rounds),
         "fourth_replay_total": median(r["fourth_replay_total"] for r in rounds),
@@ -231,6 +233,8 @@ def write_report(results: dict, machine: str) -> str:
                    f"{pg['busy_p50_ms']:.2f}", f"{lite['busy_p50_ms']:.2f}"),
         row.format("opinion p99 while the three servers learn (ms)",
                    f"{pg['busy_p99_ms']:.2f}", f"{lite['busy_p99_ms']:.2f}"),
+        row.format("first three servers, empty log: seconds until each answers health() (median)",
+                   f"{pg['first_ready_s']:.2f}", f"{lite['first_ready_s']:.2f}"),
         row.format("fourth server: seconds until it answers health()",
                    f"{pg['fourth_ready_s']:.2f}", f"{lite['fourth_ready_s']:.2f}"),
         row.format("fourth server: examples it replayed after its checkpoint",

@@ -161,6 +161,8 @@ QUOTES: dict[str, Quote | Section] = {
                          rf"^\| opinion p99 while [^|]*\| ({NUMBER}) \|", "{0} ms"),
     "sqlite_busy_p99": Quote("RESULTS-learning-pg.md",
                              rf"^\| opinion p99 while [^|]*\| {NUMBER} \| ({NUMBER}) \|", "{0} ms"),
+    "pg_first_ready": Quote("RESULTS-learning-pg.md",
+                            rf"^\| first three servers, empty log[^|]*\| ({NUMBER}) \|", "{0} s"),
     "pg_fourth_ready": Quote("RESULTS-learning-pg.md",
                              rf"^\| fourth server: seconds until it answers[^|]*\| ({NUMBER}) \|", "{0} s"),
     "pg_fourth_catch_up": Quote("RESULTS-learning-pg.md",

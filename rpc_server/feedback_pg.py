@@ -192,8 +192,11 @@ class PostgresFeedbackLog:
                         f"the feedback log at {self.where} is unreachable "
                         f"({type(exc).__name__})") from exc
                 except BaseException:
-                    if self._conn is not None and not self._conn.closed:
-                        self._conn.rollback()
+                    try:
+                        if self._conn is not None and not self._conn.closed:
+                            self._conn.rollback()
+                    except psycopg.Error:
+                        self._drop()
                     raise
         raise AssertionError("unreachable")
 

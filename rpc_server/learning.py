@@ -462,7 +462,8 @@ class Learning:
             learner.start()
         # A refusal raised in the log's thread is an answer, not a crash: no traceback on stderr.
         hub = gevent.get_hub()
-        hub.NOT_ERROR = (*hub.NOT_ERROR, ExpertdError)
+        if ExpertdError not in hub.NOT_ERROR:
+            hub.NOT_ERROR = (*hub.NOT_ERROR, ExpertdError)
         if hasattr(self.feedback, "listen"):  # woken by other servers' appends
             # The log calls back from a thread of its own: an async watcher brings the
             # wake-up onto the gevent loop (its send() is the one thread-safe call).
@@ -564,7 +565,7 @@ def start_learning(experts: dict[str, Expert], file: Any,
     url = feedback_log or file.server.feedback_log
     try:
         feedback = open_feedback_log(url, Path(file.server.state_dir))
-    except ValueError as exc:
+    except (ValueError, RuntimeError, FeedbackLogUnavailable) as exc:  # one line, no traceback
         raise ConfigError(f"server.feedback_log: {exc}") from None
     learning = Learning(experts, policies, Path(file.server.state_dir), feedback)
     learning.start()

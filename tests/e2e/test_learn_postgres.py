@@ -53,6 +53,16 @@ def test_db_upgrade_creates_the_schema_once_and_names_an_unreachable_database(po
     assert "s3cret" not in down.stderr + down.stdout
 
 
+def test_a_server_whose_database_is_unreachable_says_so_in_one_line(tmp_path):
+    config = learner_config(tmp_path)
+    run = run_expertd("serve", "--config", str(config), "--bind", f"tcp://127.0.0.1:{free_port()}",
+                      "--feedback-log", "postgresql://postgres:s3cret@127.0.0.1:1/postgres")
+    assert run.returncode == 1, run
+    assert "server.feedback_log: the feedback log at postgresql://postgres@127.0.0.1:1/postgres " \
+           "is unreachable" in run.stderr
+    assert "Traceback" not in run.stderr and "s3cret" not in run.stderr
+
+
 APPENDER = textwrap.dedent("""
     import sys
     from expertd.rpc_server.feedback_pg import PostgresFeedbackLog
