@@ -22,6 +22,7 @@ DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
+POSTGRES := /usr/lib/postgresql/15/bin/initdb
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
 export PORT ?= 3000
 
@@ -73,7 +74,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest -rs tests/unit tests/e2e
 
@@ -130,6 +131,11 @@ $(HAPROXY):
 $(SYSTEMD_ANALYZE):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y systemd || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd)
 
+## Debian's PostgreSQL server, for tests/e2e/test_learn_postgres.py (the feedback log across machines)
+## and bench/learning_pg.py; the tests start their own throw-away cluster, never the system's.
+$(POSTGRES):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+
 ## Debian's chromium, for the page's browser test (express_bridge/test/page.test.js).
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
@@ -148,7 +154,7 @@ $(PY):
 $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test,postgresql]'
 	@touch $@
 	$(PATH_HINT)
 
@@ -178,10 +184,11 @@ $(NODE_STAMP): express_bridge/package.json express_bridge/package-lock.json
 	$(call step,Node packages: those of the HTTP bridge (npm ci),first time: about 20 s)
 	npm ci --silent --no-audit --no-fund --prefix express_bridge
 
-## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev, haproxy and podman from Debian if missing).
-bench: setup $(HAPROXY) $(PODMAN)
+## Benchmarks: writes bench/RESULTS.md and bench/RESULTS-*.md (installs wrk, libev-dev, haproxy, postgresql and podman from Debian if missing).
+bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	bash bench/setup.sh
 	$(PY) -m bench.learning
+	$(PY) -m bench.learning_pg
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
 	$(PY) -m bench.scale

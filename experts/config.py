@@ -301,6 +301,10 @@ class ServerSettings:
     max_batch_docs: int = setting(100_000, integer(1))
     #: Where learning experts keep their feedback log and checkpoints (default: state/ beside the file).
     state_dir: str | None = setting(None, text)  # relative to the file's directory
+    #: The feedback log and checkpoints in PostgreSQL (``postgresql://...``), shared across
+    #: machines; unset: SQLite and files in state_dir (one machine). Keep the password out
+    #: of the file: libpq reads $PGPASSWORD and ~/.pgpass.
+    feedback_log: str | None = setting(None, text)
     #: Largest ZeroMQ message the socket accepts (a bigger one drops that connection).
     max_message_bytes: int = setting(32 * 1024 * 1024, integer(1))
     #: A connection that has not finished its ZMTP handshake by then is closed.

@@ -47,11 +47,16 @@ from expertd.rpc_server.server import ServerConfig
               help="Allow a non-loopback --bind without CURVE (logs a warning at start).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--feedback-log", envvar="EXPERTD_FEEDBACK_LOG", default=None, metavar="URL",
+              help="Keep the feedback log and checkpoints of experts that learn in PostgreSQL "
+                   "(postgresql://...), shared by servers on several machines. Default: the "
+                   "experts file's server.feedback_log, else SQLite in its state_dir "
+                   "(env EXPERTD_FEEDBACK_LOG).")
 @click.option("--check", "check_only", is_flag=True,
               help="Only check the experts file and the endpoint, then exit (0: all good).")
 def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, metrics_port,
           workers, health_port, curve_secret_key, authorized_keys, insecure, log_level,
-          check_only):
+          check_only, feedback_log):
     """Load every expert once and answer opinions over ZeroRPC.
 
     The experts file and the endpoint are checked first, so a mistake in
@@ -61,7 +66,8 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
                           metrics_port=metrics_port, log_level=log_level,
                           health_port=health_port, curve_secret_key=curve_secret_key,
-                          authorized_keys=authorized_keys, insecure=insecure)
+                          authorized_keys=authorized_keys, insecure=insecure,
+                          feedback_log=feedback_log)
     if check_only:
         check_config(config)
         return

@@ -18,11 +18,20 @@
 
 A learner's ``model_version`` is the sequence number of the last example it
 applied: two servers at the same ``model_version`` hold the same model.
-Checkpoints (``<state_dir>/checkpoints/<expert>.ckpt``) are written atomically
-every ``checkpoint_every`` updates or ``checkpoint_seconds`` seconds, and at
-shutdown; a restarted server restores the checkpoint, starts serving at once,
-and replays the log after it behind the opinions it serves (``replaying``,
-``replayed`` and ``replay_total`` in its state and in ``health()``).
+Checkpoints are written atomically every ``checkpoint_every`` updates or
+``checkpoint_seconds`` seconds, and at shutdown, each one the model together
+with the sequence number it was taken at (so that a server killed at any
+moment restores a model and replays exactly what follows it: nothing lost,
+nothing applied twice); a restarted server restores the checkpoint, starts
+serving at once, and replays the log after it behind the opinions it serves
+(``replaying``, ``replayed`` and ``replay_total`` in its state and in ``health()``).
+
+Where the log and the checkpoints live (``open_feedback_log``): by default an
+SQLite file and ``<state_dir>/checkpoints/<expert>.ckpt`` (one machine); with
+``server: {feedback_log: postgresql://...}`` (or ``--feedback-log``, or
+``$EXPERTD_FEEDBACK_LOG``) both are in PostgreSQL (``rpc_server.feedback_pg``),
+shared by servers on any number of machines, which the database's
+notifications wake when another server appends.
 """
 
 from __future__ import annotations
@@ -43,8 +52,8 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 from expertd.experts.base import Expert
-from expertd.rpc_server.errors import (ExpertFailed, InvalidDocument, LearnBacklogFull,
-                                       LearnLimit, Overloaded)
+from expertd.rpc_server.errors import (ExpertdError, ExpertFailed, FeedbackLogUnavailable,
+                                       InvalidDocument, LearnBacklogFull, LearnLimit, Overloaded)
 from expertd.rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
 from expertd.rpc_server.validation import json_type
 
@@ -129,6 +138,44 @@ def label_key(target: Any) -> str:
     return json.dumps(target, ensure_ascii=False)
 
 
+def open_feedback_log(url: str | None, state_dir: Path) -> FeedbackLog:
+    """The feedback log named by ``url``: PostgreSQL for ``postgresql://...``, else SQLite in ``state_dir``.
+
+    Raises ``ValueError`` for a URL of another kind, or when the PostgreSQL
+    client is not installed; ``FeedbackLogUnavailable`` when the database
+    cannot be reached (its schema is created or upgraded on opening).
+    """
+    if not url:
+        return SQLiteFeedbackLog(Path(state_dir) / LOG_FILE)
+    if url.split("://", 1)[0] not in ("postgresql", "postgres"):
+        raise ValueError("feedback_log must be a postgresql:// URL (or unset: SQLite in state_dir)")
+    try:
+        from expertd.rpc_server.feedback_pg import PostgresFeedbackLog
+    except ImportError:
+        raise ValueError("a postgresql:// feedback_log needs psycopg: "
+                         "pip install 'expertd[postgresql]'") from None
+    return PostgresFeedbackLog(url)
+
+
+class FileCheckpoints:
+    """Checkpoints as files, ``<state_dir>/checkpoints/<expert>.ckpt``, each written atomically."""
+
+    def __init__(self, state_dir: Path) -> None:
+        """Nothing is read or written until asked."""
+        self.state_dir = Path(state_dir)
+
+    def save_checkpoint(self, expert: str, seq: int, record: bytes) -> None:
+        """Replace the expert's checkpoint with ``record`` (taken at ``seq``)."""
+        path = checkpoint_path(self.state_dir, expert)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, record)
+
+    def load_checkpoint(self, expert: str) -> bytes | None:
+        """The expert's checkpoint record, or ``None``."""
+        path = checkpoint_path(self.state_dir, expert)
+        return path.read_bytes() if path.exists() else None
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half."""
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
@@ -148,12 +195,12 @@ class Learner:
     """Applies one expert's examples from the log, in order, in its own thread."""
 
     def __init__(self, expert: Expert, feedback: FeedbackLog, log_pool: ThreadPool,
-                 checkpoint_path: Path, policy: LearnPolicy) -> None:
-        """Nothing is read until ``restore``."""
+                 checkpoints: Any, policy: LearnPolicy) -> None:
+        """Nothing is read until ``restore``; ``checkpoints``: a ``FileCheckpoints`` or the log."""
         self.expert = expert
         self.feedback = feedback
         self.log_pool = log_pool
-        self.checkpoint_path = checkpoint_path
+        self.checkpoints = checkpoints
         self.policy = policy
         self.pool = ThreadPool(1)  # one thread: updates are applied in order
         self.applied_seq = 0
@@ -284,7 +331,8 @@ class Learner:
     def _follow(self) -> None:
         """Apply the log after ``applied_seq`` in slices of ``READ_LIMIT`` rows, in the learner's
         thread (this greenlet only waits, so the gevent loop answers calls meanwhile)."""
-        interval = self.policy.poll_ms / 1000.0
+        # A log that wakes its readers (PostgreSQL's notifications) is polled only as a fallback.
+        interval = getattr(self.feedback, "poll_s", None) or self.policy.poll_ms / 1000.0
         while True:
             self._wake.wait(interval)
             self._wake.clear()
@@ -297,6 +345,9 @@ class Learner:
                         if self.replaying:
                             self._rebuilt()
                         break
+                    # How far behind (health(), experts()): exact when the read took all there was.
+                    self.backlog = len(rows) if len(rows) < READ_LIMIT else self.log_pool.spawn(
+                        self.feedback.pending, self.expert.name, self.applied_seq).get()
                     self.labels.update(label_key(y) for _, _, y in rows)
                     self.pool.spawn(self._apply, rows).get()
                     progress, self._progress = self._progress, Event()
@@ -307,6 +358,10 @@ class Learner:
                     self.pool.spawn(self._checkpoint).get()
             except gevent.GreenletExit:
                 raise
+            except FeedbackLogUnavailable as exc:  # the database is down: resume when it is back
+                log.warning("expert %s: %s; serving opinions from model version %d meanwhile",
+                            self.expert.name, exc, self.applied_seq)
+                gevent.sleep(1.0)
             except Exception:  # a locked or lost log: try again a little later
                 log.exception("expert %s: could not follow the feedback log", self.expert.name)
                 gevent.sleep(1.0)
@@ -347,17 +402,18 @@ class Learner:
         record = {"expert": self.expert.name, "class": type(self.expert).__qualname__,
                   "version": self.expert.version, "seq": seq,
                   "failed_updates": self.failed_updates, "model": self.expert.checkpoint()}
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.checkpoint_path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        self.checkpoints.save_checkpoint(self.expert.name, seq,
+                                         pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
         self.checkpoint_seq = seq
         self._checkpointed_at = time.monotonic()
         log.info("expert %s: checkpoint at model version %d", self.expert.name, seq)
 
     def _restore(self) -> None:
-        if not self.checkpoint_path.exists():
+        data = self.checkpoints.load_checkpoint(self.expert.name)
+        if data is None:
             return
         try:
-            record = pickle.loads(self.checkpoint_path.read_bytes())
+            record = pickle.loads(data)
             if (record["class"], record["version"]) != (type(self.expert).__qualname__,
                                                         self.expert.version):
                 log.warning("expert %s: checkpoint is of %s version %s; replaying the whole log",
@@ -378,10 +434,16 @@ class Learning:
 
     def __init__(self, experts: dict[str, Expert], policies: dict[str, LearnPolicy],
                  state_dir: Path, feedback: FeedbackLog | None = None) -> None:
-        """Open the log (SQLite under ``state_dir`` unless one is given) and make the learners."""
+        """Open the log (SQLite under ``state_dir`` unless one is given) and make the learners.
+
+        Checkpoints go where the log keeps them (PostgreSQL), else to files in ``state_dir``.
+        """
         self.state_dir = Path(state_dir)
         self._in_use = hold_state(self.state_dir)
         self.feedback = feedback or SQLiteFeedbackLog(self.state_dir / LOG_FILE)
+        checkpoints = self.feedback if hasattr(self.feedback, "save_checkpoint") \
+            else FileCheckpoints(self.state_dir)
+        self._woken = None
         self.log_pool = ThreadPool(1)
         self.learners: dict[str, Learner] = {}
         for name, expert in experts.items():
@@ -390,8 +452,7 @@ class Learning:
             policy = policies.get(name) or LearnPolicy()
             if policy.target:
                 expert.target = policy.target
-            self.learners[name] = Learner(expert, self.feedback, self.log_pool,
-                                          checkpoint_path(self.state_dir, name), policy)
+            self.learners[name] = Learner(expert, self.feedback, self.log_pool, checkpoints, policy)
 
     def start(self) -> None:
         """Restore every learner from its checkpoint, then follow the log (the backlog replayed behind)."""
@@ -399,6 +460,20 @@ class Learning:
             learner.restore()
         for learner in self.learners.values():
             learner.start()
+        # A refusal raised in the log's thread is an answer, not a crash: no traceback on stderr.
+        hub = gevent.get_hub()
+        if ExpertdError not in hub.NOT_ERROR:
+            hub.NOT_ERROR = (*hub.NOT_ERROR, ExpertdError)
+        if hasattr(self.feedback, "listen"):  # woken by other servers' appends
+            # The log calls back from a thread of its own: an async watcher brings the
+            # wake-up onto the gevent loop (its send() is the one thread-safe call).
+            self._woken = gevent.get_hub().loop.async_()
+            self._woken.start(self._wake_all)
+            self.feedback.listen(self._woken.send)
+
+    def _wake_all(self) -> None:
+        for learner in self.learners.values():
+            learner.wake()
 
     def progress(self) -> dict:
         """Each learner's ``progress`` by name (for ``health()``)."""
@@ -433,6 +508,12 @@ class Learning:
                 seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
             except (LearnLimit, LearnBacklogFull, Overloaded):
                 raise
+            except FeedbackLogUnavailable as exc:
+                log.warning("expert %s: %s; learn call refused", name, exc)
+                raise FeedbackLogUnavailable(
+                    f"expert {name!r}: its feedback log's database cannot be reached, so none of "
+                    "this call's examples was acknowledged; send them again shortly (opinions "
+                    "are still served)") from None
             except Exception as exc:
                 log.exception("expert %s: could not append to the feedback log", name)
                 raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
@@ -457,11 +538,17 @@ class Learning:
                 log.exception("expert %s: could not write its last checkpoint", name)
         self.log_pool.kill()
         self.feedback.close()
+        if self._woken is not None:
+            self._woken.stop()
         os.close(self._in_use)
 
 
-def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
-    """Build and start ``Learning`` for the experts that learn in an experts file (or ``None``)."""
+def start_learning(experts: dict[str, Expert], file: Any,
+                   feedback_log: str | None = None) -> Learning | None:
+    """Build and start ``Learning`` for the experts that learn in an experts file (or ``None``).
+
+    ``feedback_log`` (``--feedback-log``) overrides the file's ``server.feedback_log``.
+    """
     from expertd.experts.config import ConfigError
 
     policies = {}
@@ -475,10 +562,15 @@ def start_learning(experts: dict[str, Expert], file: Any) -> Learning | None:
             raise ConfigError(f"expert {spec.name!r}: bad learn settings: {exc}") from None
     if not any(expert.learns for expert in experts.values()):
         return None
-    learning = Learning(experts, policies, Path(file.server.state_dir))
+    url = feedback_log or file.server.feedback_log
+    try:
+        feedback = open_feedback_log(url, Path(file.server.state_dir))
+    except (ValueError, RuntimeError, FeedbackLogUnavailable) as exc:  # one line, no traceback
+        raise ConfigError(f"server.feedback_log: {exc}") from None
+    learning = Learning(experts, policies, Path(file.server.state_dir), feedback)
     learning.start()
     log.info("experts that learn: %s (feedback log and checkpoints in %s)",
-             ", ".join(learning.learners), learning.state_dir)
+             ", ".join(learning.learners), getattr(feedback, "where", learning.state_dir))
     return learning
 
 
@@ -494,8 +586,17 @@ def hold_state(state_dir: Path) -> int:
     return fd
 
 
-def learned_state(state_dir: Path, name: str) -> dict:
-    """What persists for expert ``name``: examples in the feedback log and its checkpoint file."""
+def learned_state(state_dir: Path, name: str, url: str | None = None) -> dict:
+    """What persists for expert ``name``: examples in the feedback log and its checkpoint
+    (in the PostgreSQL database ``url`` if given, else in ``state_dir``)."""
+    if url:
+        feedback = open_feedback_log(url, state_dir)
+        try:
+            has_checkpoint = feedback.load_checkpoint(name) is not None
+            return {"examples": feedback.count(name), "log": feedback.where,
+                    "checkpoint": f"{feedback.where} (expertd_checkpoints)" if has_checkpoint else None}
+        finally:
+            feedback.close()
     log_path, checkpoint = Path(state_dir) / LOG_FILE, checkpoint_path(state_dir, name)
     examples = 0
     if log_path.exists():
@@ -513,13 +614,24 @@ def checkpoint_path(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / "checkpoints" / f"{name}.ckpt"
 
 
-def reset_learner(state_dir: Path, name: str) -> dict:
+def reset_learner(state_dir: Path, name: str, url: str | None = None) -> dict:
     """Forget what expert ``name`` learned: its examples in the feedback log and its checkpoint.
 
     Raises ``StateInUse`` while a server learns from ``state_dir`` (it would
-    write its checkpoint back at shutdown). Returns what was removed.
+    write its checkpoint back at shutdown). With a PostgreSQL log (``url``),
+    servers on other machines are not seen: stop them all first. Returns what
+    was removed.
     """
     state_dir = Path(state_dir)
+    if url:
+        feedback = open_feedback_log(url, state_dir)
+        try:
+            had_checkpoint = feedback.load_checkpoint(name) is not None
+            removed = feedback.forget(name)
+        finally:
+            feedback.close()
+        return {"examples": removed,
+                "checkpoint": f"{feedback.where} (expertd_checkpoints)" if had_checkpoint else None}
     if not state_dir.exists():
         return {"examples": 0, "checkpoint": None}
     fd = os.open(state_dir / IN_USE_FILE, os.O_RDWR | os.O_CREAT, 0o644)

@@ -48,6 +48,7 @@ class ServerConfig:
     curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
     authorized_keys: Path | None = None
     insecure: bool = False
+    feedback_log: str | None = None  # overrides the experts file's server.feedback_log
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
@@ -110,7 +111,7 @@ class ExpertdServer:
                                     max_queued_docs=spec.queue.max_docs,
                                     budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
-        self.learning = start_learning(experts, file)  # log replayed before serving
+        self.learning = start_learning(experts, file, self.config.feedback_log)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
                                file.server.max_batch_docs, learning=self.learning)
         self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",

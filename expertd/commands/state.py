@@ -44,7 +44,7 @@ def show(config_path):
     if not learners:
         click.echo("  (no expert in this file learns)")
     for name in learners:
-        held = learned_state(Path(file.server.state_dir), name)
+        held = learned_state(Path(file.server.state_dir), name, file.server.feedback_log)
         click.echo(f"  {name}: {held['examples']} examples in {held['log']}; checkpoint: "
                    f"{held['checkpoint'] or 'none'}")
 
@@ -67,7 +67,7 @@ def reset(name, config_path):
                    f"{', '.join(learners) or 'none'}", err=True)
         sys.exit(2)
     try:
-        removed = reset_learner(Path(file.server.state_dir), name)
+        removed = reset_learner(Path(file.server.state_dir), name, file.server.feedback_log)
     except StateInUse as exc:
         click.echo(f"expertd state reset: {exc}", err=True)
         sys.exit(1)
