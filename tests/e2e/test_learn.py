@@ -565,3 +565,42 @@ def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
         assert len(stored_rows(tmp_path)) == 10
     finally:
         assert server.stop() == 0, server.read_log()
+
+
+def test_a_carried_learner_opinion_is_checked_before_a_chain_reuses_it(tmp_path):
+    # A chain that needs the learner: a forged learner opinion a document carries (a
+    # probability of 1e308, a label it was never taught the shape of) fails the learner's
+    # opinion_schema, is recomputed and named under recomputed; a valid one is reused.
+    path = tmp_path / "experts.yaml"
+    path.write_text("""
+experts:
+  learner: expertd.experts.online:OnlineTextExpert
+  on_learner:
+    expert: tests.chain_experts:Combine
+    needs: [learner]
+""")
+    server = ServerProcess(path, tmp_path)
+    client = connect(server)
+    try:
+        client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+        text = "my cat purrs"
+        fresh = wait_for(lambda: (lambda o: o if o["updates"] == 8 else None)(
+            client.learner({"text": text})), what="the examples applied")
+        forged = [
+            dict(fresh, probabilities={"cats": 1e308, "dogs": 0.0}),
+            dict(fresh, label=None),
+            dict(fresh, updates=-1),
+            {"label": "cats"},
+        ]
+        for carried in forged:
+            answer = client.opinions({"text": text, "opinions": {"learner": carried}},
+                                     ["on_learner"])
+            assert "learner" in answer.get("recomputed", {}), (carried, answer)
+            assert answer["opinions"]["learner"] == fresh, answer
+            assert answer["opinions"]["on_learner"]["got"]["learner"] == fresh, answer
+        answer = client.opinions({"text": text, "opinions": {"learner": fresh}}, ["on_learner"])
+        assert "recomputed" not in answer, answer
+        assert answer["opinions"]["on_learner"]["got"]["learner"] == fresh
+    finally:
+        client.close()
+        assert server.stop() == 0, server.read_log()
