@@ -541,7 +541,7 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
 
 
 def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
-    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.5}",
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.25}",
                           "{max_backlog: 4, max_examples_per_call: 4}")
     server = ServerProcess(path, tmp_path)
     try:
@@ -601,6 +601,33 @@ experts:
         answer = client.opinions({"text": text, "opinions": {"learner": fresh}}, ["on_learner"])
         assert "recomputed" not in answer, answer
         assert answer["opinions"]["on_learner"]["got"]["learner"] == fresh
+    finally:
+        client.close()
+        assert server.stop() == 0, server.read_log()
+
+
+def test_the_client_asks_a_learn_refused_with_learner_backlog_full_again(tmp_path):
+    # LearnBacklogFull is answered before anything is stored (retry.refused_before_running):
+    # ExpertsClient asks the learn call again, with backoff, and it is stored once, when
+    # the learner has caught up.
+    from expertd.clients.client import ExpertsClient
+
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.25}",
+                          "{max_backlog: 4, max_examples_per_call: 4}")
+    server = ServerProcess(path, tmp_path)
+    client = ExpertsClient(server.endpoint, retries=10, backoff=0.3)
+    try:
+        from expertd.rpc_server.feedback import SQLiteFeedbackLog
+
+        writer = SQLiteFeedbackLog(tmp_path / "state" / "feedback.sqlite3")  # another server's 4
+        writer.append("learner", [(f"dog {i}", "dogs") for i in range(4)])  # about 1 s to apply
+        writer.close()
+        # 4 more fit only once all 4 are applied: refused (stored nothing) until then.
+        result = client.call("learn", "learner", labelled(CATS, "cats"))
+        assert result["accepted"] == 4 and result["stored"] == 4, result
+        log = server.read_log()
+        assert "outcome=LearnBacklogFull" in log, log[-3000:]  # refused first, then asked again
+        assert [x for _, x, _ in stored_rows(tmp_path)] == [f"dog {i}" for i in range(4)] + CATS
     finally:
         client.close()
         assert server.stop() == 0, server.read_log()
