@@ -133,6 +133,7 @@ class Stage:
             except Stop as exc:
                 tail = self.buffered()
                 self.output.write_through_pending(tail)
+                self.output.written += tail.count(b"\n")
                 self.warn(str(exc))
                 self.pass_rest(tail)
                 return exc.code if self.signum is None else self.stopped_by_signal()
@@ -141,8 +142,10 @@ class Stage:
             except BrokenPipeError:
                 raise
             except WaitInterrupted:  # a signal ended a wait for the server outside the pipeline
-                count, _ = self.write_through_rest()
-                self.warn(f"{count} line(s) not yet answered were written through unchanged")
+                count = self.output.write_through_pending()
+                self.warn(f"{count} line(s) not yet answered were written through unchanged, "
+                          f"and the rest of the input as it comes")
+                self.pass_rest()  # a pipe to its end (the stage before it wrote those lines)
                 return self.stopped_by_signal()
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
                 self.output.write_through_pending(self.buffered())
@@ -198,6 +201,7 @@ class Stage:
         written through (a last line cut off in it is named, too).
         """
         last = written or b"\n"
+        size = len(last) - last.rfind(b"\n") - 1  # of the last line so far, if cut
         while True:
             self.output.writing = True
             try:
@@ -205,6 +209,8 @@ class Stage:
                 if block:
                     self.output.out.write(block)
                     self.output.flush()
+                    self.output.written += block.count(b"\n")
+                    size = len(block) - block.rfind(b"\n") - 1 if b"\n" in block else size + len(block)
                     last = block
             finally:
                 self.output.writing = False
@@ -212,11 +218,8 @@ class Stage:
                 self._raise_deferred()
             if self.reader.eof:
                 if not last.endswith(b"\n"):
-                    size = len(last) - last.rfind(b"\n") - 1
-                    why = ("the stage was stopped while reading its last line" if
-                           self.reader.stopped else "the input ended inside its last line")
-                    self.warn(f"{why} ({size} bytes, no newline); written through byte for "
-                              f"byte, without a newline")
+                    self.output.written += 1
+                    self.warn(partial_line_message(self.output.written, size, self.reader.stopped))
                 return
             self.reader.fill()
 

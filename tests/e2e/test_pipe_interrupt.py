@@ -270,6 +270,7 @@ def test_ctrl_c_while_no_server_answers_ends_the_wait(tmp_path):
     # The stage retries a server that is not there for up to --timeout (120 s); Ctrl-C
     # ends that wait: every line read, the cut-off last one too, comes out as it came.
     data = b'{"id": 0, "text": "a"}\n{"id": 1, "text": "b"}\n{"id": 2, "te'
+    later = b'xt": "c"}\n{"id": 3, "text": "d"}\n{"id": 4, "te'
     proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "120", "vader"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, EXPERTD_ENDPOINT=f"tcp://127.0.0.1:{free_port()}"))
@@ -278,11 +279,13 @@ def test_ctrl_c_while_no_server_answers_ends_the_wait(tmp_path):
         proc.stdin.flush()
         time.sleep(1.0)  # reading and retrying the connection (sooner or later: the same result)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # well before --timeout: the signal ended it
+        time.sleep(0.5)
+        # What its writer still sends comes out too: the stage reads its pipe to the end.
+        out, err = proc.communicate(later, timeout=60)  # well before --timeout: the signal ended it
     finally:
         proc.kill()
     err = err.decode()
-    assert out == data, (out, err)
+    assert out == data + later, (out, err)
     assert proc.returncode == 128 + signal.SIGINT, err
     assert "stopped by SIGINT" in err and "the input ended inside this line" in err, err
     assert "Traceback" not in err
