@@ -56,8 +56,10 @@ class LineReader:
     """
 
     def __init__(self, fd: int, wake_fd: int | None = None, stop_requested=None,
-                 drain: bool = False, quiet_s: float = INPUT_QUIET_S) -> None:
-        """Read from ``fd`` (stdin's)."""
+                 drain: bool = False, quiet_s: float = INPUT_QUIET_S,
+                 abort_requested=None) -> None:
+        """Read from ``fd`` (stdin's); ``abort_requested`` (a callable, asked when a signal
+        wakes a wait) stops the reading at once, draining or not (a second signal)."""
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
@@ -67,6 +69,7 @@ class LineReader:
         self.stop_requested = stop_requested
         self.drain = drain
         self.quiet_s = quiet_s
+        self.abort_requested = abort_requested
 
     def _stop_if_asked(self) -> bool:
         if not self.drain and self.stop_requested is not None and self.stop_requested():
@@ -101,6 +104,9 @@ class LineReader:
                 except (BlockingIOError, InterruptedError):
                     pass
                 if self._stop_if_asked():
+                    return False
+                if self.abort_requested is not None and self.abort_requested():
+                    self.stopped = self.eof = True
                     return False
             if self.fd in readable:
                 return True

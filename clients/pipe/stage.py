@@ -74,7 +74,8 @@ class Stage:
         #: The first signal that asked the stage to stop (it then finishes what it has read).
         self.signum: int | None = None
         self.reader = LineReader(stdin_fd, stop_requested=lambda: self.signum is not None,
-                                 drain=drains_after_stop(stdin_fd))
+                                 drain=drains_after_stop(stdin_fd),
+                                 abort_requested=lambda: self.output.deferred is not None)
         self.output = Output(stdout)
         self.output.raise_deferred = self._raise_deferred
         self.err = PatientText(stderr)

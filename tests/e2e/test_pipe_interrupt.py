@@ -307,7 +307,14 @@ def test_a_pipe_held_open_after_one_signal_and_a_second_signal(vader_server):
         proc.stdin.flush()
         assert json.loads(proc.stdout.readline())["id"] == 1  # read and written out
         proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the stage stopped reading at the second signal ...
+        try:  # ... so what comes after it is never read (well within the 5 s quiet wait)
+            proc.stdin.write(b'{"id": 2, "text": "after the second signal"}\n')
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass
         wait_for(lambda: proc.poll() is not None, timeout=30, what="the stage to stop")
+        assert b'"id": 2' not in proc.stdout.read()
     finally:
         proc.kill()
     err = proc.stderr.read().decode()
