@@ -20,6 +20,11 @@ from expertd.experts.base import Expert
 
 #: Bumped when the checkpoint format changes (older checkpoints are then ignored).
 CHECKPOINT_FORMAT = 1
+#: Longest label, in characters: what ``learn`` accepts (``rpc_server.learning.MAX_TARGET_CHARS``;
+#: a unit test keeps the two equal).
+MAX_LABEL_CHARS = 200
+
+_LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_CHARS}
 
 
 class OnlineTextExpert(Expert):
@@ -28,6 +33,28 @@ class OnlineTextExpert(Expert):
     version = "1"
     description = "Learns any text labels it is taught (river naive Bayes); knows nothing at first"
     learns = True
+    #: Before any example: ``label`` null, no labels, no updates, no probabilities; after:
+    #: a taught label, each known label's probability (0..1), the update count.
+    opinion_schema = {
+        "type": "object",
+        "required": ["label", "known_labels", "updates"],
+        "properties": {
+            "label": {"anyOf": [_LABEL, {"type": "null"}],
+                      "description": "the most probable taught label (null before any)"},
+            "probabilities": {"type": "object", "propertyNames": _LABEL,
+                              "additionalProperties": {"type": "number", "minimum": 0,
+                                                       "maximum": 1}},
+            "known_labels": {"type": "array", "items": _LABEL, "uniqueItems": True},
+            "updates": {"type": "integer", "minimum": 0,
+                        "description": "examples learned so far"},
+        },
+        "additionalProperties": False,
+        "if": {"properties": {"label": {"type": "null"}}},
+        "then": {"properties": {"known_labels": {"maxItems": 0}, "updates": {"const": 0}},
+                 "not": {"required": ["probabilities"]}},
+        "else": {"required": ["probabilities"],
+                 "properties": {"known_labels": {"minItems": 1}, "updates": {"minimum": 1}}},
+    }
 
     def __init__(self, name: str | None = None, *, alpha: float = 1.0, **options: Any) -> None:
         """``alpha``: the naive Bayes additive smoothing."""

@@ -272,6 +272,9 @@ class Pipeline:
         self.asker = Asker(stage)
         self.number = 0
         self.stop_deadline: float | None = None  # set when a signal asks the stage to stop
+        #: The lines last written through after a signal, not yet named on stderr, and the
+        #: signal's name (a run of chunks is named once).
+        self.through: tuple[int, int, str] | None = None
 
     def read_chunk(self) -> tuple[list[Item], bool]:
         """The next chunk of lines, and whether the input has ended."""
@@ -296,6 +299,12 @@ class Pipeline:
 
     def run(self) -> None:
         """Read, send, and write answers until the input ends."""
+        try:
+            self._run()
+        finally:
+            self.say_written_through()
+
+    def _run(self) -> None:
         in_flight: deque[Sent] = deque()
         most = max(IN_FLIGHT, IN_FLIGHT_PER_CONNECTION * self.options.connections)
         ended = False
@@ -304,7 +313,8 @@ class Pipeline:
                 chunk, ended = self.read_chunk()
                 if chunk:
                     sent = Sent(chunk)
-                    self.asker.send(sent, in_flight)
+                    if not self.grace_over():  # after it, no answer would be waited for
+                        self.asker.send(sent, in_flight)
                     in_flight.append(sent)
             while in_flight and (len(in_flight) >= most or ended
                                  or not self.reader.ready()):
@@ -317,6 +327,14 @@ class Pipeline:
             if ended and not in_flight:
                 self.stage.progress.add(0, final=True)
                 return
+
+    def grace_over(self) -> bool:
+        """True once a signal asked the stage to stop more than ``STOP_GRACE_S`` ago."""
+        if self.stage.signum is None:
+            return False
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + STOP_GRACE_S
+        return time.monotonic() > self.stop_deadline
 
     def answers_unless_stopped(self, sent: Sent) -> list | None:
         """``sent``'s answers; ``None`` if a signal asked the stage to stop and they did not
@@ -335,8 +353,7 @@ class Pipeline:
         ``STOP_GRACE_S`` of the signal (True otherwise: wait for it as usual)."""
         if self.stage.signum is None or not sent.docs:
             return True
-        if self.stop_deadline is None:
-            self.stop_deadline = time.monotonic() + STOP_GRACE_S
+        self.grace_over()  # starts the grace
         connection = sent.connection
         if connection is None or sent.message_id is None:
             return False
@@ -361,12 +378,24 @@ class Pipeline:
             else:
                 self.stage.incomplete += 1
         first, last = items[0].number, items[-1].number
-        where = f"line {first}" if first == last else f"lines {first}-{last}"
-        self.stage.warn(f"{where}: stopped by {name} before the answers came; written "
-                        f"through unchanged")
+        if self.through is not None and self.through[1] + 1 == first:
+            self.through = (self.through[0], last, name)  # one message for a run of chunks
+        else:
+            self.say_written_through()
+            self.through = (first, last, name)
         self.output.write_chunk([(item, None) for item in items])
         self.output.flush()
         self.stage.progress.add(len(items))
+
+    def say_written_through(self) -> None:
+        """Name on stderr the run of lines last written through unchanged after a signal."""
+        if self.through is None:
+            return
+        first, last, name = self.through
+        self.through = None
+        where = f"line {first}" if first == last else f"lines {first}-{last}"
+        self.stage.warn(f"{where}: stopped by {name} before the answers came; written "
+                        f"through unchanged")
 
     def warn_passed(self, item: Item) -> None:
         """Say why a line that is not a document to ask about is written through."""
@@ -410,6 +439,7 @@ class Pipeline:
             if not complete:
                 stage.incomplete += 1
                 stage.report_errors(item.number, {"errors": errors})
+        self.say_written_through()
         self.output.write_chunk(lines)
         self.output.flush()
         stage.progress.add(len(sent.items))

@@ -13,9 +13,29 @@ from __future__ import annotations
 import json
 import os
 import select
+import stat
 from typing import Iterator
 
 import msgpack
+
+#: After a stop was asked for, how long a reader that drains its input (a pipe) waits for
+#: more before it stops reading: an upstream stage stopped by the same Ctrl-C writes what it
+#: read within its own grace (``STOP_GRACE_S``, 2 s) and closes the pipe; a writer that was
+#: not stopped and holds the pipe open silently does not keep the stage waiting for ever.
+INPUT_QUIET_S = 5.0
+
+
+def drains_after_stop(fd: int) -> bool:
+    """True if input on ``fd`` should be read to its end after a stop is asked for: a pipe or
+    a socket, whose writer (an upstream stage, stopped by the same Ctrl-C) already counts
+    what it wrote there as written. A terminal or a file stops at once (what is not read
+    stays in the file, or was never typed)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
 
 #: Largest document the stage sends at all: with a full chunk (8 MiB) it stays under the
 #: server's default message cap (max_message_bytes, 32 MiB), over which it drops the connection.
@@ -28,13 +48,18 @@ class LineReader:
     ``stop_requested`` (a callable) tells the reader to read no more from the
     descriptor: it then behaves as at the end of input, and what is already in
     its buffer is still returned, line by line, the last possibly without a
-    newline. ``wake_fd`` (the read end of ``signal.set_wakeup_fd``'s pipe) ends a
+    newline. With ``drain`` (stdin is a pipe: ``drains_after_stop``) it reads on
+    to the end of the input instead, and stops only when none arrives for
+    ``quiet_s``. ``wake_fd`` (the read end of ``signal.set_wakeup_fd``'s pipe) ends a
     wait for input as soon as a signal arrives, so that ``stop_requested`` is
     asked again.
     """
 
-    def __init__(self, fd: int, wake_fd: int | None = None, stop_requested=None) -> None:
-        """Read from ``fd`` (stdin's)."""
+    def __init__(self, fd: int, wake_fd: int | None = None, stop_requested=None,
+                 drain: bool = False, quiet_s: float = INPUT_QUIET_S,
+                 abort_requested=None) -> None:
+        """Read from ``fd`` (stdin's); ``abort_requested`` (a callable, asked when a signal
+        wakes a wait) stops the reading at once, draining or not (a second signal)."""
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
@@ -42,23 +67,46 @@ class LineReader:
         self.stopped = False
         self.wake_fd = wake_fd
         self.stop_requested = stop_requested
+        self.drain = drain
+        self.quiet_s = quiet_s
+        self.abort_requested = abort_requested
 
     def _stop_if_asked(self) -> bool:
-        if self.stop_requested is not None and self.stop_requested():
+        if not self.drain and self.stop_requested is not None and self.stop_requested():
             self.stopped = self.eof = True
         return self.stopped
+
+    def draining(self) -> bool:
+        """True if a stop was asked for and the reader reads on to the end of its input."""
+        return self.drain and self.stop_requested is not None and self.stop_requested()
+
+    def waiting_bytes(self) -> int | None:
+        """Bytes waiting unread in the input (a pipe's or socket's), if the system says."""
+        import fcntl
+        import termios
+        try:
+            return int.from_bytes(fcntl.ioctl(self.fd, termios.FIONREAD, b"\0" * 4), "little")
+        except OSError:
+            return None
 
     def _wait_readable(self) -> bool:
         """Wait until the descriptor can be read; False if a stop was asked for meanwhile."""
         watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
         while True:
-            readable, _, _ = select.select(watched, [], [])
+            timeout = self.quiet_s if self.draining() else None
+            readable, _, _ = select.select(watched, [], [], timeout)
+            if not readable:  # draining, and the writer has gone quiet without closing
+                self.stopped = self.eof = True
+                return False
             if self.wake_fd is not None and self.wake_fd in readable:
                 try:
                     os.read(self.wake_fd, 512)  # the signal numbers: the flag says which
                 except (BlockingIOError, InterruptedError):
                     pass
                 if self._stop_if_asked():
+                    return False
+                if self.abort_requested is not None and self.abort_requested():
+                    self.stopped = self.eof = True
                     return False
             if self.fd in readable:
                 return True

@@ -6,13 +6,18 @@ written through unchanged, in order, before the stage exits (see
 ``clients.pipe.output``).
 
 Signals (SIGINT, SIGTERM, SIGHUP): the handler only notes the signal (and wakes
-a wait for input through ``signal.set_wakeup_fd``). The stage then reads no
-more input, and finishes what it has read: the lines already read, including
-those still in the reader's buffer, are answered (the chunks already asked
-about are waited for, ``STOP_GRACE_S``: 2 s) or written through unchanged; a
-last line that came without its newline (its writer died mid-line) is written
-back byte for byte, without one, and named on stderr. A second signal stops
-at once: whatever is not yet written goes out unchanged. Either way the stage
+a wait for input through ``signal.set_wakeup_fd``). A stage whose stdin is a
+terminal or a file then reads no more input; one whose stdin is a pipe (or a
+socket) reads on to its end, because Ctrl-C stops the stage before it too,
+which writes what it read and closes the pipe, and every line in that pipe is
+one the upstream stage counts as written (it stops reading when nothing
+arrives for ``INPUT_QUIET_S``, 5 s: a writer that was not stopped). Either way
+it finishes what it has read: lines are answered while the server answers
+within ``STOP_GRACE_S`` (2 s) of the signal, then written through unchanged
+(named on stderr); a last line that came without its newline (its writer died
+mid-line) is written back byte for byte, without one, and named on stderr. A
+second signal stops at once: whatever is not yet written goes out unchanged,
+and the bytes left unread in the pipe are counted on stderr. Either way the stage
 says on stderr that it was stopped and exits with 128 + the signal's number
 (130 for SIGINT, 143 for SIGTERM). A closed stdout (the next stage went away:
 EPIPE, SIGPIPE's error) is said on stderr, with how many lines read could not be
@@ -35,7 +40,7 @@ from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.output import Output, PatientText, Progress
 from expertd.clients.pipe.pipelining import Pipeline, partial_line_message
 from expertd.clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
-                                  parse_line)
+                                  drains_after_stop, parse_line)
 from expertd.clients.calls import WaitInterrupted
 from expertd.clients.pipe.retrying import Stop
 
@@ -68,7 +73,9 @@ class Stage:
         self.options = options
         #: The first signal that asked the stage to stop (it then finishes what it has read).
         self.signum: int | None = None
-        self.reader = LineReader(stdin_fd, stop_requested=lambda: self.signum is not None)
+        self.reader = LineReader(stdin_fd, stop_requested=lambda: self.signum is not None,
+                                 drain=drains_after_stop(stdin_fd),
+                                 abort_requested=lambda: self.output.deferred is not None)
         self.output = Output(stdout)
         self.output.raise_deferred = self._raise_deferred
         self.err = PatientText(stderr)
@@ -127,6 +134,7 @@ class Stage:
             except Stop as exc:
                 tail = self.buffered()
                 self.output.write_through_pending(tail)
+                self.output.written += tail.count(b"\n")
                 self.warn(str(exc))
                 self.pass_rest(tail)
                 return exc.code if self.signum is None else self.stopped_by_signal()
@@ -135,8 +143,10 @@ class Stage:
             except BrokenPipeError:
                 raise
             except WaitInterrupted:  # a signal ended a wait for the server outside the pipeline
-                count, _ = self.write_through_rest()
-                self.warn(f"{count} line(s) not yet answered were written through unchanged")
+                count = self.output.write_through_pending()
+                self.warn(f"{count} line(s) not yet answered were written through unchanged, "
+                          f"and the rest of the input as it comes")
+                self.pass_rest()  # a pipe to its end (the stage before it wrote those lines)
                 return self.stopped_by_signal()
             except Exception as exc:  # noqa: BLE001 - a bug must not cost a line either
                 self.output.write_through_pending(self.buffered())
@@ -148,8 +158,11 @@ class Stage:
         except Interrupted as exc:
             self.stopping = True
             count, _ = self.write_through_rest()
+            waiting = None if self.reader.eof else self.reader.waiting_bytes()
+            lost = (f"; the rest of the input was not read ({waiting} byte(s) were waiting in "
+                    f"the pipe: lost)" if waiting else "")
             self.warn(f"stopped by {signal.Signals(exc.signum).name} (signalled twice); {count} "
-                      f"line(s) not yet answered were written through unchanged")
+                      f"line(s) not yet answered were written through unchanged{lost}")
             return 128 + exc.signum
         finally:
             self.stopping = True
@@ -170,9 +183,11 @@ class Stage:
 
     def stopped_by_signal(self) -> int:
         """Say that a signal stopped the stage after it wrote every line it read; the exit status."""
+        rest = ("the rest of the input was not read" if self.reader.stopped or not self.reader.eof
+                else "the input was read to its end")
         self.warn(f"stopped by {signal.Signals(self.signum).name} after {self.output.written} "
                   f"line(s): every line read was written out (answered, or unchanged as said "
-                  f"above); the rest of the input was not read")
+                  f"above); {rest}")
         return 128 + self.signum
 
     def buffered(self) -> bytes:
@@ -187,6 +202,7 @@ class Stage:
         written through (a last line cut off in it is named, too).
         """
         last = written or b"\n"
+        size = len(last) - last.rfind(b"\n") - 1  # of the last line so far, if cut
         while True:
             self.output.writing = True
             try:
@@ -194,6 +210,8 @@ class Stage:
                 if block:
                     self.output.out.write(block)
                     self.output.flush()
+                    self.output.written += block.count(b"\n")
+                    size = len(block) - block.rfind(b"\n") - 1 if b"\n" in block else size + len(block)
                     last = block
             finally:
                 self.output.writing = False
@@ -201,11 +219,8 @@ class Stage:
                 self._raise_deferred()
             if self.reader.eof:
                 if not last.endswith(b"\n"):
-                    size = len(last) - last.rfind(b"\n") - 1
-                    why = ("the stage was stopped while reading its last line" if
-                           self.reader.stopped else "the input ended inside its last line")
-                    self.warn(f"{why} ({size} bytes, no newline); written through byte for "
-                              f"byte, without a newline")
+                    self.output.written += 1
+                    self.warn(partial_line_message(self.output.written, size, self.reader.stopped))
                 return
             self.reader.fill()
 

@@ -7,7 +7,7 @@
 const express = require("express");
 const helmet = require("helmet");
 const pino = require("pino");
-const { HttpError, errorHandler, notFound, toHttpError, errorBody, jsonType, catalogueError } = require("./errors");
+const { HttpError, RemoteError, errorHandler, notFound, toHttpError, errorBody, jsonType, catalogueError } = require("./errors");
 const { ERROR, METHOD } = require("./spec");
 const { requestLog, bearerAuth, tagRoute, checkExpertName, limitJsonDepth } = require("./middleware");
 const { createMetrics } = require("./metrics");
@@ -167,11 +167,17 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     const { name } = req.params;
     // Coalesced with concurrent requests for the same expert (see coalescer.js);
     // the body's size bounds the batch's size in bytes.
-    const bytes = Number(req.headers["content-length"]) || undefined;
-    const opinion = await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes }));
-    if (!merge) return res.json(opinion);
-    const opinions = isDocument(doc.opinions) ? doc.opinions : {};
-    res.json({ ...doc, opinions: { ...opinions, [name]: opinion } });
+    if (!merge) {
+      const bytes = Number(req.headers["content-length"]) || undefined;
+      return res.json(await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes })));
+    }
+    // The server merges: an opinion the document carried that failed its expert's check (a
+    // forged one) is replaced by the one it recomputed, and said under `recomputed`; the
+    // document's own value is never copied in beside what the server answered.
+    const answered = await rpcCall(METHOD.opinions, () => rpc.opinions(doc, [name], { include_needs: false }));
+    const error = isDocument(answered) && isDocument(answered.errors) ? answered.errors[name] : undefined;
+    if (error) throw new RemoteError(error.name, error.message); // as opinion() would fail
+    res.json(answered);
   });
 
   route("post", "/experts/:name/batch", {}, jsonBody, async (req, res) => {

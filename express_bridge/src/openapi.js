@@ -107,6 +107,11 @@ function answeredSchema(experts) {
         properties: Object.fromEntries(experts.map((e) => [e.name, REF(componentName("Opinion", e.name))])),
       },
       errors: { type: "object", additionalProperties: REF("DocumentError") },
+      recomputed: {
+        type: "object",
+        additionalProperties: { type: "string" },
+        description: "why an opinion the document carried was not reused (it failed its expert's check) and was recomputed",
+      },
     },
   };
 }
@@ -238,7 +243,7 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         description: e.description || undefined,
         tags,
         parameters: [
-          { name: "merge", in: "query", required: false, schema: { type: "boolean" }, description: "answer with the document, the opinion under opinions." + e.name },
+          { name: "merge", in: "query", required: false, schema: { type: "boolean" }, description: "answer with the document as the server merged it: the opinion under opinions." + e.name + ", a carried opinion that failed its check replaced and named under recomputed" },
         ],
         requestBody: {
           required: true,

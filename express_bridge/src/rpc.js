@@ -164,11 +164,12 @@ class ExpertdClient extends EventEmitter {
   }
 
   /**
-   * `opinions(doc, names)` -> doc with `opinions` (and `errors`) added.
+   * `opinions(doc, names[, options])` -> doc with `opinions` (and `errors`, `recomputed`) added.
    * @param {object} doc @param {string[]|null} names (null or [] = every expert)
+   * @param {object} [options] the method's options, e.g. `{include_needs: false}`
    */
-  opinions(doc, names) {
-    return this.call(METHOD.opinions, [doc, names ?? null]);
+  opinions(doc, names, options) {
+    return this.call(METHOD.opinions, options ? [doc, names ?? null, options] : [doc, names ?? null]);
   }
 
   /** `batch(name, docs)` -> opinions in order. @param {string} name @param {object[]} docs */

@@ -51,6 +51,8 @@ describe("retry policy", () => {
     assert.equal(mayAskAgain("learn", "Overloaded", true), true);
     assert.equal(mayAskAgain("learn", "ShuttingDown", true), true);
     assert.equal(mayAskAgain("learn", "ShuttingDown", false), false); // the connection was lost: it may have run
+    assert.equal(mayAskAgain("learn", "LearnBacklogFull", true), true); // nothing was stored
+    assert.equal(mayAskAgain("learn", "LearnLimit", true), false); // never fits
     assert.equal(mayAskAgain("learn", "RpcTimeout", false), false);
     assert.equal(mayAskAgain("learn", "ServerUnavailable", false), false);
   });

@@ -541,7 +541,7 @@ def test_a_learn_call_with_a_short_deadline_is_acknowledged_or_stores_nothing(tm
 
 
 def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
-    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.5}",
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.25}",
                           "{max_backlog: 4, max_examples_per_call: 4}")
     server = ServerProcess(path, tmp_path)
     try:
@@ -564,4 +564,70 @@ def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
         assert "outcome=LearnBacklogFull" in server.read_log()  # it was full, and waited for
         assert len(stored_rows(tmp_path)) == 10
     finally:
+        assert server.stop() == 0, server.read_log()
+
+
+def test_a_carried_learner_opinion_is_checked_before_a_chain_reuses_it(tmp_path):
+    # A chain that needs the learner: a forged learner opinion a document carries (a
+    # probability of 1e308, a label it was never taught the shape of) fails the learner's
+    # opinion_schema, is recomputed and named under recomputed; a valid one is reused.
+    path = tmp_path / "experts.yaml"
+    path.write_text("""
+experts:
+  learner: expertd.experts.online:OnlineTextExpert
+  on_learner:
+    expert: tests.chain_experts:Combine
+    needs: [learner]
+""")
+    server = ServerProcess(path, tmp_path)
+    client = connect(server)
+    try:
+        client.learn("learner", labelled(CATS, "cats") + labelled(DOGS, "dogs"))
+        text = "my cat purrs"
+        fresh = wait_for(lambda: (lambda o: o if o["updates"] == 8 else None)(
+            client.learner({"text": text})), what="the examples applied")
+        forged = [
+            dict(fresh, probabilities={"cats": 1e308, "dogs": 0.0}),
+            dict(fresh, label=None),
+            dict(fresh, updates=-1),
+            {"label": "cats"},
+        ]
+        for carried in forged:
+            answer = client.opinions({"text": text, "opinions": {"learner": carried}},
+                                     ["on_learner"])
+            assert "learner" in answer.get("recomputed", {}), (carried, answer)
+            assert answer["opinions"]["learner"] == fresh, answer
+            assert answer["opinions"]["on_learner"]["got"]["learner"] == fresh, answer
+        answer = client.opinions({"text": text, "opinions": {"learner": fresh}}, ["on_learner"])
+        assert "recomputed" not in answer, answer
+        assert answer["opinions"]["on_learner"]["got"]["learner"] == fresh
+    finally:
+        client.close()
+        assert server.stop() == 0, server.read_log()
+
+
+def test_the_client_asks_a_learn_refused_with_learner_backlog_full_again(tmp_path):
+    # LearnBacklogFull is answered before anything is stored (retry.refused_before_running):
+    # ExpertsClient asks the learn call again, with backoff, and it is stored once, when
+    # the learner has caught up.
+    from expertd.clients.client import ExpertsClient
+
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 0.25}",
+                          "{max_backlog: 4, max_examples_per_call: 4}")
+    server = ServerProcess(path, tmp_path)
+    client = ExpertsClient(server.endpoint, retries=10, backoff=0.3)
+    try:
+        from expertd.rpc_server.feedback import SQLiteFeedbackLog
+
+        writer = SQLiteFeedbackLog(tmp_path / "state" / "feedback.sqlite3")  # another server's 4
+        writer.append("learner", [(f"dog {i}", "dogs") for i in range(4)])  # about 1 s to apply
+        writer.close()
+        # 4 more fit only once all 4 are applied: refused (stored nothing) until then.
+        result = client.call("learn", "learner", labelled(CATS, "cats"))
+        assert result["accepted"] == 4 and result["stored"] == 4, result
+        log = server.read_log()
+        assert "outcome=LearnBacklogFull" in log, log[-3000:]  # refused first, then asked again
+        assert [x for _, x, _ in stored_rows(tmp_path)] == [f"dog {i}" for i in range(4)] + CATS
+    finally:
+        client.close()
         assert server.stop() == 0, server.read_log()

@@ -10,9 +10,12 @@ two processes, and once a pipe's reader has exited it drains what is left in
 it. So for each stage, the bytes it read are exactly the bytes its writer put
 in the pipe minus those left there. The checks:
 
-- the last stage's output followed by what it left unread, line by line, is
-  documents 0, 1, 2 ... in order, none skipped or repeated, each line valid
-  JSON with the input's id and text, or the exact bytes of its input line;
+- no stage leaves anything unread in the pipe from the process before it (after
+  Ctrl-C a stage reads its pipe to the end: the process before it wrote those
+  lines, and an upstream stage counts them as written);
+- the last stage's output, line by line, is documents 0, 1, 2 ... in order,
+  none skipped or repeated, each line valid JSON with the input's id and text,
+  or the exact bytes of its input line;
 - what the first stage left unread in its pipe continues the input exactly
   where the lines that came out of it end (no line it read went missing);
 - a last line that came without its newline is written back byte for byte,
@@ -239,8 +242,15 @@ def test_interrupts_lose_nothing(vader_server, numbered, tmp_path):
         run.signal(signum)
         left = run.finish()
         out = run.out_path.read_bytes()
-        # The last stage's output, then what it left unread: one unbroken run of documents.
-        stream = out + (left[-1] if stages == 2 else b"")
+        # Every stage read its pipe to the end: what an upstream stage (or cat) wrote into
+        # a pipe before the signal is read and comes out, nothing is left in any pipe.
+        for k, unread in enumerate(left):  # left[k]: the pipe stage k reads
+            writer = "cat" if k == 0 else f"stage {k - 1}"
+            newlines = unread.count(b"\n")
+            assert not unread, (
+                f"{context}: stage {k} left {newlines} line(s) that {writer} wrote unread in "
+                f"its pipe (lost): {unread[:120]!r}; stderr: {run.stage_err(k)[-600:]!r}")
+        stream = out
         taken, partial = check_lines(stream, lines, context)
         assert taken < DOCUMENTS, f"{context}: the signal came after the whole input"
         out_partial = out.rsplit(b"\n", 1)[-1]
@@ -260,6 +270,7 @@ def test_ctrl_c_while_no_server_answers_ends_the_wait(tmp_path):
     # The stage retries a server that is not there for up to --timeout (120 s); Ctrl-C
     # ends that wait: every line read, the cut-off last one too, comes out as it came.
     data = b'{"id": 0, "text": "a"}\n{"id": 1, "text": "b"}\n{"id": 2, "te'
+    later = b'xt": "c"}\n{"id": 3, "text": "d"}\n{"id": 4, "te'
     proc = subprocess.Popen([EXPERTD, "pipe", "--timeout", "120", "vader"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, EXPERTD_ENDPOINT=f"tcp://127.0.0.1:{free_port()}"))
@@ -268,11 +279,44 @@ def test_ctrl_c_while_no_server_answers_ends_the_wait(tmp_path):
         proc.stdin.flush()
         time.sleep(1.0)  # reading and retrying the connection (sooner or later: the same result)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # well before --timeout: the signal ended it
+        time.sleep(0.5)
+        # What its writer still sends comes out too: the stage reads its pipe to the end.
+        out, err = proc.communicate(later, timeout=60)  # well before --timeout: the signal ended it
     finally:
         proc.kill()
     err = err.decode()
-    assert out == data, (out, err)
+    assert out == data + later, (out, err)
     assert proc.returncode == 128 + signal.SIGINT, err
     assert "stopped by SIGINT" in err and "the input ended inside this line" in err, err
     assert "Traceback" not in err
+
+
+def test_a_pipe_held_open_after_one_signal_and_a_second_signal(vader_server):
+    # A stage reads its pipe on after Ctrl-C: what its writer still sends comes out. A writer
+    # that was not stopped and keeps the pipe open: a second signal stops the stage at once
+    # (within the 5 s it would otherwise wait for the writer to go quiet).
+    proc = subprocess.Popen([EXPERTD, "pipe", "vader"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, EXPERTD_ENDPOINT=vader_server.endpoint))
+    try:
+        proc.stdin.write(b'{"id": 0, "text": "good"}\n')
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 0  # handlers are set by now
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write(b'{"id": 1, "text": "sent after the signal"}\n')
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # read and written out
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the stage stopped reading at the second signal ...
+        try:  # ... so what comes after it is never read (well within the 5 s quiet wait)
+            proc.stdin.write(b'{"id": 2, "text": "after the second signal"}\n')
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        wait_for(lambda: proc.poll() is not None, timeout=30, what="the stage to stop")
+        assert b'"id": 2' not in proc.stdout.read()
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "signalled twice" in err, err

@@ -86,3 +86,42 @@ def test_a_stop_request_ends_a_wait_for_input_and_keeps_what_was_read():
 ])
 def test_a_line_that_is_not_an_object_gets_a_suggestion(line, suggested):
     assert f"send one JSON object per line, such as {suggested}" in parse_line(1, line).problem
+
+
+def test_a_draining_reader_reads_on_to_the_end_after_a_stop():
+    # stdin is a pipe: after a stop (Ctrl-C) the reader reads what the writer still
+    # writes, to the end of the input; a writer that goes quiet without closing the
+    # pipe stops it after ``quiet_s``.
+    import os
+
+    from expertd.clients.pipe.reading import LineReader, drains_after_stop
+
+    data_read, data_write = os.pipe()
+    wake_read, wake_write = os.pipe()
+    assert drains_after_stop(data_read)
+    reader = LineReader(data_read, wake_fd=wake_read, stop_requested=lambda: True,
+                        drain=True, quiet_s=0.3)
+    os.write(data_write, b'{"a": 1}\n')
+    os.write(wake_write, b"\x02")  # the signal
+    assert reader.readline() == b'{"a": 1}\n'
+    os.write(data_write, b'{"a": 2}\n')
+    assert reader.readline() == b'{"a": 2}\n' and not reader.stopped
+    os.write(data_write, b'{"a"')
+    assert reader.readline() == b'{"a"' and reader.stopped  # quiet for 0.3 s: stops
+    assert reader.readline() is None
+    for fd in (data_read, data_write, wake_read, wake_write):
+        os.close(fd)
+
+
+def test_a_file_or_terminal_is_not_drained(tmp_path):
+    import os
+
+    from expertd.clients.pipe.reading import drains_after_stop
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"{}\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert not drains_after_stop(fd)
+    finally:
+        os.close(fd)

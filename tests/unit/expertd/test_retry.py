@@ -86,7 +86,8 @@ ASK_AGAIN_CASES = [
     ("opinions_batch", "ShuttingDown", True), ("batch", "TooManyDocuments", False),
     ("learn", "Overloaded", True), ("learn", "ShuttingDown", True),
     ("learn", "RpcTimeout", False), ("learn", "ServerUnavailable", False),
-    ("learn", "NotLearnable", False),
+    ("learn", "NotLearnable", False), ("learn", "LearnBacklogFull", True),
+    ("learn", "LearnLimit", False),
 ]
 
 
