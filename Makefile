@@ -15,6 +15,8 @@ MODELS := models/sentiment/model.keras models/genre/model.keras
 CONSENSUS_METRICS := models/consensus/metrics.json
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
+PROFILE_VENV := .venv-profile
+PROFILE_STAMP := $(PROFILE_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
@@ -153,8 +155,20 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.overload
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.own_expert
+	$(PY) -m bench.startup --baseline af8e17c  # the code before issue 28
+	$(PY) -m bench.cache
+	$(MAKE) $(PROFILE_STAMP)
+	$(PY) -m bench.profile_batch --baseline af8e17c
+	$(PY) -m bench.memory_ready
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
+## py-spy (bench.profile_batch) lives in its own venv (.venv-profile, exact pin in bench/requirements-profile.txt).
+$(PROFILE_STAMP): bench/requirements-profile.txt
+	$(call step,profiler: py-spy in $(PROFILE_VENV) (bench/requirements-profile.txt),first time: about 5 s)
+	$(PYTHON) -m venv $(PROFILE_VENV)
+	$(PROFILE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-profile.txt
+	@touch $@
+
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(PROFILE_VENV) site express_bridge/node_modules models data
