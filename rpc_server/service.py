@@ -431,12 +431,12 @@ class Experts:
                 answers[i] = Answer(False, exc)
                 invalid += 1
                 continue
-            failed = [(dependency, needed[dependency][i].value) for dependency in needs
-                      if not needed[dependency][i].ok]
-            if failed:
-                answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
-                continue
-            if needs:
+            if needs:  # (an expert without needs skips this per document: bench/RESULTS-profile.md)
+                failed = [(dependency, needed[dependency][i].value) for dependency in needs
+                          if not needed[dependency][i].ok]
+                if failed:
+                    answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
+                    continue
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
             positions.append(i)
@@ -459,7 +459,7 @@ class Experts:
                 values, lambda asked: self._predict(name, asked, deadline))
             self._stats.record_cache(name, hits, misses)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
+            answers[i] = Answer(ok, answer, False, recomputed.get(i))  # positional: per document
         return answers
 
     def _predict(self, name: str, values: list, deadline: float | None) -> list:
