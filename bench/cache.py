@@ -1,8 +1,8 @@
 """The cache of opinions, side by side: streams with and without repeated documents.
 
-``python -m bench.cache [--docs N] [--rounds R] [--repeat-share 0.3]`` starts two
-``expertd serve`` holding only the sentiment model, together: one with
-``cache_size`` set (``cache``), one without (``no cache``). Each round makes two
+``python -m bench.cache [--docs N] [--rounds R] [--repeat-share 0.3]`` starts four
+``expertd serve`` holding only the sentiment model, together (in the order A, B,
+B, A): two with ``cache_size`` set (``cache``), two without (``no cache``). Each round makes two
 fresh streams of ``--docs`` JSON Lines documents (texts of the VADER ground
 truth, each marked with the round so no round repeats another's):
 
@@ -11,7 +11,7 @@ truth, each marked with the round so no round repeats another's):
 * ``no repeats``: every document's text is new.
 
 Each stream goes through ``expertd pipe sentiment --lines`` against each server,
-the servers' order alternating by round. Reported per stream and arm: the
+the servers' order alternating by round; each arm's two servers are pooled. Reported per stream and arm: the
 median over rounds of documents per second (stage spawn to exit) and of the
 server's CPU microseconds per document (its /proc counters before and after).
 Writes bench/RESULTS-cache.md.
@@ -20,6 +20,7 @@ Writes bench/RESULTS-cache.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -72,6 +73,38 @@ def run_stream(server, path: Path, docs: int) -> dict:
     return {"docs_per_s": docs / run.seconds, "server_cpu_us_per_doc": cpu / docs * 1e6}
 
 
+def cache_cost_in_process(docs: int = 20_000, runs: int = 7) -> dict:
+    """What the cache itself costs per document, in this process (median of ``runs``): every
+    input a miss (then stored), every input a hit, and the stand-in model alone."""
+    from expertd.rpc_server.opinion_cache import OpinionCache
+
+    texts = [f"document number {i}, a sentence of ordinary length for the cache" for i in range(docs)]
+    opinion = {"valence": 1.2345, "label": "positive", "confidence": 0.9876}
+
+    def model(values):
+        return [(True, dict(opinion)) for _ in values]
+
+    def timed(fn) -> float:
+        began = time.perf_counter()
+        for start in range(0, docs, 256):
+            fn(texts[start:start + 256])
+        return (time.perf_counter() - began) / docs * 1e6
+
+    stub, miss, hit = [], [], []
+    for _ in range(runs):
+        cache = OpinionCache(docs, lambda: "2")
+        stub.append(timed(model))
+        ask = functools.partial(cache.predict_through, predict=model)
+        miss.append(timed(ask))  # every text new: each a miss, then stored
+        hit.append(timed(ask))   # the same texts again: each a hit
+    evicting = []  # a full cache: every miss also pushes the oldest entry out
+    for _ in range(3):
+        cache = OpinionCache(docs // 4, lambda: "2")
+        evicting.append(timed(functools.partial(cache.predict_through, predict=model)))
+    return {"stub": median(stub), "miss": median(miss) - median(stub), "hit": median(hit),
+            "evicting": median(evicting) - median(stub)}
+
+
 def server_counts(server) -> dict:
     """The sentiment expert's counters in ``stats()``: model calls, items, model seconds, cache."""
     from expertd.clients.wire import connect
@@ -98,31 +131,41 @@ def main() -> None:
     shares = {f"{args.repeat_share:.0%} repeats": args.repeat_share, "no repeats": 0.0}
     began = time.time()
     with Fleet() as fleet:
-        arms = {"cache": fleet.expertd("cache-on", config(work / "on.yaml", args.cache_size)),
-                "no cache": fleet.expertd("cache-off", config(work / "off.yaml", 0))}
-        fleet.wait_ready(list(arms.values()))
+        # Four servers started in the order cache, no cache, no cache, cache (ABBA): where a
+        # server sits in the start order moved its speed by ~10% in trials on this machine.
+        on, off = config(work / "on.yaml", args.cache_size), config(work / "off.yaml", 0)
+        servers = {("cache", 1): fleet.expertd("cache-on-1", on),
+                   ("no cache", 1): fleet.expertd("cache-off-1", off),
+                   ("no cache", 2): fleet.expertd("cache-off-2", off),
+                   ("cache", 2): fleet.expertd("cache-on-2", on)}
+        fleet.wait_ready(list(servers.values()))
         warm, _ = stream(texts, 2_000, 0.0, "warm-up", random.Random(0), work / "warm.jsonl")
-        for server in arms.values():
+        for server in servers.values():
             run_stream(server, warm, 2_000)
         rng = random.Random(2014)
         repeats_seen = {}
         for round_no in range(args.rounds):
-            order = list(arms) if round_no % 2 == 0 else list(arms)[::-1]
+            order = list(servers) if round_no % 2 == 0 else list(servers)[::-1]
             for label, share in shares.items():
                 path, repeats = stream(texts, args.docs, share,
                                        f"r{round_no} {label}", rng, work / "stream.jsonl")
                 repeats_seen[label] = repeats
-                for arm in order:
-                    results.setdefault((label, arm), []).append(run_stream(arms[arm], path,
-                                                                           args.docs))
-            model = {arm: server_counts(server) for arm, server in arms.items()}
+                for arm, number in order:
+                    results.setdefault((label, arm), []).append(
+                        run_stream(servers[(arm, number)], path, args.docs))
+        model = {}
+        for (arm, _), server in servers.items():
+            counts = server_counts(server)
+            model[arm] = {key: model.get(arm, {}).get(key, 0) + value
+                          for key, value in counts.items()}
     elapsed = time.time() - began
-    write_report(args, results, repeats_seen, model, elapsed, os.getloadavg())
+    in_process = cache_cost_in_process()
+    write_report(args, results, repeats_seen, model, in_process, elapsed, os.getloadavg())
     print(args.out.read_text())
 
 
-def write_report(args, results: dict, repeats: dict, model: dict, elapsed: float,
-                 load: tuple) -> None:
+def write_report(args, results: dict, repeats: dict, model: dict, in_process: dict,
+                 elapsed: float, load: tuple) -> None:
     """bench/RESULTS-cache.md."""
     rows = []
     for (label, arm), runs in results.items():
@@ -138,22 +181,36 @@ def write_report(args, results: dict, repeats: dict, model: dict, elapsed: float
         f"`python -m bench.cache --docs {args.docs} --rounds {args.rounds} --repeat-share "
         f"{args.repeat_share}` on {os.uname().nodename} ({os.cpu_count()} cores), {when}, "
         f"{elapsed:.0f} s; load average when it ended {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
-        "(a shared machine: compare only the rows of one run). Two sentiment-only servers "
-        f"started together, one with `cache_size: {args.cache_size}`, one without; each round "
-        "makes fresh streams (no round repeats another's texts) and sends each through "
-        "`expertd pipe sentiment --lines` to both servers, their order alternating by round. "
+        "(a shared machine: compare only the rows of one run). Four sentiment-only servers "
+        f"started together in the order cache, no cache, no cache, cache (two with "
+        f"`cache_size: {args.cache_size}`, two without; the start position alone moved a "
+        "server's speed by ~10% in trials); each round makes fresh streams (no round repeats "
+        "another's texts) and sends each through `expertd pipe sentiment --lines` to all four, "
+        "their order alternating by round; each arm's rounds pooled over its two servers. "
         f"The last round's repeats stream held {repeats.get(next(iter(repeats)), 0):,} repeats "
         f"in {args.docs:,} documents.",
         "",
         *table(["stream", "server", "docs/s (median)", "each round", "vs no cache",
                 "server CPU µs/doc (median)"], rows),
         "",
-        "What each server's `stats()` said at the end (warm-up and every round, both streams):",
+        "What each arm's two servers' `stats()` said at the end, summed (warm-up and every "
+        "round, both streams):",
         "",
         *table(["server", "documents the model computed", "model seconds", "cache hits",
                 "cache misses"],
                [[arm, f"{c['batched_items']:,}", f"{c['model_seconds']:.2f}",
                  f"{c['cache_hits']:,}", f"{c['cache_misses']:,}"] for arm, c in model.items()]),
+        "",
+        "The cache's own cost, in-process (`OpinionCache.predict_through` over 20,000 short "
+        "texts in calls of 256, a stand-in model; median of 7 runs, same machine, same time): "
+        f"a miss adds {in_process['miss']:.2f} µs a document (key, lookup, copy, store), "
+        f"{in_process['evicting']:.2f} µs once the cache is full (each miss then also drops the "
+        "oldest entry), a hit "
+        f"costs {in_process['hit']:.2f} µs instead of the model call, the output check and the "
+        "batcher. The sentiment model itself is a few µs a document, a third or less of what "
+        "the server spends on one (bench/RESULTS-profile.md), which bounds what 30% repeats "
+        "can save here: on this model, turn the cache on where documents do repeat, since a "
+        "stream without repeats pays its misses.",
         "",
     ]
     args.out.write_text("\n".join(lines))
