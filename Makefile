@@ -19,6 +19,8 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+PROFILE_VENV := .venv-profile
+PROFILE_STAMP := $(PROFILE_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
@@ -197,8 +199,20 @@ bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.own_expert
 	$(PY) -m bench.deploy --image  # the systemd unit, the image built from nothing (minutes)
+	$(PY) -m bench.startup --baseline af8e17c  # the code before issue 28
+	$(PY) -m bench.cache
+	$(MAKE) $(PROFILE_STAMP)
+	$(PY) -m bench.profile_batch --baseline af8e17c
+	$(PY) -m bench.memory_ready
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
+## py-spy (bench.profile_batch) lives in its own venv (.venv-profile, exact pin in bench/requirements-profile.txt).
+$(PROFILE_STAMP): bench/requirements-profile.txt
+	$(call step,profiler: py-spy in $(PROFILE_VENV) (bench/requirements-profile.txt),first time: about 5 s)
+	$(PYTHON) -m venv $(PROFILE_VENV)
+	$(PROFILE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-profile.txt
+	@touch $@
+
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) build/image site express_bridge/node_modules models data
+	rm -rf $(VENV) $(DOCS_VENV) $(AIRFLOW_VENV) $(DEPLOY_VENV) $(PROFILE_VENV) build/image site express_bridge/node_modules models data

@@ -13,8 +13,7 @@ Light on purpose (the pipe stage imports it): no ``ipaddress``, no ``urllib``.
 
 from __future__ import annotations
 
-import socket
-from typing import NamedTuple
+from collections import namedtuple  # not typing.NamedTuple, nor socket at import: the pipe stage
 
 from expertd.spec import DEFAULT_HOST, DEFAULT_PORT, BRIDGE_PORT
 
@@ -31,14 +30,12 @@ class EndpointError(ValueError):
     """A malformed endpoint; the message (one line) says what was expected and how to fix it."""
 
 
-class Endpoint(NamedTuple):
-    """A parsed endpoint: ``transport`` is "tcp", "ipc" (or "inproc", binding only); ``port`` is
-    None for ``*`` (any); ``path`` is the socket's path (or the inproc name)."""
+class Endpoint(namedtuple("Endpoint", "transport host port path", defaults=(None, None, None))):
+    """A parsed endpoint: ``transport`` is "tcp", "ipc" (or "inproc", binding only); ``host``
+    (str or None); ``port`` (int) is None for ``*`` (any); ``path`` is the socket's path (or
+    the inproc name)."""
 
-    transport: str
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
+    __slots__ = ()
 
     @property
     def is_wildcard(self) -> bool:
@@ -77,6 +74,8 @@ def _valid_host(host: str) -> bool:
     if host == "*":
         return True
     if ":" in host or "[" in host or "]" in host:
+        import socket  # only for IPv6 hosts: socket costs every pipe stage its enums
+
         try:
             socket.inet_pton(socket.AF_INET6, host)
         except (OSError, ValueError):

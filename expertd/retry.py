@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
+from collections import namedtuple  # not typing.NamedTuple: the pipe stage would pay for typing
 
 from expertd.spec import RETRY_PROFILES, is_retryable, may_ask_again
 
@@ -27,13 +27,11 @@ def _uniform() -> float:
     return int.from_bytes(os.urandom(2), "big") / 65535
 
 
-class Policy(NamedTuple):
-    """Backoff parameters: ``base`` seconds, growing by ``factor`` up to ``cap``, times a jitter factor."""
+class Policy(namedtuple("Policy", "base factor cap jitter")):
+    """Backoff parameters: ``base`` seconds, growing by ``factor`` up to ``cap``, times a jitter
+    factor drawn from ``jitter`` (a ``(low, high)`` tuple)."""
 
-    base: float
-    factor: float
-    cap: float
-    jitter: tuple[float, float]
+    __slots__ = ()
 
     def pause(self, attempt: int, draw=_uniform) -> float:
         """Seconds to wait before try ``attempt + 1`` (``attempt`` 0 is the first retry)."""

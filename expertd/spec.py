@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.json")
 
@@ -59,13 +59,12 @@ TIMEOUT_HEADER: str = HEADERS["deadline"]["key"]
 # -- methods ------------------------------------------------------------------------------
 
 
-class Method(NamedTuple):
-    """One RPC method of the service: its positional arguments (``?``: optional)."""
+# collections.namedtuple, not typing.NamedTuple: ``typing`` would cost every pipe stage a few ms.
+class Method(namedtuple("Method", "name args stateful result")):
+    """One RPC method of the service: its ``name``, its positional ``args`` (a tuple of
+    str, ``?``: optional), whether it is ``stateful`` (bool), and its ``result`` (str)."""
 
-    name: str
-    args: tuple[str, ...]
-    stateful: bool
-    result: str
+    __slots__ = ()
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -122,17 +121,11 @@ def health_fields(*names: str) -> tuple[str, ...]:
 # -- errors -------------------------------------------------------------------------------
 
 
-class ErrorKind(NamedTuple):
-    """What every side must agree on about one error name."""
+class ErrorKind(namedtuple("ErrorKind", "name summary status retryable per_document exit side hint")):
+    """What every side must agree on about one error name: ``name``, ``summary``, ``status``
+    (int), ``retryable`` and ``per_document`` (bool), ``exit`` (int), ``side``, ``hint``."""
 
-    name: str
-    summary: str
-    status: int
-    retryable: bool
-    per_document: bool
-    exit: int
-    side: str
-    hint: str
+    __slots__ = ()
 
 
 #: Every error name, in the catalogue's order.

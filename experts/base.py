@@ -62,6 +62,10 @@ class Expert:
     opinion_schema: dict | None = None
     #: Whether ``learn`` is implemented (the server answers ``NotLearnable`` otherwise).
     learns: bool = False
+    #: True if an opinion is a function of the input and ``version`` alone (no clock, no
+    #: randomness, no learning): the server's ``cache_size`` then caches its opinions
+    #: (``rpc_server.opinion_cache``); another expert is cached only if its entry asks.
+    pure: bool = False
     #: The document field holding an example's target, for ``learn`` (``learn: {target: ...}``).
     target: str = "label"
     #: The Python type a target must have (``None`` accepts any JSON value).

@@ -270,6 +270,14 @@ class LearnSettings:
 
 
 @dataclass
+class CacheSettings:
+    """The cache of one expert's opinions (``cache:``; ``rpc_server.opinion_cache``)."""
+
+    #: Most opinions kept (least recently used out); 0 turns the cache off for this expert.
+    size: int = setting(10_000, integer(0))
+
+
+@dataclass
 class ExpertSpec:
     """One entry of the experts file (``experts: NAME: ...``)."""
 
@@ -280,6 +288,9 @@ class ExpertSpec:
     queue: QueuePolicy = setting(QueuePolicy(), section(QueuePolicy))
     needs: list | dict | None = setting(None, expert_needs)
     learn: LearnSettings | None = setting(None, section(LearnSettings))
+    #: ``cache: {size: N}``: cache its opinions (default: the server's ``cache_size`` for a
+    #: pure expert, none for another).
+    cache: CacheSettings | None = setting(None, section(CacheSettings))
     #: ``reads: document``: the expert gets the whole document, not one field.
     reads: str | None = setting(None, reads)
     #: Replace an expert of that name from an included file (otherwise a clash is an error).
@@ -310,6 +321,8 @@ class ServerSettings:
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = setting(5000.0, number(0))
     workers: int | None = setting(None, integer(1))  # processes on one port (``--workers``)
+    #: Opinions cached per pure expert (``Expert.pure``) without a ``cache:`` of its own; 0: none.
+    cache_size: int = setting(0, integer(0))
 
 
 @dataclass

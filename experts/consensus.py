@@ -73,6 +73,8 @@ def _label(opinion: dict, judge: str) -> str:
 class ConsensusExpert(Expert):
     """Combines a model's and a rule-based judge's sentiment into one verdict and an agreement flag."""
 
+    pure = True  # the same input and version, the same opinion: its opinions may be cached
+
     version = "1"
     description = ("Consensus of the sentiment model and VADER: valence (-4..4), label, and "
                    "whether the two judges agree")

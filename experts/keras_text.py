@@ -52,6 +52,8 @@ def valence_band(valence: float) -> int:
 class KerasTextExpert(Expert):
     """A Keras model saved as ``<model_dir>/model.keras`` that maps strings to outputs."""
 
+    pure = True  # the same input and version, the same opinion: its opinions may be cached
+
     def __init__(self, name: str | None = None, *, model_dir: str, **options) -> None:
         """Remember where the model lives; nothing is read until ``load``."""
         super().__init__(name, **options)

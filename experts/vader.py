@@ -29,6 +29,8 @@ def compound_label(compound: float) -> str:
 class VaderExpert(Expert):
     """Lexicon-and-rules sentiment (VADER): compound score in -1..1 and pos/neu/neg shares."""
 
+    pure = True  # the same input and version, the same opinion: its opinions may be cached
+
     version = VADER_VERSION
     description = "VADER rule-based sentiment: compound score (-1..1), pos/neu/neg shares and a label"
     opinion_schema = {

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from expertd.experts.schemas import compile_schema
+from expertd.rpc_server.opinion_fast_check import fast_check
 
 MAX_DEPTH = 32
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1
@@ -89,8 +90,11 @@ def opinion_checker(schema: dict | None = None):
     a regression head, clamps itself: see ``keras_text.SentimentExpert``).
     """
     validator = schema_validator(schema) if schema else None
+    surely_valid = fast_check(schema) if schema else None  # None: no fast path for this schema
 
     def check(opinion: Any) -> str | None:
+        if surely_valid is not None and surely_valid(opinion):
+            return None  # the common case, decided in plain Python (rpc_server.opinion_fast_check)
         if type(opinion) is not dict:
             return (f"{_JSON_NAMES.get(type(opinion), type(opinion).__name__)}, "
                     f"not a JSON object")

@@ -21,6 +21,7 @@ from expertd.rpc_server import runtime, sdnotify, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
+from expertd.rpc_server.opinion_cache import build_caches
 from expertd.rpc_server.security import ServerSecurity
 from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
@@ -113,7 +114,8 @@ class ExpertdServer:
             for spec in file.experts}
         self.learning = start_learning(experts, file, self.config.feedback_log)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
-                               file.server.max_batch_docs, learning=self.learning)
+                               file.server.max_batch_docs, learning=self.learning,
+                               caches=build_caches(experts, file, self.learning))
         self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",
                                              self.config.heartbeat, file.server.max_message_bytes,
                                              file.server.handshake_timeout_ms)

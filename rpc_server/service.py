@@ -28,6 +28,7 @@ from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocume
 from expertd.rpc_server.incremental import cooperatively
 from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
+from expertd.rpc_server.opinion_cache import OpinionCache
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
 
@@ -119,9 +120,11 @@ class Experts:
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
                  stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000,
-                 learning=None) -> None:
-        """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn."""
+                 learning=None, caches: dict[str, OpinionCache] | None = None) -> None:
+        """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn;
+        ``caches`` hold the opinions of the experts that have one (``rpc_server.opinion_cache``)."""
         self._experts = experts
+        self._caches = caches or {}
         self._learning = learning
         self._batchers = batchers
         self._stats = stats
@@ -216,6 +219,8 @@ class Experts:
             entry["batch"] = self._batchers[name].settings()
             if self._learning is not None and name in self._learning.learners:
                 entry["learning"] = self._learning.learners[name].state()
+            if name in self._caches:
+                entry["cache"] = self._caches[name].describe()
             out.append(entry)
         return out
 
@@ -426,12 +431,12 @@ class Experts:
                 answers[i] = Answer(False, exc)
                 invalid += 1
                 continue
-            failed = [(dependency, needed[dependency][i].value) for dependency in needs
-                      if not needed[dependency][i].ok]
-            if failed:
-                answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
-                continue
-            if needs:
+            if needs:  # (an expert without needs skips this per document: bench/RESULTS-profile.md)
+                failed = [(dependency, needed[dependency][i].value) for dependency in needs
+                          if not needed[dependency][i].ok]
+                if failed:
+                    answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
+                    continue
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
             positions.append(i)
@@ -446,14 +451,24 @@ class Experts:
                     answers[i] = answers[i]._replace(recomputed=note)
         if not values:
             return answers
-        began = time.perf_counter()
-        failures = 0
-        outcomes = self._batchers[name].predict_each(values, deadline)
+        cache = self._caches.get(name)
+        if cache is None:
+            outcomes = self._predict(name, values, deadline)
+        else:  # only what the cache does not know goes to the model
+            outcomes, hits, misses = cache.predict_through(
+                values, lambda asked: self._predict(name, asked, deadline))
+            self._stats.record_cache(name, hits, misses)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
-            failures += not ok
-        self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
+            answers[i] = Answer(ok, answer, False, recomputed.get(i))  # positional: per document
         return answers
+
+    def _predict(self, name: str, values: list, deadline: float | None) -> list:
+        """The expert's ``(ok, opinion)`` outcome for each of ``values`` (its batcher), counted."""
+        began = time.perf_counter()
+        outcomes = self._batchers[name].predict_each(values, deadline)
+        failures = sum(1 for ok, _ in outcomes if not ok)
+        self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
+        return outcomes
 
 
 

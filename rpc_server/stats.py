@@ -32,6 +32,8 @@ class ExpertStats:
     batches: int = 0
     batched_items: int = 0
     model_seconds: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def as_dict(self) -> dict:
@@ -47,6 +49,8 @@ class ExpertStats:
             "batched_items": self.batched_items,
             "mean_batch_size": round(self.batched_items / self.batches, 2) if self.batches else 0.0,
             "model_seconds": round(self.model_seconds, 3),
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
             "latency_ms": {
                 "p50": round(percentile(ordered, 50), 3),
                 "p99": round(percentile(ordered, 99), 3),
@@ -73,6 +77,9 @@ class Stats:
         self._batch = Histogram("expertd_batch_size", "Inputs per model call, by expert.",
                                 ["expert"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
                                 registry=self.registry)
+        self._cache = Counter("expertd_cache_lookups", "Inputs looked up in an expert's cache of "
+                              "opinions (rpc_server.opinion_cache), by outcome: hit or miss.",
+                              ["expert", "outcome"], registry=self.registry)
 
     def record_call(self, name: str, items: int, seconds: float, ok: bool) -> None:
         """Count one call to expert ``name`` that covered ``items`` documents."""
@@ -93,6 +100,18 @@ class Stats:
         if entry is not None:
             entry.invalid += documents
             self._calls.labels(name, "invalid").inc(documents)
+
+    def record_cache(self, name: str, hits: int, misses: int) -> None:
+        """Count the inputs of one call found in the expert's cache (``hits``) and not (``misses``)."""
+        entry = self.experts.get(name)
+        if entry is None:
+            return
+        entry.cache_hits += hits
+        entry.cache_misses += misses
+        if hits:
+            self._cache.labels(name, "hit").inc(hits)
+        if misses:
+            self._cache.labels(name, "miss").inc(misses)
 
     def record_shed(self, name: str) -> None:
         """Count one request answered ``Overloaded``."""

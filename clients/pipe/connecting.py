@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import TYPE_CHECKING, Callable
 
 from expertd.spec import ERROR, METHOD, exit_code
 from expertd.clients.pipe.options import PipeOptions
@@ -33,7 +32,10 @@ from expertd.clients.spread import WorkerMap
 from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
-if TYPE_CHECKING:  # imported when --autostart needs it: a stage without it does not pay for it
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
+if TYPE_CHECKING:  # control is imported when --autostart needs it: a stage without it does not pay for it
+    from typing import Callable
+
     from expertd import control
 
 #: Lines of a failed server's log shown when it exits during ``--autostart``.

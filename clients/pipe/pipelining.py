@@ -20,7 +20,6 @@ import select
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Iterable, Protocol
 
 import msgpack
 
@@ -31,11 +30,16 @@ from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
 from expertd.spec import ERROR, METHOD
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
 if TYPE_CHECKING:
+    from typing import Iterable, Protocol
+
     from expertd.clients.pipe.connecting import Connector
     from expertd.clients.pipe.options import PipeOptions
     from expertd.clients.pipe.output import Output, Progress
     from expertd.clients.pipe.reading import LineReader
+else:
+    Protocol = object  # StageLike is an interface for type checkers; at run time a plain class
 
 
 class StageLike(Protocol):

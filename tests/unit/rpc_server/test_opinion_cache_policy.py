@@ -1,0 +1,102 @@
+"""The cache of opinions: its LRU policy, its keys, and what it asks the model."""
+
+from __future__ import annotations
+
+import pytest
+
+from expertd.rpc_server.opinion_cache import LRU, OpinionCache, input_key
+
+
+def test_the_lru_drops_the_least_recently_used_item_beyond_its_size():
+    lru = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1  # "a" is now the most recent: "b" goes first
+    lru.put("c", 3)
+    assert "b" not in lru and lru.get("a") == 1 and lru.get("c") == 3
+    assert len(lru) == 2
+
+
+def test_the_lru_counts_a_write_as_a_use_and_keeps_one_entry_per_key():
+    lru = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    lru.put("a", 10)  # rewritten: the most recent
+    lru.put("c", 3)
+    assert lru.get("a") == 10 and "b" not in lru and len(lru) == 2
+
+
+def test_the_lru_holds_its_bound_under_many_writes_and_refuses_a_size_under_one():
+    lru = LRU(100)
+    for i in range(10_000):
+        lru.put(i, i)
+    assert len(lru) == 100 and 9_999 in lru and 9_899 not in lru
+    assert lru.get("missing", "default") == "default"
+    with pytest.raises(ValueError):
+        LRU(0)
+
+
+def test_input_keys_tell_values_apart_exactly():
+    assert input_key("x") == "x"
+    assert input_key('"x"') != input_key("x")
+    assert input_key({"a": 1, "b": 2}) == input_key({"b": 2, "a": 1})  # the same dict
+    assert len({input_key(v) for v in ([1], [1.0], [True], ["1"], {"a": 1})}) == 5
+    assert input_key({"a": b"bytes"}) is None  # not cacheable
+
+
+class Model:
+    """A stand-in model that counts what it is asked (a plain function, as an expert's predict)."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.asked: list[list] = []
+        self.fail = fail
+
+    def __call__(self, values: list) -> list:
+        self.asked.append(list(values))
+        return [(False, ValueError(v)) if v == self.fail else (True, {"len": len(v)})
+                for v in values]
+
+
+def test_a_repeated_input_is_answered_from_the_cache_without_asking_the_model():
+    model = Model()
+    cache = OpinionCache(10, lambda: "1")
+    outcomes, hits, misses = cache.predict_through(["ab", "abc"], model)
+    assert outcomes == [(True, {"len": 2}), (True, {"len": 3})] and (hits, misses) == (0, 2)
+    outcomes, hits, misses = cache.predict_through(["abc", "abcd", "ab"], model)
+    assert outcomes == [(True, {"len": 3}), (True, {"len": 4}), (True, {"len": 2})]
+    assert (hits, misses) == (2, 1) and model.asked[-1] == ["abcd"]
+    assert cache.describe() == {"size": 10, "entries": 3, "hits": 2, "misses": 3}
+
+
+def test_the_same_input_twice_in_one_call_is_computed_once_and_each_gets_its_own_copy():
+    model = Model()
+    cache = OpinionCache(10, lambda: "1")
+    outcomes, hits, misses = cache.predict_through(["ab", "ab", "c", "ab"], model)
+    assert model.asked == [["ab", "c"]] and (hits, misses) == (2, 2)
+    assert outcomes[0] == outcomes[1] == outcomes[3] == (True, {"len": 2})
+    assert outcomes[0][1] is not outcomes[1][1]
+    outcomes[0][1]["len"] = 99  # a caller changing its answer changes no one else's
+    assert cache.predict_through(["ab"], model)[0] == [(True, {"len": 2})]
+
+
+def test_failures_are_not_kept_and_a_new_version_asks_again():
+    model = Model(fail="bad")
+    version = ["1"]
+    cache = OpinionCache(10, lambda: version[0])
+    outcomes, _, _ = cache.predict_through(["bad", "ok"], model)
+    assert outcomes[0][0] is False and outcomes[1] == (True, {"len": 2})
+    cache.predict_through(["bad", "ok"], model)
+    assert model.asked[-1] == ["bad"]  # the failure is asked again, the opinion is not
+    version[0] = "2"
+    cache.predict_through(["ok"], model)
+    assert model.asked[-1] == ["ok"]  # another version: its own entries
+
+
+def test_an_error_of_the_model_is_raised_and_nothing_is_kept():
+    def overloaded(values):
+        raise RuntimeError("Overloaded")
+
+    cache = OpinionCache(10, lambda: "1")
+    with pytest.raises(RuntimeError):
+        cache.predict_through(["x"], overloaded)
+    assert len(cache.lru) == 0
