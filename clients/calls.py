@@ -15,7 +15,8 @@ from typing import Any
 
 import msgpack
 
-from expertd.spec import TIMEOUT_HEADER
+from expertd.spec import TIMEOUT_HEADER, TRACE_HEADER
+from expertd.tracecontext import environment_traceparent
 
 
 class ServerUnavailable(ConnectionError):
@@ -49,12 +50,16 @@ def pack_array(packed_items: list[bytes]) -> bytes:
     return head + b"".join(packed_items)
 
 
-def request_payload(message_id: str, method: str, packed_args: bytes, wait: float) -> bytes:
+def request_payload(message_id: str, method: str, packed_args: bytes, wait: float,
+                    traceparent: str | None = None) -> bytes:
     """A zerorpc request event ``[header, name, args]`` with ``args`` already packed.
 
-    The header says how long the caller will wait (``expertd_timeout_ms``).
+    The header says how long the caller will wait (``expertd_timeout_ms``) and,
+    when there is one, the caller's trace context (``expertd_traceparent``).
     """
     header = {"message_id": message_id, "v": 3, TIMEOUT_HEADER: int(1000 * wait)}
+    if traceparent is not None:
+        header[TRACE_HEADER] = traceparent
     return (b"\x93" + msgpack.packb(header, use_bin_type=True)
             + msgpack.packb(method, use_bin_type=True) + packed_args)
 
@@ -113,7 +118,8 @@ class Calls:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
         payload = request_payload(message_id, method, packed_args,
-                                  self.timeout if timeout is None else timeout)
+                                  self.timeout if timeout is None else timeout,
+                                  environment_traceparent())
         self._pending.add(message_id)
         self._send_payload(payload)
         return message_id

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
-from expertd.rpc_server import chain_runner, runtime
+from expertd.rpc_server import call_trace, chain_runner, runtime
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
@@ -97,8 +97,10 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
             raise
         finally:
             target = _describe_target(name, args[1:] if expert is None else args, expert)
-            log.info("call %s %s latency_ms=%.2f outcome=%s", name, target,
-                     (time.perf_counter() - began) * 1000.0, outcome)
+            trace = call_trace.current()
+            log.info("call %s %s latency_ms=%.2f outcome=%s%s", name, target,
+                     (time.perf_counter() - began) * 1000.0, outcome,
+                     trace.log_field() if trace is not None else "")
 
     call.__signature__ = signature
     return call

@@ -168,7 +168,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     // Coalesced with concurrent requests for the same expert (see coalescer.js);
     // the body's size bounds the batch's size in bytes.
     const bytes = Number(req.headers["content-length"]) || undefined;
-    const opinion = await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes }));
+    const opinion = await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes, trace: req.trace }));
     if (!merge) return res.json(opinion);
     const opinions = isDocument(doc.opinions) ? doc.opinions : {};
     res.json({ ...doc, opinions: { ...opinions, [name]: opinion } });
@@ -179,7 +179,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (!Array.isArray(body)) {
       throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON array of documents, got ${jsonType(body)}`);
     }
-    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body)));
+    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body, { trace: req.trace })));
   });
 
   route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), maxDepth: jsonMaxDepth, rpcCall }));
@@ -196,7 +196,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (names !== null && !(Array.isArray(names) && names.every((n) => typeof n === "string"))) {
       throw catalogueError(ERROR.BadArguments, `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
     }
-    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names)));
+    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names, { trace: req.trace })));
   });
 
   mountLearn(route, { rpc, rpcCall, parsedBody, parsers: jsonOrFormBody });

@@ -112,14 +112,15 @@ class Coalescer {
    * The opinion of expert `name` on `doc`, possibly asked together with others.
    * @param {string} name
    * @param {object} doc
-   * @param {{bytes?: number, timeoutMs?: number}} [options] `bytes`: the document's JSON size
-   *   if known (e.g. the request's Content-Length), else it is measured
+   * @param {{bytes?: number, timeoutMs?: number, trace?: object}} [options] `bytes`: the document's
+   *   JSON size if known (e.g. the request's Content-Length), else it is measured; `trace`: the
+   *   request's trace context (a coalesced call carries the first one's, and links to each)
    * @returns {Promise<any>} the opinion, or rejects like `opinion()` would
    */
-  opinion(name, doc, { bytes, timeoutMs = this.timeoutMs } = {}) {
+  opinion(name, doc, { bytes, timeoutMs = this.timeoutMs, trace = null } = {}) {
     if (!this.enabled) {
       this.onBatch(name, 1);
-      return this._call(METHOD.opinion, [name, doc], { timeoutMs });
+      return this._call(METHOD.opinion, [name, doc], { timeoutMs, trace });
     }
     let state = this._experts.get(name);
     if (state && state.queue.length - state.head >= this.maxQueue) {
@@ -132,7 +133,7 @@ class Coalescer {
         this._experts.set(name, state);
       }
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
-      const item = { doc, size, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
+      const item = { doc, size, trace, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
       // A request not answered by its deadline (queued or sent) ends like a timed-out call.
       item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
       state.queue.push(item);
@@ -284,7 +285,9 @@ class Coalescer {
     let results;
     const started = Date.now();
     try {
-      results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]], { timeoutMs });
+      const traced = batch.filter((item) => item.trace).map((item) => item.trace);
+      results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]],
+        { timeoutMs, trace: traced[0] || null, links: traced });
       this._timed(state, started);
       if (!Array.isArray(results) || results.length !== batch.length) {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
@@ -319,7 +322,7 @@ class Coalescer {
     if (item.done) return; // its deadline passed already
     const started = Date.now();
     try {
-      const opinion = await this._call(METHOD.opinion, [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
+      const opinion = await this._call(METHOD.opinion, [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()), trace: item.trace });
       this._timed(state, started);
       this._settle(state, item, null, opinion);
     } catch (err) {

@@ -8,6 +8,7 @@
 const crypto = require("node:crypto");
 const { HttpError, catalogueError } = require("./errors");
 const { ERROR } = require("./spec");
+const { parseTraceparent, formatTraceparent, childOf } = require("./trace_context");
 
 /**
  * Characters no expert name can hold: C0 and C1 controls, DEL, and the
@@ -21,10 +22,12 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
- * Give every request an id (a well-formed incoming X-Request-Id, else a new
- * UUID), echo it in the X-Request-Id response header, and write one log line
- * when the response ends: method, route, path, status, latency, request id,
- * expert. Also feeds the request metrics.
+ * Give every request a trace context (`req.trace`: the caller's W3C
+ * `traceparent` continued, else a new trace; trace_context.js) and an id (a
+ * well-formed incoming X-Request-Id, else the trace id); answer both
+ * (`traceresponse`, X-Request-Id), and write one log line when the response
+ * ends: method, route, path, status, latency, request id, trace id, expert.
+ * Also feeds the request metrics.
  * @param {object} options
  * @param {{info: Function, warn: Function}} options.logger pino-style logger
  * @param {(labels: object, seconds: number) => void} [options.observe] metrics hook
@@ -34,9 +37,11 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }) {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
+    req.trace = childOf(parseTraceparent(req.get("traceparent")));
     const incoming = req.get("x-request-id");
-    req.id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : crypto.randomUUID();
+    req.id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : req.trace.traceId;
     res.setHeader("X-Request-Id", req.id);
+    res.setHeader("traceresponse", formatTraceparent(req.trace));
     let logged = false;
     const done = () => {
       if (logged) return;
@@ -47,6 +52,7 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
       const expert = res.locals.expert ? expertLabel(res.locals.expert, status) : "";
       const line = {
         reqId: req.id,
+        traceId: req.trace.traceId,
         method: req.method,
         route,
         path: req.path.length > 200 ? `${req.path.slice(0, 200)}...` : req.path,

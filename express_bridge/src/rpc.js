@@ -49,6 +49,7 @@ const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
+const { traceHeader } = require("./trace_context");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -109,24 +110,27 @@ class ExpertdClient extends EventEmitter {
    * Call a remote method with positional arguments.
    * @param {string} method
    * @param {any[]} [args=[]]
-   * @param {{timeoutMs?: number}} [options]
+   * @param {{timeoutMs?: number, trace?: object, links?: object[]}} [options] `trace`: the
+   *   trace context the server's work hangs under (trace_context.js), `links`: the
+   *   requests a coalesced call serves
    * @returns {Promise<any>} the result, or rejects with an HttpError subclass
    *   (RemoteError, ServerUnavailableError 503, RpcTimeoutError 504)
    */
-  async call(method, args = [], { timeoutMs = this.timeoutMs } = {}) {
+  async call(method, args = [], { timeoutMs = this.timeoutMs, trace = null, links = null } = {}) {
     if (this._closed) throw new ServerUnavailableError("the bridge is shutting down");
     const deadline = Date.now() + timeoutMs;
     if (this.state !== "up") {
       const probe = await this.probe();
       if (!probe.ok) throw this._unavailable(probe.reason);
     }
+    const header = traceHeader(trace, links);
     const attempt = { method, deadline, number: 0, tried: new Set(), refusedBy: new Set(), drained: 0, lastError: null };
     for (;;) {
       attempt.number += 1;
       const connection = this.pool.pick({ avoid: attempt.tried, avoidPeers: attempt.refusedBy });
       if (!connection) throw attempt.lastError; // every connection was tried (a retry only)
       try {
-        const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs);
+        const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs, header);
         this._observe(method, result);
         return result;
       } catch (err) {
@@ -156,7 +160,8 @@ class ExpertdClient extends EventEmitter {
    * same expert are coalesced into `opinions_batch(docs, [name])` calls (see
    * coalescer.js); each caller still gets its own opinion or its own error.
    * @param {string} name @param {object} doc
-   * @param {{bytes?: number}} [options] the document's JSON size, if known
+   * @param {{bytes?: number, trace?: object}} [options] the document's JSON size, if known;
+   *   the request's trace context
    */
   opinion(name, doc, options) {
     if (this._closed) return Promise.reject(new ServerUnavailableError("the bridge is shutting down"));
@@ -167,13 +172,13 @@ class ExpertdClient extends EventEmitter {
    * `opinions(doc, names)` -> doc with `opinions` (and `errors`) added.
    * @param {object} doc @param {string[]|null} names (null or [] = every expert)
    */
-  opinions(doc, names) {
-    return this.call(METHOD.opinions, [doc, names ?? null]);
+  opinions(doc, names, options) {
+    return this.call(METHOD.opinions, [doc, names ?? null], options);
   }
 
   /** `batch(name, docs)` -> opinions in order. @param {string} name @param {object[]} docs */
-  batch(name, docs) {
-    return this.call(METHOD.batch, [name, docs]);
+  batch(name, docs, options) {
+    return this.call(METHOD.batch, [name, docs], options);
   }
 
   /**
@@ -209,11 +214,11 @@ class ExpertdClient extends EventEmitter {
   // -- internals --------------------------------------------------------------
 
   /** One attempt of a call on `connection`, its failure as an HttpError. */
-  async _callOn(connection, method, args, remainingMs, timeoutMs) {
+  async _callOn(connection, method, args, remainingMs, timeoutMs, header) {
     const startedAt = Date.now();
     const watchdog = this._watch(connection);
     try {
-      return await Promise.race([connection.invoke(method, args, remainingMs), watchdog.gone]);
+      return await Promise.race([connection.invoke(method, args, remainingMs, header), watchdog.gone]);
     } catch (err) {
       if (err instanceof HttpError || err.local) throw err;
       if (LOCAL_TIMEOUTS.has(err.name)) {
