@@ -112,7 +112,7 @@ $(PY):
 $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test,tracing]'
 	@touch $@
 	$(PATH_HINT)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import msgpack
 
-from expertd.spec import TIMEOUT_HEADER, TRACE_HEADER
-from expertd.tracecontext import environment_traceparent
+from expertd import tracing
+from expertd.spec import ERROR, TIMEOUT_HEADER, TRACE_HEADER
+from expertd.tracecontext import environment_traceparent, parse
 
 
 class ServerUnavailable(ConnectionError):
@@ -117,9 +118,15 @@ class Calls:
     def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
+        traceparent = environment_traceparent()
+        if tracing.enabled():  # a client span per call (a chunk of the pipe stage), under TRACEPARENT
+            span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+                                attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                            "server.address": self.endpoint})
+            self._spans()[message_id] = span
+            traceparent = span.context.header()
         payload = request_payload(message_id, method, packed_args,
-                                  self.timeout if timeout is None else timeout,
-                                  environment_traceparent())
+                                  self.timeout if timeout is None else timeout, traceparent)
         self._pending.add(message_id)
         self._send_payload(payload)
         return message_id
@@ -133,6 +140,7 @@ class Calls:
             now = time.monotonic()
             if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
                 self._pending.discard(message_id)
+                self._end_span(message_id, ERROR.RpcTimeout)
                 raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
             if self.stop_waiting is not None and self.stop_waiting():
                 raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
@@ -149,11 +157,30 @@ class Calls:
         name, args = self._replies.pop(message_id)
         self._pending.discard(message_id)
         if name == "OK":
+            self._end_span(message_id)
             return args[0]
         if name == "ERR":
             args = list(args) + ["", "", ""]
+            self._end_span(message_id, str(args[0]), str(args[1]))
             raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
-        raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
+        error = RemoteError("ProtocolError", f"unexpected reply {name!r}")
+        self._end_span(message_id, error.name, error.msg)
+        raise error
+
+    def _spans(self) -> dict:
+        """The client spans of the calls sent and not yet answered (tracing on only)."""
+        spans = self.__dict__.get("_call_spans")
+        if spans is None:
+            spans = self.__dict__["_call_spans"] = {}
+        return spans
+
+    def _end_span(self, message_id: str, error: str | None = None, message: str = "") -> None:
+        spans = self.__dict__.get("_call_spans")
+        span = spans.pop(message_id, None) if spans else None
+        if span is not None:
+            if error is not None:
+                span.fail(error, message)
+            span.end()
 
     def beat(self) -> None:
         """Send one heartbeat for each call still waiting for its reply here."""

@@ -39,7 +39,8 @@ from expertd.clients.spread import WorkerMap
 from expertd.endpoint import parse_endpoint
 from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
 from expertd.spec import ERROR, METHOD, TIMEOUT_HEADER, TRACE_HEADER, kind
-from expertd.tracecontext import environment_traceparent
+from expertd import tracing
+from expertd.tracecontext import environment_traceparent, parse
 
 
 def default_endpoint() -> str:
@@ -204,10 +205,16 @@ class ExpertsClient:
                 # own, whose failure (a timeout when no server answers) gevent's hub
                 # prints as tracebacks on stderr before ours is raised. The hook
                 # uses ``wait_ms`` up before anything yields, so it stays this call's.
+                traceparent = environment_traceparent()  # TRACEPARENT: the caller's trace
+                span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+                                    attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                                "server.address": self.endpoint}) \
+                    if tracing.enabled() else tracing.NO_SPAN
                 self._hook.wait_ms = int(self._timeout * 1000)
-                self._hook.traceparent = environment_traceparent()  # TRACEPARENT: the caller's trace
+                self._hook.traceparent = span.context.header() if span.recording else traceparent
                 try:
-                    return client(method, *args)
+                    with span:
+                        return client(method, *args)
                 finally:
                     self._hook.wait_ms = self._hook.traceparent = None
             except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote) as exc:

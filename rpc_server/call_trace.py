@@ -58,8 +58,29 @@ class TraceMiddleware:
     def load_task_context(self, header) -> None:
         """Called by zerorpc with the request's header, in the call's greenlet."""
         _call.trace = read_header(header)
+        _call.span = None
 
 
 def current() -> CallTrace | None:
     """The current call's trace (``None`` outside a call)."""
     return getattr(_call, "trace", None)
+
+
+def enter(span) -> None:
+    """The current call's span began (``expertd.tracing``): its context is the parent of the call's work.
+
+    A recording span that started a trace of its own gives the call its trace id.
+    """
+    _call.span = span.context
+    trace = getattr(_call, "trace", None)
+    if span.context is not None and trace is not None and trace.trace_id != span.context.trace_id:
+        _call.trace = trace._replace(trace_id=span.context.trace_id)
+
+
+def span_context() -> TraceParent | None:
+    """The context the current call's work hangs under: its span's, else the caller's (``None``: none)."""
+    context = getattr(_call, "span", None)
+    if context is not None:
+        return context
+    trace = getattr(_call, "trace", None)
+    return trace.parent if trace is not None else None

@@ -42,7 +42,9 @@ import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
+from expertd import tracing
 from expertd.experts.base import Expert
+from expertd.rpc_server import call_trace
 from expertd.rpc_server.errors import (ExpertFailed, InvalidDocument, LearnBacklogFull,
                                        LearnLimit, Overloaded)
 from expertd.rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
@@ -428,9 +430,12 @@ class Learning:
         """
         learner = self.learners[name]
         applied, last = True, None
+        parent = call_trace.span_context()
         if inputs:
             try:
-                seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
+                with tracing.span(f"learn append {name}", parent,
+                                  attributes={"expertd.expert": name, "expertd.examples": len(inputs)}):
+                    seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
             except (LearnLimit, LearnBacklogFull, Overloaded):
                 raise
             except Exception as exc:
@@ -444,7 +449,10 @@ class Learning:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 4)))
-            applied = learner.wait_applied(last, wait)
+            with tracing.span(f"learn apply {name}", parent,
+                              attributes={"expertd.expert": name, "expertd.seq": last}) as span:
+                applied = learner.wait_applied(last, wait)
+                span.set(**{"expertd.applied": applied})
         return {"stored": len(inputs), "applied": applied, "applied_at_version": last,
                 "state": {**learner.state(), "applied": applied}}
 

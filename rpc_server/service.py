@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 
+from expertd import tracing
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
@@ -83,6 +84,14 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
     def call(*args):
         began = time.perf_counter()
         outcome = "ok"
+        trace = call_trace.current()
+        span = tracing.span(f"expertd {name}", trace.parent if trace else None, kind="server",
+                            links=trace.links if trace else (),
+                            attributes={"rpc.system": "zerorpc", "rpc.method": name,
+                                        "expertd.expert": expert})
+        if span.recording:
+            call_trace.enter(span)
+            trace = call_trace.current()
         try:
             try:
                 signature.bind(*args[1:] if expert is None else args)
@@ -94,10 +103,11 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
             return result
         except Exception as exc:
             outcome = f"{type(exc).__name__}: {shown(str(exc), 200)}"
+            span.fail(type(exc).__name__, shown(str(exc), 200))
             raise
         finally:
+            span.end()
             target = _describe_target(name, args[1:] if expert is None else args, expert)
-            trace = call_trace.current()
             log.info("call %s %s latency_ms=%.2f outcome=%s%s", name, target,
                      (time.perf_counter() - began) * 1000.0, outcome,
                      trace.log_field() if trace is not None else "")
@@ -343,10 +353,19 @@ class Experts:
         """
         wanted = set(names)
         deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
+        parent = call_trace.span_context()
 
         def ask(name: str, needed: Answers) -> list[Answer]:
             reuse = name not in wanted and options.reuses(name)
-            return self._ask_many(name, docs, needed, reuse, deadline)
+            with tracing.span(f"expert {name}", parent, attributes={
+                    "expertd.expert": name, "expertd.documents": len(docs),
+                    "expertd.needs": ",".join(self._plan.needs.get(name, {})) or None,
+                    "expertd.asked": name in wanted}) as span:
+                answers = self._ask_many(name, docs, needed, reuse, deadline,
+                                         span.context if span.recording else parent)
+                if span.recording:
+                    _record_answers(span, answers)
+                return answers
 
         return chain_runner.run(self._plan, names, ask)
 
@@ -396,7 +415,7 @@ class Experts:
         return out
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
-                  deadline: float | None = None) -> list[Answer]:
+                  deadline: float | None = None, trace=None) -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
@@ -450,7 +469,7 @@ class Experts:
             return answers
         began = time.perf_counter()
         failures = 0
-        outcomes = self._batchers[name].predict_each(values, deadline)
+        outcomes = self._batchers[name].predict_each(values, deadline, trace)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
             answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
             failures += not ok
@@ -458,6 +477,15 @@ class Experts:
         return answers
 
 
+
+
+def _record_answers(span, answers: list) -> None:
+    """An expert span's outcome: how many answers were reused or failed; the first error's name."""
+    failed = [a for a in answers if a is not None and not a.ok]
+    span.set(**{"expertd.reused": sum(1 for a in answers if a is not None and a.reused),
+                "expertd.failed": len(failed)})
+    if failed:
+        span.fail(type(failed[0].value).__name__, shown(str(failed[0].value), 200))
 
 
 def _checked_function(fn: Callable, expert: str) -> Callable:

@@ -54,6 +54,7 @@
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
 const { ERROR, METHOD } = require("./spec");
+const { startSpan } = require("./tracing");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -134,6 +135,8 @@ class Coalescer {
       }
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
       const item = { doc, size, trace, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
+      // Its wait to be sent (tracing on only): ends with the size of the batch it went in.
+      item.waiting = trace ? startSpan("coalescer wait", { parent: trace, attributes: { "expertd.expert": name, "expertd.queued": state.queue.length - state.head } }) : null;
       // A request not answered by its deadline (queued or sent) ends like a timed-out call.
       item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
       state.queue.push(item);
@@ -159,6 +162,7 @@ class Coalescer {
       state.head = 0;
       for (const item of items) {
         clearTimeout(item.timer);
+        endWait(item, err.name || "Error");
         item.done = true;
         item.reject(err);
       }
@@ -260,6 +264,7 @@ class Coalescer {
   _shed(name, state, item) {
     item.done = true;
     clearTimeout(item.timer);
+    endWait(item, ERROR.Overloaded);
     item.reject(new OverloadedError(
       `the request for expert ${JSON.stringify(name)} could not be answered within its deadline ` +
       `(${Math.max(0, item.deadline - Date.now())} ms left, a call takes about ${Math.round(state.callMs)} ms); retry shortly`));
@@ -274,6 +279,10 @@ class Coalescer {
   /** Send one batch and settle each of its callers. Never rejects. */
   async _send(name, state, batch) {
     this.onBatch(name, batch.length);
+    for (const item of batch) {
+      if (item.waiting) item.waiting.set({ "expertd.batch_size": batch.length }).end();
+      item.waiting = null;
+    }
     if (batch.length === 1) {
       await this._alone(name, state, batch[0]); // alone: exactly the call made without coalescing
       return;
@@ -360,8 +369,16 @@ class Coalescer {
     } catch (e) {
       err = e;
     }
+    endWait(item, (err && err.name) || "Error");
     item.reject(err || new Error(`opinion() not sent within ${timeoutMs} ms`));
   }
+}
+
+/** End a queued request's wait span (tracing on) with the error that ended its wait. */
+function endWait(item, errorName) {
+  if (!item.waiting) return;
+  item.waiting.fail(errorName).end();
+  item.waiting = null;
 }
 
 /**

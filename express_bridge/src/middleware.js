@@ -9,6 +9,7 @@ const crypto = require("node:crypto");
 const { HttpError, catalogueError } = require("./errors");
 const { ERROR } = require("./spec");
 const { parseTraceparent, formatTraceparent, childOf } = require("./trace_context");
+const { startSpan } = require("./tracing");
 
 /**
  * Characters no expert name can hold: C0 and C1 controls, DEL, and the
@@ -37,7 +38,16 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }) {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
-    req.trace = childOf(parseTraceparent(req.get("traceparent")));
+    const parent = parseTraceparent(req.get("traceparent"));
+    // Admitted at (admission.js): the request's span starts there, with the wait until now as a child.
+    const admittedAt = res.admittedAt === undefined ? undefined : performance.timeOrigin + res.admittedAt;
+    const span = startSpan(req.method, { parent, kind: "server", startTime: admittedAt, attributes: { "http.request.method": req.method } });
+    if (span) {
+      if (admittedAt !== undefined) startSpan("admission", { parent: span.context, startTime: admittedAt }).end();
+      req.trace = span.context;
+    } else {
+      req.trace = childOf(parent);
+    }
     const incoming = req.get("x-request-id");
     req.id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : req.trace.traceId;
     res.setHeader("X-Request-Id", req.id);
@@ -62,6 +72,12 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
       if (expert) line.expert = expert;
       if (res.locals.errorName) line.error = res.locals.errorName;
       (status >= 500 ? logger.warn : logger.info).call(logger, line, "request");
+      if (span) {
+        span.span.updateName(`${req.method} ${route}`);
+        span.set({ "http.route": route, "http.response.status_code": status, "expertd.expert": expert || undefined });
+        if (res.locals.errorName) span.fail(res.locals.errorName, `HTTP ${status}`);
+        span.end();
+      }
       observe({ method: req.method, route, status, expert }, seconds);
     };
     res.on("finish", done);

@@ -50,6 +50,7 @@ const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
 const { traceHeader } = require("./trace_context");
+const { startSpan } = require("./tracing");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -117,13 +118,29 @@ class ExpertdClient extends EventEmitter {
    *   (RemoteError, ServerUnavailableError 503, RpcTimeoutError 504)
    */
   async call(method, args = [], { timeoutMs = this.timeoutMs, trace = null, links = null } = {}) {
+    const span = trace ? startSpan(`rpc ${method}`, {
+      parent: trace, kind: "client", links: links || [],
+      attributes: { "rpc.system": "zerorpc", "rpc.method": method, "expertd.batch_size": links && links.length > 0 ? links.length : undefined },
+    }) : null;
+    if (!span) return this._call(method, args, timeoutMs, traceHeader(trace, links));
+    try {
+      return await this._call(method, args, timeoutMs, traceHeader(span.context, links));
+    } catch (err) {
+      span.fail(err.name || "Error", err.message);
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** `call` once its trace header is made. */
+  async _call(method, args, timeoutMs, header) {
     if (this._closed) throw new ServerUnavailableError("the bridge is shutting down");
     const deadline = Date.now() + timeoutMs;
     if (this.state !== "up") {
       const probe = await this.probe();
       if (!probe.ok) throw this._unavailable(probe.reason);
     }
-    const header = traceHeader(trace, links);
     const attempt = { method, deadline, number: 0, tried: new Set(), refusedBy: new Set(), drained: 0, lastError: null };
     for (;;) {
       attempt.number += 1;

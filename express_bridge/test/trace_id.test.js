@@ -11,7 +11,9 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const path = require("node:path");
 const { parseTraceparent, formatTraceparent, childOf } = require("../src/trace_context");
+const { execFileSync } = require("node:child_process");
 const { startExpertd, startBridge, REPO_ROOT, sleep } = require("./helpers");
+const { samplerFromEnv, wantedExporters } = require("../src/tracing");
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT = `00-${TRACE}-00f067aa0ba902b7-01`;
@@ -35,6 +37,36 @@ describe("trace context parsing (W3C)", () => {
     const fresh = childOf(null);
     assert.match(fresh.traceId, /^[0-9a-f]{32}$/);
     assert.equal(fresh.flags, 0);
+  });
+});
+
+describe("tracing switch (tracing.js): the standard OTEL_* variables", () => {
+  it("is off unless OTEL_TRACES_EXPORTER names an exporter, and then loads no OpenTelemetry SDK package", () => {
+    assert.deepEqual(wantedExporters({}), []);
+    assert.deepEqual(wantedExporters({ OTEL_TRACES_EXPORTER: "none" }), []);
+    assert.deepEqual(wantedExporters({ OTEL_TRACES_EXPORTER: "otlp", OTEL_SDK_DISABLED: "true" }), []);
+    assert.deepEqual(wantedExporters({ OTEL_TRACES_EXPORTER: "otlp, console" }), ["otlp", "console"]);
+    const script = `
+      const request = require("supertest");
+      const { createApp } = require("./src/app");
+      const rpc = { knownExperts: new Set(), health: async () => ({ status: "ok" }) };
+      request(createApp({ rpc })).get("/healthz").then((res) => {
+        // prom-client loads @opentelemetry/api itself (the no-op API); the SDK is what costs.
+        const loaded = Object.keys(require.cache).some((k) => /@opentelemetry[\\/](sdk-trace|exporter|resources|core)/.test(k));
+        console.log(JSON.stringify({ loaded, traceresponse: res.headers.traceresponse }));
+      });`;
+    const env = { PATH: process.env.PATH };
+    const out = JSON.parse(execFileSync(process.execPath, ["-e", script], { cwd: path.join(__dirname, ".."), env }).toString());
+    assert.equal(out.loaded, false);
+    assert.match(out.traceresponse, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+  });
+
+  it("builds the sampler OTEL_TRACES_SAMPLER names (parent-based by default)", () => {
+    const sdk = require("@opentelemetry/sdk-trace");
+    assert.match(samplerFromEnv(sdk, {}).toString(), /ParentBased\{root=AlwaysOnSampler/);
+    assert.match(samplerFromEnv(sdk, { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.01" }).toString(),
+      /ParentBased\{root=TraceIdRatioBased\{0.01\}/);
+    assert.match(samplerFromEnv(sdk, { OTEL_TRACES_SAMPLER: "always_off" }).toString(), /AlwaysOffSampler/);
   });
 });
 
