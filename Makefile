@@ -15,6 +15,9 @@ MODELS := models/sentiment/model.keras models/genre/model.keras
 CONSENSUS_METRICS := models/consensus/metrics.json
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
+# The trace backend the tracing tests send spans to and query (tests/e2e/test_tracing.py).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 export EXPERTD_ENDPOINT ?= tcp://127.0.0.1:4242
@@ -68,7 +71,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(DOCS_STAMP) $(PHOENIX_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest tests/unit tests/e2e
 
@@ -88,6 +91,14 @@ $(DOCS_STAMP): docs/requirements.txt
 	$(call step,docs tools: mkdocs-material in $(DOCS_VENV) (docs/requirements.txt),first time: about 15 s)
 	$(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r docs/requirements.txt
+	@touch $@
+
+## Arize Phoenix (an OpenTelemetry trace backend: OTLP/HTTP in, a query API out) in its own venv,
+## exact pins in tests/phoenix/requirements.txt: tests/e2e/test_tracing.py starts it and queries it.
+$(PHOENIX_STAMP): tests/phoenix/requirements.txt
+	$(call step,trace backend: Arize Phoenix in $(PHOENIX_VENV) (tests/phoenix/requirements.txt),first time: about 3 minutes and 860 MB)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/phoenix/requirements.txt
 	@touch $@
 
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).

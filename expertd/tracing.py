@@ -30,6 +30,8 @@ from expertd.tracecontext import TraceParent
 
 log = logging.getLogger("expertd.tracing")
 
+#: Most links also written as the ``expertd.links`` attribute of a span.
+MAX_LINK_ATTRIBUTES = 128
 _state: dict = {"tracer": None, "checked": False, "service": "expertd-client"}
 #: Ring buffers (``recent.TraceRing``-like objects with ``add(span)``) fed with every span that ends.
 _listeners: list = []
@@ -70,6 +72,7 @@ def _make_tracer():
         return None
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": _state["service"]}
     provider = TracerProvider(resource=Resource.create(attributes))
+    _state["service_name"] = provider.resource.attributes.get("service.name", _state["service"])
     for name in names:
         exporter = _exporter(name)
         if exporter is not None:
@@ -174,6 +177,7 @@ class Span:
         """Link this span to another (e.g. a request's queue wait to the model call that served it)."""
         if context is not None:
             self._span.add_link(_span_context(context))
+            self._span.set_attribute("expertd.linked", f"{context.trace_id}-{context.span_id}")
 
     def fail(self, name: str, message: str = "") -> None:
         """Record an error by its catalogue name (status ERROR, ``error.type``, an exception event)."""
@@ -215,11 +219,16 @@ def span(name: str, parent: TraceParent | None, *, kind: str = "internal",
 
         context = otel.set_span_in_context(otel.NonRecordingSpan(_span_context(parent))) \
             if parent is not None else Context()
-        otel_links = [otel.Link(_span_context(link)) for link in links if link is not None]
+        links = [link for link in links if link is not None]
+        otel_links = [otel.Link(_span_context(link)) for link in links]
+        clean = {k: v for k, v in (attributes or {}).items() if v is not None}
+        # Also as attributes: some backends (Phoenix) keep neither the resource nor the links.
+        clean["expertd.service"] = _state["service_name"]
+        if links:
+            clean["expertd.links"] = [f"{link.trace_id}-{link.span_id}"
+                                      for link in links[:MAX_LINK_ATTRIBUTES]]
         otel_span = tracer.start_span(name, context=context, kind=getattr(otel.SpanKind, kind.upper()),
-                                      attributes={k: v for k, v in (attributes or {}).items()
-                                                  if v is not None},
-                                      links=otel_links, start_time=start_ns)
+                                      attributes=clean, links=otel_links, start_time=start_ns)
         return Span(otel_span)
     except Exception:  # noqa: BLE001 - tracing never fails a call
         log.exception("could not start span %s", name)

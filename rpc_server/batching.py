@@ -62,9 +62,10 @@ Outcome = tuple
 
 class _Request:
     __slots__ = ("values", "outcomes", "taken", "unanswered", "enqueued", "deadline",
-                 "result", "cancelled", "trace", "waiting", "taken_ns")
+                 "result", "cancelled", "trace", "links", "waiting", "taken_ns")
 
-    def __init__(self, values: list, deadline: float | None, trace=None, waiting=tracing.NO_SPAN) -> None:
+    def __init__(self, values: list, deadline: float | None, trace=None, waiting=tracing.NO_SPAN,
+                 links: tuple = ()) -> None:
         self.values = values
         self.outcomes: list = [None] * len(values)
         self.taken = 0               # inputs handed to model calls so far
@@ -74,6 +75,7 @@ class _Request:
         self.result = AsyncResult()
         self.cancelled = False
         self.trace = trace           # the caller's span context (``TraceParent``), when traced
+        self.links = links           # the requests its call serves (a coalesced call's), when traced
         self.waiting = waiting       # its queue-wait span (``tracing.NO_SPAN`` when not traced)
         self.taken_ns = None         # when its first input was handed to a model call
 
@@ -125,11 +127,12 @@ class MicroBatcher:
                 "queue": {"max_docs": self.max_queued_docs, "budget_ms": self.budget * 1000.0}}
 
     def predict_each(self, values: Sequence[Any], deadline: float | None = None,
-                     trace=None) -> list[Outcome]:
+                     trace=None, links: tuple = ()) -> list[Outcome]:
         """One outcome per value, in order (blocks this greenlet only).
 
         ``trace``: the caller's span context; when tracing is on, the wait in
-        the queue is a span under it, and the model call that serves it links to it.
+        the queue is a span under it, and the model call that serves it links to
+        it and to ``links`` (the requests a coalesced call serves).
 
         Raises ``Overloaded`` when the request cannot be admitted or could not
         start in time, ``TooManyDocuments`` when it could never fit.
@@ -153,7 +156,8 @@ class MicroBatcher:
         request = _Request(values, deadline, trace,
                            tracing.span(f"queue wait {name}", trace, attributes={
                                "expertd.expert": name, "expertd.inputs": len(values),
-                               "expertd.queued_docs": self.queued_docs}) if trace else tracing.NO_SPAN)
+                               "expertd.queued_docs": self.queued_docs}) if trace else tracing.NO_SPAN,
+                           links)
         self._queue.append(request)
         self.queued_docs += len(values)
         self._wakeup.set()
@@ -336,7 +340,7 @@ class MicroBatcher:
         Each request's queue-wait span ends (when it was taken) linked to it.
         """
         span = tracing.span(f"model {self.expert.name}", traced[0].trace,
-                            links=[request.trace for request in traced],
+                            links=[link for request in traced for link in (request.trace, *request.links)],
                             attributes={"expertd.expert": self.expert.name, "expertd.batch_size": size,
                                         "expertd.requests": len(traced)})
         self._model_context = span.context

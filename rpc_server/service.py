@@ -354,6 +354,8 @@ class Experts:
         wanted = set(names)
         deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
         parent = call_trace.span_context()
+        trace = call_trace.current()
+        links = trace.links if trace is not None else ()
 
         def ask(name: str, needed: Answers) -> list[Answer]:
             reuse = name not in wanted and options.reuses(name)
@@ -362,7 +364,7 @@ class Experts:
                     "expertd.needs": ",".join(self._plan.needs.get(name, {})) or None,
                     "expertd.asked": name in wanted}) as span:
                 answers = self._ask_many(name, docs, needed, reuse, deadline,
-                                         span.context if span.recording else parent)
+                                         span.context if span.recording else parent, links)
                 if span.recording:
                     _record_answers(span, answers)
                 return answers
@@ -415,7 +417,7 @@ class Experts:
         return out
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
-                  deadline: float | None = None, trace=None) -> list[Answer]:
+                  deadline: float | None = None, trace=None, links: tuple = ()) -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
@@ -469,7 +471,7 @@ class Experts:
             return answers
         began = time.perf_counter()
         failures = 0
-        outcomes = self._batchers[name].predict_each(values, deadline, trace)
+        outcomes = self._batchers[name].predict_each(values, deadline, trace, links)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
             answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
             failures += not ok

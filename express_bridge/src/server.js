@@ -25,6 +25,7 @@ const tracing = require("./tracing");
  */
 async function start(config, { logger = pino({ level: config.logLevel }) } = {}) {
   assertSafeToListen(config);
+  tracing.tracer(); // the SDK loads now, if tracing is on, not during the first request
   const rpc = new ExpertdClient({
     endpoint: config.endpoint,
     timeoutMs: config.rpcTimeoutMs,

@@ -4,14 +4,15 @@
  *
  * Off by default, and then free: `tracer()` returns null and no OpenTelemetry
  * package is loaded (trace_context.js still gives every request its trace id).
- * On when `OTEL_TRACES_EXPORTER` names an exporter (`otlp`: OTLP over HTTP to
+ * On when `OTEL_TRACES_EXPORTER` names an exporter (`otlp`: OTLP over HTTP, protobuf
+ * unless `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`, to
  * `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, read by
  * the exporter itself; `console`), unless `OTEL_SDK_DISABLED=true`. The sampler
  * follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` as the specification
  * names them (default `parentbased_always_on`: a request's `traceparent` decides,
  * else every trace is kept); the service is `OTEL_SERVICE_NAME`, else
  * `expertd-bridge`. The SDK packages are the bridge's dependencies
- * (@opentelemetry/sdk-trace, exporter-trace-otlp-http, resources, api).
+ * (@opentelemetry/sdk-trace, exporter-trace-otlp-proto and -http, resources, api).
  *
  * Contexts travel as trace_context.js's `{traceId, spanId, flags}` (what the
  * wire and the response headers carry) and every span is given its parent
@@ -74,7 +75,9 @@ function tracer(env = process.env) {
   const spanProcessors = [];
   for (const name of exporters) {
     if (name === "otlp") {
-      const { OTLPTraceExporter } = require("@opentelemetry/exporter-trace-otlp-http");
+      // The specification's default protocol is http/protobuf (the one every backend takes); http/json on request.
+      const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf").trim();
+      const { OTLPTraceExporter } = require(protocol === "http/json" ? "@opentelemetry/exporter-trace-otlp-http" : "@opentelemetry/exporter-trace-otlp-proto");
       spanProcessors.push(new sdk.BatchSpanProcessor({ exporter: new OTLPTraceExporter(), scheduledDelayMillis: Number(env.OTEL_BSP_SCHEDULE_DELAY) || 5000 }));
     } else if (name === "console") {
       spanProcessors.push(new sdk.SimpleSpanProcessor({ exporter: new sdk.ConsoleSpanExporter() }));
@@ -95,7 +98,7 @@ function tracer(env = process.env) {
     sampler: samplerFromEnv(sdk, env),
     spanProcessors,
   });
-  state = { tracer: provider.getTracer("expertd-bridge"), provider, api };
+  state = { tracer: provider.getTracer("expertd-bridge"), provider, api, service: env.OTEL_SERVICE_NAME || "expertd-bridge" };
   return state;
 }
 
@@ -128,6 +131,7 @@ class BridgeSpan {
   /** @param {{traceId: string, spanId: string, flags: number}} context link to another span */
   link(context) {
     if (context && this.span.addLink) this.span.addLink({ context: { traceId: context.traceId, spanId: context.spanId, traceFlags: context.flags & 1, isRemote: true } });
+    if (context) this.span.setAttribute("expertd.linked", `${context.traceId}-${context.spanId}`);
     return this;
   }
 
@@ -158,10 +162,14 @@ function startSpan(name, { parent = null, kind = "internal", attributes = {}, li
     : api.ROOT_CONTEXT;
   const clean = {};
   for (const [k, v] of Object.entries(attributes)) if (v !== undefined && v !== null) clean[k] = v;
+  // Also as attributes: some backends (Phoenix) keep neither the resource nor the links.
+  clean["expertd.service"] = t.service;
+  const linked = links.filter(Boolean);
+  if (linked.length > 0) clean["expertd.links"] = linked.slice(0, 128).map((l) => `${l.traceId}-${l.spanId}`);
   const span = t.tracer.startSpan(name, {
     kind: KINDS[kind] ?? 0,
     attributes: clean,
-    links: links.filter(Boolean).map((l) => ({ context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 1, isRemote: true } })),
+    links: linked.map((l) => ({ context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 1, isRemote: true } })),
     startTime,
   }, ctx);
   return new BridgeSpan(span);
