@@ -20,7 +20,7 @@ from expertd import tracing
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
-from expertd.rpc_server import call_trace, chain_runner, runtime
+from expertd.rpc_server import call_trace, chain_runner, recent_traces, runtime
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
@@ -284,6 +284,14 @@ class Experts:
     def stats(self):
         """Calls, errors, items, batch sizes and latency (p50/p99, ms) per expert."""
         return self._stats.as_dict()
+
+    @rpc_method
+    def traces(self, trace_ids):
+        """The spans this server holds for ``trace_ids`` in its ring of recent traces (tracing on)."""
+        if not isinstance(trace_ids, (list, tuple)) or len(trace_ids) > recent_traces.MAX_TRACES:
+            raise BadArguments(f"trace_ids must be a list of at most {recent_traces.MAX_TRACES} trace ids, "
+                               f"got {json_type(trace_ids)}")
+        return recent_traces.RING.spans(list(trace_ids))
 
     # -- plumbing -------------------------------------------------------------
 

@@ -18,6 +18,7 @@ const { streamHandler } = require("./ndjson");
 const { corsPolicy } = require("./cors");
 const { pageRouter } = require("./page");
 const { mountLearn } = require("./learn");
+const { mountCallsView } = require("./calls_view");
 const { bodyParsers, SEND_JSON_HINT } = require("./body");
 
 /**
@@ -200,6 +201,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
   });
 
   mountLearn(route, { rpc, rpcCall, parsedBody, parsers: jsonOrFormBody });
+  mountCallsView(route, { rpc, rpcCall });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {
