@@ -147,6 +147,10 @@ QUOTES: dict[str, Quote | Section] = {
     "learn_busy_p50": Quote("RESULTS-learning.md", rf"\| learning \| ({NUMBER}) \|", "{0} ms"),
     "log_delay_median": Quote("RESULTS-learning.md", rf"median \*\*({NUMBER}) ms\*\*", "{0} ms"),
     "log_delay_max": Quote("RESULTS-learning.md", rf"max \*\*({NUMBER}) ms\*\*", "{0} ms"),
+    # bench/RESULTS-tracing.md (python -m bench.tracing)
+    "tracing_cost_section": Section("RESULTS-tracing.md", "Tracing off, 1% and 100% sampled"),
+    "tracing_run": Quote("RESULTS-tracing.md", r"^Run (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", "{0} UTC"),
+    "tracing_load": Quote("RESULTS-tracing.md", rf"1-minute load average ({NUMBER}) before", "{0}"),
     # bench/RESULTS-overload.md (python -m bench.overload)
     "overload_capacity_section": Section("RESULTS-overload.md", "Capacity and unloaded latency"),
     "overload_row_section": Section("RESULTS-overload.md", "The overload row"),
