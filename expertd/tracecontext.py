@@ -19,7 +19,8 @@ import re
 from typing import NamedTuple
 
 #: ``version-traceid-parentid-flags``; a future version may append fields after a dash.
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+#: Compiled at the first parse (a pipe stage without TRACEPARENT never pays for it).
+_TRACEPARENT = r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$"
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 #: The environment variable a command-line tool takes its parent context from.
@@ -47,7 +48,7 @@ def parse(value: object) -> TraceParent | None:
     """The traceparent in ``value``, or ``None`` when it is not a valid one (W3C rules)."""
     if not isinstance(value, str) or len(value) > 512:
         return None
-    match = _TRACEPARENT.match(value.strip())
+    match = re.match(_TRACEPARENT, value.strip())  # re caches the compiled pattern
     if match is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()

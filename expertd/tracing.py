@@ -21,14 +21,19 @@ model), so each span is given its parent explicitly.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import time
 from typing import Any, Iterable
 
 from expertd.tracecontext import TraceParent
 
-log = logging.getLogger("expertd.tracing")
+
+def _log():
+    """This module's logger (``logging`` is imported only when there is something to say:
+    a pipe stage pays for every module it imports)."""
+    import logging
+
+    return logging.getLogger("expertd.tracing")
 
 #: Most links also written as the ``expertd.links`` attribute of a span.
 MAX_LINK_ATTRIBUTES = 128
@@ -66,7 +71,7 @@ def _make_tracer():
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        log.warning("OTEL_TRACES_EXPORTER=%s but the OpenTelemetry SDK is not installed; "
+        _log().warning("OTEL_TRACES_EXPORTER=%s but the OpenTelemetry SDK is not installed; "
                     "install expertd[tracing] (pip install 'expertd[tracing]'): tracing stays off",
                     ",".join(names))
         return None
@@ -88,13 +93,13 @@ def _exporter(name: str):
         protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
                                   os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"))
         if protocol != "http/protobuf":
-            log.warning("OTLP protocol %s is not supported here; using http/protobuf", protocol)
+            _log().warning("OTLP protocol %s is not supported here; using http/protobuf", protocol)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         return OTLPSpanExporter()
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
         return ConsoleSpanExporter()
-    log.warning("OTEL_TRACES_EXPORTER names %r, which expertd does not know (otlp, console, none)", name)
+    _log().warning("OTEL_TRACES_EXPORTER names %r, which expertd does not know (otlp, console, none)", name)
     return None
 
 
@@ -231,7 +236,7 @@ def span(name: str, parent: TraceParent | None, *, kind: str = "internal",
                                       attributes=clean, links=otel_links, start_time=start_ns)
         return Span(otel_span)
     except Exception:  # noqa: BLE001 - tracing never fails a call
-        log.exception("could not start span %s", name)
+        _log().exception("could not start span %s", name)
         return NO_SPAN
 
 
