@@ -439,7 +439,9 @@ class Learning:
             except (LearnLimit, LearnBacklogFull, Overloaded):
                 raise
             except Exception as exc:
-                log.exception("expert %s: could not append to the feedback log", name)
+                trace = call_trace.current()
+                log.exception("expert %s: could not append to the feedback log%s", name,
+                              trace.log_field() if trace is not None else "")
                 raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
                                    f"feedback log ({type(exc).__name__}), so none was learned; "
                                    "the server log has the details") from None

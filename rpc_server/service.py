@@ -372,7 +372,8 @@ class Experts:
                     "expertd.needs": ",".join(self._plan.needs.get(name, {})) or None,
                     "expertd.asked": name in wanted}) as span:
                 answers = self._ask_many(name, docs, needed, reuse, deadline,
-                                         span.context if span.recording else parent, links)
+                                         span.context if span.recording else parent, links,
+                                         trace.log_field() if trace is not None else "")
                 if span.recording:
                     _record_answers(span, answers)
                 return answers
@@ -425,7 +426,8 @@ class Experts:
         return out
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
-                  deadline: float | None = None, trace=None, links: tuple = ()) -> list[Answer]:
+                  deadline: float | None = None, trace=None, links: tuple = (),
+                  log_field: str = "") -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
@@ -471,7 +473,7 @@ class Experts:
         if recomputed:
             first = min(recomputed)
             log.warning("expert %s: %d carried opinion(s) failed its check and were recomputed; "
-                        "the first: %s", name, len(recomputed), shown(recomputed[first], 200))
+                        "the first: %s%s", name, len(recomputed), shown(recomputed[first], 200), log_field)
             for i, note in recomputed.items():
                 if answers[i] is not None:  # not asked after all (e.g. no field): say so anyway
                     answers[i] = answers[i]._replace(recomputed=note)

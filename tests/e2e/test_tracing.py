@@ -291,3 +291,15 @@ def test_the_pipe_stage_lands_under_traceparent_in_the_backend(traced):
     client_ids = {s["context"]["span_id"] for s in clients}
     servers = [s for s in spans if s["name"].startswith("expertd ") and s not in clients]
     assert servers and all(s["parent_id"] in client_ids for s in servers)
+
+
+def test_the_server_log_lines_about_a_call_carry_its_trace_id(traced, monkeypatch):
+    trace_id = "1095" + "3" * 28
+    monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-00f067aa0ba902b7-01")
+    with ExpertsClient(traced["server"].endpoint) as experts:
+        # consensus reuses the vader opinion a document carries, unless it fails vader's check
+        doc = experts.opinions({"text": "nice", "opinions": {"vader": {"forged": True}}}, ["consensus"])
+    assert "consensus" in doc["opinions"] and "vader" in doc["recomputed"]
+    lines = traced["server"].read_log().splitlines()
+    assert any("were recomputed" in line and f"trace={trace_id}" in line for line in lines), lines[-5:]
+    assert any("call opinions experts=consensus" in line and f"trace={trace_id}" in line for line in lines)
