@@ -21,6 +21,9 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 PROFILE_VENV := .venv-profile
 PROFILE_STAMP := $(PROFILE_VENV)/.installed
+# The trace backend the tracing tests send spans to and query (tests/e2e/test_tracing.py).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
@@ -76,7 +79,7 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP)
+test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP) $(PHOENIX_STAMP)
 	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
 	$(VENV)/bin/pytest -rs tests/unit tests/e2e
 
@@ -125,6 +128,14 @@ image: setup $(DEPLOY_STAMP) $(PODMAN)
 $(PODMAN):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah debootstrap runc)
 
+## Arize Phoenix (an OpenTelemetry trace backend: OTLP/HTTP in, a query API out) in its own venv,
+## exact pins in tests/phoenix/requirements.txt: tests/e2e/test_tracing.py starts it and queries it.
+$(PHOENIX_STAMP): tests/phoenix/requirements.txt
+	$(call step,trace backend: Arize Phoenix in $(PHOENIX_VENV) (tests/phoenix/requirements.txt),first time: about 3 minutes and 860 MB)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/phoenix/requirements.txt
+	@touch $@
+
 ## Debian's haproxy, for tests/e2e/test_haproxy.py, express_bridge/test/haproxy.test.js and bench/scale.py (deploy/haproxy.cfg).
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
@@ -156,7 +167,7 @@ $(PY):
 $(PIP_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(call step,packages: the pinned Python packages (TensorFlow included),first time: 1-2 minutes and about 1.6 GB)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test,postgresql]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[models,test,postgresql,tracing]'
 	@touch $@
 	$(PATH_HINT)
 

@@ -168,6 +168,12 @@ QUOTES: dict[str, Quote | Section] = {
     "pg_fourth_catch_up": Quote("RESULTS-learning-pg.md",
                                 rf"^\| fourth server: seconds until it reaches[^|]*\| ({NUMBER}) \|",
                                 "{0} s"),
+    # bench/RESULTS-tracing.md (python -m bench.tracing)
+    "tracing_cost_section": Section("RESULTS-tracing.md", "Tracing off, 1% and 100% sampled"),
+    "tracing_run": Quote("RESULTS-tracing.md", r"^Run (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", "{0} UTC"),
+    "tracing_load": Quote("RESULTS-tracing.md", rf"1-minute load average ({NUMBER}) before", "{0}"),
+    "tracing_1pct_x": Quote("RESULTS-tracing.md", rf"\| 1% sampled \| {NUMBER} \| ({NUMBER})x", "{0}x"),
+    "tracing_100pct_x": Quote("RESULTS-tracing.md", rf"\| 100% sampled \| {NUMBER} \| ({NUMBER})x", "{0}x"),
     # bench/RESULTS-overload.md (python -m bench.overload)
     "overload_capacity_section": Section("RESULTS-overload.md", "Capacity and unloaded latency"),
     "overload_row_section": Section("RESULTS-overload.md", "The overload row"),

@@ -14,7 +14,9 @@ import time
 
 import msgpack
 
-from expertd.spec import TIMEOUT_HEADER
+from expertd import tracing
+from expertd.spec import ERROR, TIMEOUT_HEADER, TRACE_HEADER
+from expertd.tracecontext import environment_traceparent, parse
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
 if TYPE_CHECKING:
@@ -52,12 +54,16 @@ def pack_array(packed_items: list[bytes]) -> bytes:
     return head + b"".join(packed_items)
 
 
-def request_payload(message_id: str, method: str, packed_args: bytes, wait: float) -> bytes:
+def request_payload(message_id: str, method: str, packed_args: bytes, wait: float,
+                    traceparent: str | None = None) -> bytes:
     """A zerorpc request event ``[header, name, args]`` with ``args`` already packed.
 
-    The header says how long the caller will wait (``expertd_timeout_ms``).
+    The header says how long the caller will wait (``expertd_timeout_ms``) and,
+    when there is one, the caller's trace context (``expertd_traceparent``).
     """
     header = {"message_id": message_id, "v": 3, TIMEOUT_HEADER: int(1000 * wait)}
+    if traceparent is not None:
+        header[TRACE_HEADER] = traceparent
     return (b"\x93" + msgpack.packb(header, use_bin_type=True)
             + msgpack.packb(method, use_bin_type=True) + packed_args)
 
@@ -115,8 +121,15 @@ class Calls:
     def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
+        traceparent = environment_traceparent()
+        if tracing.enabled():  # a client span per call (a chunk of the pipe stage), under TRACEPARENT
+            span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+                                attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                            "server.address": self.endpoint})
+            self._spans()[message_id] = span
+            traceparent = span.context.header()
         payload = request_payload(message_id, method, packed_args,
-                                  self.timeout if timeout is None else timeout)
+                                  self.timeout if timeout is None else timeout, traceparent)
         self._pending.add(message_id)
         self._send_payload(payload)
         return message_id
@@ -130,6 +143,7 @@ class Calls:
             now = time.monotonic()
             if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
                 self._pending.discard(message_id)
+                self._end_span(message_id, ERROR.RpcTimeout)
                 raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
             if self.stop_waiting is not None and self.stop_waiting():
                 raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
@@ -146,11 +160,30 @@ class Calls:
         name, args = self._replies.pop(message_id)
         self._pending.discard(message_id)
         if name == "OK":
+            self._end_span(message_id)
             return args[0]
         if name == "ERR":
             args = list(args) + ["", "", ""]
+            self._end_span(message_id, str(args[0]), str(args[1]))
             raise RemoteError(str(args[0]), str(args[1]), str(args[2]))
-        raise RemoteError("ProtocolError", f"unexpected reply {name!r}")
+        error = RemoteError("ProtocolError", f"unexpected reply {name!r}")
+        self._end_span(message_id, error.name, error.msg)
+        raise error
+
+    def _spans(self) -> dict:
+        """The client spans of the calls sent and not yet answered (tracing on only)."""
+        spans = self.__dict__.get("_call_spans")
+        if spans is None:
+            spans = self.__dict__["_call_spans"] = {}
+        return spans
+
+    def _end_span(self, message_id: str, error: str | None = None, message: str = "") -> None:
+        spans = self.__dict__.get("_call_spans")
+        span = spans.pop(message_id, None) if spans else None
+        if span is not None:
+            if error is not None:
+                span.fail(error, message)
+            span.end()
 
     def beat(self) -> None:
         """Send one heartbeat for each call still waiting for its reply here."""

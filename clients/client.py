@@ -1,20 +1,22 @@
 """The Python client: a small class over ``zerorpc.Client``.
 
-An ``ExpertsClient`` keeps its connections and reuses them for every call;
-the endpoint comes from the argument or ``EXPERTD_ENDPOINT``. Concurrent calls
+An ``ExpertsClient`` keeps its connections and reuses them for every call; the
+endpoint comes from the argument or ``EXPERTD_ENDPOINT``. Concurrent calls
 (gevent greenlets) go to the least busy of up to ``connections`` connections,
-opened only when every open one is busy, each on another worker of
-``expertd serve --workers N`` when it can be (``clients.spread``: the kernel
-spreads connections, not calls, over the workers). Each call tells the server
-how long it will wait (the ``expertd_timeout_ms`` header, added through
-zerorpc's ``client_before_request`` hook, so the server never computes an
-answer nobody reads). A call that fails for a reason the error catalogue
-marks retryable (``Overloaded``, ``ShuttingDown``, a timeout, a lost server)
-is asked again with backoff: asking an opinion twice changes nothing. A call
-that changes the server's state (``learn``) is asked again only after a
-refusal the server gave before running it (``Overloaded``, ``ShuttingDown``;
-``expertd.retry.may_ask_again``), never after a timeout or a lost
-connection, when it may have run::
+opened only when every open one is busy, each on another worker of ``expertd
+serve --workers N`` when it can be (``clients.spread``: the kernel spreads
+connections, not calls, over the workers). Each call tells the server how long
+it will wait (the ``expertd_timeout_ms`` header, added through zerorpc's
+``client_before_request`` hook, so the server never computes an answer nobody
+reads) and, when ``TRACEPARENT`` holds one, the caller's trace context
+(``expertd_traceparent``, see ``expertd.tracecontext``). A call that fails for
+a reason the error catalogue marks retryable (``Overloaded``,
+``ShuttingDown``, a timeout, a lost server) is asked again with backoff:
+asking an opinion twice changes nothing. A call that changes the server's
+state (``learn``) is asked again only after a refusal the server gave before
+running it (``Overloaded``, ``ShuttingDown``;
+``expertd.retry.may_ask_again``), never after a timeout or a lost connection,
+when it may have run::
 
     from expertd.clients import ExpertsClient
     with ExpertsClient() as experts:
@@ -36,7 +38,9 @@ from expertd.clients.curve import secure_zerorpc
 from expertd.clients.spread import WorkerMap
 from expertd.endpoint import parse_endpoint
 from expertd.retry import CLIENT, CLIENT_RETRIES, may_ask_again
-from expertd.spec import ERROR, METHOD, TIMEOUT_HEADER, kind
+from expertd.spec import ERROR, METHOD, TIMEOUT_HEADER, TRACE_HEADER, kind
+from expertd import tracing
+from expertd.tracecontext import environment_traceparent, parse
 
 
 def default_endpoint() -> str:
@@ -83,12 +87,17 @@ class _SayHowLongWeWait:
     """
 
     wait_ms: int | None = None
+    traceparent: str | None = None
 
     def client_before_request(self, event) -> None:
-        """Add ``expertd_timeout_ms`` (stock servers ignore it), once: the value is used up."""
+        """Add ``expertd_timeout_ms`` and the caller's ``expertd_traceparent`` (stock servers ignore
+        them), once: the values are used up."""
         if self.wait_ms is not None:
             event.header[TIMEOUT_HEADER] = self.wait_ms
             self.wait_ms = None
+        if self.traceparent is not None:
+            event.header[TRACE_HEADER] = self.traceparent
+            self.traceparent = None
 
 
 _HEADER_HOOK: _SayHowLongWeWait | None = None
@@ -196,11 +205,18 @@ class ExpertsClient:
                 # own, whose failure (a timeout when no server answers) gevent's hub
                 # prints as tracebacks on stderr before ours is raised. The hook
                 # uses ``wait_ms`` up before anything yields, so it stays this call's.
+                traceparent = environment_traceparent()  # TRACEPARENT: the caller's trace
+                span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+                                    attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                                "server.address": self.endpoint}) \
+                    if tracing.enabled() else tracing.NO_SPAN
                 self._hook.wait_ms = int(self._timeout * 1000)
+                self._hook.traceparent = span.context.header() if span.recording else traceparent
                 try:
-                    return client(method, *args)
+                    with span:
+                        return client(method, *args)
                 finally:
-                    self._hook.wait_ms = None
+                    self._hook.wait_ms = self._hook.traceparent = None
             except (zerorpc.RemoteError, zerorpc.TimeoutExpired, zerorpc.LostRemote) as exc:
                 if not may_ask_again(method, _catalogue_name(exc)):
                     raise

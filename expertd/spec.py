@@ -55,6 +55,10 @@ HEARTBEAT_S: float = _DEFAULTS["heartbeat_s"]
 HEADERS: dict[str, dict] = _entries(RAW["headers"])
 #: The optional header key in which a caller says how many milliseconds it will wait.
 TIMEOUT_HEADER: str = HEADERS["deadline"]["key"]
+#: The optional header key holding the caller's W3C traceparent (``expertd.tracecontext``).
+TRACE_HEADER: str = HEADERS["trace"]["key"]
+#: The optional header key listing the traceparents of the requests a coalesced call serves.
+TRACE_LINKS_HEADER: str = HEADERS["trace_links"]["key"]
 
 # -- methods ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
 
+from expertd import tracing
 from expertd.experts.base import Expert
 from expertd.rpc_server.errors import ExpertFailed, Overloaded, ShuttingDown, TooManyDocuments
 from expertd.rpc_server.logsafe import without_paths
@@ -61,9 +62,10 @@ Outcome = tuple
 
 class _Request:
     __slots__ = ("values", "outcomes", "taken", "unanswered", "enqueued", "deadline",
-                 "result", "cancelled")
+                 "result", "cancelled", "trace", "links", "waiting", "taken_ns")
 
-    def __init__(self, values: list, deadline: float | None) -> None:
+    def __init__(self, values: list, deadline: float | None, trace=None, waiting=tracing.NO_SPAN,
+                 links: tuple = ()) -> None:
         self.values = values
         self.outcomes: list = [None] * len(values)
         self.taken = 0               # inputs handed to model calls so far
@@ -72,6 +74,10 @@ class _Request:
         self.deadline = deadline     # time.monotonic() by which the caller wants an answer
         self.result = AsyncResult()
         self.cancelled = False
+        self.trace = trace           # the caller's span context (``TraceParent``), when traced
+        self.links = links           # the requests its call serves (a coalesced call's), when traced
+        self.waiting = waiting       # its queue-wait span (``tracing.NO_SPAN`` when not traced)
+        self.taken_ns = None         # when its first input was handed to a model call
 
     @property
     def remaining(self) -> int:
@@ -120,8 +126,13 @@ class MicroBatcher:
                 "chunk_size": self.chunk_size, "chunk_ms": self.chunk_seconds * 1000.0,
                 "queue": {"max_docs": self.max_queued_docs, "budget_ms": self.budget * 1000.0}}
 
-    def predict_each(self, values: Sequence[Any], deadline: float | None = None) -> list[Outcome]:
+    def predict_each(self, values: Sequence[Any], deadline: float | None = None,
+                     trace=None, links: tuple = ()) -> list[Outcome]:
         """One outcome per value, in order (blocks this greenlet only).
+
+        ``trace``: the caller's span context; when tracing is on, the wait in
+        the queue is a span under it, and the model call that serves it links to
+        it and to ``links`` (the requests a coalesced call serves).
 
         Raises ``Overloaded`` when the request cannot be admitted or could not
         start in time, ``TooManyDocuments`` when it could never fit.
@@ -142,14 +153,21 @@ class MicroBatcher:
         if deadline is not None and deadline <= time.monotonic():
             self._shed()
             raise Overloaded(f"the caller's deadline passed before expert {name!r} could start")
-        request = _Request(values, deadline)
+        request = _Request(values, deadline, trace,
+                           tracing.span(f"queue wait {name}", trace, attributes={
+                               "expertd.expert": name, "expertd.inputs": len(values),
+                               "expertd.queued_docs": self.queued_docs}) if trace else tracing.NO_SPAN,
+                           links)
         self._queue.append(request)
         self.queued_docs += len(values)
         self._wakeup.set()
         try:
             return request.result.get()
-        except BaseException:
+        except BaseException as exc:
             self._cancel(request)
+            if request.taken_ns is None:
+                request.waiting.fail(type(exc).__name__, str(exc))
+                request.waiting.end()
             raise
 
     def close(self) -> None:
@@ -267,6 +285,8 @@ class MicroBatcher:
         whole = request.taken == 0 and len(request.values) <= self.chunk_size
         take = request.remaining if whole else min(request.remaining, self.chunk())
         part = (request, request.taken, request.taken + take)
+        if request.taken_ns is None:
+            request.taken_ns = time.time_ns()
         request.taken += take
         self.queued_docs -= take
         self._queue.remove(request)
@@ -280,6 +300,8 @@ class MicroBatcher:
         for request in list(self._queue):
             if request.remaining <= self.max_size - size:
                 parts.append((request, request.taken, len(request.values)))
+                if request.taken_ns is None:
+                    request.taken_ns = time.time_ns()
                 size += request.remaining
                 self.queued_docs -= request.remaining
                 request.taken = len(request.values)
@@ -290,7 +312,17 @@ class MicroBatcher:
 
     def _serve(self, parts: list[tuple[_Request, int, int]]) -> None:
         values = [v for request, start, end in parts for v in request.values[start:end]]
-        outcomes = self._isolate(values)
+        traced = [request for request, _, _ in parts if request.trace is not None]
+        if traced:
+            with self._model_span(traced, len(values)) as span:
+                outcomes = self._isolate(values)
+                failed = [o[1] for o in outcomes if not o[0]]
+                span.set(**{"expertd.failed": len(failed)})
+                if failed:
+                    span.fail(type(failed[0]).__name__, str(failed[0]))
+                self._model_context = None
+        else:
+            outcomes = self._isolate(values)
         offset = 0
         for request, start, end in parts:
             count = end - start
@@ -299,6 +331,25 @@ class MicroBatcher:
             request.unanswered -= count
             if request.unanswered == 0 and not request.result.ready():
                 request.result.set(request.outcomes)
+
+    _model_context = None  # the span context of the model call being served, when traced
+
+    def _model_span(self, traced: list[_Request], size: int):
+        """The span of one model call, under its first traced request, linked to each it serves.
+
+        Each request's queue-wait span ends (when it was taken) linked to it.
+        """
+        span = tracing.span(f"model {self.expert.name}", traced[0].trace,
+                            links=[link for request in traced for link in (request.trace, *request.links)],
+                            attributes={"expertd.expert": self.expert.name, "expertd.batch_size": size,
+                                        "expertd.requests": len(traced)})
+        self._model_context = span.context
+        for request in traced:
+            if request.waiting.recording:
+                request.waiting.link(span.context)
+                request.waiting.end(request.taken_ns)
+                request.waiting = tracing.NO_SPAN
+        return span
 
     def _isolate(self, values: list) -> list[Outcome]:
         """Outcomes of ``values``; a failing call is split until the failing inputs are found."""
@@ -321,8 +372,13 @@ class MicroBatcher:
 
     def _call_model(self, values: list) -> list[Outcome]:
         began = time.perf_counter()
-        failure, outcomes = self.pool.spawn(self._predict_checked, values).get()
+        failure, outcomes, checks = self.pool.spawn(self._predict_checked, values).get()
         seconds = time.perf_counter() - began
+        if self._model_context is not None and checks is not None:
+            tracing.span(f"output checks {self.expert.name}", self._model_context, start_ns=checks[0],
+                         attributes={"expertd.outputs": len(values),
+                                     "expertd.refused": sum(1 for ok, _ in outcomes if not ok)}
+                         ).end(checks[1])
         if failure is None and len(values) >= self.max_size:
             per_input = seconds / len(values)
             previous = self._seconds_per_input
@@ -334,21 +390,24 @@ class MicroBatcher:
             raise failure
         return outcomes
 
-    def _predict_checked(self, values: list) -> tuple[Exception | None, list[Outcome]]:
+    def _predict_checked(self, values: list) -> tuple[Exception | None, list[Outcome], tuple | None]:
         """Run in a native thread: the model call, then a check of every output.
 
         An exception is returned, not raised, so that gevent's thread pool does
         not print a traceback for every expected failure (each bisection step).
+        The third item: when the output checks began and ended (``time.time_ns()``).
         """
+        timing: list = []
         try:
-            return None, self._predict_outcomes(values)
+            return None, self._predict_outcomes(values, timing), tuple(timing) or None
         except Exception as exc:
-            return exc, []
+            return exc, [], None
 
-    def _predict_outcomes(self, values: list) -> list[Outcome]:
+    def _predict_outcomes(self, values: list, timing: list) -> list[Outcome]:
         result = list(self.expert.predict(values))
         if len(result) != len(values):
             raise ValueError(f"returned {len(result)} opinions for {len(values)} inputs")
+        timing.append(time.time_ns())
         outcomes = []
         for opinion in result:
             problem = self.check_opinion(opinion)
@@ -356,4 +415,5 @@ class MicroBatcher:
                 outcomes.append((True, opinion))
             else:
                 outcomes.append((False, ExpertFailed(f"expert {self.expert.name!r} returned {problem}")))
+        timing.append(time.time_ns())
         return outcomes

@@ -75,6 +75,9 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
 
     runtime.use_system_allocator()  # once, before anything loads (rpc_server/runtime.py)
     configure_logging(log_level)
+    from expertd import tracing
+
+    tracing.configure("expertd")  # the spans' service.name (OTEL_SERVICE_NAME overrides it)
     from expertd.rpc_server.server import run
     from expertd.rpc_server.supervisor import supervise, wanted_workers
 

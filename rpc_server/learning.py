@@ -51,7 +51,9 @@ import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
+from expertd import tracing
 from expertd.experts.base import Expert
+from expertd.rpc_server import call_trace
 from expertd.rpc_server.errors import (ExpertdError, ExpertFailed, FeedbackLogUnavailable,
                                        InvalidDocument, LearnBacklogFull, LearnLimit, Overloaded)
 from expertd.rpc_server.feedback import FeedbackLog, SQLiteFeedbackLog
@@ -503,9 +505,12 @@ class Learning:
         """
         learner = self.learners[name]
         applied, last = True, None
+        parent = call_trace.span_context()
         if inputs:
             try:
-                seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
+                with tracing.span(f"learn append {name}", parent,
+                                  attributes={"expertd.expert": name, "expertd.examples": len(inputs)}):
+                    seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
             except (LearnLimit, LearnBacklogFull, Overloaded):
                 raise
             except FeedbackLogUnavailable as exc:
@@ -515,7 +520,9 @@ class Learning:
                     "this call's examples was acknowledged; send them again shortly (opinions "
                     "are still served)") from None
             except Exception as exc:
-                log.exception("expert %s: could not append to the feedback log", name)
+                trace = call_trace.current()
+                log.exception("expert %s: could not append to the feedback log%s", name,
+                              trace.log_field() if trace is not None else "")
                 raise ExpertFailed(f"expert {name!r}: the examples could not be stored in the "
                                    f"feedback log ({type(exc).__name__}), so none was learned; "
                                    "the server log has the details") from None
@@ -525,7 +532,10 @@ class Learning:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 4)))
-            applied = learner.wait_applied(last, wait)
+            with tracing.span(f"learn apply {name}", parent,
+                              attributes={"expertd.expert": name, "expertd.seq": last}) as span:
+                applied = learner.wait_applied(last, wait)
+                span.set(**{"expertd.applied": applied})
         return {"stored": len(inputs), "applied": applied, "applied_at_version": last,
                 "state": {**learner.state(), "applied": applied}}
 

@@ -17,7 +17,7 @@ from gevent.threadpool import ThreadPool
 
 from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
                             load_expert)
-from expertd.rpc_server import runtime, sdnotify, transport
+from expertd.rpc_server import recent_traces, runtime, sdnotify, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
@@ -116,6 +116,7 @@ class ExpertdServer:
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
                                file.server.max_batch_docs, learning=self.learning,
                                caches=build_caches(experts, file, self.learning))
+        recent_traces.start()  # the ring of recent calls' spans (tracing on only): traces()
         self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",
                                              self.config.heartbeat, file.server.max_message_bytes,
                                              file.server.handshake_timeout_ms)

@@ -16,10 +16,11 @@ import time
 from typing import Any, Callable
 
 
+from expertd import tracing
 from expertd.experts.base import Expert
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
-from expertd.rpc_server import chain_runner, runtime
+from expertd.rpc_server import call_trace, chain_runner, recent_traces, runtime
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
@@ -84,6 +85,14 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
     def call(*args):
         began = time.perf_counter()
         outcome = "ok"
+        trace = call_trace.current()
+        span = tracing.span(f"expertd {name}", trace.parent if trace else None, kind="server",
+                            links=trace.links if trace else (),
+                            attributes={"rpc.system": "zerorpc", "rpc.method": name,
+                                        "expertd.expert": expert})
+        if span.recording:
+            call_trace.enter(span)
+            trace = call_trace.current()
         try:
             try:
                 signature.bind(*args[1:] if expert is None else args)
@@ -95,11 +104,14 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
             return result
         except Exception as exc:
             outcome = f"{type(exc).__name__}: {shown(str(exc), 200)}"
+            span.fail(type(exc).__name__, shown(str(exc), 200))
             raise
         finally:
+            span.end()
             target = _describe_target(name, args[1:] if expert is None else args, expert)
-            log.info("call %s %s latency_ms=%.2f outcome=%s", name, target,
-                     (time.perf_counter() - began) * 1000.0, outcome)
+            log.info("call %s %s latency_ms=%.2f outcome=%s%s", name, target,
+                     (time.perf_counter() - began) * 1000.0, outcome,
+                     trace.log_field() if trace is not None else "")
 
     call.__signature__ = signature
     return call
@@ -278,6 +290,14 @@ class Experts:
         """Calls, errors, items, batch sizes and latency (p50/p99, ms) per expert."""
         return self._stats.as_dict()
 
+    @rpc_method
+    def traces(self, trace_ids):
+        """The spans this server holds for ``trace_ids`` in its ring of recent traces (tracing on)."""
+        if not isinstance(trace_ids, (list, tuple)) or len(trace_ids) > recent_traces.MAX_TRACES:
+            raise BadArguments(f"trace_ids must be a list of at most {recent_traces.MAX_TRACES} trace ids, "
+                               f"got {json_type(trace_ids)}")
+        return recent_traces.RING.spans(list(trace_ids))
+
     # -- plumbing -------------------------------------------------------------
 
     def rpc_methods(self) -> dict[str, Callable]:
@@ -346,10 +366,22 @@ class Experts:
         """
         wanted = set(names)
         deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
+        parent = call_trace.span_context()
+        trace = call_trace.current()
+        links = trace.links if trace is not None else ()
 
         def ask(name: str, needed: Answers) -> list[Answer]:
             reuse = name not in wanted and options.reuses(name)
-            return self._ask_many(name, docs, needed, reuse, deadline)
+            with tracing.span(f"expert {name}", parent, attributes={
+                    "expertd.expert": name, "expertd.documents": len(docs),
+                    "expertd.needs": ",".join(self._plan.needs.get(name, {})) or None,
+                    "expertd.asked": name in wanted}) as span:
+                answers = self._ask_many(name, docs, needed, reuse, deadline,
+                                         span.context if span.recording else parent, links,
+                                         trace.log_field() if trace is not None else "")
+                if span.recording:
+                    _record_answers(span, answers)
+                return answers
 
         return chain_runner.run(self._plan, names, ask)
 
@@ -399,7 +431,8 @@ class Experts:
         return out
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
-                  deadline: float | None = None) -> list[Answer]:
+                  deadline: float | None = None, trace=None, links: tuple = (),
+                  log_field: str = "") -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
@@ -445,7 +478,7 @@ class Experts:
         if recomputed:
             first = min(recomputed)
             log.warning("expert %s: %d carried opinion(s) failed its check and were recomputed; "
-                        "the first: %s", name, len(recomputed), shown(recomputed[first], 200))
+                        "the first: %s%s", name, len(recomputed), shown(recomputed[first], 200), log_field)
             for i, note in recomputed.items():
                 if answers[i] is not None:  # not asked after all (e.g. no field): say so anyway
                     answers[i] = answers[i]._replace(recomputed=note)
@@ -453,24 +486,35 @@ class Experts:
             return answers
         cache = self._caches.get(name)
         if cache is None:
-            outcomes = self._predict(name, values, deadline)
+            outcomes = self._predict(name, values, deadline, trace, links)
         else:  # only what the cache does not know goes to the model
             outcomes, hits, misses = cache.predict_through(
-                values, lambda asked: self._predict(name, asked, deadline))
+                values, lambda asked: self._predict(name, asked, deadline, trace, links))
             self._stats.record_cache(name, hits, misses)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
             answers[i] = Answer(ok, answer, False, recomputed.get(i))  # positional: per document
         return answers
 
-    def _predict(self, name: str, values: list, deadline: float | None) -> list:
-        """The expert's ``(ok, opinion)`` outcome for each of ``values`` (its batcher), counted."""
+    def _predict(self, name: str, values: list, deadline: float | None, trace=None,
+                 links: tuple = ()) -> list:
+        """The expert's ``(ok, opinion)`` outcome for each of ``values`` (its batcher), counted;
+        ``trace`` and ``links`` are the call's trace context (the model call's span links)."""
         began = time.perf_counter()
-        outcomes = self._batchers[name].predict_each(values, deadline)
+        outcomes = self._batchers[name].predict_each(values, deadline, trace, links)
         failures = sum(1 for ok, _ in outcomes if not ok)
         self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return outcomes
 
 
+
+
+def _record_answers(span, answers: list) -> None:
+    """An expert span's outcome: how many answers were reused or failed; the first error's name."""
+    failed = [a for a in answers if a is not None and not a.ok]
+    span.set(**{"expertd.reused": sum(1 for a in answers if a is not None and a.reused),
+                "expertd.failed": len(failed)})
+    if failed:
+        span.fail(type(failed[0].value).__name__, shown(str(failed[0].value), 200))
 
 
 def _checked_function(fn: Callable, expert: str) -> Callable:

@@ -18,6 +18,7 @@ const { streamHandler } = require("./ndjson");
 const { corsPolicy } = require("./cors");
 const { pageRouter } = require("./page");
 const { mountLearn } = require("./learn");
+const { mountCallsView } = require("./calls_view");
 const { bodyParsers, SEND_JSON_HINT } = require("./body");
 
 /**
@@ -169,12 +170,12 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     // the body's size bounds the batch's size in bytes.
     if (!merge) {
       const bytes = Number(req.headers["content-length"]) || undefined;
-      return res.json(await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes })));
+      return res.json(await rpcCall(METHOD.opinion, () => rpc.opinion(name, doc, { bytes, trace: req.trace })));
     }
     // The server merges: an opinion the document carried that failed its expert's check (a
     // forged one) is replaced by the one it recomputed, and said under `recomputed`; the
     // document's own value is never copied in beside what the server answered.
-    const answered = await rpcCall(METHOD.opinions, () => rpc.opinions(doc, [name], { include_needs: false }));
+    const answered = await rpcCall(METHOD.opinions, () => rpc.opinions(doc, [name], { include_needs: false }, { trace: req.trace }));
     const error = isDocument(answered) && isDocument(answered.errors) ? answered.errors[name] : undefined;
     if (error) throw new RemoteError(error.name, error.message); // as opinion() would fail
     res.json(answered);
@@ -185,7 +186,7 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (!Array.isArray(body)) {
       throw catalogueError(ERROR.InvalidDocument, `the body must be a JSON array of documents, got ${jsonType(body)}`);
     }
-    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body)));
+    res.json(await rpcCall(METHOD.batch, () => rpc.batch(req.params.name, body, { trace: req.trace })));
   });
 
   route("post", "/experts/:name/stream", {}, streamHandler({ rpc, maxLineBytes: parseBytes(bodyLimit), maxDepth: jsonMaxDepth, rpcCall }));
@@ -202,10 +203,11 @@ function createApp({ rpc, logger = pino({ level: "silent" }), token = null, body
     if (names !== null && !(Array.isArray(names) && names.every((n) => typeof n === "string"))) {
       throw catalogueError(ERROR.BadArguments, `"experts" must be an array of expert names (or omitted for all), got ${jsonType(names)}`);
     }
-    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names)));
+    res.json(await rpcCall(METHOD.opinions, () => rpc.opinions(body.doc, names, undefined, { trace: req.trace })));
   });
 
   mountLearn(route, { rpc, rpcCall, parsedBody, parsers: jsonOrFormBody });
+  mountCallsView(route, { rpc, rpcCall });
 
   // A known path with another method: 405 with Allow (after auth, like the rest).
   for (const [path, allowed] of routes) {

@@ -54,6 +54,7 @@
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
 const { ERROR, METHOD } = require("./spec");
+const { startSpan } = require("./tracing");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -112,14 +113,15 @@ class Coalescer {
    * The opinion of expert `name` on `doc`, possibly asked together with others.
    * @param {string} name
    * @param {object} doc
-   * @param {{bytes?: number, timeoutMs?: number}} [options] `bytes`: the document's JSON size
-   *   if known (e.g. the request's Content-Length), else it is measured
+   * @param {{bytes?: number, timeoutMs?: number, trace?: object}} [options] `bytes`: the document's
+   *   JSON size if known (e.g. the request's Content-Length), else it is measured; `trace`: the
+   *   request's trace context (a coalesced call carries the first one's, and links to each)
    * @returns {Promise<any>} the opinion, or rejects like `opinion()` would
    */
-  opinion(name, doc, { bytes, timeoutMs = this.timeoutMs } = {}) {
+  opinion(name, doc, { bytes, timeoutMs = this.timeoutMs, trace = null } = {}) {
     if (!this.enabled) {
       this.onBatch(name, 1);
-      return this._call(METHOD.opinion, [name, doc], { timeoutMs });
+      return this._call(METHOD.opinion, [name, doc], { timeoutMs, trace });
     }
     let state = this._experts.get(name);
     if (state && state.queue.length - state.head >= this.maxQueue) {
@@ -132,7 +134,9 @@ class Coalescer {
         this._experts.set(name, state);
       }
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
-      const item = { doc, size, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
+      const item = { doc, size, trace, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
+      // Its wait to be sent (tracing on only): ends with the size of the batch it went in.
+      item.waiting = trace ? startSpan("coalescer wait", { parent: trace, attributes: { "expertd.expert": name, "expertd.queued": state.queue.length - state.head } }) : null;
       // A request not answered by its deadline (queued or sent) ends like a timed-out call.
       item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
       state.queue.push(item);
@@ -158,6 +162,7 @@ class Coalescer {
       state.head = 0;
       for (const item of items) {
         clearTimeout(item.timer);
+        endWait(item, err.name || "Error");
         item.done = true;
         item.reject(err);
       }
@@ -259,6 +264,7 @@ class Coalescer {
   _shed(name, state, item) {
     item.done = true;
     clearTimeout(item.timer);
+    endWait(item, ERROR.Overloaded);
     item.reject(new OverloadedError(
       `the request for expert ${JSON.stringify(name)} could not be answered within its deadline ` +
       `(${Math.max(0, item.deadline - Date.now())} ms left, a call takes about ${Math.round(state.callMs)} ms); retry shortly`));
@@ -273,6 +279,10 @@ class Coalescer {
   /** Send one batch and settle each of its callers. Never rejects. */
   async _send(name, state, batch) {
     this.onBatch(name, batch.length);
+    for (const item of batch) {
+      if (item.waiting) item.waiting.set({ "expertd.batch_size": batch.length }).end();
+      item.waiting = null;
+    }
     if (batch.length === 1) {
       await this._alone(name, state, batch[0]); // alone: exactly the call made without coalescing
       return;
@@ -284,7 +294,9 @@ class Coalescer {
     let results;
     const started = Date.now();
     try {
-      results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]], { timeoutMs });
+      const traced = batch.filter((item) => item.trace).map((item) => item.trace);
+      results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]],
+        { timeoutMs, trace: traced[0] || null, links: traced });
       this._timed(state, started);
       if (!Array.isArray(results) || results.length !== batch.length) {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);
@@ -319,7 +331,7 @@ class Coalescer {
     if (item.done) return; // its deadline passed already
     const started = Date.now();
     try {
-      const opinion = await this._call(METHOD.opinion, [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()) });
+      const opinion = await this._call(METHOD.opinion, [name, item.doc], { timeoutMs: Math.max(1, item.deadline - Date.now()), trace: item.trace });
       this._timed(state, started);
       this._settle(state, item, null, opinion);
     } catch (err) {
@@ -357,8 +369,16 @@ class Coalescer {
     } catch (e) {
       err = e;
     }
+    endWait(item, (err && err.name) || "Error");
     item.reject(err || new Error(`opinion() not sent within ${timeoutMs} ms`));
   }
+}
+
+/** End a queued request's wait span (tracing on) with the error that ended its wait. */
+function endWait(item, errorName) {
+  if (!item.waiting) return;
+  item.waiting.fail(errorName).end();
+  item.waiting = null;
 }
 
 /**

@@ -76,9 +76,10 @@ class Connection {
    * Rejects with the zerorpc error (name TimeoutExpired after `timeoutMs`),
    * or with an error marked `local` when the call could not even be sent.
    * @param {string} method @param {any[]} args @param {number} timeoutMs
+   * @param {Record<string, any>} [header] more header keys (the trace context, trace_context.js)
    * @returns {Promise<any>}
    */
-  invoke(method, args, timeoutMs) {
+  invoke(method, args, timeoutMs, header) {
     return new Promise((resolve, reject) => {
       const id = nextCallId++;
       let timer = null;
@@ -103,7 +104,7 @@ class Connection {
         settle(err);
       }, timeoutMs);
       try {
-        invokeWithHeader(this.client, deadlineHeader(timeoutMs), method, args, { timeoutMs }, (err, result) => settle(err, result));
+        invokeWithHeader(this.client, header ? { ...deadlineHeader(timeoutMs), ...header } : deadlineHeader(timeoutMs), method, args, { timeoutMs }, (err, result) => settle(err, result));
       } catch (err) {
         err.local = true; // e.g. an argument msgpack cannot encode: our bug, not the server's
         settle(err);

@@ -181,7 +181,7 @@ function errorHandler(logger) {
     const httpErr = toHttpError(err, res.locals);
     res.locals.errorName = httpErr.name;
     if (httpErr.status >= 500 && httpErr.cause) {
-      logger.error({ err: httpErr.cause, reqId: req.id }, "unhandled error");
+      logger.error({ err: httpErr.cause, reqId: req.id, traceId: req.trace && req.trace.traceId }, "unhandled error");
     }
     if (res.headersSent) {
       res.destroy();

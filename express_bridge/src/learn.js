@@ -43,7 +43,7 @@ function mountLearn(route, { rpc, rpcCall, parsedBody, parsers }) {
   route("post", PATH, {}, ...parsers, async (req, res) => {
     const body = parsedBody(req, "a labelled JSON document, an array of them (application/json), or a form (text=...&label=...)");
     const { docs, single } = learnDocuments(body);
-    const result = await rpcCall(METHOD.learn, () => rpc.call(METHOD.learn, [req.params.name, docs]));
+    const result = await rpcCall(METHOD.learn, () => rpc.call(METHOD.learn, [req.params.name, docs], { trace: req.trace }));
     if (single && result.accepted === 0 && result.refused.length === 1) {
       const { name, message } = result.refused[0];
       throw new HttpError(REMOTE_STATUS[name] || 400, name, message.replace(/^docs\[0\]/, "the document"));

@@ -8,6 +8,8 @@
 const crypto = require("node:crypto");
 const { HttpError, catalogueError } = require("./errors");
 const { ERROR } = require("./spec");
+const { parseTraceparent, formatTraceparent, childOf } = require("./trace_context");
+const { startSpan } = require("./tracing");
 
 /**
  * Characters no expert name can hold: C0 and C1 controls, DEL, and the
@@ -21,10 +23,12 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
- * Give every request an id (a well-formed incoming X-Request-Id, else a new
- * UUID), echo it in the X-Request-Id response header, and write one log line
- * when the response ends: method, route, path, status, latency, request id,
- * expert. Also feeds the request metrics.
+ * Give every request a trace context (`req.trace`: the caller's W3C
+ * `traceparent` continued, else a new trace; trace_context.js) and an id (a
+ * well-formed incoming X-Request-Id, else the trace id); answer both
+ * (`traceresponse`, X-Request-Id), and write one log line when the response
+ * ends: method, route, path, status, latency, request id, trace id, expert.
+ * Also feeds the request metrics.
  * @param {object} options
  * @param {{info: Function, warn: Function}} options.logger pino-style logger
  * @param {(labels: object, seconds: number) => void} [options.observe] metrics hook
@@ -34,9 +38,20 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }) {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
+    const parent = parseTraceparent(req.get("traceparent"));
+    // Admitted at (admission.js): the request's span starts there, with the wait until now as a child.
+    const admittedAt = res.admittedAt === undefined ? undefined : performance.timeOrigin + res.admittedAt;
+    const span = startSpan(req.method, { parent, kind: "server", startTime: admittedAt, attributes: { "http.request.method": req.method } });
+    if (span) {
+      if (admittedAt !== undefined) startSpan("admission", { parent: span.context, startTime: admittedAt }).end();
+      req.trace = span.context;
+    } else {
+      req.trace = childOf(parent);
+    }
     const incoming = req.get("x-request-id");
-    req.id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : crypto.randomUUID();
+    req.id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : req.trace.traceId;
     res.setHeader("X-Request-Id", req.id);
+    res.setHeader("traceresponse", formatTraceparent(req.trace));
     let logged = false;
     const done = () => {
       if (logged) return;
@@ -47,6 +62,7 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
       const expert = res.locals.expert ? expertLabel(res.locals.expert, status) : "";
       const line = {
         reqId: req.id,
+        traceId: req.trace.traceId,
         method: req.method,
         route,
         path: req.path.length > 200 ? `${req.path.slice(0, 200)}...` : req.path,
@@ -56,6 +72,12 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
       if (expert) line.expert = expert;
       if (res.locals.errorName) line.error = res.locals.errorName;
       (status >= 500 ? logger.warn : logger.info).call(logger, line, "request");
+      if (span) {
+        span.span.updateName(`${req.method} ${route}`);
+        span.set({ "http.route": route, "http.response.status_code": status, "expertd.expert": expert || undefined });
+        if (res.locals.errorName) span.fail(res.locals.errorName, `HTTP ${status}`);
+        span.end();
+      }
       observe({ method: req.method, route, status, expert }, seconds);
     };
     res.on("finish", done);

@@ -177,7 +177,7 @@ function streamHandler({ rpc, maxLineBytes, maxDepth = MAX_DEPTH, batchSize = 25
       let failure = null;
       if (docs.length) {
         try {
-          answers = await rpcCall(METHOD.opinions_batch, () => rpc.call(METHOD.opinions_batch, [docs, [name]]));
+          answers = await rpcCall(METHOD.opinions_batch, () => rpc.call(METHOD.opinions_batch, [docs, [name]], { trace: req.trace }));
         } catch (err) {
           if (!started) throw err; // nothing written yet: a plain HTTP error
           failure = toHttpError(err);

@@ -194,6 +194,29 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
       responses: { 200: { description: "the experts", content: JSON_OF({ type: "array", items: REF("Expert") }) }, ...errorResponses([401, 503, 504]) },
     },
   };
+  paths["/traces"] = {
+    get: {
+      operationId: "recentCalls",
+      summary: "Recent HTTP calls from the bridge's ring of traces (tracing on only): expert, status, error, duration",
+      tags: ["service"],
+      parameters: [
+        { name: "expert", in: "query", schema: { type: "string" } },
+        { name: "outcome", in: "query", schema: { type: "string", enum: ["ok", "error"] } },
+        { name: "sort", in: "query", schema: { type: "string", enum: ["recent", "slowest"] } },
+        { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 200 } },
+      ],
+      responses: { 200: { description: "the calls", content: JSON_OF({ type: "object", properties: { tracing: { type: "boolean" }, calls: { type: "array", items: { type: "object" } } } }) }, ...errorResponses([401]) },
+    },
+  };
+  paths["/trace"] = {
+    get: {
+      operationId: "oneCall",
+      summary: "One recent call's spans, the bridge's and the server's, for its waterfall",
+      tags: ["service"],
+      parameters: [{ name: "id", in: "query", required: true, schema: { type: "string", pattern: "^[0-9a-f]{32}$" } }],
+      responses: { 200: { description: "the spans", content: JSON_OF({ type: "object", properties: { trace_id: { type: "string" }, spans: { type: "array", items: { type: "object" } } } }) }, ...errorResponses([400, 401, 404]) },
+    },
+  };
   paths["/stats"] = {
     get: {
       operationId: "stats",

@@ -49,6 +49,8 @@ const { Connection, LOCAL_TIMEOUTS } = require("./connection");
 const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
+const { traceHeader } = require("./trace_context");
+const { startSpan } = require("./tracing");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -109,11 +111,30 @@ class ExpertdClient extends EventEmitter {
    * Call a remote method with positional arguments.
    * @param {string} method
    * @param {any[]} [args=[]]
-   * @param {{timeoutMs?: number}} [options]
+   * @param {{timeoutMs?: number, trace?: object, links?: object[]}} [options] `trace`: the
+   *   trace context the server's work hangs under (trace_context.js), `links`: the
+   *   requests a coalesced call serves
    * @returns {Promise<any>} the result, or rejects with an HttpError subclass
    *   (RemoteError, ServerUnavailableError 503, RpcTimeoutError 504)
    */
-  async call(method, args = [], { timeoutMs = this.timeoutMs } = {}) {
+  async call(method, args = [], { timeoutMs = this.timeoutMs, trace = null, links = null } = {}) {
+    const span = trace ? startSpan(`rpc ${method}`, {
+      parent: trace, kind: "client", links: links || [],
+      attributes: { "rpc.system": "zerorpc", "rpc.method": method, "expertd.batch_size": links && links.length > 0 ? links.length : undefined },
+    }) : null;
+    if (!span) return this._call(method, args, timeoutMs, traceHeader(trace, links));
+    try {
+      return await this._call(method, args, timeoutMs, traceHeader(span.context, links));
+    } catch (err) {
+      span.fail(err.name || "Error", err.message);
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** `call` once its trace header is made. */
+  async _call(method, args, timeoutMs, header) {
     if (this._closed) throw new ServerUnavailableError("the bridge is shutting down");
     const deadline = Date.now() + timeoutMs;
     if (this.state !== "up") {
@@ -126,7 +147,7 @@ class ExpertdClient extends EventEmitter {
       const connection = this.pool.pick({ avoid: attempt.tried, avoidPeers: attempt.refusedBy });
       if (!connection) throw attempt.lastError; // every connection was tried (a retry only)
       try {
-        const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs);
+        const result = await this._callOn(connection, method, args, Math.max(1, deadline - Date.now()), timeoutMs, header);
         this._observe(method, result);
         return result;
       } catch (err) {
@@ -156,7 +177,8 @@ class ExpertdClient extends EventEmitter {
    * same expert are coalesced into `opinions_batch(docs, [name])` calls (see
    * coalescer.js); each caller still gets its own opinion or its own error.
    * @param {string} name @param {object} doc
-   * @param {{bytes?: number}} [options] the document's JSON size, if known
+   * @param {{bytes?: number, trace?: object}} [options] the document's JSON size, if known;
+   *   the request's trace context
    */
   opinion(name, doc, options) {
     if (this._closed) return Promise.reject(new ServerUnavailableError("the bridge is shutting down"));
@@ -166,15 +188,16 @@ class ExpertdClient extends EventEmitter {
   /**
    * `opinions(doc, names[, options])` -> doc with `opinions` (and `errors`, `recomputed`) added.
    * @param {object} doc @param {string[]|null} names (null or [] = every expert)
-   * @param {object} [options] the method's options, e.g. `{include_needs: false}`
+   * @param {object} [methodOptions] the method's options, e.g. `{include_needs: false}`
+   * @param {{trace?: object}} [callOptions] the call's own, e.g. the request's trace context
    */
-  opinions(doc, names, options) {
-    return this.call(METHOD.opinions, options ? [doc, names ?? null, options] : [doc, names ?? null]);
+  opinions(doc, names, methodOptions, callOptions) {
+    return this.call(METHOD.opinions, methodOptions ? [doc, names ?? null, methodOptions] : [doc, names ?? null], callOptions);
   }
 
   /** `batch(name, docs)` -> opinions in order. @param {string} name @param {object[]} docs */
-  batch(name, docs) {
-    return this.call(METHOD.batch, [name, docs]);
+  batch(name, docs, options) {
+    return this.call(METHOD.batch, [name, docs], options);
   }
 
   /**
@@ -210,11 +233,11 @@ class ExpertdClient extends EventEmitter {
   // -- internals --------------------------------------------------------------
 
   /** One attempt of a call on `connection`, its failure as an HttpError. */
-  async _callOn(connection, method, args, remainingMs, timeoutMs) {
+  async _callOn(connection, method, args, remainingMs, timeoutMs, header) {
     const startedAt = Date.now();
     const watchdog = this._watch(connection);
     try {
-      return await Promise.race([connection.invoke(method, args, remainingMs), watchdog.gone]);
+      return await Promise.race([connection.invoke(method, args, remainingMs, header), watchdog.gone]);
     } catch (err) {
       if (err instanceof HttpError || err.local) throw err;
       if (LOCAL_TIMEOUTS.has(err.name)) {

@@ -14,6 +14,7 @@ const { createApp } = require("./app");
 const { clientErrorHandler } = require("./errors");
 const { Admission, admitted } = require("./admission");
 const { processLogger, exitProcess } = require("./log");
+const tracing = require("./tracing");
 
 /**
  * Start the bridge.
@@ -24,6 +25,7 @@ const { processLogger, exitProcess } = require("./log");
  */
 async function start(config, { logger = pino({ level: config.logLevel }) } = {}) {
   assertSafeToListen(config);
+  tracing.tracer(); // the SDK loads now, if tracing is on, not during the first request
   const rpc = new ExpertdClient({
     endpoint: config.endpoint,
     timeoutMs: config.rpcTimeoutMs,
@@ -124,6 +126,8 @@ async function main() {
     }
     logger.info({ signal }, "shutting down: finishing in-flight requests");
     await bridge.close();
+    // The spans recorded so far go out before the exit (tracing on only; at most a few seconds).
+    await Promise.race([tracing.shutdown().catch(() => {}), new Promise((r) => setTimeout(r, 3000).unref())]);
     logger.info("stopped");
     await exit(0);
   };

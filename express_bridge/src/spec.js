@@ -29,6 +29,10 @@ const HEARTBEAT_S = RAW.defaults.heartbeat_s;
 const HEADERS = entries(RAW.headers);
 /** The zerorpc header key in which a caller says how long it will wait (milliseconds). */
 const TIMEOUT_HEADER = HEADERS.deadline.key;
+/** The zerorpc header key holding the caller's W3C traceparent (trace_context.js). */
+const TRACE_HEADER = HEADERS.trace.key;
+/** The zerorpc header key listing the traceparents of the requests a coalesced call serves. */
+const TRACE_LINKS_HEADER = HEADERS.trace_links.key;
 
 /** The service's RPC methods, by name: {args (a trailing ? marks an optional one), stateful, result}. */
 const METHODS = entries(RAW.methods);
@@ -75,6 +79,8 @@ module.exports = {
   HEARTBEAT_S,
   HEADERS,
   TIMEOUT_HEADER,
+  TRACE_HEADER,
+  TRACE_LINKS_HEADER,
   METHODS,
   METHOD,
   STATEFUL_METHODS,

@@ -68,8 +68,8 @@ describe("the page in headless Chromium", { timeout: 300000 }, () => {
     return { page, problems };
   }
 
-  /** Console errors other than the 401 of /experts (and /stats) the page expects before it has the token. */
-  const unexpected = (problems) => problems.filter((p) => !/status of 401 .*\/(experts|stats)\)$/.test(p));
+  /** Console errors other than the 401 of /experts (and /stats, /traces) the page expects before it has the token. */
+  const unexpected = (problems) => problems.filter((p) => !/status of 401 .*\/(experts|stats|traces\?[^)]*)\)$/.test(p));
 
   it("asks for the token, asks an expert, draws the opinion and watches the stats", async () => {
     const { page, problems } = await openTab();

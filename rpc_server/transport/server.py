@@ -24,6 +24,8 @@ import zerorpc.events
 import zmq
 from zerorpc.exceptions import LostRemote
 
+from expertd.rpc_server import call_trace
+from expertd.rpc_server.call_trace import TraceMiddleware
 from expertd.rpc_server.deadlines import DeadlineMiddleware
 from expertd.rpc_server.errors import ExpertdError, ShuttingDown, UnknownMethod
 from expertd.rpc_server.logsafe import shown
@@ -39,10 +41,11 @@ class Server(zerorpc.Server):
 
     def __init__(self, methods: dict, name: str | None = None, heartbeat: float = 5.0,
                  context: zerorpc.Context | None = None) -> None:
-        """Serve ``methods`` (name -> callable) with its own context (deadline middleware)."""
+        """Serve ``methods`` (name -> callable) with its own context (deadline and trace middleware)."""
         if context is None:
             context = zerorpc.Context()
         context.register_middleware(DeadlineMiddleware())
+        context.register_middleware(TraceMiddleware())
         # zerorpc keeps a dict of methods as it is: the table is ours from the start.
         super().__init__(MethodTable(methods), name=name, context=context, heartbeat=heartbeat)
         self._multiplexer.close()  # zerorpc's dispatcher dies on one bad event: replace it
@@ -118,8 +121,9 @@ class Server(zerorpc.Server):
             error_id = os.urandom(4).hex()
             # The stack is the server's own code; the message may hold what a caller sent: bounded.
             stack = "".join(traceback.format_tb(exc_infos[2])[-12:])
-            log.error("internal error %s: %s: %s\n%s", error_id, exc_type.__name__,
-                      shown(str(exc_value), 200), stack.rstrip())
+            trace = call_trace.current()
+            log.error("internal error %s: %s: %s%s\n%s", error_id, exc_type.__name__,
+                      shown(str(exc_value), 200), trace.log_field() if trace else "", stack.rstrip())
             name = ERROR.InternalError
             message = (f"the server failed on this call (error id {error_id}, in its log); "
                        f"this is a bug in expertd, not in your request")

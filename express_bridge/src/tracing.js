@@ -1,0 +1,193 @@
+"use strict";
+/**
+ * OpenTelemetry spans for the bridge, on only when the standard variables say so.
+ *
+ * Off by default, and then free: `tracer()` returns null and no OpenTelemetry
+ * package is loaded (trace_context.js still gives every request its trace id).
+ * On when `OTEL_TRACES_EXPORTER` names an exporter (`otlp`: OTLP over HTTP, protobuf
+ * unless `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`, to
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, read by
+ * the exporter itself; `console`), unless `OTEL_SDK_DISABLED=true`. The sampler
+ * follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` as the specification
+ * names them (default `parentbased_always_on`: a request's `traceparent` decides,
+ * else every trace is kept); the service is `OTEL_SERVICE_NAME`, else
+ * `expertd-bridge`. The SDK packages are the bridge's dependencies
+ * (@opentelemetry/sdk-trace, exporter-trace-otlp-proto and -http, resources, api).
+ *
+ * Contexts travel as trace_context.js's `{traceId, spanId, flags}` (what the
+ * wire and the response headers carry) and every span is given its parent
+ * explicitly: no async context manager, so tracing costs nothing where it is
+ * not asked for.
+ */
+
+const { formatTraceparent } = require("./trace_context");
+
+let state = null; // {tracer, provider, api} once configured, or {tracer: null}
+
+/** Functions called with each span that ends (the in-memory ring of recent calls, recent.js). */
+const listeners = [];
+
+/**
+ * The exporters `OTEL_TRACES_EXPORTER` names (none unless set), [] when the SDK is disabled.
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {string[]}
+ */
+function wantedExporters(env) {
+  if ((env.OTEL_SDK_DISABLED || "").trim().toLowerCase() === "true") return [];
+  return (env.OTEL_TRACES_EXPORTER || "").split(",").map((s) => s.trim().toLowerCase()).filter((s) => s && s !== "none");
+}
+
+/**
+ * The sampler the specification's `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name.
+ * @param {object} sdk @opentelemetry/sdk-trace
+ * @param {NodeJS.ProcessEnv} env
+ */
+function samplerFromEnv(sdk, env) {
+  const name = (env.OTEL_TRACES_SAMPLER || "parentbased_always_on").trim().toLowerCase();
+  const arg = Number(env.OTEL_TRACES_SAMPLER_ARG);
+  const ratio = Number.isFinite(arg) && arg >= 0 && arg <= 1 ? arg : 1;
+  const roots = {
+    always_on: () => new sdk.AlwaysOnSampler(),
+    always_off: () => new sdk.AlwaysOffSampler(),
+    traceidratio: () => new sdk.TraceIdRatioBasedSampler(ratio),
+  };
+  if (roots[name]) return roots[name]();
+  const parentBased = /^parentbased_(always_on|always_off|traceidratio)$/.exec(name);
+  if (parentBased) return new sdk.ParentBasedSampler({ root: roots[parentBased[1]]() });
+  return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() });
+}
+
+/**
+ * Configure the SDK from `env` (once per process).
+ * @param {NodeJS.ProcessEnv} [env=process.env]
+ * @returns {object|null} the tracing state, null when tracing is off
+ */
+function tracer(env = process.env) {
+  if (state) return state.tracer ? state : null;
+  const exporters = wantedExporters(env);
+  if (exporters.length === 0) {
+    state = { tracer: null };
+    return null;
+  }
+  const api = require("@opentelemetry/api");
+  const sdk = require("@opentelemetry/sdk-trace");
+  const { resourceFromAttributes } = require("@opentelemetry/resources");
+  const spanProcessors = [];
+  for (const name of exporters) {
+    if (name === "otlp") {
+      // The specification's default protocol is http/protobuf (the one every backend takes); http/json on request.
+      const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf").trim();
+      const { OTLPTraceExporter } = require(protocol === "http/json" ? "@opentelemetry/exporter-trace-otlp-http" : "@opentelemetry/exporter-trace-otlp-proto");
+      spanProcessors.push(new sdk.BatchSpanProcessor({ exporter: new OTLPTraceExporter(), scheduledDelayMillis: Number(env.OTEL_BSP_SCHEDULE_DELAY) || 5000 }));
+    } else if (name === "console") {
+      spanProcessors.push(new sdk.SimpleSpanProcessor({ exporter: new sdk.ConsoleSpanExporter() }));
+    } else {
+      process.emitWarning(`OTEL_TRACES_EXPORTER names ${JSON.stringify(name)}, which the bridge does not know (otlp, console, none)`);
+    }
+  }
+  spanProcessors.push({
+    onStart() {},
+    onEnd(span) {
+      for (const listener of listeners) listener(span);
+    },
+    forceFlush: async () => {},
+    shutdown: async () => {},
+  });
+  const provider = new sdk.TracerProvider({
+    resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME || "expertd-bridge" }),
+    sampler: samplerFromEnv(sdk, env),
+    spanProcessors,
+  });
+  state = { tracer: provider.getTracer("expertd-bridge"), provider, api, service: env.OTEL_SERVICE_NAME || "expertd-bridge" };
+  return state;
+}
+
+const KINDS = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 };
+
+/**
+ * A span handle: `context` (trace_context.js form, to send on), attributes, errors, end.
+ */
+class BridgeSpan {
+  constructor(span) {
+    this.span = span;
+    const c = span.spanContext();
+    this.context = { traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags };
+  }
+
+  /** @param {Record<string, any>} attributes (undefined values skipped) */
+  set(attributes) {
+    for (const [k, v] of Object.entries(attributes)) if (v !== undefined && v !== null) this.span.setAttribute(k, v);
+    return this;
+  }
+
+  /** Record an error by its catalogue name (status ERROR, `error.type`, an exception event). */
+  fail(name, message = "") {
+    this.span.setAttribute("error.type", name);
+    this.span.addEvent("exception", { "exception.type": name, "exception.message": String(message).slice(0, 300) });
+    this.span.setStatus({ code: 2, message: name });
+    return this;
+  }
+
+  /** @param {{traceId: string, spanId: string, flags: number}} context link to another span */
+  link(context) {
+    if (context && this.span.addLink) this.span.addLink({ context: { traceId: context.traceId, spanId: context.spanId, traceFlags: context.flags & 1, isRemote: true } });
+    if (context) this.span.setAttribute("expertd.linked", `${context.traceId}-${context.spanId}`);
+    return this;
+  }
+
+  /** @param {number} [endTime] epoch milliseconds */
+  end(endTime) {
+    this.span.end(endTime);
+  }
+
+  /** The traceparent of this span. */
+  get traceparent() {
+    return formatTraceparent(this.context);
+  }
+}
+
+/**
+ * Start a span under `parent` (a trace_context.js context; none: a new trace), or null when tracing is off.
+ * @param {string} name
+ * @param {{parent?: object|null, kind?: keyof KINDS, attributes?: object, links?: object[], startTime?: number}} [options]
+ *   `startTime`: epoch milliseconds (e.g. when a wait began)
+ * @returns {BridgeSpan|null}
+ */
+function startSpan(name, { parent = null, kind = "internal", attributes = {}, links = [], startTime } = {}) {
+  const t = tracer();
+  if (!t) return null;
+  const { api } = t;
+  const ctx = parent
+    ? api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.flags & 1, isRemote: true })
+    : api.ROOT_CONTEXT;
+  const clean = {};
+  for (const [k, v] of Object.entries(attributes)) if (v !== undefined && v !== null) clean[k] = v;
+  // Also as attributes: some backends (Phoenix) keep neither the resource nor the links.
+  clean["expertd.service"] = t.service;
+  const linked = links.filter(Boolean);
+  if (linked.length > 0) clean["expertd.links"] = linked.slice(0, 128).map((l) => `${l.traceId}-${l.spanId}`);
+  const span = t.tracer.startSpan(name, {
+    kind: KINDS[kind] ?? 0,
+    attributes: clean,
+    links: linked.map((l) => ({ context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 1, isRemote: true } })),
+    startTime,
+  }, ctx);
+  return new BridgeSpan(span);
+}
+
+/** Export what is recorded (before exit). @returns {Promise<void>} */
+async function flush() {
+  if (state && state.provider) await state.provider.forceFlush();
+}
+
+/** Stop the SDK, exporting what is left. @returns {Promise<void>} */
+async function shutdown() {
+  if (state && state.provider) await state.provider.shutdown();
+}
+
+/** @param {(span: object) => void} listener called with each ended span (a ReadableSpan) */
+function onSpanEnd(listener) {
+  listeners.push(listener);
+}
+
+module.exports = { tracer, startSpan, flush, shutdown, onSpanEnd, samplerFromEnv, wantedExporters };
