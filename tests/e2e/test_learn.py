@@ -562,6 +562,7 @@ def test_expertd_learn_waits_for_a_learner_that_is_behind(tmp_path):
         assert json.loads(done.stdout)["accepted"] == 6
         assert "call learn expert=learner items=3 latency_ms" in server.read_log()
         assert "outcome=LearnBacklogFull" in server.read_log()  # it was full, and waited for
+        assert "Traceback" not in server.read_log()  # refusals are answers, not crashes
         assert len(stored_rows(tmp_path)) == 10
     finally:
         assert server.stop() == 0, server.read_log()
@@ -627,6 +628,7 @@ def test_the_client_asks_a_learn_refused_with_learner_backlog_full_again(tmp_pat
         assert result["accepted"] == 4 and result["stored"] == 4, result
         log = server.read_log()
         assert "outcome=LearnBacklogFull" in log, log[-3000:]  # refused first, then asked again
+        assert "Traceback" not in log, log[-3000:]  # a refusal is the caller's answer, not a crash
         assert [x for _, x, _ in stored_rows(tmp_path)] == [f"dog {i}" for i in range(4)] + CATS
     finally:
         client.close()
