@@ -48,6 +48,8 @@ class ServerConfig:
     curve_secret_key: Path | None = None  # CURVE (see rpc_server/security.py)
     authorized_keys: Path | None = None
     insecure: bool = False
+    #: A listening socket handed over by systemd (rpc_server/socket_activation.py).
+    listen_fd: int | None = None
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
@@ -142,7 +144,9 @@ class ExpertdServer:
 
     def bind(self) -> None:
         """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
-        if self.worker is not None:
+        if self.config.listen_fd is not None:  # systemd bound it (socket activation)
+            transport.bind_inherited(self.zerorpc, self.config.bind, self.config.listen_fd)
+        elif self.worker is not None:
             transport.bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
         else:
             self.zerorpc.bind(self.config.bind)
@@ -203,7 +207,8 @@ class ExpertdServer:
         """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
         if self.worker is not None:
             return  # workers share the port (the supervisor checked it once, before the first)
-        check_bindable(self.config.bind)
+        if self.config.listen_fd is None:  # a handed-over socket already holds the port
+            check_bindable(self.config.bind)
         if self.config.metrics_port:
             check_bindable(f"tcp://127.0.0.1:{self.config.metrics_port}")
 
