@@ -143,7 +143,8 @@ class ExpertdServer:
                 "supervisor_pid": self.worker.supervisor_pid}
 
     def bind(self) -> None:
-        """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
+        """Listen on the endpoint: on the socket systemd handed over if any (every worker
+        inherits it), else a worker shares its port with the others (SO_REUSEPORT)."""
         if self.config.listen_fd is not None:  # systemd bound it (socket activation)
             transport.bind_inherited(self.zerorpc, self.config.bind, self.config.listen_fd)
         elif self.worker is not None:

@@ -40,6 +40,17 @@ evenly the kernel hands one shared socket's connections to its acceptors is
 not measured, and the clients' worker spreading (``clients.spread``: one rule,
 for the pipe stage and ``ExpertsClient`` alike) needs connections to land on
 every worker.
+
+Under systemd socket activation (deploy/systemd/expertd.socket) the port is
+systemd's: the supervisor takes the handed socket (``LISTEN_FD_ENV``) and every
+worker inherits it, the uvicorn/gunicorn way, so there is no steering. The
+accept queue outlives every worker and the service; what a reload can still
+lose is a connection a retiring worker accepted just before closing its
+listener (libzmq closes it; the client sees ``ServerUnavailable``, retryable):
+the Python clients and the bridge ask again (expertd/retry.py). Counted by
+tests/e2e/test_deploy_systemd.py (2 threads, a fresh connection per call, no
+retry, one reload of 2 vader workers): 2, 1 and 0 in three runs of 2,449,
+2,698 and 3,604 answered calls.
 """
 
 from __future__ import annotations

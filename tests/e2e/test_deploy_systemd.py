@@ -26,12 +26,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from expertd.retry import is_retryable
 from tests.conftest import BIN, EXPERTD, ROOT, free_port, wait_for
 
 UNITS = ROOT / "deploy" / "systemd"
@@ -143,6 +145,39 @@ class NotifySocket:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+
+class FreshCallers:
+    """Threads calling ``health()`` on a fresh connection each time, until the block ends."""
+
+    def __init__(self, endpoint: str, threads: int = 2) -> None:
+        """Call ``endpoint`` from ``threads`` threads."""
+        self.endpoint = endpoint
+        self.answered = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._call, daemon=True) for _ in range(threads)]
+
+    def _call(self) -> None:
+        from expertd.clients.wire import Connection
+
+        while not self._stop.is_set():
+            try:
+                with Connection(self.endpoint, timeout=30.0) as connection:
+                    assert connection.call("health")["status"] == "ok"
+                self.answered += 1
+            except Exception as exc:  # any failure is a lost call
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> FreshCallers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
 
 
 def health_now(endpoint: str) -> dict:
@@ -257,9 +292,19 @@ def test_server_unit_execstart_notifies_ready_reload_and_stopping(installed, tmp
         bridge_checked = run_bridge_unit(installed, endpoint, tmp_path)
 
         # ExecReload as written ($MAINPID is the supervisor): RELOADING=1, then READY=1.
-        subprocess.run(exec_start(settings, MAINPID=str(server.pid)), check=True, timeout=10)
-        assert notify.next_states(timeout=120).get("RELOADING") == "1"
-        assert notify.next_states(timeout=120).get("READY") == "1"
+        # The workers share the handed socket (one accept queue): callers opening a
+        # fresh connection per call all along the reload are answered, except a
+        # connection a retiring worker accepted just before closing its listener,
+        # which it closes: ServerUnavailable, which the clients' retry policy asks again.
+        with FreshCallers(endpoint) as callers:
+            subprocess.run(exec_start(settings, MAINPID=str(server.pid)), check=True, timeout=10)
+            assert notify.next_states(timeout=120).get("RELOADING") == "1"
+            assert notify.next_states(timeout=120).get("READY") == "1"
+        lost = [f for f in callers.failures if not f.startswith("ServerUnavailable")]
+        assert callers.answered and not lost, lost[:5]
+        assert is_retryable("ServerUnavailable")
+        print(f"reload under socket activation: {callers.answered} calls answered, "
+              f"{len(callers.failures)} connections closed by a retiring worker")
         assert health_now(endpoint)["status"] == "ok"
 
         # KillSignal drains within TimeoutStopSec and exits 0 (not a failure to restart).
