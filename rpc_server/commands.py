@@ -55,7 +55,9 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     """Load every expert once and answer opinions over ZeroRPC.
 
     The experts file and the endpoint are checked first, so a mistake in
-    either is reported in a second, before any model loads.
+    either is reported in a second, before any model loads. Started by
+    systemd with a listening socket (socket activation, LISTEN_FDS), it
+    serves on that socket, which must be the endpoint's address.
     """
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
