@@ -16,6 +16,7 @@ from expertd.clients import DEFAULT_ENDPOINT
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.stage import run
 from expertd.endpoint import click_callback
+from expertd.names import SEPARATOR, parse_ref
 
 D = PipeOptions.DEFAULTS
 
@@ -29,8 +30,23 @@ def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, c
                        connections=connections, autostart=autostart, config=config, progress=progress)
 
 
+def checked_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Each NAME@VERSION as ``expertd.names`` parses it (a bad one is a usage error).
+
+    A plain NAME goes to the server, which answers ``UnknownExpert`` with the names it runs.
+    """
+    for name in names:
+        if SEPARATOR not in name:
+            continue
+        try:
+            parse_ref(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="NAMES") from None
+    return names
+
+
 @click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, callback=lambda ctx, param, value: checked_names(value))
 @click.option("--lines/--single", "mode", default=None,
               help="Input is JSON Lines / one (possibly multi-line) document. "
                    "Default: detected from the first line.")

@@ -49,6 +49,8 @@ import yaml
 from expertd.experts.base import Expert, FunctionExpert, quiet_tensorflow
 from expertd.experts.needs import input_problems, resolve_needs
 from expertd.experts.schemas import compile_schema
+from expertd.experts.versions import (ServedVersions, VersionChoice, VersionsInvalid, resolve_versions,
+                                     versions_choice, with_version)
 from expertd.paths import PACKAGED_DEFAULTS, models_dir
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -213,6 +215,14 @@ def expert_needs(value: Any) -> list | dict:
     raise Invalid(f"must be a list of expert names or a mapping name: input key, got {_shown(value)}")
 
 
+def versions_setting(value: Any) -> VersionChoice:
+    """A check: which numbered versions of the model to serve (``experts/versions.py``)."""
+    try:
+        return versions_choice(value)
+    except VersionsInvalid as exc:
+        raise Invalid(str(exc)) from None
+
+
 def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
     """Declare one key of the experts file: its default and its check (a dataclass field).
 
@@ -284,6 +294,10 @@ class ExpertSpec:
     reads: str | None = setting(None, reads)
     #: Replace an expert of that name from an included file (otherwise a clash is an error).
     overrides: bool = setting(False, boolean)
+    #: Which numbered versions of its model to serve (``latest``, ``[2, 3]``, ``{stable: 2}``).
+    versions: VersionChoice | None = setting(None, versions_setting)
+    #: The versions found on disk for ``versions`` (set by ``load_config``).
+    served: ServedVersions | None = field(default=None, compare=False, repr=False)
     #: Where the entry is written in the file (for messages), if known.
     line: int | None = field(default=None, compare=False, repr=False)
     #: The experts file that defines it, and its directory (modules are imported from there first).
@@ -546,6 +560,7 @@ def _read_experts(path: Path, raw: Any, duplicates: list, checker: _Checker, res
         if spec.import_string:
             _check_import(checker, spec, line)
         _check_paths(checker, spec, entry, base, line)
+        _check_versions(checker, spec, line)
         own.append(spec)
     from_includes = {spec.name: spec for spec in included}
     merged, extra = dict(from_includes), []
@@ -657,6 +672,20 @@ def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
                         f"are read from {base}){hint}", where, spec.name)
 
 
+def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
+    """Match ``versions:`` against the numbered folders on disk (``spec.served``)."""
+    if spec.versions is None:
+        return
+    if spec.learn is not None:
+        checker.add("versions: an expert that learns keeps one model (its checkpoints); remove "
+                    "versions: or learn:", line, spec.name)
+        return
+    try:
+        spec.served = resolve_versions(spec.versions, spec.options)
+    except VersionsInvalid as exc:
+        checker.add(f"versions: {exc}", line, spec.name)
+
+
 # -- building and loading ---------------------------------------------------------
 
 def import_from_string(import_string: str, base: Path | None = None) -> Any:
@@ -718,12 +747,25 @@ def build_expert(spec: ExpertSpec) -> Expert:
     return expert
 
 
+def build_version(spec: ExpertSpec, version: str) -> Expert:
+    """Construct one served version of a versioned expert (``versions:``), not yet loaded."""
+    if spec.served is None or version not in spec.served.folders:
+        raise ConfigError(f"expert {spec.name!r} serves no version {version!r}")
+    expert = build_expert(with_version(spec, spec.served, version))
+    expert.version = version
+    return expert
+
+
 def build_experts(config: ExpertsConfig) -> dict[str, Expert]:
-    """Construct every expert of ``config`` (nothing loaded); one ``ConfigError`` lists all failures."""
+    """Construct every expert of ``config`` (nothing loaded); one ``ConfigError`` lists all failures.
+
+    A versioned expert is built at its default version (``build_version`` makes the others).
+    """
     experts, problems = {}, []
     for spec in config.experts:
         try:
-            experts[spec.name] = build_expert(spec)
+            experts[spec.name] = (build_expert(spec) if spec.served is None
+                                  else build_version(spec, spec.served.default))
             if spec.learn is not None and not getattr(experts[spec.name], "learns", False):
                 problems.append(Problem(config.path, "has 'learn:' settings but does not learn "
                                         "(remove them, or name an expert that learns)",

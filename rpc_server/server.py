@@ -15,8 +15,8 @@ from pathlib import Path
 import gevent
 from gevent.threadpool import ThreadPool
 
-from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
-                            load_expert)
+from expertd.experts.config import (ExpertsConfig, build_experts, build_version, ensure_cwd_importable,
+                            load_config, load_expert)
 from expertd.rpc_server import runtime, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
@@ -24,6 +24,7 @@ from expertd.rpc_server.learning import start_learning
 from expertd.rpc_server.security import ServerSecurity
 from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
+from expertd.rpc_server.versions import VersionSet
 from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
 from expertd.spec import DEFAULT_ENDPOINT, METHODS
@@ -69,6 +70,7 @@ class ExpertdServer:
         self.zerorpc: transport.Server | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.versions: dict[str, VersionSet] = {}
         self.learning = None
         self.security: ServerSecurity | None = None
         self._stopping = False
@@ -92,6 +94,7 @@ class ExpertdServer:
             load_expert(spec, expert)
             log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
                      time.perf_counter() - began)
+        others = self.load_other_versions(file, experts)
         if self.worker is not None:
             die_with_supervisor(self.worker)
             warm_up(experts)
@@ -110,9 +113,22 @@ class ExpertdServer:
                                     max_queued_docs=spec.queue.max_docs,
                                     budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
+        versions = {}
+        for spec in file.experts:
+            if spec.served is None:
+                continue
+            batchers = {version: self.make_batcher(spec, expert, stats)
+                        for version, expert in others[spec.name].items()}
+            batchers[spec.served.default] = self.batchers[spec.name]
+            loaded = {**others[spec.name], spec.served.default: experts[spec.name]}
+            versions[spec.name] = VersionSet(
+                spec.name, spec.served, {v: loaded[v] for v in spec.served.folders},
+                {v: batchers[v] for v in spec.served.folders})
+        self.versions = versions
         self.learning = start_learning(experts, file)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
-                               file.server.max_batch_docs, learning=self.learning)
+                               file.server.max_batch_docs, learning=self.learning,
+                               versions=versions)
         self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",
                                              self.config.heartbeat, file.server.max_message_bytes,
                                              file.server.handshake_timeout_ms)
@@ -129,6 +145,30 @@ class ExpertdServer:
                  ", ".join(experts), self.config.bind, os.getpid(), soft)
         if self.worker is not None:
             report_ready(self.worker, {n: e.version for n, e in experts.items()})
+
+    def load_other_versions(self, file: ExpertsConfig, experts: dict) -> dict[str, dict]:
+        """Build and load every served version besides each versioned expert's default one."""
+        others: dict[str, dict] = {}
+        for spec in file.experts:
+            if spec.served is None:
+                continue
+            others[spec.name] = {}
+            for version in spec.served.folders:
+                if version == spec.served.default:
+                    continue
+                began = time.perf_counter()
+                expert = build_version(spec, version)
+                load_expert(spec, expert)
+                others[spec.name][version] = expert
+                log.info("loaded expert %s version %s in %.2f s", spec.name, version,
+                         time.perf_counter() - began)
+        return others
+
+    def make_batcher(self, spec, expert, stats: Stats) -> MicroBatcher:
+        """A batcher for one loaded version of an expert, with the entry's batch and queue policy."""
+        return MicroBatcher(expert, self.pool, spec.batch.max_size, spec.batch.max_wait_ms,
+                            on_batch=stats.record_batch, on_shed=stats.record_shed,
+                            max_queued_docs=spec.queue.max_docs, budget_ms=spec.queue.budget_ms)
 
     def identity(self) -> dict:
         """What ``health()`` says about this process: a random instance id (unique across
@@ -266,6 +306,10 @@ class ExpertdServer:
             self.health_http = None
         for batcher in self.batchers.values():
             batcher.close()
+        for versions in self.versions.values():
+            for batcher in versions.batchers.values():
+                if batcher is not self.batchers.get(versions.name):
+                    batcher.close()
         if self.security is not None:
             self.security.close()
         if self.zerorpc is not None:

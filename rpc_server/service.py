@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 
 from expertd.experts.base import Expert
+from expertd.names import base_name, parse_ref
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
 from expertd.rpc_server import chain_runner, runtime
@@ -30,6 +31,7 @@ from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.versions import VersionSet, carried_version
 
 log = logging.getLogger("expertd.calls")
 
@@ -119,9 +121,14 @@ class Experts:
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
                  stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000,
-                 learning=None) -> None:
-        """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn."""
+                 learning=None, versions: dict[str, VersionSet] | None = None) -> None:
+        """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn.
+
+        ``versions``: for each expert with ``versions:``, its loaded versions (``experts``
+        and ``batchers`` then hold its default version).
+        """
         self._experts = experts
+        self._versions = dict(versions or {})
         self._learning = learning
         self._batchers = batchers
         self._stats = stats
@@ -214,6 +221,8 @@ class Experts:
             entry = expert.describe()
             entry["needs"] = dict(self._plan.needs.get(name, {}))
             entry["batch"] = self._batchers[name].settings()
+            if name in self._versions:
+                entry["versions"] = self._versions[name].describe()
             if self._learning is not None and name in self._learning.learners:
                 entry["learning"] = self._learning.learners[name].state()
             out.append(entry)
@@ -309,13 +318,31 @@ class Experts:
         return _checked_function(method, expert=name)
 
     def _expert(self, name: Any) -> Expert:
+        return self._route(name)[0]
+
+    def _route(self, name: Any) -> tuple[Expert, MicroBatcher, str | None]:
+        """The expert, batcher and version (``None``: unversioned) that ``NAME[@VERSION]`` gets."""
         if not isinstance(name, str):
             raise BadArguments(f"expert name must be a string, got {type(name).__name__}")
+        versions = self._versions.get(name)
+        if versions is not None:  # the common case first: a versioned expert by its name alone
+            return self._experts[name], self._batchers[name], versions.default
+        expert = self._experts.get(name)
+        if expert is not None:
+            return expert, self._batchers[name], None
         try:
-            return self._experts[name]
-        except KeyError:
-            raise UnknownExpert(f"unknown expert {shown(name)!r}; this server runs: "
-                                f"{', '.join(self._experts)}") from None
+            ref = parse_ref(name)
+        except ValueError as exc:
+            raise UnknownExpert(f"{exc}; this server runs: {', '.join(self._experts)}") from None
+        if ref.name not in self._experts:
+            raise UnknownExpert(f"unknown expert {shown(ref.name)!r}; this server runs: "
+                                f"{', '.join(self._experts)}")
+        versions = self._versions.get(ref.name)
+        if versions is None:
+            raise UnknownExpert(f"expert {ref.name!r} has no versions (its experts-file entry "
+                                f"has no versions:); ask for {ref.name!r}")
+        version = versions.resolve(ref.version)
+        return versions.experts[version], versions.batchers[version], version
 
     def _names(self, names: list[str] | None) -> list[str]:
         if names is None:
@@ -371,6 +398,7 @@ class Experts:
                 doc.get("errors"), dict) else {}
             recomputed = dict(doc.get("recomputed") or {}) if isinstance(
                 doc.get("recomputed"), dict) else {}
+            versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else None
             for name in order:
                 answer = answers[name][i]
                 if answer.reused or (name not in shown and answer.recomputed is None):
@@ -381,6 +409,9 @@ class Experts:
                 if answer.ok:
                     opinions[name] = answer.value
                     errors.pop(name, None)
+                    if answer.version is not None:
+                        versions = dict(versions or {})
+                        versions[name] = answer.version
                 else:
                     errors[name] = error_info(answer.value)
             merged["opinions"] = opinions
@@ -390,6 +421,8 @@ class Experts:
                 merged.pop("errors", None)
             if recomputed:
                 merged["recomputed"] = recomputed
+            if versions:
+                merged["versions"] = versions
             out.append(merged)
         return out
 
@@ -404,18 +437,19 @@ class Experts:
         error; only whole-call errors (``Overloaded``, ``ShuttingDown``) are
         raised. Validation failures are counted apart from the model's latency.
         """
-        expert = self._experts[name]
-        needs = self._plan.needs.get(name, {})
+        expert, batcher, version = self._route(name)
+        needs = self._plan.needs.get(base_name(name), {})
         answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
         invalid = 0
-        check = self._batchers[name].check_opinion
+        check = batcher.check_opinion
         recomputed: dict[int, str] = {}
         for i, doc in enumerate(cooperatively(docs)):
             if reuse:
                 present = chain_runner.present_opinion(doc, name)
                 if present is not None:
-                    problem = check(present)
+                    problem = check(present) if version is None else \
+                        _version_problem(name, version, carried_version(doc, name)) or check(present)
                     if problem is None:
                         answers[i] = Answer(True, present, reused=True)
                         continue
@@ -436,7 +470,7 @@ class Experts:
             values.append(value)
             positions.append(i)
         if invalid:
-            self._stats.record_invalid(name, invalid)
+            self._stats.record_invalid(base_name(name), invalid)
         if recomputed:
             first = min(recomputed)
             log.warning("expert %s: %d carried opinion(s) failed its check and were recomputed; "
@@ -448,14 +482,25 @@ class Experts:
             return answers
         began = time.perf_counter()
         failures = 0
-        outcomes = self._batchers[name].predict_each(values, deadline)
+        outcomes = batcher.predict_each(values, deadline)
         for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))
+            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i), version=version)
             failures += not ok
-        self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
+        self._stats.record_call(base_name(name), len(values), time.perf_counter() - began,
+                                failures == 0)
         return answers
 
 
+
+
+def _version_problem(name: str, version: str, carried: Any) -> str | None:
+    """Why a carried opinion of ``name`` cannot stand for ``version``'s (or None if it can)."""
+    if carried == version:
+        return None
+    if carried is None:
+        return (f"an opinion with no version recorded (versions.{name}); version {version} "
+                f"serves this call")
+    return f"an opinion of version {shown(str(carried), 40)}; version {version} serves this call"
 
 
 def _checked_function(fn: Callable, expert: str) -> Callable:

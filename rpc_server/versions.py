@@ -1,0 +1,64 @@
+"""The served versions of one expert, and which one a call gets (``experts/versions.py``).
+
+Calls name ``NAME`` (the default version: ``stable`` if labelled, else the
+highest served) or ``NAME@VERSION`` with a number or a label. An answer made
+by a version records it in the document's ``versions.<name>``; a chain reuses
+a carried opinion only if it was made by the version this call would ask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from expertd.experts.base import Expert
+from expertd.experts.versions import ServedVersions
+from expertd.rpc_server.batching import MicroBatcher
+from expertd.rpc_server.errors import UnknownExpert
+from expertd.rpc_server.logsafe import shown
+
+
+class VersionSet:
+    """The loaded versions of one expert: an expert object and a batcher each."""
+
+    def __init__(self, name: str, served: ServedVersions, experts: dict[str, Expert],
+                 batchers: dict[str, MicroBatcher]) -> None:
+        """``experts`` and ``batchers`` by version (strings); labels and default from ``served``."""
+        self.name = name
+        self.experts = dict(experts)
+        self.batchers = dict(batchers)
+        self.labels = dict(served.labels)
+        self.default = served.default
+
+    def resolve(self, version: str | None) -> str:
+        """The served version a call naming ``version`` (a number, a label or None) gets."""
+        if version is None:
+            return self.default
+        if version in self.experts:
+            return version
+        labelled = self.labels.get(version)
+        if labelled is not None and labelled in self.experts:
+            return labelled
+        raise UnknownExpert(f"expert {self.name!r} serves no version {shown(version)!r}; "
+                            f"served: {self.served_text()}")
+
+    def served_text(self) -> str:
+        """``2 (stable), 3 (canary)``: the versions and their labels, for messages."""
+        parts = []
+        for version in self.experts:
+            labels = [label for label, v in self.labels.items() if v == version]
+            parts.append(version + (f" ({', '.join(labels)})" if labels else ""))
+        return ", ".join(parts)
+
+    def describe(self) -> list[dict]:
+        """What ``experts()`` lists for each version: version, labels, default, metrics."""
+        return [{"version": version,
+                 "labels": [label for label, v in self.labels.items() if v == version],
+                 "default": version == self.default,
+                 "metrics": expert.metrics()}
+                for version, expert in self.experts.items()]
+
+
+def carried_version(doc: Any, name: str) -> Any:
+    """The version a document says made its opinion of ``name`` (``versions.<name>``), or None."""
+    versions = doc.get("versions") if isinstance(doc, dict) else None
+    return versions.get(name) if isinstance(versions, dict) else None
