@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "init": "expertd.commands.init:init",
     "state": "expertd.commands.state:state",
     "models": "expertd.commands.models:models",
+    "expert": "expertd.clients.versions_cli:expert",
 }
 
 

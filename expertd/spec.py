@@ -66,6 +66,8 @@ class Method(NamedTuple):
     args: tuple[str, ...]
     stateful: bool
     result: str
+    #: Changes what the server serves: answered only to local or CURVE-authorised callers.
+    admin: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -80,7 +82,8 @@ class Method(NamedTuple):
 
 #: The service's RPC methods, by name, in the file's order.
 METHODS: dict[str, Method] = {
-    name: Method(name=name, args=tuple(entry["args"]), stateful=entry["stateful"], result=entry["result"])
+    name: Method(name=name, args=tuple(entry["args"]), stateful=entry["stateful"], result=entry["result"],
+                 admin=entry.get("admin", False))
     for name, entry in _entries(RAW["methods"]).items()}
 
 
@@ -107,6 +110,8 @@ class _Names:
 METHOD = _Names(METHODS, "method")
 #: Methods that change the server's state (``learn``).
 STATEFUL_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if m.stateful)
+#: Admin methods (``expert_load``, ...): local or CURVE-authorised callers only.
+ADMIN_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if m.admin)
 
 #: The fields of ``health()``'s answer, with their type and meaning.
 HEALTH_FIELDS: dict[str, dict] = _entries(RAW["health"])

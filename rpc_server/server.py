@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import logging
@@ -21,11 +22,12 @@ from expertd.rpc_server import runtime, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
-from expertd.rpc_server.security import ServerSecurity
+from expertd.rpc_server.security import ServerSecurity, is_local_endpoint
 from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.versions import VersionSet
-from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
+from expertd.rpc_server.live_versions import LiveVersions
+from expertd.rpc_server.supervisor import (FANOUT_SIGNAL, RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
 from expertd.spec import DEFAULT_ENDPOINT, METHODS
 
@@ -79,6 +81,8 @@ class ExpertdServer:
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
+        if self.worker is not None:  # until serve() handles it: a live version change
+            signal.signal(FANOUT_SIGNAL, signal.SIG_IGN)  # is read from the state file then
         soft, _ = transport.raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
@@ -125,6 +129,7 @@ class ExpertdServer:
                 spec.name, spec.served, {v: loaded[v] for v in spec.served.folders},
                 {v: batchers[v] for v in spec.served.folders})
         self.versions = versions
+        self.specs = {spec.name: spec for spec in file.experts}
         self.learning = start_learning(experts, file)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
                                file.server.max_batch_docs, learning=self.learning,
@@ -135,6 +140,13 @@ class ExpertdServer:
         self.security = security
         security.apply(self.zerorpc)  # socket options must precede bind
         self.service.identity = self.identity()
+        if versions:
+            self.service.live = LiveVersions(
+                versions, self.load_version, lambda name, expert: self.make_batcher(
+                    self.specs[name], expert, stats), self.service.switch_default,
+                Path(file.server.state_dir), self.worker.supervisor_pid if self.worker else None,
+                allowed=is_local_endpoint(self.config.bind) or security.curve)
+            self.service.live.converge()  # what was changed live before this process started
         self.bind()
         if self.config.metrics_port:
             port = self.config.metrics_port + (self.worker.index if self.worker else 0)
@@ -163,6 +175,14 @@ class ExpertdServer:
                 log.info("loaded expert %s version %s in %.2f s", spec.name, version,
                          time.perf_counter() - began)
         return others
+
+    def load_version(self, name: str, version: str, folder: Path):
+        """Build and load one more version of a versioned expert (blocks: run it in a thread)."""
+        spec = self.specs[name]
+        served = dataclasses.replace(spec.served, folders={**spec.served.folders, version: folder})
+        expert = build_version(dataclasses.replace(spec, served=served), version)
+        expert.load()
+        return expert
 
     def make_batcher(self, spec, expert, stats: Stats) -> MicroBatcher:
         """A batcher for one loaded version of an expert, with the entry's batch and queue policy."""
@@ -254,11 +274,19 @@ class ExpertdServer:
         gevent.signal_handler(signal.SIGHUP, self.hangup)
         if self.worker is not None:
             gevent.signal_handler(RETIRE_SIGNAL, self.retire)
+            gevent.signal_handler(FANOUT_SIGNAL, self.read_versions_state)
+            if self.service.live is not None:
+                gevent.spawn(self.service.live.converge)  # a change made while this one started
         try:
             self.zerorpc.run()
         except gevent.GreenletExit:
             pass
         self.close()
+
+    def read_versions_state(self) -> None:
+        """``FANOUT_SIGNAL``: serve the versions ``versions.json`` says (see ``live_versions``)."""
+        if self.service is not None and self.service.live is not None and not self._stopping:
+            gevent.spawn(self.service.live.converge)
 
     def shutdown(self, reason: str = "shutdown") -> None:
         """Stop taking calls, let in-flight ones finish (up to ``drain_timeout``)."""

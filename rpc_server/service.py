@@ -25,7 +25,7 @@ from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
-                               NotLearnable, UnknownExpert, error_info)
+                               NotLearnable, UnknownExpert, VersionRefused, error_info)
 from expertd.rpc_server.incremental import cooperatively
 from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
@@ -138,6 +138,8 @@ class Experts:
         self._plan = chain_runner.ChainPlan({name: expert.needs for name, expert in experts.items()})
         #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
         self.identity: dict = {}
+        #: Load, unload, promote and roll back versions live (``rpc_server.live_versions``).
+        self.live = None
 
     # -- the RPC methods ------------------------------------------------------
 
@@ -269,11 +271,47 @@ class Experts:
                 **self._learning.teach(name, inputs, targets, current_deadline())}
 
     @rpc_method
+    def expert_load(self, name, version):
+        """Load ``version`` (a numbered folder) of expert ``name`` beside the served ones, on
+        every worker. A version whose load raises is refused (``VersionRefused``, with why);
+        the served ones keep serving. Admin: local or CURVE-authorised callers only."""
+        return self._live().load(name, version)
+
+    @rpc_method
+    def expert_unload(self, name, version):
+        """Stop serving ``version`` of expert ``name`` on every worker (not its default). Admin."""
+        return self._live().unload(name, version)
+
+    @rpc_method
+    def expert_promote(self, name, version):
+        """Make ``version`` (or a label) the default of expert ``name`` on every worker. Admin."""
+        return self._live().promote(name, version)
+
+    @rpc_method
+    def expert_rollback(self, name):
+        """Make the default of expert ``name`` the one before the last promote again. Admin."""
+        return self._live().rollback(name)
+
+    def _live(self):
+        if self.live is None:
+            raise VersionRefused("no expert of this server has versions (versions: in the "
+                                 "experts file)")
+        return self.live
+
+    def switch_default(self, name: str) -> None:
+        """After a promote or rollback: ``name`` answers with its versions' new default."""
+        versions = self._versions[name]
+        self._experts[name] = versions.experts[versions.default]
+        self._batchers[name] = versions.batchers[versions.default]
+
+    @rpc_method
     def health(self):
         """Say that the server is up: experts and their versions, pid, worker, uptime, learners' progress."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
                 "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
                 "versions": {n: e.version for n, e in self._experts.items()},
+                "served_versions": {n: {"versions": list(v.experts), "default": v.default}
+                                    for n, v in self._versions.items()},
                 "learning": self._learning.progress() if self._learning is not None else {},
                 **self.identity}
 
@@ -326,7 +364,8 @@ class Experts:
             raise BadArguments(f"expert name must be a string, got {type(name).__name__}")
         versions = self._versions.get(name)
         if versions is not None:  # the common case first: a versioned expert by its name alone
-            return self._experts[name], self._batchers[name], versions.default
+            default = versions.default
+            return versions.experts[default], versions.batchers[default], default
         expert = self._experts.get(name)
         if expert is not None:
             return expert, self._batchers[name], None

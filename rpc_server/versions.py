@@ -13,7 +13,7 @@ from typing import Any
 from expertd.experts.base import Expert
 from expertd.experts.versions import ServedVersions
 from expertd.rpc_server.batching import MicroBatcher
-from expertd.rpc_server.errors import UnknownExpert
+from expertd.rpc_server.errors import UnknownExpert, VersionRefused
 from expertd.rpc_server.logsafe import shown
 
 
@@ -28,6 +28,10 @@ class VersionSet:
         self.batchers = dict(batchers)
         self.labels = dict(served.labels)
         self.default = served.default
+        #: The folder holding the numbered versions (where ``expert_load`` looks).
+        self.root = served.root
+        #: The defaults before each ``promote``, oldest first (``rollback`` goes back one).
+        self.history: list[str] = []
 
     def resolve(self, version: str | None) -> str:
         """The served version a call naming ``version`` (a number, a label or None) gets."""
@@ -40,6 +44,18 @@ class VersionSet:
             return labelled
         raise UnknownExpert(f"expert {self.name!r} serves no version {shown(version)!r}; "
                             f"served: {self.served_text()}")
+
+    def resolve_loaded(self, version: str) -> str:
+        """Like ``resolve``, for an admin method: ``VersionRefused`` if it is not served."""
+        try:
+            return self.resolve(version)
+        except UnknownExpert as exc:
+            raise VersionRefused(str(exc)) from None
+
+    def summary(self) -> dict:
+        """What an admin method answers: ``{name, versions, default, labels}``."""
+        return {"name": self.name, "versions": list(self.experts), "default": self.default,
+                "labels": {label: v for label, v in self.labels.items() if v in self.experts}}
 
     def served_text(self) -> str:
         """``2 (stable), 3 (canary)``: the versions and their labels, for messages."""
