@@ -78,6 +78,43 @@ def rollback(name, endpoint, timeout):
     _say(result, f"rolled {name} back to version {result['default']}")
 
 
+@expert.command("shadow")
+@click.argument("name")
+@click.argument("version")
+@endpoint_option
+@_timeout_option
+def shadow(name, version, endpoint, timeout):
+    """Run VERSION beside the default on every call, off the callers' path, and measure how
+    much they agree (`off`: stop)."""
+    wanted = None if version == "off" else version
+    result = _call(endpoint, timeout, METHOD.expert_policy, (name, {"shadow": wanted}))
+    _wait(endpoint, timeout, name, lambda served: served.get("shadow") == result["shadow"])
+    _say(result, f"{name}: shadow {result['shadow'] or 'off'}")
+
+
+@expert.command("canary")
+@click.argument("name")
+@click.argument("version")
+@click.argument("share", type=click.FloatRange(0, 1), required=False)
+@click.option("--sticky", type=click.Choice(["none", "document"]), default="none",
+              show_default=True, help="document: the same input always gets the same version.")
+@endpoint_option
+@_timeout_option
+def canary(name, version, share, sticky, endpoint, timeout):
+    """Answer SHARE (0 to 1) of the calls naming only NAME with VERSION (`off`: stop)."""
+    if version == "off":
+        policy = {"canary": None}
+    elif share is None:
+        raise click.UsageError("give the SHARE of calls VERSION answers, e.g. 0.1")
+    else:
+        policy = {"canary": {"version": version, "share": share, "sticky": sticky}}
+    result = _call(endpoint, timeout, METHOD.expert_policy, (name, policy))
+    _wait(endpoint, timeout, name, lambda served: served.get("canary") == result["canary"])
+    canary_text = (f"{result['canary']['version']} answers {result['canary']['share']:.0%}"
+                   if result["canary"] else "off")
+    _say(result, f"{name}: canary {canary_text}")
+
+
 def _number(version: str) -> str:
     """A version as the server writes it (``03`` -> ``3``)."""
     return str(int(version)) if version.isascii() and version.isdigit() else version

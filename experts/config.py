@@ -279,6 +279,30 @@ class LearnSettings:
     max_backlog: int = setting(100_000, integer(1))
 
 
+def share(value: Any) -> float:
+    """A check: a share of calls, a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise Invalid(f"must be a number from 0 to 1 (e.g. 0.1 for 10%), got {_shown(value)}")
+    return float(value)
+
+
+def sticky(value: Any) -> str:
+    """A check: how a canary keeps a document on one version (``none`` or ``document``)."""
+    if value not in ("none", "document"):
+        raise Invalid(f"must be 'none' (drawn per call) or 'document' (the same input always "
+                      f"gets the same version), got {_shown(value)}")
+    return value
+
+
+@dataclass
+class CanaryPolicy:
+    """A share of an expert's unnamed calls answered by another served version (``canary:``)."""
+
+    version: int | None = setting(None, integer(0))
+    share: float = setting(0.1, share)
+    sticky: str = setting("none", sticky)
+
+
 @dataclass
 class ExpertSpec:
     """One entry of the experts file (``experts: NAME: ...``)."""
@@ -296,6 +320,10 @@ class ExpertSpec:
     overrides: bool = setting(False, boolean)
     #: Which numbered versions of its model to serve (``latest``, ``[2, 3]``, ``{stable: 2}``).
     versions: VersionChoice | None = setting(None, versions_setting)
+    #: A served version that also runs every call the default answers, off the caller's path.
+    shadow: int | None = setting(None, integer(0))
+    #: A share of unnamed calls answered by another served version.
+    canary: CanaryPolicy | None = setting(None, section(CanaryPolicy))
     #: The versions found on disk for ``versions`` (set by ``load_config``).
     served: ServedVersions | None = field(default=None, compare=False, repr=False)
     #: Where the entry is written in the file (for messages), if known.
@@ -675,6 +703,9 @@ def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
 def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
     """Match ``versions:`` against the numbered folders on disk (``spec.served``)."""
     if spec.versions is None:
+        if spec.shadow is not None or spec.canary is not None:
+            checker.add("shadow: and canary: need versions: (the versions to serve)", line,
+                        spec.name)
         return
     if spec.learn is not None:
         checker.add("versions: an expert that learns keeps one model (its checkpoints); remove "
@@ -684,6 +715,15 @@ def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> No
         spec.served = resolve_versions(spec.versions, spec.options)
     except VersionsInvalid as exc:
         checker.add(f"versions: {exc}", line, spec.name)
+        return
+    if spec.canary is not None and spec.canary.version is None:
+        checker.add("canary.version: which served version answers the share (e.g. canary: "
+                    "{version: 3, share: 0.1})", line, spec.name)
+    for key, version in (("shadow", spec.shadow),
+                         ("canary.version", spec.canary.version if spec.canary else None)):
+        if version is not None and str(version) not in spec.served.folders:
+            checker.add(f"{key}: {version} is not served (versions: "
+                        f"{', '.join(spec.served.folders)})", line, spec.name)
 
 
 # -- building and loading ---------------------------------------------------------

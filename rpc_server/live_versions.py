@@ -33,7 +33,7 @@ from expertd.experts.versions import DEFAULT_LABEL, numbered_folders
 from expertd.rpc_server.errors import NotAllowed, UnknownExpert, VersionRefused
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.supervisor import FANOUT_SIGNAL
-from expertd.rpc_server.versions import VersionSet
+from expertd.rpc_server.versions import Canary, VersionSet
 
 log = logging.getLogger("expertd.versions")
 
@@ -89,6 +89,24 @@ class LiveVersions:
                 self._switch(versions, target)
             return self._changed(versions)
 
+    def set_policy(self, name: Any, policy: Any) -> dict:
+        """Set ``{"shadow": VERSION | null, "canary": {version, share, sticky} | null}``; a key
+        left out keeps its value."""
+        versions, _ = self._checked(name, None)
+        if not isinstance(policy, dict) or set(policy) - {"shadow", "canary"}:
+            raise VersionRefused('the policy must be an object {"shadow": VERSION or null, '
+                                 '"canary": {"version", "share", "sticky"} or null}')
+        with self._lock:
+            shadow, canary = versions.shadow, versions.canary
+            if "shadow" in policy:
+                shadow = None if policy["shadow"] is None else versions.resolve_loaded(
+                    str(policy["shadow"]))
+            if "canary" in policy:
+                canary = None if policy["canary"] is None else _canary(versions, policy["canary"])
+            versions.shadow, versions.canary = shadow, canary
+            log.info("expert %s: policy %s", versions.name, versions.policy())
+            return self._changed(versions)
+
     def rollback(self, name: Any) -> dict:
         """Make the default the one before the last ``promote`` again."""
         versions, _ = self._checked(name, None)
@@ -127,6 +145,15 @@ class LiveVersions:
                 default = str(state.get("default", versions.default))
                 if default in versions.experts and default != versions.default:
                     self._switch(versions, default)
+                policy = state.get("policy")
+                if isinstance(policy, dict):
+                    shadow = policy.get("shadow")
+                    versions.shadow = str(shadow) if shadow is not None else None
+                    try:
+                        versions.canary = None if policy.get("canary") is None else _canary(
+                            versions, policy["canary"])
+                    except VersionRefused as exc:
+                        log.error("expert %s: canary not applied: %s", name, exc)
                 for version in list(versions.experts):
                     if version not in state.get("versions", []) and version != versions.default:
                         self._unload(versions, version, raise_errors=False)
@@ -210,6 +237,10 @@ class LiveVersions:
                 raise VersionRefused(f"expert {versions.name!r}: version {version} is the default; "
                                      f"promote another version first")
             return
+        if versions.shadow == version:
+            versions.shadow = None
+        if versions.canary is not None and versions.canary.version == version:
+            versions.canary = None
         versions.experts = {v: e for v, e in versions.experts.items() if v != version}
         batcher = versions.batchers.pop(version)
         versions.history = [v for v in versions.history if v != version]
@@ -218,6 +249,10 @@ class LiveVersions:
                  versions.served_text())
 
     def _switch(self, versions: VersionSet, version: str) -> None:
+        if versions.shadow == version:  # promoted: it answers now, nothing left to shadow
+            versions.shadow = None
+        if versions.canary is not None and versions.canary.version == version:
+            versions.canary = None
         versions.default = version
         if DEFAULT_LABEL in versions.labels:
             versions.labels[DEFAULT_LABEL] = version
@@ -237,11 +272,26 @@ class LiveVersions:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self.read_state()
             state[versions.name] = {"versions": list(versions.experts), "default": versions.default,
-                                    "labels": dict(versions.labels), "history": list(versions.history)}
+                                    "labels": dict(versions.labels), "history": list(versions.history),
+                                    "policy": versions.policy()}
             fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".versions.")
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump({"experts": state}, out, indent=1)
             os.replace(tmp, self.state_path)
+
+
+def _canary(versions: VersionSet, raw: Any) -> Canary:
+    """``{"version", "share", "sticky"?}`` checked against what ``versions`` serves."""
+    if not isinstance(raw, dict) or "version" not in raw or "share" not in raw:
+        raise VersionRefused('a canary is {"version": VERSION, "share": 0..1, "sticky": '
+                             '"none" | "document"}')
+    version = versions.resolve_loaded(str(raw["version"]))
+    share, sticky = raw["share"], raw.get("sticky", "none")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise VersionRefused(f"the canary's share must be a number from 0 to 1, got {share!r}")
+    if sticky not in ("none", "document"):
+        raise VersionRefused(f"the canary's sticky must be 'none' or 'document', got {sticky!r}")
+    return Canary(version, float(share), sticky)
 
 
 def _order(version: str) -> tuple:

@@ -25,7 +25,8 @@ from expertd.rpc_server.learning import start_learning
 from expertd.rpc_server.security import ServerSecurity, is_local_endpoint
 from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
-from expertd.rpc_server.versions import VersionSet
+from expertd.rpc_server.shadow import VersionMetrics
+from expertd.rpc_server.versions import Canary, VersionSet
 from expertd.rpc_server.live_versions import LiveVersions
 from expertd.rpc_server.supervisor import (FANOUT_SIGNAL, RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
@@ -128,6 +129,10 @@ class ExpertdServer:
             versions[spec.name] = VersionSet(
                 spec.name, spec.served, {v: loaded[v] for v in spec.served.folders},
                 {v: batchers[v] for v in spec.served.folders})
+            versions[spec.name].shadow = None if spec.shadow is None else str(spec.shadow)
+            if spec.canary is not None:
+                versions[spec.name].canary = Canary(str(spec.canary.version), spec.canary.share,
+                                                    spec.canary.sticky)
         self.versions = versions
         self.specs = {spec.name: spec for spec in file.experts}
         self.learning = start_learning(experts, file)  # log replayed before serving
@@ -141,6 +146,7 @@ class ExpertdServer:
         security.apply(self.zerorpc)  # socket options must precede bind
         self.service.identity = self.identity()
         if versions:
+            self.service.version_metrics = VersionMetrics(stats.registry)
             self.service.live = LiveVersions(
                 versions, self.load_version, lambda name, expert: self.make_batcher(
                     self.specs[name], expert, stats), self.service.switch_default,

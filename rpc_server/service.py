@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any, Callable
 
+import gevent
 
 from expertd.experts.base import Expert
 from expertd.names import base_name, parse_ref
@@ -31,6 +32,7 @@ from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.shadow import spawn_shadow
 from expertd.rpc_server.versions import VersionSet, carried_version
 
 log = logging.getLogger("expertd.calls")
@@ -140,6 +142,8 @@ class Experts:
         self.identity: dict = {}
         #: Load, unload, promote and roll back versions live (``rpc_server.live_versions``).
         self.live = None
+        #: Per-version latency, errors and shadow agreement (``rpc_server.shadow``), if versioned.
+        self.version_metrics = None
 
     # -- the RPC methods ------------------------------------------------------
 
@@ -225,6 +229,9 @@ class Experts:
             entry["batch"] = self._batchers[name].settings()
             if name in self._versions:
                 entry["versions"] = self._versions[name].describe()
+                entry.update(self._versions[name].policy())
+                if self.version_metrics is not None:
+                    entry["shadow_agreement"] = self.version_metrics.summary(name)
             if self._learning is not None and name in self._learning.learners:
                 entry["learning"] = self._learning.learners[name].state()
             out.append(entry)
@@ -288,6 +295,12 @@ class Experts:
         return self._live().promote(name, version)
 
     @rpc_method
+    def expert_policy(self, name, policy):
+        """Set how unnamed calls of expert ``name`` reach its versions, on every worker:
+        ``{"shadow": VERSION or null, "canary": {"version", "share", "sticky"} or null}``. Admin."""
+        return self._live().set_policy(name, policy)
+
+    @rpc_method
     def expert_rollback(self, name):
         """Make the default of expert ``name`` the one before the last promote again. Admin."""
         return self._live().rollback(name)
@@ -310,8 +323,8 @@ class Experts:
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
                 "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
                 "versions": {n: e.version for n, e in self._experts.items()},
-                "served_versions": {n: {"versions": list(v.experts), "default": v.default}
-                                    for n, v in self._versions.items()},
+                "served_versions": {n: {"versions": list(v.experts), "default": v.default,
+                                        **v.policy()} for n, v in self._versions.items()},
                 "learning": self._learning.progress() if self._learning is not None else {},
                 **self.identity}
 
@@ -483,12 +496,17 @@ class Experts:
         invalid = 0
         check = batcher.check_opinion
         recomputed: dict[int, str] = {}
+        # An unnamed call of a versioned expert with a canary: each document's own version.
+        versions = self._versions.get(name)
+        canary = versions if versions is not None and versions.canary is not None else None
+        chosen: list[str | None] = []
         for i, doc in enumerate(cooperatively(docs)):
             if reuse:
                 present = chain_runner.present_opinion(doc, name)
                 if present is not None:
+                    serving = version if canary is None else self._canary_choice(canary, expert, doc)
                     problem = check(present) if version is None else \
-                        _version_problem(name, version, carried_version(doc, name)) or check(present)
+                        _version_problem(name, serving, carried_version(doc, name)) or check(present)
                     if problem is None:
                         answers[i] = Answer(True, present, reused=True)
                         continue
@@ -504,6 +522,7 @@ class Experts:
             if failed:
                 answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
                 continue
+            chosen.append(version if canary is None else canary.choose(value))
             if needs:
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
@@ -521,13 +540,58 @@ class Experts:
             return answers
         began = time.perf_counter()
         failures = 0
-        outcomes = batcher.predict_each(values, deadline)
-        for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer, recomputed=recomputed.get(i), version=version)
-            failures += not ok
+        if canary is None or all(v == version for v in chosen):
+            groups = {version: (batcher, values, positions)}
+        else:  # the canary's documents and the default's, each to its version's batcher
+            groups = {}
+            for value, i, v in zip(values, positions, chosen):
+                group = groups.setdefault(v, (canary.batchers[v], [], []))
+                group[1].append(value)
+                group[2].append(i)
+        outcomes_of = self._predict_groups(groups, deadline)
+        for group_version, (_, _, group_positions) in groups.items():
+            outcomes = outcomes_of[group_version]
+            group_failures = 0
+            for i, (ok, answer) in zip(group_positions, cooperatively(outcomes)):
+                answers[i] = Answer(ok, answer, recomputed=recomputed.get(i), version=group_version)
+                group_failures += not ok
+            failures += group_failures
+            if group_version is not None and self.version_metrics is not None:
+                self.version_metrics.record_call(base_name(name), group_version,
+                                                 time.perf_counter() - began, group_failures == 0)
         self._stats.record_call(base_name(name), len(values), time.perf_counter() - began,
                                 failures == 0)
+        if versions is not None and versions.shadow is not None and self.version_metrics is not None:
+            self._shadow(versions, groups, outcomes_of)
         return answers
+
+    def _canary_choice(self, versions: VersionSet, expert: Expert, doc: Any) -> str:
+        """The version a document gets under a canary (its field read as for the model)."""
+        try:
+            value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
+        except ExpertdError:
+            return versions.default
+        return versions.choose(value)
+
+    @staticmethod
+    def _predict_groups(groups: dict, deadline: float | None) -> dict:
+        """Each group's outcomes; with two versions (a canary), both batchers run at once."""
+        if len(groups) == 1:
+            (version, (batcher, values, _)), = groups.items()
+            return {version: batcher.predict_each(values, deadline)}
+        tasks = {version: gevent.spawn(batcher.predict_each, values, deadline)
+                 for version, (batcher, values, _) in groups.items()}
+        gevent.joinall(list(tasks.values()))
+        return {version: task.get() for version, task in tasks.items()}
+
+    def _shadow(self, versions: VersionSet, groups: dict, outcomes_of: dict) -> None:
+        """Give what the default answered to the shadow version, off the caller's path."""
+        shadow, default = versions.shadow, versions.default
+        if shadow == default or shadow not in versions.batchers or default not in groups:
+            return
+        _, values, _ = groups[default]
+        spawn_shadow(self.version_metrics, versions.name, default, shadow,
+                     versions.batchers[shadow], list(values), list(outcomes_of[default]))
 
 
 

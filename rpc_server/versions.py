@@ -8,13 +8,24 @@ a carried opinion only if it was made by the version this call would ask.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import random
+from typing import Any, NamedTuple
 
 from expertd.experts.base import Expert
 from expertd.experts.versions import ServedVersions
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.errors import UnknownExpert, VersionRefused
 from expertd.rpc_server.logsafe import shown
+
+
+class Canary(NamedTuple):
+    """A share of unnamed calls answered by another version (``canary:``)."""
+
+    version: str
+    share: float
+    #: ``document``: the same input always gets the same version; ``none``: drawn per call.
+    sticky: str = "none"
 
 
 class VersionSet:
@@ -32,6 +43,28 @@ class VersionSet:
         self.root = served.root
         #: The defaults before each ``promote``, oldest first (``rollback`` goes back one).
         self.history: list[str] = []
+        #: The version that also runs, off the caller's path, what the default answers.
+        self.shadow: str | None = None
+        #: ``Canary(version, share, sticky)``: the share of unnamed calls that version answers.
+        self.canary: Canary | None = None
+
+    def policy(self) -> dict:
+        """``{"shadow", "canary"}`` as the experts file and ``expert_policy`` write them."""
+        canary = None if self.canary is None else {
+            "version": self.canary.version, "share": self.canary.share, "sticky": self.canary.sticky}
+        return {"shadow": self.shadow, "canary": canary}
+
+    def choose(self, value: Any) -> str:
+        """The version an unnamed call gets for one document whose input is ``value``."""
+        canary = self.canary
+        if canary is None or canary.version not in self.experts:
+            return self.default
+        if canary.sticky == "document":
+            digest = hashlib.blake2b(repr(value).encode("utf-8", "replace"), digest_size=8).digest()
+            draw = int.from_bytes(digest, "big") / 2 ** 64
+        else:
+            draw = random.random()
+        return canary.version if draw < canary.share else self.default
 
     def resolve(self, version: str | None) -> str:
         """The served version a call naming ``version`` (a number, a label or None) gets."""
@@ -53,9 +86,10 @@ class VersionSet:
             raise VersionRefused(str(exc)) from None
 
     def summary(self) -> dict:
-        """What an admin method answers: ``{name, versions, default, labels}``."""
+        """What an admin method answers: ``{name, versions, default, labels, shadow, canary}``."""
         return {"name": self.name, "versions": list(self.experts), "default": self.default,
-                "labels": {label: v for label, v in self.labels.items() if v in self.experts}}
+                "labels": {label: v for label, v in self.labels.items() if v in self.experts},
+                **self.policy()}
 
     def served_text(self) -> str:
         """``2 (stable), 3 (canary)``: the versions and their labels, for messages."""

@@ -5,6 +5,7 @@ HTTP bridge in front of it (docs/versions.md). The repository's models/ is only 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import textwrap
@@ -26,6 +27,28 @@ def versioned_models(tmp) -> None:
     for version in ("2", "3"):
         shutil.copytree(MODELS / "sentiment", tmp / "models" / "sentiment" / version)
     shutil.copytree(MODELS / "consensus", tmp / "models" / "consensus")
+
+
+PERTURB = """
+import sys
+import keras
+model = keras.saving.load_model(sys.argv[1], compile=False)
+for layer, shift in (("valence", [0.7]), ("label", [0.0, 0.8, 0.0])):
+    kernel, bias = model.get_layer(layer).get_weights()
+    model.get_layer(layer).set_weights([kernel, bias + shift])
+model.save(sys.argv[2])
+"""
+
+
+def perturbed_version(tmp, version: str) -> None:
+    """``tmp/models/sentiment/VERSION``: the sentiment model with its output biases shifted (a
+    real model that disagrees now and then: more neutral labels, higher valences)."""
+    folder = tmp / "models" / "sentiment" / version
+    shutil.copytree(MODELS / "sentiment", folder)
+    (folder / "model.keras").unlink()
+    subprocess.run([str(BIN / "python"), "-c", PERTURB, str(MODELS / "sentiment" / "model.keras"),
+                    str(folder / "model.keras")], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def experts_file(tmp, versions: str = "{stable: 2, canary: 3}") -> object:

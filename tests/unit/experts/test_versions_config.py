@@ -37,13 +37,13 @@ def project(tmp_path: Path, versions_yaml: str, folders=(1, 2, 3)) -> Path:
         (models / str(number)).mkdir()
         (models / str(number) / "label.txt").write_text(f"v{number}")
     (root / "versioned_labelled.py").write_text(MODULE)
-    (root / "experts.yaml").write_text(textwrap.dedent(f"""\
+    (root / "experts.yaml").write_text(textwrap.dedent("""\
         experts:
           labelled:
             expert: versioned_labelled:Labelled
-            options: {{model_dir: models/labelled}}
-            versions: {versions_yaml}
-        """))
+            options: {model_dir: models/labelled}
+            versions: VERSIONS
+        """).replace("VERSIONS", versions_yaml))
     return root / "experts.yaml"
 
 
@@ -81,11 +81,22 @@ def test_labels_name_versions_and_stable_is_the_default(tmp_path):
     ("[]", (1, 2), "must be 'latest', a list of version numbers"),
     ("{latest: 2}", (1, 2), "label 'latest' must be a word"),
     ("{stable: two}", (1, 2), "stable: must be a version number"),
+    ("[1, 2]\n    shadow: 3", (1, 2, 3), "shadow: 3 is not served (versions: 1, 2)"),
+    ("[1, 2]\n    canary: {version: 2, share: 1.5}", (1, 2), "canary.share must be a number from 0 to 1"),
+    ("[1, 2]\n    canary: {share: 0.5}", (1, 2), "canary.version: which served version"),
+    ("[1, 2]\n    canary: {version: 2, sticky: caller}", (1, 2), "canary.sticky must be 'none'"),
 ])
 def test_what_is_refused_says_why(tmp_path, value, folders, expected):
     with pytest.raises(ConfigError) as info:
         load_config(project(tmp_path, value, folders))
     assert expected in str(info.value) and "'labelled'" in str(info.value)
+
+
+def test_shadow_and_canary_name_served_versions(tmp_path):
+    spec = load_config(project(tmp_path, "[1, 2, 3]\n    shadow: 3\n    canary: {version: 2, "
+                                         "share: 0.25, sticky: document}")).experts[0]
+    assert spec.shadow == 3
+    assert (spec.canary.version, spec.canary.share, spec.canary.sticky) == (2, 0.25, "document")
 
 
 def test_an_unversioned_entry_is_untouched(tmp_path):
