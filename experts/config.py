@@ -286,6 +286,16 @@ def share(value: Any) -> float:
     return float(value)
 
 
+def shadow_target(value: Any) -> int | str:
+    """A check: a served version number, or the name of another expert of the file."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and NAME_RE.match(value):
+        return value
+    raise Invalid(f"must be a version number (e.g. 3) or the name of another expert (e.g. "
+                  f"learner), got {_shown(value)}")
+
+
 def sticky(value: Any) -> str:
     """A check: how a canary keeps a document on one version (``none`` or ``document``)."""
     if value not in ("none", "document"):
@@ -320,8 +330,9 @@ class ExpertSpec:
     overrides: bool = setting(False, boolean)
     #: Which numbered versions of its model to serve (``latest``, ``[2, 3]``, ``{stable: 2}``).
     versions: VersionChoice | None = setting(None, versions_setting)
-    #: A served version that also runs every call the default answers, off the caller's path.
-    shadow: int | None = setting(None, integer(0))
+    #: A served version (or another expert, e.g. a learner) that also runs every call the
+    #: default answers, off the caller's path.
+    shadow: int | str | None = setting(None, shadow_target)
     #: A share of unnamed calls answered by another served version.
     canary: CanaryPolicy | None = setting(None, section(CanaryPolicy))
     #: The versions found on disk for ``versions`` (set by ``load_config``).
@@ -530,6 +541,10 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
                                         spec.line if spec else None))
     for spec in specs:
         spec.needs = graph.get(spec.name, {})
+        if isinstance(spec.shadow, str) and (spec.shadow not in where or spec.shadow == spec.name):
+            checker.problems.append(Problem(spec.source or path, f"shadow: {spec.shadow!r} is "
+                                            f"neither a served version nor another expert of "
+                                            f"this file ({', '.join(where)})", spec.line, spec.name))
     if checker.problems:
         raise ConfigError(sorted(checker.problems, key=lambda p: (p.path != path, p.line or 0)))
     return ExpertsConfig(path=path, experts=specs, server=server)
@@ -719,7 +734,8 @@ def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> No
     if spec.canary is not None and spec.canary.version is None:
         checker.add("canary.version: which served version answers the share (e.g. canary: "
                     "{version: 3, share: 0.1})", line, spec.name)
-    for key, version in (("shadow", spec.shadow),
+    shadow = spec.shadow if isinstance(spec.shadow, int) else None  # a name: checked with the rest
+    for key, version in (("shadow", shadow),
                          ("canary.version", spec.canary.version if spec.canary else None)):
         if version is not None and str(version) not in spec.served.folders:
             checker.add(f"{key}: {version} is not served (versions: "

@@ -134,7 +134,7 @@ class LiveVersions:
                 if versions is None or not isinstance(state, dict):
                     continue
                 for version in state.get("versions", []):
-                    if version not in versions.experts:
+                    if version not in versions.experts and version not in versions.members:
                         self._load(versions, str(version), raise_errors=False)
                 labels = state.get("labels")
                 if isinstance(labels, dict):
@@ -232,6 +232,11 @@ class LiveVersions:
                  versions.served_text())
 
     def _unload(self, versions: VersionSet, version: str, raise_errors: bool) -> None:
+        if version in versions.members:
+            if raise_errors:
+                raise VersionRefused(f"expert {versions.name!r}: {version} is another expert of "
+                                     f"this server (its shadow in the experts file); it stays")
+            return
         if version == versions.default:
             if raise_errors:
                 raise VersionRefused(f"expert {versions.name!r}: version {version} is the default; "

@@ -130,6 +130,9 @@ class ExpertdServer:
                 spec.name, spec.served, {v: loaded[v] for v in spec.served.folders},
                 {v: batchers[v] for v in spec.served.folders})
             versions[spec.name].shadow = None if spec.shadow is None else str(spec.shadow)
+            if isinstance(spec.shadow, str):  # another expert (e.g. a learner) as a member
+                versions[spec.name].add_member(spec.shadow, experts[spec.shadow],
+                                               self.batchers[spec.shadow])
             if spec.canary is not None:
                 versions[spec.name].canary = Canary(str(spec.canary.version), spec.canary.share,
                                                     spec.canary.sticky)

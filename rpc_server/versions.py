@@ -43,6 +43,8 @@ class VersionSet:
         self.root = served.root
         #: The defaults before each ``promote``, oldest first (``rollback`` goes back one).
         self.history: list[str] = []
+        #: Other experts served as members (``shadow: learner``): never unloaded.
+        self.members: set[str] = set()
         #: The version that also runs, off the caller's path, what the default answers.
         self.shadow: str | None = None
         #: ``Canary(version, share, sticky)``: the share of unnamed calls that version answers.
@@ -65,6 +67,13 @@ class VersionSet:
         else:
             draw = random.random()
         return canary.version if draw < canary.share else self.default
+
+    def add_member(self, name: str, expert: Expert, batcher: MicroBatcher) -> None:
+        """Serve another expert of the server (e.g. a learner) as a member named ``name``: it may
+        shadow the default, take a canary share, or be promoted; it is never unloaded."""
+        self.experts = {**self.experts, name: expert}
+        self.batchers[name] = batcher
+        self.members.add(name)
 
     def resolve(self, version: str | None) -> str:
         """The served version a call naming ``version`` (a number, a label or None) gets."""
@@ -104,7 +113,9 @@ class VersionSet:
         return [{"version": version,
                  "labels": [label for label, v in self.labels.items() if v == version],
                  "default": version == self.default,
-                 "metrics": expert.metrics()}
+                 "metrics": expert.metrics(),
+                 **({"expert": version, "learns": expert.learns} if version in self.members
+                    else {})}
                 for version, expert in self.experts.items()]
 
 

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import zerorpc
 
-from tests.conftest import BIN, ROOT, ServerProcess
+from tests.conftest import BIN, ROOT, ServerProcess, wait_for
 from tests.e2e.test_chains_bridge import post, running_bridge
 
 MODELS = ROOT / "models"
@@ -185,3 +185,62 @@ def test_over_http(versioned):
         enum = document["paths"]["/opinions"]["post"]["requestBody"]["content"][
             "application/json"]["schema"]["properties"]["experts"]["items"]["enum"]
         assert "sentiment@canary" in enum and "sentiment@3" in enum
+
+
+def test_a_learner_shadows_a_frozen_expert_and_is_promoted_when_asked(tmp_path):
+    versioned_models(tmp_path)
+    path = tmp_path / "learner.yaml"
+    path.write_text(textwrap.dedent("""\
+        experts:
+          sentiment:
+            expert: expertd.experts.keras_text:SentimentExpert
+            options: {model_dir: models/sentiment}
+            versions: [2]
+            shadow: learner
+          learner:
+            expert: expertd.experts.online:OnlineTextExpert
+            learn: {checkpoint_every: 1000, checkpoint_seconds: 60}
+        """))
+    server = ServerProcess(path, tmp_path)
+    client = zerorpc.Client(server.endpoint, timeout=30)
+    try:
+        examples = [{"text": t, "label": label} for t, label in (
+            ("I love it, wonderful", "positive"), ("great and lovely", "positive"),
+            ("awful, I hate it", "negative"), ("terrible and sad", "negative"))] * 5
+        assert client.learn("learner", examples)["accepted"] == 20
+        docs = [{"text": t} for t in ("so wonderful and lovely", "sad and awful", "I love it")] * 10
+        answered = client.opinions_batch(docs, ["sentiment"])
+        assert all(d["versions"] == {"sentiment": "2"} for d in answered)
+
+        def agreement():
+            entry = [e for e in client.experts() if e["name"] == "sentiment"][0]
+            return entry["shadow_agreement"] and entry["shadow_agreement"][0]
+
+        found = wait_for(agreement, what="the learner's agreement with sentiment")
+        assert found["serving"] == "2" and found["shadow"] == "learner"
+        assert found["documents"] >= 30 and 0 <= found["agreement"]["label"] <= 1
+        members = [v for v in [e for e in client.experts() if e["name"] == "sentiment"][0]["versions"]
+                   if v.get("expert")]
+        assert members == [{"version": "learner", "labels": [], "default": False, "metrics": {},
+                            "expert": "learner", "learns": True}]
+        before = client.health()["learning"]["learner"]["model_version"]
+        client.learn("learner", examples[:4])  # it keeps learning while it shadows
+        wait_for(lambda: client.health()["learning"]["learner"]["model_version"] > before,
+                 what="the learner to apply more examples")
+
+        cli = [str(BIN / "expertd"), "expert"]
+        done = subprocess.run([*cli, "promote", "sentiment", "learner", "--endpoint",
+                               server.endpoint], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        doc = client.opinions({"text": "so wonderful"}, ["sentiment"])
+        assert doc["versions"] == {"sentiment": "learner"} and doc["opinions"]["sentiment"]["label"]
+        refused = subprocess.run([*cli, "unload", "sentiment", "learner", "--endpoint",
+                                  server.endpoint], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "is another expert of this server" in refused.stderr
+        done = subprocess.run([*cli, "rollback", "sentiment", "--endpoint", server.endpoint],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert client.opinions({"text": "x y"}, ["sentiment"])["versions"] == {"sentiment": "2"}
+    finally:
+        client.close()
+        server.stop()
