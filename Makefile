@@ -148,6 +148,7 @@ bench: setup $(HAPROXY)
 	$(PY) -m bench.learning
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
+	$(PY) -m bench.shadow
 	$(PY) -m bench.scale
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload
