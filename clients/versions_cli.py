@@ -96,8 +96,10 @@ def shadow(name, version, endpoint, timeout):
 @click.argument("name")
 @click.argument("version")
 @click.argument("share", type=click.FloatRange(0, 1), required=False)
-@click.option("--sticky", type=click.Choice(["none", "document"]), default="none",
-              show_default=True, help="document: the same input always gets the same version.")
+@click.option("--sticky", default="none", show_default=True,
+              help="document: the same input always gets the same version; field:NAME: the same "
+                   "value of the documents' field NAME (e.g. a caller's id) does; none: drawn "
+                   "per document.")
 @endpoint_option
 @_timeout_option
 def canary(name, version, share, sticky, endpoint, timeout):

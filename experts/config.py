@@ -50,7 +50,7 @@ from expertd.experts.base import Expert, FunctionExpert, quiet_tensorflow
 from expertd.experts.needs import input_problems, resolve_needs
 from expertd.experts.schemas import compile_schema
 from expertd.experts.versions import (ServedVersions, VersionChoice, VersionsInvalid, resolve_versions,
-                                     versions_choice, with_version)
+                                     sticky_problem, versions_choice, with_version)
 from expertd.paths import PACKAGED_DEFAULTS, models_dir
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -297,10 +297,11 @@ def shadow_target(value: Any) -> int | str:
 
 
 def sticky(value: Any) -> str:
-    """A check: how a canary keeps a document on one version (``none`` or ``document``)."""
-    if value not in ("none", "document"):
-        raise Invalid(f"must be 'none' (drawn per call) or 'document' (the same input always "
-                      f"gets the same version), got {_shown(value)}")
+    """A check: how a canary keeps documents on one version (``none``, ``document``,
+    ``field:NAME``: per caller, by the documents' field NAME)."""
+    problem = sticky_problem(value)
+    if problem is not None:
+        raise Invalid(problem)
     return value
 
 

@@ -66,6 +66,22 @@ def versions_choice(value: Any) -> VersionChoice:
 versions_choice.wanted = "'latest', a list of version numbers, or {label: number}"
 
 
+_STICKY_FIELD_RE = re.compile(r"field:[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def sticky_problem(value: Any) -> str | None:
+    """Why ``value`` is not a canary's ``sticky`` (``none``, ``document``, ``field:NAME``), or None.
+
+    ``field:NAME`` keeps each caller on one version: the caller puts its id in the documents'
+    field NAME (e.g. ``field:user``); a document without it is drawn on its own.
+    """
+    if value in ("none", "document") or (isinstance(value, str) and _STICKY_FIELD_RE.fullmatch(value)):
+        return None
+    return (f"must be 'none' (drawn per document), 'document' (the same input always gets the "
+            f"same version) or 'field:NAME' (the same value of the document's field NAME, e.g. "
+            f"a caller's id, always gets the same version), got {value!r}")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import gevent
 from gevent.lock import RLock
 
-from expertd.experts.versions import DEFAULT_LABEL, numbered_folders
+from expertd.experts.versions import DEFAULT_LABEL, numbered_folders, sticky_problem
 from expertd.rpc_server.errors import NotAllowed, UnknownExpert, VersionRefused
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.supervisor import FANOUT_SIGNAL
@@ -294,8 +294,9 @@ def _canary(versions: VersionSet, raw: Any) -> Canary:
     share, sticky = raw["share"], raw.get("sticky", "none")
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise VersionRefused(f"the canary's share must be a number from 0 to 1, got {share!r}")
-    if sticky not in ("none", "document"):
-        raise VersionRefused(f"the canary's sticky must be 'none' or 'document', got {sticky!r}")
+    problem = sticky_problem(sticky)
+    if problem is not None:
+        raise VersionRefused(f"the canary's sticky {problem}")
     return Canary(version, float(share), sticky)
 
 

@@ -522,7 +522,7 @@ class Experts:
             if failed:
                 answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
                 continue
-            chosen.append(version if canary is None else canary.choose(value))
+            chosen.append(version if canary is None else canary.choose(value, doc))
             if needs:
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
@@ -571,7 +571,7 @@ class Experts:
             value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
         except ExpertdError:
             return versions.default
-        return versions.choose(value)
+        return versions.choose(value, doc)
 
     @staticmethod
     def _predict_groups(groups: dict, deadline: float | None) -> dict:

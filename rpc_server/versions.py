@@ -24,7 +24,8 @@ class Canary(NamedTuple):
 
     version: str
     share: float
-    #: ``document``: the same input always gets the same version; ``none``: drawn per call.
+    #: ``document``: the same input always gets the same version; ``field:NAME``: the same
+    #: value of the documents' field NAME (a caller's id) does; ``none``: drawn per document.
     sticky: str = "none"
 
 
@@ -56,13 +57,18 @@ class VersionSet:
             "version": self.canary.version, "share": self.canary.share, "sticky": self.canary.sticky}
         return {"shadow": self.shadow, "canary": canary}
 
-    def choose(self, value: Any) -> str:
-        """The version an unnamed call gets for one document whose input is ``value``."""
+    def choose(self, value: Any, doc: Any = None) -> str:
+        """The version an unnamed call gets for one document ``doc`` whose input is ``value``."""
         canary = self.canary
         if canary is None or canary.version not in self.experts:
             return self.default
+        key = None
         if canary.sticky == "document":
-            digest = hashlib.blake2b(repr(value).encode("utf-8", "replace"), digest_size=8).digest()
+            key = value
+        elif canary.sticky.startswith("field:") and isinstance(doc, dict):
+            key = doc.get(canary.sticky[len("field:"):])  # e.g. the caller's id
+        if key is not None:
+            digest = hashlib.blake2b(repr(key).encode("utf-8", "replace"), digest_size=8).digest()
             draw = int.from_bytes(digest, "big") / 2 ** 64
         else:
             draw = random.random()

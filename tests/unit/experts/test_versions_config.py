@@ -85,6 +85,7 @@ def test_labels_name_versions_and_stable_is_the_default(tmp_path):
     ("[1, 2]\n    canary: {version: 2, share: 1.5}", (1, 2), "canary.share must be a number from 0 to 1"),
     ("[1, 2]\n    canary: {share: 0.5}", (1, 2), "canary.version: which served version"),
     ("[1, 2]\n    canary: {version: 2, sticky: caller}", (1, 2), "canary.sticky must be 'none'"),
+    ("[1, 2]\n    canary: {version: 2, sticky: \"field:\"}", (1, 2), "or 'field:NAME'"),
 ])
 def test_what_is_refused_says_why(tmp_path, value, folders, expected):
     with pytest.raises(ConfigError) as info:

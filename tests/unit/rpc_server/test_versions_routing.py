@@ -53,3 +53,13 @@ def test_compare_counts_equal_labels_and_adds_numeric_differences():
     assert fields["label"] == {"compared": 3, "agreed": 1, "abs_diff": 0.0, "numeric": False}
     assert fields["valence"] == {"compared": 2, "agreed": 0, "abs_diff": 0.75, "numeric": True}
     assert fields["ok"]["compared"] == 1 and fields["ok"]["agreed"] == 0
+
+
+def test_a_canary_sticky_per_caller_keys_on_a_document_field():
+    versions = version_set()
+    versions.canary = Canary("3", 0.5, "field:user")
+    for user in (f"user{i}" for i in range(50)):
+        got = {versions.choose(f"text {j}", {"user": user, "text": f"text {j}"}) for j in range(20)}
+        assert len(got) == 1  # every document of one caller: one version
+    users = [versions.choose("t", {"user": f"user{i}"}) for i in range(400)]
+    assert 0.35 < users.count("3") / len(users) < 0.65
