@@ -336,6 +336,9 @@ class ExpertSpec:
     shadow: int | str | None = setting(None, shadow_target)
     #: A share of unnamed calls answered by another served version.
     canary: CanaryPolicy | None = setting(None, section(CanaryPolicy))
+    #: Seconds between looks at the versions folder: a new highest numbered folder is loaded
+    #: and promoted (``versions: latest`` on a running server); ``None``: no watch.
+    watch_s: float | None = setting(None, number(0.1))
     #: The versions found on disk for ``versions`` (set by ``load_config``).
     served: ServedVersions | None = field(default=None, compare=False, repr=False)
     #: Where the entry is written in the file (for messages), if known.
@@ -719,9 +722,9 @@ def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
 def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
     """Match ``versions:`` against the numbered folders on disk (``spec.served``)."""
     if spec.versions is None:
-        if spec.shadow is not None or spec.canary is not None:
-            checker.add("shadow: and canary: need versions: (the versions to serve)", line,
-                        spec.name)
+        if spec.shadow is not None or spec.canary is not None or spec.watch_s is not None:
+            checker.add("shadow:, canary: and watch_s: need versions: (the versions to serve)",
+                        line, spec.name)
         return
     if spec.learn is not None:
         checker.add("versions: an expert that learns keeps one model (its checkpoints); remove "

@@ -179,6 +179,38 @@ class LiveVersions:
                 log.warning("supervisor %d is gone; the other workers keep their versions",
                             self._supervisor_pid)
 
+    def watch(self, name: str, every_s: float) -> None:
+        """Forever: load and promote each new highest numbered folder of ``name``'s versions
+        folder (one that fails to load is logged and tried again once it changes)."""
+        versions = self.sets[name]
+        failed: dict[str, float] = {}
+        while True:
+            gevent.sleep(every_s)
+            try:
+                found = numbered_folders(versions.root)
+            except OSError as exc:
+                log.warning("expert %s: cannot list %s: %s", name, versions.root, exc)
+                continue
+            numbers = [int(v) for v in versions.experts if v.isdigit()]
+            newest = max(found, default=None)
+            if newest is None or (numbers and newest <= max(numbers)):
+                continue
+            version = str(newest)
+            stamp = _stamp(found[newest])
+            if failed.get(version) == stamp:
+                continue
+            try:
+                with self._lock:  # the experts file asked for it: no admin check
+                    self._load(versions, version, raise_errors=True)
+                    if version != versions.default:
+                        versions.history.append(versions.default)
+                        self._switch(versions, version)
+                    self._changed(versions)
+            except VersionRefused:
+                failed[version] = stamp  # logged by _load; tried again once the folder changes
+            except Exception:
+                log.exception("expert %s: watching %s failed", name, versions.root)
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _checked(self, name: Any, version: Any, number: bool = False) -> tuple[VersionSet, str | None]:
@@ -298,6 +330,17 @@ def _canary(versions: VersionSet, raw: Any) -> Canary:
     if problem is not None:
         raise VersionRefused(f"the canary's sticky {problem}")
     return Canary(version, float(share), sticky)
+
+
+def _stamp(folder: Path) -> float:
+    """The latest modification time in ``folder`` (a copy still being written changes it)."""
+    times = [folder.stat().st_mtime]
+    for path in folder.rglob("*"):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
 
 
 def _order(version: str) -> tuple:

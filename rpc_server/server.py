@@ -156,6 +156,10 @@ class ExpertdServer:
                 Path(file.server.state_dir), self.worker.supervisor_pid if self.worker else None,
                 allowed=is_local_endpoint(self.config.bind) or security.curve)
             self.service.live.converge()  # what was changed live before this process started
+            if self.worker is None or self.worker.index == 0:  # one watcher; it tells the rest
+                for spec in file.experts:
+                    if spec.served is not None and spec.watch_s is not None:
+                        gevent.spawn(self.service.live.watch, spec.name, spec.watch_s)
         self.bind()
         if self.config.metrics_port:
             port = self.config.metrics_port + (self.worker.index if self.worker else 0)

@@ -244,3 +244,35 @@ def test_a_learner_shadows_a_frozen_expert_and_is_promoted_when_asked(tmp_path):
     finally:
         client.close()
         server.stop()
+
+
+def test_a_watched_versions_folder_serves_each_new_version(tmp_path):
+    versioned_models(tmp_path)
+    shutil.rmtree(tmp_path / "models" / "sentiment" / "3")
+    path = tmp_path / "watched.yaml"
+    path.write_text(textwrap.dedent("""\
+        experts:
+          sentiment:
+            expert: expertd.experts.keras_text:SentimentExpert
+            options: {model_dir: models/sentiment}
+            versions: latest
+            watch_s: 0.2
+        """))
+    server = ServerProcess(path, tmp_path)
+    client = zerorpc.Client(server.endpoint, timeout=30)
+    try:
+        served = lambda: client.health()["served_versions"]["sentiment"]  # noqa: E731
+        assert served()["default"] == "2"
+        broken = tmp_path / "models" / "sentiment" / "4"
+        broken.mkdir()
+        (broken / "model.keras").write_text("half copied")
+        wait_for(lambda: "version 4 failed to load" in server.read_log(), what="4 refused")
+        assert served()["default"] == "2" and client.opinion("sentiment", DOC)["label"]
+        shutil.rmtree(broken)
+        shutil.copytree(MODELS / "sentiment", tmp_path / "models" / "sentiment" / "3")
+        wait_for(lambda: served()["default"] == "3", what="version 3 to be promoted")
+        assert client.opinions(DOC, ["sentiment"])["versions"] == {"sentiment": "3"}
+        assert served()["versions"] == ["2", "3"]
+    finally:
+        client.close()
+        server.stop()
