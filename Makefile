@@ -204,6 +204,7 @@ bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	$(PY) -m bench.learning_pg
 	$(PY) -m bench.curve
 	$(PY) -m bench.chains
+	$(PY) -m bench.shadow
 	$(PY) -m bench.scale
 	$(MAKE) $(NODE_STAMP)
 	$(PY) -m bench.overload

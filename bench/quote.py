@@ -90,6 +90,9 @@ QUOTES: dict[str, Quote | Section] = {
     "batch_share": Quote("RESULTS.md", r"runs at [\d,]+ documents/s, \*\*(\d+%)\*\*"),
     "server_mib": Quote("RESULTS.md", rf"all default experts ({NUMBER}) MiB resident", "{0} MiB"),
     "headline": Section("RESULTS.md", "Headline"),
+    # bench/RESULTS-shadow.md (python -m bench.shadow)
+    "shadow_table": Section("RESULTS-shadow.md", "p99 with and without a shadow"),
+    "shadow_p99_x": Quote("RESULTS-shadow.md", rf"\(\*\*({NUMBER})x\*\*\)", "{0}x"),
     # bench/RESULTS-scale.md (python -m bench.scale)
     "workers_x": Quote("RESULTS-scale.md", rf"2 workers give \*\*({NUMBER})x\*\*", "{0}x"),
     "haproxy_x": Quote("RESULTS-scale.md", rf"\| HAProxy, 2 servers x 1 \| {NUMBER} \| ({NUMBER})x", "{0}x"),

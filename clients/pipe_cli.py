@@ -15,6 +15,7 @@ import click
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.stage import run
 from expertd.options import endpoint_option
+from expertd.names import SEPARATOR, parse_ref
 
 D = PipeOptions.DEFAULTS
 
@@ -28,8 +29,23 @@ def options_from_cli(names, mode, endpoint, timeout, call_timeout, batch_size, c
                        connections=connections, autostart=autostart, config=config, progress=progress)
 
 
+def checked_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Each NAME@VERSION as ``expertd.names`` parses it (a bad one is a usage error).
+
+    A plain NAME goes to the server, which answers ``UnknownExpert`` with the names it runs.
+    """
+    for name in names:
+        if SEPARATOR not in name:
+            continue
+        try:
+            parse_ref(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="NAMES") from None
+    return names
+
+
 @click.command("pipe", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, callback=lambda ctx, param, value: checked_names(value))
 @click.option("--lines/--single", "mode", default=None,
               help="Input is JSON Lines / one (possibly multi-line) document. "
                    "Default: detected from the first line.")

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "state": "expertd.commands.state:state",
     "models": "expertd.commands.models:models",
     "db": "expertd.commands.db:db",
+    "expert": "expertd.clients.versions_cli:expert",
 }
 
 

@@ -64,9 +64,11 @@ TRACE_LINKS_HEADER: str = HEADERS["trace_links"]["key"]
 
 
 # collections.namedtuple, not typing.NamedTuple: ``typing`` would cost every pipe stage a few ms.
-class Method(namedtuple("Method", "name args stateful result")):
+class Method(namedtuple("Method", "name args stateful result admin", defaults=(False,))):
     """One RPC method of the service: its ``name``, its positional ``args`` (a tuple of
-    str, ``?``: optional), whether it is ``stateful`` (bool), and its ``result`` (str)."""
+    str, ``?``: optional), whether it is ``stateful`` (bool), its ``result`` (str), and
+    whether it is ``admin`` (it changes what the server serves: answered only to local or
+    CURVE-authorised callers)."""
 
     __slots__ = ()
 
@@ -83,7 +85,8 @@ class Method(namedtuple("Method", "name args stateful result")):
 
 #: The service's RPC methods, by name, in the file's order.
 METHODS: dict[str, Method] = {
-    name: Method(name=name, args=tuple(entry["args"]), stateful=entry["stateful"], result=entry["result"])
+    name: Method(name=name, args=tuple(entry["args"]), stateful=entry["stateful"], result=entry["result"],
+                 admin=entry.get("admin", False))
     for name, entry in _entries(RAW["methods"]).items()}
 
 
@@ -110,6 +113,8 @@ class _Names:
 METHOD = _Names(METHODS, "method")
 #: Methods that change the server's state (``learn``).
 STATEFUL_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if m.stateful)
+#: Admin methods (``expert_load``, ...): local or CURVE-authorised callers only.
+ADMIN_METHODS: frozenset[str] = frozenset(m.name for m in METHODS.values() if m.admin)
 
 #: The fields of ``health()``'s answer, with their type and meaning.
 HEALTH_FIELDS: dict[str, dict] = _entries(RAW["health"])

@@ -49,6 +49,8 @@ import yaml
 from expertd.experts.base import Expert, FunctionExpert, quiet_tensorflow
 from expertd.experts.needs import input_problems, resolve_needs
 from expertd.experts.schemas import compile_schema
+from expertd.experts.versions import (ServedVersions, VersionChoice, VersionsInvalid, resolve_versions,
+                                     sticky_problem, versions_choice, with_version)
 from expertd.paths import PACKAGED_DEFAULTS, models_dir
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -213,6 +215,14 @@ def expert_needs(value: Any) -> list | dict:
     raise Invalid(f"must be a list of expert names or a mapping name: input key, got {_shown(value)}")
 
 
+def versions_setting(value: Any) -> VersionChoice:
+    """A check: which numbered versions of the model to serve (``experts/versions.py``)."""
+    try:
+        return versions_choice(value)
+    except VersionsInvalid as exc:
+        raise Invalid(str(exc)) from None
+
+
 def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
     """Declare one key of the experts file: its default and its check (a dataclass field).
 
@@ -269,6 +279,41 @@ class LearnSettings:
     max_backlog: int = setting(100_000, integer(1))
 
 
+def share(value: Any) -> float:
+    """A check: a share of calls, a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise Invalid(f"must be a number from 0 to 1 (e.g. 0.1 for 10%), got {_shown(value)}")
+    return float(value)
+
+
+def shadow_target(value: Any) -> int | str:
+    """A check: a served version number, or the name of another expert of the file."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and NAME_RE.match(value):
+        return value
+    raise Invalid(f"must be a version number (e.g. 3) or the name of another expert (e.g. "
+                  f"learner), got {_shown(value)}")
+
+
+def sticky(value: Any) -> str:
+    """A check: how a canary keeps documents on one version (``none``, ``document``,
+    ``field:NAME``: per caller, by the documents' field NAME)."""
+    problem = sticky_problem(value)
+    if problem is not None:
+        raise Invalid(problem)
+    return value
+
+
+@dataclass
+class CanaryPolicy:
+    """A share of an expert's unnamed calls answered by another served version (``canary:``)."""
+
+    version: int | None = setting(None, integer(0))
+    share: float = setting(0.1, share)
+    sticky: str = setting("none", sticky)
+
+
 @dataclass
 class CacheSettings:
     """The cache of one expert's opinions (``cache:``; ``rpc_server.opinion_cache``)."""
@@ -295,6 +340,18 @@ class ExpertSpec:
     reads: str | None = setting(None, reads)
     #: Replace an expert of that name from an included file (otherwise a clash is an error).
     overrides: bool = setting(False, boolean)
+    #: Which numbered versions of its model to serve (``latest``, ``[2, 3]``, ``{stable: 2}``).
+    versions: VersionChoice | None = setting(None, versions_setting)
+    #: A served version (or another expert, e.g. a learner) that also runs every call the
+    #: default answers, off the caller's path.
+    shadow: int | str | None = setting(None, shadow_target)
+    #: A share of unnamed calls answered by another served version.
+    canary: CanaryPolicy | None = setting(None, section(CanaryPolicy))
+    #: Seconds between looks at the versions folder: a new highest numbered folder is loaded
+    #: and promoted (``versions: latest`` on a running server); ``None``: no watch.
+    watch_s: float | None = setting(None, number(0.1))
+    #: The versions found on disk for ``versions`` (set by ``load_config``).
+    served: ServedVersions | None = field(default=None, compare=False, repr=False)
     #: Where the entry is written in the file (for messages), if known.
     line: int | None = field(default=None, compare=False, repr=False)
     #: The experts file that defines it, and its directory (modules are imported from there first).
@@ -505,6 +562,10 @@ def load_config(path: str | Path | None = None, reserved: Iterable[str] = ()) ->
                                         spec.line if spec else None))
     for spec in specs:
         spec.needs = graph.get(spec.name, {})
+        if isinstance(spec.shadow, str) and (spec.shadow not in where or spec.shadow == spec.name):
+            checker.problems.append(Problem(spec.source or path, f"shadow: {spec.shadow!r} is "
+                                            f"neither a served version nor another expert of "
+                                            f"this file ({', '.join(where)})", spec.line, spec.name))
     if checker.problems:
         raise ConfigError(sorted(checker.problems, key=lambda p: (p.path != path, p.line or 0)))
     return ExpertsConfig(path=path, experts=specs, server=server)
@@ -563,6 +624,7 @@ def _read_experts(path: Path, raw: Any, duplicates: list, checker: _Checker, res
         if spec.import_string:
             _check_import(checker, spec, line)
         _check_paths(checker, spec, entry, base, line)
+        _check_versions(checker, spec, line)
         own.append(spec)
     from_includes = {spec.name: spec for spec in included}
     merged, extra = dict(from_includes), []
@@ -674,6 +736,33 @@ def _check_paths(checker: _Checker, spec: ExpertSpec, entry: dict, base: Path,
                         f"are read from {base}){hint}", where, spec.name)
 
 
+def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> None:
+    """Match ``versions:`` against the numbered folders on disk (``spec.served``)."""
+    if spec.versions is None:
+        if spec.shadow is not None or spec.canary is not None or spec.watch_s is not None:
+            checker.add("shadow:, canary: and watch_s: need versions: (the versions to serve)",
+                        line, spec.name)
+        return
+    if spec.learn is not None:
+        checker.add("versions: an expert that learns keeps one model (its checkpoints); remove "
+                    "versions: or learn:", line, spec.name)
+        return
+    try:
+        spec.served = resolve_versions(spec.versions, spec.options)
+    except VersionsInvalid as exc:
+        checker.add(f"versions: {exc}", line, spec.name)
+        return
+    if spec.canary is not None and spec.canary.version is None:
+        checker.add("canary.version: which served version answers the share (e.g. canary: "
+                    "{version: 3, share: 0.1})", line, spec.name)
+    shadow = spec.shadow if isinstance(spec.shadow, int) else None  # a name: checked with the rest
+    for key, version in (("shadow", shadow),
+                         ("canary.version", spec.canary.version if spec.canary else None)):
+        if version is not None and str(version) not in spec.served.folders:
+            checker.add(f"{key}: {version} is not served (versions: "
+                        f"{', '.join(spec.served.folders)})", line, spec.name)
+
+
 # -- building and loading ---------------------------------------------------------
 
 def import_from_string(import_string: str, base: Path | None = None) -> Any:
@@ -735,12 +824,25 @@ def build_expert(spec: ExpertSpec) -> Expert:
     return expert
 
 
+def build_version(spec: ExpertSpec, version: str) -> Expert:
+    """Construct one served version of a versioned expert (``versions:``), not yet loaded."""
+    if spec.served is None or version not in spec.served.folders:
+        raise ConfigError(f"expert {spec.name!r} serves no version {version!r}")
+    expert = build_expert(with_version(spec, spec.served, version))
+    expert.version = version
+    return expert
+
+
 def build_experts(config: ExpertsConfig) -> dict[str, Expert]:
-    """Construct every expert of ``config`` (nothing loaded); one ``ConfigError`` lists all failures."""
+    """Construct every expert of ``config`` (nothing loaded); one ``ConfigError`` lists all failures.
+
+    A versioned expert is built at its default version (``build_version`` makes the others).
+    """
     experts, problems = {}, []
     for spec in config.experts:
         try:
-            experts[spec.name] = build_expert(spec)
+            experts[spec.name] = (build_expert(spec) if spec.served is None
+                                  else build_version(spec, spec.served.default))
             if spec.learn is not None and not getattr(experts[spec.name], "learns", False):
                 problems.append(Problem(config.path, "has 'learn:' settings but does not learn "
                                         "(remove them, or name an expert that learns)",

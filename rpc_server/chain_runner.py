@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import gevent
 from gevent.event import Event
 
+from expertd.names import base_name
 from expertd.rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
 from expertd.rpc_server.validation import json_type
 
@@ -32,6 +33,8 @@ class Answer(NamedTuple):
     #: Why the opinion the document carried was not reused (it failed its expert's check),
     #: when this answer was computed instead; ``None`` otherwise.
     recomputed: str | None = None
+    #: The version of the expert that made the opinion (``None``: the expert has no versions).
+    version: str | None = None
 
 
 #: Per expert, its answers for the documents of a request, in order.
@@ -54,7 +57,7 @@ class ChainPlan:
             if name in seen:
                 return
             seen.add(name)
-            for dependency in self.needs.get(name, {}):
+            for dependency in self.needs.get(base_name(name), {}):
                 visit(dependency)
             ordered.append(name)
 
@@ -83,7 +86,7 @@ def run(plan: ChainPlan, names: list[str],
 
     def one(name: str) -> None:
         try:
-            needs = plan.needs.get(name, {})
+            needs = plan.needs.get(base_name(name), {})
             for dependency in needs:
                 finished[dependency].wait()
             if all(dependency in results for dependency in needs):

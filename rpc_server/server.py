@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import logging
@@ -15,17 +16,20 @@ from pathlib import Path
 import gevent
 from gevent.threadpool import ThreadPool
 
-from expertd.experts.config import (ExpertsConfig, build_experts, ensure_cwd_importable, load_config,
-                            load_expert)
+from expertd.experts.config import (ExpertsConfig, build_experts, build_version, ensure_cwd_importable,
+                            load_config, load_expert)
 from expertd.rpc_server import recent_traces, runtime, sdnotify, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
 from expertd.rpc_server.opinion_cache import build_caches
-from expertd.rpc_server.security import ServerSecurity
+from expertd.rpc_server.security import ServerSecurity, is_local_endpoint
 from expertd.rpc_server.service import Experts
 from expertd.rpc_server.stats import Stats
-from expertd.rpc_server.supervisor import (RETIRE_SIGNAL, die_with_supervisor, report_ready,
+from expertd.rpc_server.shadow import VersionMetrics
+from expertd.rpc_server.versions import Canary, VersionSet
+from expertd.rpc_server.live_versions import LiveVersions
+from expertd.rpc_server.supervisor import (FANOUT_SIGNAL, RETIRE_SIGNAL, die_with_supervisor, report_ready,
                                    worker_identity)
 from expertd.spec import DEFAULT_ENDPOINT, METHODS
 
@@ -73,6 +77,7 @@ class ExpertdServer:
         self.zerorpc: transport.Server | None = None
         self.service: Experts | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.versions: dict[str, VersionSet] = {}
         self.learning = None
         self.security: ServerSecurity | None = None
         self._stopping = False
@@ -81,6 +86,8 @@ class ExpertdServer:
 
     def start(self) -> None:
         """Check the experts file and the endpoint, load every expert once, then bind."""
+        if self.worker is not None:  # until serve() handles it: a live version change
+            signal.signal(FANOUT_SIGNAL, signal.SIG_IGN)  # is read from the state file then
         soft, _ = transport.raise_open_file_limit()
         ensure_cwd_importable()
         file = self.config.load_experts_file()
@@ -96,6 +103,7 @@ class ExpertdServer:
             load_expert(spec, expert)
             log.info("loaded expert %s (version %s) in %.2f s", spec.name, expert.version,
                      time.perf_counter() - began)
+        others = self.load_other_versions(file, experts)
         if self.worker is not None:
             die_with_supervisor(self.worker)
             warm_up(experts)
@@ -114,10 +122,31 @@ class ExpertdServer:
                                     max_queued_docs=spec.queue.max_docs,
                                     budget_ms=spec.queue.budget_ms)
             for spec in file.experts}
+        versions = {}
+        for spec in file.experts:
+            if spec.served is None:
+                continue
+            batchers = {version: self.make_batcher(spec, expert, stats)
+                        for version, expert in others[spec.name].items()}
+            batchers[spec.served.default] = self.batchers[spec.name]
+            loaded = {**others[spec.name], spec.served.default: experts[spec.name]}
+            versions[spec.name] = VersionSet(
+                spec.name, spec.served, {v: loaded[v] for v in spec.served.folders},
+                {v: batchers[v] for v in spec.served.folders})
+            versions[spec.name].shadow = None if spec.shadow is None else str(spec.shadow)
+            if isinstance(spec.shadow, str):  # another expert (e.g. a learner) as a member
+                versions[spec.name].add_member(spec.shadow, experts[spec.shadow],
+                                               self.batchers[spec.shadow])
+            if spec.canary is not None:
+                versions[spec.name].canary = Canary(str(spec.canary.version), spec.canary.share,
+                                                    spec.canary.sticky)
+        self.versions = versions
+        self.specs = {spec.name: spec for spec in file.experts}
         self.learning = start_learning(experts, file, self.config.feedback_log)  # log replayed before serving
         self.service = Experts(experts, self.batchers, stats, max_text_bytes,
                                file.server.max_batch_docs, learning=self.learning,
-                               caches=build_caches(experts, file, self.learning))
+                               caches=build_caches(experts, file, self.learning),
+                               versions=versions)
         recent_traces.start()  # the ring of recent calls' spans (tracing on only): traces()
         self.zerorpc = transport.make_server(self.service.rpc_methods(), "Experts",
                                              self.config.heartbeat, file.server.max_message_bytes,
@@ -125,6 +154,18 @@ class ExpertdServer:
         self.security = security
         security.apply(self.zerorpc)  # socket options must precede bind
         self.service.identity = self.identity()
+        if versions:
+            self.service.version_metrics = VersionMetrics(stats.registry)
+            self.service.live = LiveVersions(
+                versions, self.load_version, lambda name, expert: self.make_batcher(
+                    self.specs[name], expert, stats), self.service.switch_default,
+                Path(file.server.state_dir), self.worker.supervisor_pid if self.worker else None,
+                allowed=is_local_endpoint(self.config.bind) or security.curve)
+            self.service.live.converge()  # what was changed live before this process started
+            if self.worker is None or self.worker.index == 0:  # one watcher; it tells the rest
+                for spec in file.experts:
+                    if spec.served is not None and spec.watch_s is not None:
+                        gevent.spawn(self.service.live.watch, spec.name, spec.watch_s)
         self.bind()
         if self.config.metrics_port:
             port = self.config.metrics_port + (self.worker.index if self.worker else 0)
@@ -135,6 +176,38 @@ class ExpertdServer:
                  ", ".join(experts), self.config.bind, os.getpid(), soft)
         if self.worker is not None:
             report_ready(self.worker, {n: e.version for n, e in experts.items()})
+
+    def load_other_versions(self, file: ExpertsConfig, experts: dict) -> dict[str, dict]:
+        """Build and load every served version besides each versioned expert's default one."""
+        others: dict[str, dict] = {}
+        for spec in file.experts:
+            if spec.served is None:
+                continue
+            others[spec.name] = {}
+            for version in spec.served.folders:
+                if version == spec.served.default:
+                    continue
+                began = time.perf_counter()
+                expert = build_version(spec, version)
+                load_expert(spec, expert)
+                others[spec.name][version] = expert
+                log.info("loaded expert %s version %s in %.2f s", spec.name, version,
+                         time.perf_counter() - began)
+        return others
+
+    def load_version(self, name: str, version: str, folder: Path):
+        """Build and load one more version of a versioned expert (blocks: run it in a thread)."""
+        spec = self.specs[name]
+        served = dataclasses.replace(spec.served, folders={**spec.served.folders, version: folder})
+        expert = build_version(dataclasses.replace(spec, served=served), version)
+        expert.load()
+        return expert
+
+    def make_batcher(self, spec, expert, stats: Stats) -> MicroBatcher:
+        """A batcher for one loaded version of an expert, with the entry's batch and queue policy."""
+        return MicroBatcher(expert, self.pool, spec.batch.max_size, spec.batch.max_wait_ms,
+                            on_batch=stats.record_batch, on_shed=stats.record_shed,
+                            max_queued_docs=spec.queue.max_docs, budget_ms=spec.queue.budget_ms)
 
     def identity(self) -> dict:
         """What ``health()`` says about this process: a random instance id (unique across
@@ -224,11 +297,19 @@ class ExpertdServer:
         gevent.signal_handler(signal.SIGHUP, self.hangup)
         if self.worker is not None:
             gevent.signal_handler(RETIRE_SIGNAL, self.retire)
+            gevent.signal_handler(FANOUT_SIGNAL, self.read_versions_state)
+            if self.service.live is not None:
+                gevent.spawn(self.service.live.converge)  # a change made while this one started
         try:
             self.zerorpc.run()
         except gevent.GreenletExit:
             pass
         self.close()
+
+    def read_versions_state(self) -> None:
+        """``FANOUT_SIGNAL``: serve the versions ``versions.json`` says (see ``live_versions``)."""
+        if self.service is not None and self.service.live is not None and not self._stopping:
+            gevent.spawn(self.service.live.converge)
 
     def shutdown(self, reason: str = "shutdown") -> None:
         """Stop taking calls, let in-flight ones finish (up to ``drain_timeout``)."""
@@ -278,6 +359,10 @@ class ExpertdServer:
             self.health_http = None
         for batcher in self.batchers.values():
             batcher.close()
+        for versions in self.versions.values():
+            for batcher in versions.batchers.values():
+                if batcher is not self.batchers.get(versions.name):
+                    batcher.close()
         if self.security is not None:
             self.security.close()
         if self.zerorpc is not None:

@@ -15,9 +15,11 @@ import os
 import time
 from typing import Any, Callable
 
+import gevent
 
 from expertd import tracing
 from expertd.experts.base import Expert
+from expertd.names import base_name, parse_ref
 from expertd.rpc_server import __version__
 from expertd.spec import METHODS
 from expertd.rpc_server import call_trace, chain_runner, recent_traces, runtime
@@ -25,13 +27,15 @@ from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
-                               NotLearnable, UnknownExpert, error_info)
+                               NotLearnable, UnknownExpert, VersionRefused, error_info)
 from expertd.rpc_server.incremental import cooperatively
 from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.opinion_cache import OpinionCache
 from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.shadow import spawn_shadow
+from expertd.rpc_server.versions import VersionSet, carried_version
 
 log = logging.getLogger("expertd.calls")
 
@@ -132,11 +136,17 @@ class Experts:
 
     def __init__(self, experts: dict[str, Expert], batchers: dict[str, MicroBatcher],
                  stats: Stats, max_text_bytes: int, max_batch_docs: int = 100_000,
-                 learning=None, caches: dict[str, OpinionCache] | None = None) -> None:
+                 learning=None, caches: dict[str, OpinionCache] | None = None,
+                 versions: dict[str, VersionSet] | None = None) -> None:
         """Serve ``experts`` through their ``batchers``; ``learning`` runs those that learn;
-        ``caches`` hold the opinions of the experts that have one (``rpc_server.opinion_cache``)."""
+        ``caches`` hold the opinions of the experts that have one (``rpc_server.opinion_cache``).
+
+        ``versions``: for each expert with ``versions:``, its loaded versions (``experts``
+        and ``batchers`` then hold its default version).
+        """
         self._experts = experts
         self._caches = caches or {}
+        self._versions = dict(versions or {})
         self._learning = learning
         self._batchers = batchers
         self._stats = stats
@@ -146,6 +156,10 @@ class Experts:
         self._plan = chain_runner.ChainPlan({name: expert.needs for name, expert in experts.items()})
         #: Worker index and supervisor pid, set by the server (``None`` for a lone process).
         self.identity: dict = {}
+        #: Load, unload, promote and roll back versions live (``rpc_server.live_versions``).
+        self.live = None
+        #: Per-version latency, errors and shadow agreement (``rpc_server.shadow``), if versioned.
+        self.version_metrics = None
 
     # -- the RPC methods ------------------------------------------------------
 
@@ -229,6 +243,11 @@ class Experts:
             entry = expert.describe()
             entry["needs"] = dict(self._plan.needs.get(name, {}))
             entry["batch"] = self._batchers[name].settings()
+            if name in self._versions:
+                entry["versions"] = self._versions[name].describe()
+                entry.update(self._versions[name].policy())
+                if self.version_metrics is not None:
+                    entry["shadow_agreement"] = self.version_metrics.summary(name)
             if self._learning is not None and name in self._learning.learners:
                 entry["learning"] = self._learning.learners[name].state()
             if name in self._caches:
@@ -277,11 +296,53 @@ class Experts:
                 **self._learning.teach(name, inputs, targets, current_deadline())}
 
     @rpc_method
+    def expert_load(self, name, version):
+        """Load ``version`` (a numbered folder) of expert ``name`` beside the served ones, on
+        every worker. A version whose load raises is refused (``VersionRefused``, with why);
+        the served ones keep serving. Admin: local or CURVE-authorised callers only."""
+        return self._live().load(name, version)
+
+    @rpc_method
+    def expert_unload(self, name, version):
+        """Stop serving ``version`` of expert ``name`` on every worker (not its default). Admin."""
+        return self._live().unload(name, version)
+
+    @rpc_method
+    def expert_promote(self, name, version):
+        """Make ``version`` (or a label) the default of expert ``name`` on every worker. Admin."""
+        return self._live().promote(name, version)
+
+    @rpc_method
+    def expert_policy(self, name, policy):
+        """Set how unnamed calls of expert ``name`` reach its versions, on every worker:
+        ``{"shadow": VERSION or null, "canary": {"version", "share", "sticky"} or null}``. Admin."""
+        return self._live().set_policy(name, policy)
+
+    @rpc_method
+    def expert_rollback(self, name):
+        """Make the default of expert ``name`` the one before the last promote again. Admin."""
+        return self._live().rollback(name)
+
+    def _live(self):
+        if self.live is None:
+            raise VersionRefused("no expert of this server has versions (versions: in the "
+                                 "experts file)")
+        return self.live
+
+    def switch_default(self, name: str) -> None:
+        """After a promote or rollback: ``name`` answers with its versions' new default."""
+        versions = self._versions[name]
+        self._experts[name] = versions.experts[versions.default]
+        self._batchers[name] = versions.batchers[versions.default]
+
+    @rpc_method
     def health(self):
         """Say that the server is up: experts and their versions, pid, worker, uptime, learners' progress."""
         return {"status": "ok", "experts": list(self._experts), "version": __version__,
                 "pid": os.getpid(), "uptime_s": round(time.time() - self._started, 3),
                 "versions": {n: e.version for n, e in self._experts.items()},
+                "served_versions": {n: {"versions": list(v.experts), "default": v.default,
+                                        **v.policy()} for n, v in self._versions.items()},
                 "learning": self._learning.progress() if self._learning is not None else {},
                 **self.identity}
 
@@ -334,13 +395,32 @@ class Experts:
         return _checked_function(method, expert=name)
 
     def _expert(self, name: Any) -> Expert:
+        return self._route(name)[0]
+
+    def _route(self, name: Any) -> tuple[Expert, MicroBatcher, str | None]:
+        """The expert, batcher and version (``None``: unversioned) that ``NAME[@VERSION]`` gets."""
         if not isinstance(name, str):
             raise BadArguments(f"expert name must be a string, got {type(name).__name__}")
+        versions = self._versions.get(name)
+        if versions is not None:  # the common case first: a versioned expert by its name alone
+            default = versions.default
+            return versions.experts[default], versions.batchers[default], default
+        expert = self._experts.get(name)
+        if expert is not None:
+            return expert, self._batchers[name], None
         try:
-            return self._experts[name]
-        except KeyError:
-            raise UnknownExpert(f"unknown expert {shown(name)!r}; this server runs: "
-                                f"{', '.join(self._experts)}") from None
+            ref = parse_ref(name)
+        except ValueError as exc:
+            raise UnknownExpert(f"{exc}; this server runs: {', '.join(self._experts)}") from None
+        if ref.name not in self._experts:
+            raise UnknownExpert(f"unknown expert {shown(ref.name)!r}; this server runs: "
+                                f"{', '.join(self._experts)}")
+        versions = self._versions.get(ref.name)
+        if versions is None:
+            raise UnknownExpert(f"expert {ref.name!r} has no versions (its experts-file entry "
+                                f"has no versions:); ask for {ref.name!r}")
+        version = versions.resolve(ref.version)
+        return versions.experts[version], versions.batchers[version], version
 
     def _names(self, names: list[str] | None) -> list[str]:
         if names is None:
@@ -408,6 +488,7 @@ class Experts:
                 doc.get("errors"), dict) else {}
             recomputed = dict(doc.get("recomputed") or {}) if isinstance(
                 doc.get("recomputed"), dict) else {}
+            versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else None
             for name in order:
                 answer = answers[name][i]
                 if answer.reused or (name not in shown and answer.recomputed is None):
@@ -418,6 +499,9 @@ class Experts:
                 if answer.ok:
                     opinions[name] = answer.value
                     errors.pop(name, None)
+                    if answer.version is not None:
+                        versions = dict(versions or {})
+                        versions[name] = answer.version
                 else:
                     errors[name] = error_info(answer.value)
             merged["opinions"] = opinions
@@ -427,6 +511,8 @@ class Experts:
                 merged.pop("errors", None)
             if recomputed:
                 merged["recomputed"] = recomputed
+            if versions:
+                merged["versions"] = versions
             out.append(merged)
         return out
 
@@ -442,18 +528,24 @@ class Experts:
         error; only whole-call errors (``Overloaded``, ``ShuttingDown``) are
         raised. Validation failures are counted apart from the model's latency.
         """
-        expert = self._experts[name]
-        needs = self._plan.needs.get(name, {})
+        expert, batcher, version = self._route(name)
+        needs = self._plan.needs.get(base_name(name), {})
         answers: list[Answer | None] = [None] * len(docs)
         values, positions = [], []
         invalid = 0
-        check = self._batchers[name].check_opinion
+        check = batcher.check_opinion
         recomputed: dict[int, str] = {}
+        # An unnamed call of a versioned expert with a canary: each document's own version.
+        versions = self._versions.get(name)
+        canary = versions if versions is not None and versions.canary is not None else None
+        chosen: list[str | None] = []
         for i, doc in enumerate(cooperatively(docs)):
             if reuse:
                 present = chain_runner.present_opinion(doc, name)
                 if present is not None:
-                    problem = check(present)
+                    serving = version if canary is None else self._canary_choice(canary, expert, doc)
+                    problem = check(present) if version is None else \
+                        _version_problem(name, serving, carried_version(doc, name)) or check(present)
                     if problem is None:
                         answers[i] = Answer(True, present, reused=True)
                         continue
@@ -470,11 +562,13 @@ class Experts:
                 if failed:
                     answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
                     continue
+            chosen.append(version if canary is None else canary.choose(value, doc))
+            if needs:
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
             positions.append(i)
         if invalid:
-            self._stats.record_invalid(name, invalid)
+            self._stats.record_invalid(base_name(name), invalid)
         if recomputed:
             first = min(recomputed)
             log.warning("expert %s: %d carried opinion(s) failed its check and were recomputed; "
@@ -484,15 +578,39 @@ class Experts:
                     answers[i] = answers[i]._replace(recomputed=note)
         if not values:
             return answers
-        cache = self._caches.get(name)
-        if cache is None:
-            outcomes = self._predict(name, values, deadline, trace, links)
-        else:  # only what the cache does not know goes to the model
+        cache = self._caches.get(name) if version is None else None
+        if cache is not None:  # only what the cache does not know goes to the model
             outcomes, hits, misses = cache.predict_through(
                 values, lambda asked: self._predict(name, asked, deadline, trace, links))
             self._stats.record_cache(name, hits, misses)
-        for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-            answers[i] = Answer(ok, answer, False, recomputed.get(i))  # positional: per document
+            for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
+                answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))  # positional
+            return answers
+        began = time.perf_counter()
+        failures = 0
+        if canary is None or all(v == version for v in chosen):
+            groups = {version: (batcher, values, positions)}
+        else:  # the canary's documents and the default's, each to its version's batcher
+            groups = {}
+            for value, i, v in zip(values, positions, chosen):
+                group = groups.setdefault(v, (canary.batchers[v], [], []))
+                group[1].append(value)
+                group[2].append(i)
+        outcomes_of = self._predict_groups(groups, deadline, trace, links)
+        for group_version, (_, _, group_positions) in groups.items():
+            outcomes = outcomes_of[group_version]
+            group_failures = 0
+            for i, (ok, answer) in zip(group_positions, cooperatively(outcomes)):
+                answers[i] = Answer(ok, answer, recomputed=recomputed.get(i), version=group_version)
+                group_failures += not ok
+            failures += group_failures
+            if group_version is not None and self.version_metrics is not None:
+                self.version_metrics.record_call(base_name(name), group_version,
+                                                 time.perf_counter() - began, group_failures == 0)
+        self._stats.record_call(base_name(name), len(values), time.perf_counter() - began,
+                                failures == 0)
+        if versions is not None and versions.shadow is not None and self.version_metrics is not None:
+            self._shadow(versions, groups, outcomes_of)
         return answers
 
     def _predict(self, name: str, values: list, deadline: float | None, trace=None,
@@ -505,6 +623,45 @@ class Experts:
         self._stats.record_call(name, len(values), time.perf_counter() - began, failures == 0)
         return outcomes
 
+    def _canary_choice(self, versions: VersionSet, expert: Expert, doc: Any) -> str:
+        """The version a document gets under a canary (its field read as for the model)."""
+        try:
+            value = field_value(doc, expert.field, expert.input_type, self._max_text_bytes)
+        except ExpertdError:
+            return versions.default
+        return versions.choose(value, doc)
+
+    @staticmethod
+    def _predict_groups(groups: dict, deadline: float | None, trace=None, links: tuple = ()) -> dict:
+        """Each group's outcomes; with two versions (a canary), both batchers run at once."""
+        if len(groups) == 1:
+            (version, (batcher, values, _)), = groups.items()
+            return {version: batcher.predict_each(values, deadline, trace, links)}
+        tasks = {version: gevent.spawn(batcher.predict_each, values, deadline, trace, links)
+                 for version, (batcher, values, _) in groups.items()}
+        gevent.joinall(list(tasks.values()))
+        return {version: task.get() for version, task in tasks.items()}
+
+    def _shadow(self, versions: VersionSet, groups: dict, outcomes_of: dict) -> None:
+        """Give what the default answered to the shadow version, off the caller's path."""
+        shadow, default = versions.shadow, versions.default
+        if shadow == default or shadow not in versions.batchers or default not in groups:
+            return
+        _, values, _ = groups[default]
+        spawn_shadow(self.version_metrics, versions.name, default, shadow,
+                     versions.batchers[shadow], list(values), list(outcomes_of[default]))
+
+
+
+
+def _version_problem(name: str, version: str, carried: Any) -> str | None:
+    """Why a carried opinion of ``name`` cannot stand for ``version``'s (or None if it can)."""
+    if carried == version:
+        return None
+    if carried is None:
+        return (f"an opinion with no version recorded (versions.{name}); version {version} "
+                f"serves this call")
+    return f"an opinion of version {shown(str(carried), 40)}; version {version} serves this call"
 
 
 

@@ -85,6 +85,9 @@ WORKER_COUNT_ENV = "EXPERTD_WORKER_COUNT"
 LISTEN_FD_ENV = "EXPERTD_LISTEN_FD"
 #: Sent by the supervisor to a worker it replaces: stop taking connections, finish, exit.
 RETIRE_SIGNAL = signal.SIGUSR2
+#: A worker -> its supervisor -> every ready worker: read ``versions.json`` again
+#: (``rpc_server.live_versions``: a version loaded, unloaded, promoted or rolled back live).
+FANOUT_SIGNAL = signal.SIGUSR1
 
 #: TensorFlow's thread pools (its own environment variables, read when it starts).
 TF_THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
@@ -359,6 +362,14 @@ class Supervisor:
         signal.signal(control.STOP_SIGNAL, lambda *_: self._request_stop("SIGTERM"))
         signal.signal(signal.SIGINT, lambda *_: self._request_stop("SIGINT"))
         signal.signal(control.RELOAD_SIGNAL, lambda *_: self._request_reload())
+        signal.signal(FANOUT_SIGNAL, lambda *_: self._fan_out())
+
+    def _fan_out(self) -> None:
+        """Pass ``FANOUT_SIGNAL`` to every ready worker (one still starting reads the state
+        when it starts serving)."""
+        for worker in self.all_workers():
+            if worker.ready:
+                worker.signal(FANOUT_SIGNAL)
 
     def _request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason

@@ -6,6 +6,7 @@ import os
 
 from expertd.clients import DEFAULT_ENDPOINT
 from expertd.endpoint import EndpointError, parse_endpoint
+from expertd.names import SEPARATOR, parse_ref
 
 
 class PipeOptions:
@@ -94,6 +95,12 @@ def parse_fast(argv: list[str]) -> PipeOptions | None:
             values[field] = kind
     if not names:
         return None
+    for name in names:
+        if SEPARATOR in name:
+            try:
+                parse_ref(name)
+            except ValueError:
+                return None  # click says what is wrong with the name
     if "endpoint" not in values and os.environ.get("EXPERTD_ENDPOINT"):
         values["endpoint"] = os.environ["EXPERTD_ENDPOINT"]
     try:

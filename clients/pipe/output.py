@@ -58,14 +58,16 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
     """The output line of a document the server answered, whether every expert in ``names``
     gave its opinion, and the experts' errors.
 
-    A document that carries no ``opinions``, ``errors`` or ``recomputed`` of its own
-    comes out as it came, with the answer's ``opinions`` (and ``errors``) appended:
+    A document that carries no ``opinions``, ``errors``, ``recomputed`` or ``versions``
+    of its own comes out as it came, with the answer's ``opinions`` (and ``errors``,
+    ``versions``: which version of a versioned expert made each opinion) appended:
     only the answer is encoded. Any other is merged (``merge``) and encoded again.
     Raises ``ValueError`` (or ``TypeError``) if the line would not be JSON.
     """
     doc = item.doc
     if not (isinstance(answered, dict) and doc and "opinions" not in doc
-            and "errors" not in doc and "recomputed" not in doc and "recomputed" not in answered):
+            and "errors" not in doc and "recomputed" not in doc and "recomputed" not in answered
+            and "versions" not in doc):
         complete = merge(doc, answered, names)
         errors = doc.get("errors")
         return dump(doc), complete, errors if isinstance(errors, dict) else {}
@@ -76,6 +78,8 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
         parts += (b', "opinions": ', encode(opinions).encode("utf-8"))
     if "errors" in answered:
         parts += (b', "errors": ', encode(errors).encode("utf-8"))
+    if "versions" in answered:
+        parts += (b', "versions": ', encode(answered["versions"]).encode("utf-8"))
     parts.append(b"}\n")
     errors = errors if isinstance(errors, dict) else {}
     complete = isinstance(opinions, dict) and all(
@@ -85,7 +89,8 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
 
 def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
     """Put the server's ``opinions`` and ``errors`` into ``doc``, keeping its key order, and its
-    ``recomputed`` (why an opinion the document carried was not reused) if it has one.
+    ``recomputed`` (why an opinion the document carried was not reused) and ``versions``
+    (which version made each opinion) if it has them.
 
     Returns True when every expert in ``names`` gave its opinion.
     """
@@ -96,8 +101,9 @@ def merge(doc: dict, answered: dict, names: tuple[str, ...]) -> bool:
             doc[key] = answered[key]
         elif key in doc:
             del doc[key]
-    if "recomputed" in answered:
-        doc["recomputed"] = answered["recomputed"]
+    for key in ("recomputed", "versions"):
+        if key in answered:
+            doc[key] = answered[key]
     opinions = doc.get("opinions") or {}
     return isinstance(opinions, dict) and all(name in opinions for name in names) and not any(
         name in (doc.get("errors") or {}) for name in names)

@@ -10,6 +10,7 @@ const { HttpError, catalogueError } = require("./errors");
 const { ERROR } = require("./spec");
 const { parseTraceparent, formatTraceparent, childOf } = require("./trace_context");
 const { startSpan } = require("./tracing");
+const { parseRef, ExpertNameError, SEPARATOR } = require("./names");
 
 /**
  * Characters no expert name can hold: C0 and C1 controls, DEL, and the
@@ -131,8 +132,9 @@ function escapeControls(text) {
 
 /**
  * Refuse an expert name (the `:name` URL parameter) that holds control
- * characters: 404 UnknownExpert, with the name JSON-escaped in the message,
- * and nothing sent to the server.
+ * characters, or a `NAME@VERSION` that does not parse (src/names.js): 404
+ * UnknownExpert, with the name JSON-escaped in the message, and nothing sent
+ * to the server.
  * @returns {import("express").RequestHandler}
  */
 function checkExpertName() {
@@ -140,6 +142,14 @@ function checkExpertName() {
     const name = req.params && req.params.name;
     if (typeof name === "string" && CONTROL_RE.test(name)) {
       return next(catalogueError(ERROR.UnknownExpert, `unknown expert ${JSON.stringify(name)}: expert names hold no control characters`));
+    }
+    if (typeof name === "string" && name.includes(SEPARATOR)) {
+      try {
+        parseRef(name); // NAME@VERSION: a bad one is refused here, with what is wrong
+      } catch (err) {
+        if (!(err instanceof ExpertNameError)) throw err;
+        return next(catalogueError(ERROR.UnknownExpert, err.message));
+      }
     }
     next();
   };

@@ -11,6 +11,7 @@ const { sharedCall } = require("./shared_call");
 
 const OPENAPI_VERSION = "3.1.0";
 const BRIDGE_VERSION = require("../package.json").version;
+const { SEPARATOR } = require("./names");
 const NDJSON = "application/x-ndjson";
 
 const ERROR_SCHEMA = {
@@ -112,8 +113,20 @@ function answeredSchema(experts) {
         additionalProperties: { type: "string" },
         description: "why an opinion the document carried was not reused (it failed its expert's check) and was recomputed",
       },
+      versions: { type: "object", additionalProperties: { type: "string" }, description: "for each expert with versions, the version that made its opinion" },
     },
   };
+}
+
+/** The names a call may give a versioned expert's versions: `NAME@VERSION` and `NAME@LABEL`. */
+function versionRefs(e) {
+  if (!Array.isArray(e.versions)) return [];
+  const refs = [];
+  for (const v of e.versions) {
+    if (!v || typeof v.version !== "string") continue;
+    refs.push(v.version, ...(Array.isArray(v.labels) ? v.labels.filter((l) => typeof l === "string") : []));
+  }
+  return refs;
 }
 
 const SECURITY_NONE = [];
@@ -128,7 +141,7 @@ const SECURITY_NONE = [];
  */
 function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
   const list = (Array.isArray(experts) ? experts : []).filter((e) => e && typeof e.name === "string");
-  const names = list.map((e) => e.name);
+  const names = list.flatMap((e) => [e.name, ...versionRefs(e).map((v) => `${e.name}${SEPARATOR}${v}`)]);
   const schemas = {
     Error: ERROR_SCHEMA,
     DocumentError: DOCUMENT_ERROR_SCHEMA,
@@ -145,6 +158,15 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         batch: { type: "object" },
         opinion_schema: { type: ["object", "null"], description: "JSON Schema of this expert's opinion, if it declares one" },
         needs: { type: "object", additionalProperties: { type: "string" }, description: "the experts whose opinions this one builds on (a chain), each mapped to the key it reads it under" },
+        versions: {
+          type: "array",
+          description: "the served versions of an expert whose experts-file entry has versions: (call one as NAME@VERSION or NAME@LABEL; NAME alone gets the default)",
+          items: {
+            type: "object",
+            required: ["version", "labels", "default"],
+            properties: { version: { type: "string" }, labels: { type: "array", items: { type: "string" } }, default: { type: "boolean" }, metrics: { type: "object" } },
+          },
+        },
       },
     },
   };
@@ -285,6 +307,21 @@ function buildOpenApi(experts, { auth = false, serverUrl } = {}) {
         },
       },
     };
+    const refs = versionRefs(e);
+    if (refs.length) {
+      paths[`${base}${SEPARATOR}{version}`] = {
+        post: {
+          operationId: `opinion_${e.name}_version`,
+          summary: `The opinion of one served version of ${e.name} on one document`,
+          tags,
+          parameters: [
+            { name: "version", in: "path", required: true, schema: { type: "string", enum: [...new Set(refs)] }, description: "a served version or a label (see versions in GET /experts)" },
+          ],
+          requestBody: { required: true, content: { "application/json": { schema: doc } } },
+          responses: { 200: { description: "the opinion", content: JSON_OF(opinion) }, ...documentErrors },
+        },
+      };
+    }
     paths[`${base}/batch`] = {
       post: {
         operationId: `batch_${e.name}`,

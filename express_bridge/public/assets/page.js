@@ -80,19 +80,40 @@
     }
     const select = $("expert-select");
     const previous = select.value;
-    select.replaceChildren(...experts.map((e) => new Option(`${e.name} (v${e.version})`, e.name)));
-    if (experts.some((e) => e.name === previous)) select.value = previous;
+    select.replaceChildren(...experts.flatMap((e) => [
+      new Option(`${e.name} (v${e.version})`, e.name),
+      // Each other served version of a versioned expert, asked by NAME@VERSION (docs/versions.md).
+      ...(Array.isArray(e.versions) ? e.versions.filter((v) => !v.default).map((v) => new Option(`${e.name}@${v.version}`, `${e.name}@${v.version}`)) : []),
+    ]));
+    if ([...select.options].some((o) => o.value === previous)) select.value = previous;
     describeExpert();
   }
 
   function currentExpert() {
-    return experts.find((e) => e.name === $("expert-select").value) || null;
+    const value = $("expert-select").value;
+    return experts.find((e) => e.name === value || value.startsWith(`${e.name}@`)) || null;
+  }
+
+  /** A versioned expert's versions, its shadow's agreement and its canary, in one sentence. */
+  function describeVersions(e) {
+    if (!Array.isArray(e.versions)) return "";
+    const versions = e.versions.map((v) => `${v.version}${v.labels.length ? ` (${v.labels.join(", ")})` : ""}${v.default ? " answers" : ""}`);
+    let text = ` Versions: ${versions.join(", ")}.`;
+    for (const a of e.shadow_agreement || []) {
+      const parts = [
+        ...Object.entries(a.agreement || {}).map(([field, ratio]) => `${field} agreement ${(ratio * 100).toFixed(1)}%`),
+        ...Object.entries(a.mean_abs_diff || {}).map(([field, diff]) => `${field} mean |difference| ${diff.toFixed(3)}`),
+      ];
+      text += ` Shadow ${a.shadow} vs ${a.serving} on ${a.documents} documents (this worker): ${parts.join(", ")}.`;
+    }
+    if (e.canary) text += ` Canary: ${e.canary.version} answers ${(e.canary.share * 100).toFixed(0)}%.`;
+    return text;
   }
 
   function describeExpert() {
     const e = currentExpert();
     const text = e ? (e.description || "").trim() : "";
-    $("expert-description").textContent = e ? `${text}${text && !/[.!?]$/.test(text) ? "." : ""} Reads the field "${e.field}".` : "";
+    $("expert-description").textContent = e ? `${text}${text && !/[.!?]$/.test(text) ? "." : ""} Reads the field "${e.field}".${describeVersions(e)}` : "";
   }
 
   async function ask(event) {
@@ -103,7 +124,7 @@
     button.disabled = true;
     $("ask-error").hidden = true;
     try {
-      const opinion = await api(`/experts/${encodeURIComponent(expert.name)}`, {
+      const opinion = await api(`/experts/${encodeURIComponent($("expert-select").value)}`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ [expert.field || "text"]: $("text-input").value }),

@@ -92,7 +92,9 @@ ASK_AGAIN_CASES = [
 
 
 def test_a_stateful_call_is_asked_again_only_after_a_refusal_before_it_ran():
-    assert spec.STATEFUL_METHODS == {"learn"}
+    assert spec.STATEFUL_METHODS == {"learn"} | spec.ADMIN_METHODS
+    assert spec.ADMIN_METHODS == {"expert_load", "expert_unload", "expert_promote", "expert_policy",
+                                  "expert_rollback"}
     assert spec.REFUSED_BEFORE_RUNNING <= {n for n, k in spec.ERRORS.items() if k.retryable}
     for method, name, expected in ASK_AGAIN_CASES:
         assert retry.may_ask_again(method, name) is expected, (method, name)

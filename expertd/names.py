@@ -1,0 +1,62 @@
+"""The one parser of expert names in calls: ``NAME`` or ``NAME@VERSION``.
+
+The grammar is in ``protocol.json`` (``names``), shared with the bridge's
+``src/names.js``; both answer every case of ``tests/corpus/expert_names.json``
+the same way. A numbered version is written without leading zeros in the
+answer (``sentiment@03`` names version ``3``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import NamedTuple
+
+from expertd.spec import RAW
+
+_NAMES = RAW["names"]
+SEPARATOR: str = _NAMES["separator"]
+NAME_RE = re.compile(_NAMES["name"])
+VERSION_RE = re.compile(_NAMES["version"])
+MAX_LENGTH: int = _NAMES["max_length"]
+
+
+class ExpertRef(NamedTuple):
+    """An expert named in a call, and the version it asks for (``None``: the routing policy's)."""
+
+    name: str
+    version: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}{SEPARATOR}{self.version}"
+
+
+def parse_ref(text: str) -> ExpertRef:
+    """``"sentiment"`` or ``"sentiment@3"`` / ``"sentiment@canary"`` as an ``ExpertRef``.
+
+    Raises ``ValueError`` with a one-line message that says what is wrong.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"an expert name must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ValueError(f"an expert name is at most {MAX_LENGTH} characters, got {len(text)}")
+    name, sep, version = text.partition(SEPARATOR)
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(f"{_quoted(text)} is not an expert name (a letter, then letters, digits "
+                         f"or _; optionally {SEPARATOR}VERSION)")
+    if not sep:
+        return ExpertRef(name)
+    if not VERSION_RE.fullmatch(version):
+        raise ValueError(f"{_quoted(text)}: the version after {SEPARATOR} must be a number or a "
+                         f"label (a letter, then letters, digits, _ or -)")
+    return ExpertRef(name, str(int(version)) if version.isdigit() else version)
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes, as JSON writes it (the same in Python and Node)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def base_name(text: str) -> str:
+    """The expert's name in an already checked ``NAME`` or ``NAME@VERSION``."""
+    return text.partition(SEPARATOR)[0]
