@@ -13,7 +13,8 @@ import time
 
 import click
 
-from expertd.clients.commands import NO_SERVER, endpoint_option
+from expertd.clients.commands import NO_SERVER
+from expertd.options import endpoint_option
 from expertd.clients.wire import CallTimeout, RemoteError, ServerUnavailable, connect
 from expertd.spec import METHOD, exit_code
 
@@ -30,7 +31,7 @@ def expert():
 @expert.command("load")
 @click.argument("name")
 @click.argument("version")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def load(name, version, endpoint, timeout):
     """Load VERSION (the folder models/NAME/VERSION/) of expert NAME beside the served ones."""
@@ -43,7 +44,7 @@ def load(name, version, endpoint, timeout):
 @expert.command("unload")
 @click.argument("name")
 @click.argument("version")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def unload(name, version, endpoint, timeout):
     """Stop serving VERSION of expert NAME (not its default: promote another first)."""
@@ -58,7 +59,7 @@ def unload(name, version, endpoint, timeout):
 @expert.command("promote")
 @click.argument("name")
 @click.argument("version")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def promote(name, version, endpoint, timeout):
     """Make VERSION (a number or a label) the one that calls naming only NAME get."""
@@ -69,7 +70,7 @@ def promote(name, version, endpoint, timeout):
 
 @expert.command("rollback")
 @click.argument("name")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def rollback(name, endpoint, timeout):
     """Make the default of NAME the version before the last promote again."""
@@ -81,7 +82,7 @@ def rollback(name, endpoint, timeout):
 @expert.command("shadow")
 @click.argument("name")
 @click.argument("version")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def shadow(name, version, endpoint, timeout):
     """Run VERSION beside the default on every call, off the callers' path, and measure how
@@ -100,7 +101,7 @@ def shadow(name, version, endpoint, timeout):
               help="document: the same input always gets the same version; field:NAME: the same "
                    "value of the documents' field NAME (e.g. a caller's id) does; none: drawn "
                    "per document.")
-@endpoint_option
+@endpoint_option()
 @_timeout_option
 def canary(name, version, share, sticky, endpoint, timeout):
     """Answer SHARE (0 to 1) of the calls naming only NAME with VERSION (`off`: stop)."""
