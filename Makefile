@@ -140,7 +140,7 @@ $(PHOENIX_STAMP): tests/phoenix/requirements.txt
 $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
-## Debian's systemd, for `systemd-analyze verify` of deploy/systemd/* and `systemd-socket-activate` (tests/e2e/test_deploy_systemd.py).
+## Debian's systemd, for `systemd-analyze verify` of deploy/systemd/*.service (tests/e2e/test_deploy_systemd.py).
 $(SYSTEMD_ANALYZE):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y systemd || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd)
 

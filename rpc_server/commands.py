@@ -60,9 +60,7 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     """Load every expert once and answer opinions over ZeroRPC.
 
     The experts file and the endpoint are checked first, so a mistake in
-    either is reported in a second, before any model loads. Started by
-    systemd with a listening socket (socket activation, LISTEN_FDS), it
-    serves on that socket, which must be the endpoint's address.
+    either is reported in a second, before any model loads.
     """
     config = ServerConfig(bind=bind, config=config_path, max_text_bytes=max_text_bytes,
                           threads=threads, heartbeat=heartbeat, drain_timeout=drain_timeout,
@@ -84,30 +82,10 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
     from expertd.rpc_server.supervisor import supervise, wanted_workers
 
     with startup_errors(bind):
-        take_handed_socket(config)
         workers = wanted_workers(workers, config_path)
         if workers:
-            sys.exit(supervise(workers, config_path, drain_timeout, config.bind,
-                               listen_fd=config.listen_fd))
+            sys.exit(supervise(workers, config_path, drain_timeout, bind))
         run(config)
-
-
-def take_handed_socket(config: ServerConfig) -> None:
-    """Serve on the listening socket systemd handed over (socket activation), if any:
-    to this process, or to its supervisor, which passed it on to this worker."""
-    from expertd.rpc_server.socket_activation import (handed_listener, serving_endpoint,
-                                                      tcp_listener_endpoint)
-    from expertd.rpc_server.supervisor import worker_identity
-
-    worker = worker_identity()
-    if worker is not None and worker.listen_fd is not None:
-        handed = worker.listen_fd, tcp_listener_endpoint(worker.listen_fd)
-    else:
-        handed = handed_listener()
-    if handed is not None:
-        fd, endpoint = handed
-        config.bind = serving_endpoint(config.bind, endpoint)
-        config.listen_fd = fd
 
 
 @click.command("check", short_help="Check the experts file and endpoint; do not serve.")
@@ -164,11 +142,10 @@ def startup_errors(bind: str):
     from expertd.experts.config import ConfigError
     from expertd.rpc_server.endpoint import EndpointError
     from expertd.rpc_server.security import SecurityError
-    from expertd.rpc_server.socket_activation import SocketActivationError
 
     try:
         yield
-    except (ConfigError, EndpointError, SecurityError, SocketActivationError) as exc:
+    except (ConfigError, EndpointError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from None
     except zmq.ZMQError as exc:  # the real bind lost a race, or an endpoint zmq refuses
         raise click.ClickException(f"cannot serve on {bind}: {exc.strerror}") from None

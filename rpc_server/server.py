@@ -54,8 +54,6 @@ class ServerConfig:
     authorized_keys: Path | None = None
     insecure: bool = False
     feedback_log: str | None = None  # overrides the experts file's server.feedback_log
-    #: A listening socket handed over by systemd (rpc_server/socket_activation.py).
-    listen_fd: int | None = None
 
     def load_experts_file(self) -> ExpertsConfig:
         """Read and check the experts file this config names (or the default one)."""
@@ -220,11 +218,8 @@ class ExpertdServer:
                 "supervisor_pid": self.worker.supervisor_pid}
 
     def bind(self) -> None:
-        """Listen on the endpoint: on the socket systemd handed over if any (every worker
-        inherits it), else a worker shares its port with the others (SO_REUSEPORT)."""
-        if self.config.listen_fd is not None:  # systemd bound it (socket activation)
-            transport.bind_inherited(self.zerorpc, self.config.bind, self.config.listen_fd)
-        elif self.worker is not None:
+        """Listen on the endpoint; a worker shares its port with the others (SO_REUSEPORT)."""
+        if self.worker is not None:
             transport.bind_shared(self.zerorpc, self.config.bind, self.worker.steer_index)
         else:
             self.zerorpc.bind(self.config.bind)
@@ -285,8 +280,7 @@ class ExpertdServer:
         """Fail in milliseconds, before any model loads, if the endpoints cannot be bound."""
         if self.worker is not None:
             return  # workers share the port (the supervisor checked it once, before the first)
-        if self.config.listen_fd is None:  # a handed-over socket already holds the port
-            check_bindable(self.config.bind)
+        check_bindable(self.config.bind)
         if self.config.metrics_port:
             check_bindable(f"tcp://127.0.0.1:{self.config.metrics_port}")
 

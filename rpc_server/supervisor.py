@@ -40,17 +40,6 @@ evenly the kernel hands one shared socket's connections to its acceptors is
 not measured, and the clients' worker spreading (``clients.spread``: one rule,
 for the pipe stage and ``ExpertsClient`` alike) needs connections to land on
 every worker.
-
-Under systemd socket activation (deploy/systemd/expertd.socket) the port is
-systemd's: the supervisor takes the handed socket (``LISTEN_FD_ENV``) and every
-worker inherits it, the uvicorn/gunicorn way, so there is no steering. The
-accept queue outlives every worker and the service; what a reload can still
-lose is a connection a retiring worker accepted just before closing its
-listener (libzmq closes it; the client sees ``ServerUnavailable``, retryable):
-the Python clients and the bridge ask again (expertd/retry.py). Counted by
-tests/e2e/test_deploy_systemd.py (2 threads, a fresh connection per call, no
-retry, one reload of 2 vader workers): 2, 1 and 0 in three runs of 2,449,
-2,698 and 3,604 answered calls.
 """
 
 from __future__ import annotations
@@ -80,9 +69,6 @@ READY_FD_ENV = "EXPERTD_READY_FD"
 #: Set for a worker started by a reload: its place in the port's group (it steers to itself).
 STEER_INDEX_ENV = "EXPERTD_STEER_INDEX"
 WORKER_COUNT_ENV = "EXPERTD_WORKER_COUNT"
-#: The listening socket systemd handed the supervisor (socket activation), shared by every
-#: worker: one accept queue that outlives any worker, so no steering (transport.reuseport).
-LISTEN_FD_ENV = "EXPERTD_LISTEN_FD"
 #: Sent by the supervisor to a worker it replaces: stop taking connections, finish, exit.
 RETIRE_SIGNAL = signal.SIGUSR2
 #: A worker -> its supervisor -> every ready worker: read ``versions.json`` again
@@ -126,8 +112,6 @@ class WorkerIdentity:
     steer_index: int | None = None
     #: How many workers the supervisor keeps (clients spreading connections want to reach them all).
     count: int | None = None
-    #: The supervisor's handed-over listening socket, inherited (socket activation).
-    listen_fd: int | None = None
 
 
 def worker_identity() -> WorkerIdentity | None:
@@ -138,10 +122,9 @@ def worker_identity() -> WorkerIdentity | None:
     fd = os.environ.get(READY_FD_ENV)
     steer = os.environ.get(STEER_INDEX_ENV)
     count = os.environ.get(WORKER_COUNT_ENV)
-    listen_fd = os.environ.get(LISTEN_FD_ENV)
     return WorkerIdentity(int(index), int(os.environ.get(SUPERVISOR_PID_ENV, "0")),
                           int(fd) if fd else None, int(steer) if steer else None,
-                          int(count) if count else None, int(listen_fd) if listen_fd else None)
+                          int(count) if count else None)
 
 
 def die_with_supervisor(identity: WorkerIdentity) -> None:
@@ -335,12 +318,9 @@ class Supervisor:
     """Keeps N workers serving one endpoint; restarts, reloads and drains them."""
 
     def __init__(self, command: list[str], count: int, config_path: Path | None,
-                 drain_timeout: float = 30.0, start_timeout: float = 600.0,
-                 listen_fd: int | None = None) -> None:
-        """``command`` starts one worker (the ``expertd serve`` command line); ``listen_fd``:
-        a listening socket (from systemd) every worker inherits, instead of binding its own."""
+                 drain_timeout: float = 30.0, start_timeout: float = 600.0) -> None:
+        """``command`` starts one worker (the ``expertd serve`` command line)."""
         self.command = command
-        self.listen_fd = listen_fd
         self.count = count
         self.config_path = config_path
         self.drain_timeout = drain_timeout
@@ -395,15 +375,11 @@ class Supervisor:
         env[READY_FD_ENV] = str(ready_w)
         env.pop(STEER_INDEX_ENV, None)
         env.pop(sdnotify.NOTIFY_SOCKET_ENV, None)  # only the supervisor speaks to systemd
-        passed = (ready_w,)
-        if self.listen_fd is not None:  # one shared queue: nothing to steer
-            env[LISTEN_FD_ENV] = str(self.listen_fd)
-            passed = (ready_w, self.listen_fd)
-        elif steer:  # the group numbers its sockets in listening order: it comes last
+        if steer:  # the group numbers its sockets in listening order: it comes last
             listening = [w for w in self.all_workers() if w.ready and not w.exited()]
             env[STEER_INDEX_ENV] = str(len(listening))
         try:
-            process = subprocess.Popen(self.command, env=env, pass_fds=passed)
+            process = subprocess.Popen(self.command, env=env, pass_fds=(ready_w,))
         finally:
             os.close(ready_w)
         log.info("worker %d starting (pid %d)", index, process.pid)
@@ -595,10 +571,8 @@ class Supervisor:
         return 0 if ok or self.stop_reason else 1
 
 
-def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: str,
-              listen_fd: int | None = None) -> int:
-    """Run ``count`` workers with this process's own ``expertd serve`` command line
-    (on ``listen_fd``, a socket systemd handed over, if given)."""
+def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: str) -> int:
+    """Run ``count`` workers with this process's own ``expertd serve`` command line."""
     from expertd.rpc_server.endpoint import check_bindable
     from expertd.rpc_server.transport.reuseport import tcp_address
 
@@ -609,7 +583,6 @@ def supervise(count: int, config_path: Path | None, drain_timeout: float, bind: 
     problems = check_experts_file(config_path)  # refused once, before any worker starts
     if problems:
         raise click.ClickException(problems)
-    if listen_fd is None:  # a handed-over socket already holds the port
-        check_bindable(bind)  # EndpointError: something else holds the port
+    check_bindable(bind)  # EndpointError: something else holds the port
     command = [sys.executable, "-m", "expertd.cli", *sys.argv[1:]]
-    return Supervisor(command, count, config_path, drain_timeout, listen_fd=listen_fd).run()
+    return Supervisor(command, count, config_path, drain_timeout).run()

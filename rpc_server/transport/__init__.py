@@ -20,8 +20,7 @@ One module per concept:
   big events);
 * ``inspection``: ``_zerorpc_inspect`` and friends without ``getargspec``;
 * ``limits``: message size, handshake time, open files;
-* ``reuseport``: several processes on one port (``SO_REUSEPORT`` + ``ZMQ_USE_FD``), and
-  a listening socket made outside (systemd's socket activation);
+* ``reuseport``: several processes on one port (``SO_REUSEPORT`` + ``ZMQ_USE_FD``);
 * ``curve``: CURVE options, the ZAP handler and the handshake watch on the socket;
 * ``drain``: graceful ends (SIGTERM drain, reload retire).
 """
@@ -31,10 +30,10 @@ from __future__ import annotations
 from expertd.rpc_server.transport.curve import CurveGuard
 from expertd.rpc_server.transport.drain import drain, retire
 from expertd.rpc_server.transport.limits import limit_socket, raise_open_file_limit
-from expertd.rpc_server.transport.reuseport import bind_inherited, bind_shared, tcp_address
+from expertd.rpc_server.transport.reuseport import bind_shared, tcp_address
 from expertd.rpc_server.transport.server import Server
 
-__all__ = ["CurveGuard", "Server", "bind_inherited", "bind_shared", "drain", "limit_socket", "make_server",
+__all__ = ["CurveGuard", "Server", "bind_shared", "drain", "limit_socket", "make_server",
            "raise_open_file_limit", "retire", "tcp_address"]
 
 

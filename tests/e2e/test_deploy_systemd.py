@@ -7,13 +7,8 @@ directory, the ports -> free ones), verified, and its ExecStart command line
 is run as written, with the unit's Environment= and a real NOTIFY_SOCKET: the
 server must send READY=1 only once it answers, RELOADING=1/READY=1 around
 ExecReload, STOPPING=1 on its KillSignal, and exit 0 within TimeoutStopSec.
-The server's ExecStart runs under ``systemd-socket-activate`` listening on
-expertd.socket's ListenStream= (socket activation, as the units are shipped):
-a connection made before the server runs is answered once it is ready; and
-a socket handed over the same way holds the port across a restart.
 
-Needs ``systemd-analyze`` and ``systemd-socket-activate`` (Debian's systemd;
-the Makefile installs it).
+Needs ``systemd-analyze`` (Debian's systemd; the Makefile installs it).
 """
 
 from __future__ import annotations
@@ -25,22 +20,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from expertd.retry import is_retryable
 from tests.conftest import BIN, EXPERTD, ROOT, free_port, wait_for
 
 UNITS = ROOT / "deploy" / "systemd"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-SOCKET_ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
-#: ZMTP 3's greeting starts with this signature (a ZeroMQ peer answers it with its own).
-ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 NODE = shutil.which("node") or "/usr/bin/node"
 VADER_ONLY = "experts:\n  vader:\n    expert: expertd.experts.vader:VaderExpert\n"
 
@@ -79,9 +67,8 @@ class Installed:
         return copy
 
 
-def service_settings(unit: Path, wanted: str = "[Service]") -> dict[str, list[str]]:
-    """The [Service] (or ``wanted``) section's ``Key=value`` lines (a key may repeat,
-    like Environment=)."""
+def service_settings(unit: Path) -> dict[str, list[str]]:
+    """The [Service] section's ``Key=value`` lines (a key may repeat, like Environment=)."""
     settings: dict[str, list[str]] = {}
     section = None
     for line in unit.read_text().splitlines():
@@ -91,7 +78,7 @@ def service_settings(unit: Path, wanted: str = "[Service]") -> dict[str, list[st
         if line.startswith("["):
             section = line
             continue
-        if section == wanted:
+        if section == "[Service]":
             key, _, value = line.partition("=")
             settings.setdefault(key, []).append(value)
     return settings
@@ -129,55 +116,15 @@ class NotifySocket:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
 
-    def next_states(self, timeout: float, process: subprocess.Popen | None = None) -> dict[str, str]:
-        """The next datagram as ``{KEY: value}`` (``{}`` at once if ``process`` exits first)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.sock.settimeout(min(1.0, max(0.01, deadline - time.monotonic())))
-            try:
-                message = self.sock.recv(4096).decode()
-                return dict(line.split("=", 1) for line in message.splitlines())
-            except TimeoutError:
-                if (process is not None and process.poll() is not None) \
-                        or time.monotonic() >= deadline:
-                    return {}
+    def next_states(self, timeout: float) -> dict[str, str]:
+        """The next datagram as ``{KEY: value}``."""
+        self.sock.settimeout(timeout)
+        message = self.sock.recv(4096).decode()
+        return dict(line.split("=", 1) for line in message.splitlines())
 
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
-
-
-class FreshCallers:
-    """Threads calling ``health()`` on a fresh connection each time, until the block ends."""
-
-    def __init__(self, endpoint: str, threads: int = 2) -> None:
-        """Call ``endpoint`` from ``threads`` threads."""
-        self.endpoint = endpoint
-        self.answered = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._call, daemon=True) for _ in range(threads)]
-
-    def _call(self) -> None:
-        from expertd.clients.wire import Connection
-
-        while not self._stop.is_set():
-            try:
-                with Connection(self.endpoint, timeout=30.0) as connection:
-                    assert connection.call("health")["status"] == "ok"
-                self.answered += 1
-            except Exception as exc:  # any failure is a lost call
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> FreshCallers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
 
 def health_now(endpoint: str) -> dict:
@@ -208,83 +155,30 @@ def installed(tmp_path_factory) -> Installed:
 
 @pytest.mark.skipif(not Path(SYSTEMD_ANALYZE).exists(),
                     reason="systemd-analyze is not installed (make test installs Debian's systemd)")
-@pytest.mark.parametrize("name", ["expertd.service", "expertd-bridge.service", "expertd.socket"])
+@pytest.mark.parametrize("name", ["expertd.service", "expertd-bridge.service"])
 def test_unit_passes_systemd_analyze_verify(installed, name):
-    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.socket")]:  # peers verified beside it
+    for unit in UNITS.glob("*.service"):  # a unit's Wants=/After= peers are verified beside it
         installed.install(unit.name)
     result = subprocess.run([SYSTEMD_ANALYZE, "verify", str(installed.units / name)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
-def socket_activated(settings: dict[str, list[str]], env: dict[str, str],
-                     listen: str) -> list[str]:
-    """The ExecStart line run as systemd runs it with expertd.socket: systemd-socket-activate
-    listens on ``listen`` and hands the socket over (it passes on only the ``-E`` variables)."""
-    unit_env = [f"{k}={v}" for line in settings.get("Environment", []) for k, v in
-                (a.partition("=")[::2] for a in shlex.split(line))]
-    extra = [f"{k}={env[k]}" for k in ("NOTIFY_SOCKET", "PYTHONPATH") if k in env]
-    return [SOCKET_ACTIVATE, "--listen", listen,
-            *[arg for assignment in unit_env + extra for arg in ("-E", assignment)],
-            *exec_start(settings)]
-
-
-def connect_when_listening(address: tuple[str, int], timeout: float = 10.0) -> socket.socket:
-    """A TCP connection to ``address`` once something listens there (refused until then)."""
-    return wait_for(lambda: _connect(address), timeout, f"a listener on {address}")
-
-
-def _connect(address: tuple[str, int]) -> socket.socket | None:
-    try:
-        return socket.create_connection(address, timeout=5)
-    except ConnectionRefusedError:
-        return None
-
-
-def greets_as_zeromq(connection: socket.socket, timeout: float = 60.0) -> bool:
-    """Whether a ZeroMQ socket answers ZMTP's greeting on this (already open) connection."""
-    connection.settimeout(timeout)
-    connection.sendall(ZMTP_SIGNATURE)
-    return connection.recv(1) == b"\xff"
-
-
-def stock_client_health(endpoint: str) -> subprocess.Popen:
-    """A stock ``zerorpc.Client`` calling ``health()`` in its own process (its stdout: the status)."""
-    code = ("import sys, zerorpc; client = zerorpc.Client(sys.argv[1], timeout=120, heartbeat=None); "
-            "print(client.health()['status'])")
-    return subprocess.Popen([sys.executable, "-c", code, endpoint], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.skipif(not Path(SOCKET_ACTIVATE).exists(),
-                    reason="systemd-socket-activate is not installed (make test installs systemd)")
 def test_server_unit_execstart_notifies_ready_reload_and_stopping(installed, tmp_path):
     settings = service_settings(installed.install("expertd.service"))
     assert settings["Type"] == ["notify"]
-    listen = service_settings(installed.install("expertd.socket"), "[Socket]")["ListenStream"][0]
     env = unit_environment(settings)
     endpoint = env["EXPERTD_ENDPOINT"]
-    assert endpoint == f"tcp://{listen}"  # the service serves the socket unit's address
     notify = NotifySocket(tmp_path / "notify")
     env["NOTIFY_SOCKET"] = notify.path
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(socket_activated(settings, env, listen), env=env, stdout=log,
+        server = subprocess.Popen(exec_start(settings), env=env, stdout=log,
                                   stderr=subprocess.STDOUT, cwd=tmp_path)
-    early_client = None
     try:
-        # The port takes connections before the server runs (systemd-socket-activate
-        # starts it on the first one): neither is refused, both are answered once ready.
-        host, port = listen.rsplit(":", 1)
-        early = connect_when_listening((host, int(port)))
-        early_client = stock_client_health(endpoint)
         # The first word it says is READY=1, and by then it answers (no polling).
-        states = notify.next_states(seconds(settings, "TimeoutStartSec"), server)
-        assert states.get("READY") == "1", (states, log_path.read_text())
-        assert greets_as_zeromq(early), "a connection made before the server ran was not served"
-        early.close()
-        out, err = early_client.communicate(timeout=120)
-        assert early_client.returncode == 0 and out.strip() == "ok", err
+        states = notify.next_states(timeout=seconds(settings, "TimeoutStartSec"))
+        assert states.get("READY") == "1", states
         health = health_now(endpoint)
         assert health["status"] == "ok" and health["workers"] == 2, health
         assert http_status(f"http://127.0.0.1:{installed.health_port}/health") == 200
@@ -292,19 +186,9 @@ def test_server_unit_execstart_notifies_ready_reload_and_stopping(installed, tmp
         bridge_checked = run_bridge_unit(installed, endpoint, tmp_path)
 
         # ExecReload as written ($MAINPID is the supervisor): RELOADING=1, then READY=1.
-        # The workers share the handed socket (one accept queue): callers opening a
-        # fresh connection per call all along the reload are answered, except a
-        # connection a retiring worker accepted just before closing its listener,
-        # which it closes: ServerUnavailable, which the clients' retry policy asks again.
-        with FreshCallers(endpoint) as callers:
-            subprocess.run(exec_start(settings, MAINPID=str(server.pid)), check=True, timeout=10)
-            assert notify.next_states(timeout=120).get("RELOADING") == "1"
-            assert notify.next_states(timeout=120).get("READY") == "1"
-        lost = [f for f in callers.failures if not f.startswith("ServerUnavailable")]
-        assert callers.answered and not lost, lost[:5]
-        assert is_retryable("ServerUnavailable")
-        print(f"reload under socket activation: {callers.answered} calls answered, "
-              f"{len(callers.failures)} connections closed by a retiring worker")
+        subprocess.run(exec_start(settings, MAINPID=str(server.pid)), check=True, timeout=10)
+        assert notify.next_states(timeout=120).get("RELOADING") == "1"
+        assert notify.next_states(timeout=120).get("READY") == "1"
         assert health_now(endpoint)["status"] == "ok"
 
         # KillSignal drains within TimeoutStopSec and exits 0 (not a failure to restart).
@@ -312,10 +196,9 @@ def test_server_unit_execstart_notifies_ready_reload_and_stopping(installed, tmp
         assert notify.next_states(timeout=10).get("STOPPING") == "1"
         assert server.wait(timeout=seconds(settings, "TimeoutStopSec")) == 0, log_path.read_text()
     finally:
-        for process in (server, early_client):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
         notify.close()
     if bridge_checked is not True:
         pytest.skip(bridge_checked)
@@ -377,63 +260,3 @@ def test_one_process_serve_says_ready_only_once_it_answers(tmp_path):
             server.kill()
             server.wait()
         notify.close()
-
-
-def handed_over(listener: socket.socket, argv: list[str], log) -> subprocess.Popen:
-    """Start ``argv`` with ``listener`` handed over as systemd does (descriptor 3, LISTEN_FDS=1,
-    LISTEN_PID its own pid): the shim below is what systemd does between fork and exec."""
-    shim = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
-            "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
-            "os.execv(sys.argv[2], sys.argv[2:])")
-    return subprocess.Popen([sys.executable, "-c", shim, str(listener.fileno()), *argv],
-                            pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT)
-
-
-def test_a_handed_over_socket_holds_the_port_across_a_restart(tmp_path):
-    """systemd keeps the socket while the service restarts: a client that connects while
-    no server runs waits in the accept queue and is answered by the next server."""
-    config = tmp_path / "experts.yaml"
-    config.write_text(f"server:\n  state_dir: {tmp_path / 'state'}\n{VADER_ONLY}")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    address = listener.getsockname()
-    endpoint = f"tcp://127.0.0.1:{address[1]}"
-    argv = [EXPERTD, "serve", "--config", str(config), "--bind", endpoint]
-    processes: list[subprocess.Popen] = []
-    log_path = tmp_path / "server.log"
-    try:
-        with open(log_path, "ab") as log:
-            processes.append(handed_over(listener, argv, log))
-        wait_for(lambda: processes[0].poll() is not None or _answers_health(endpoint), 180,
-                 "the server to answer")
-        assert processes[0].poll() is None, log_path.read_text()
-        processes[0].send_signal(signal.SIGTERM)
-        assert processes[0].wait(timeout=60) == 0, log_path.read_text()
-
-        # No server runs now: the port still takes connections (none is refused) ...
-        waiting = socket.create_connection(address, timeout=5)
-        meanwhile = stock_client_health(endpoint)
-        processes.append(meanwhile)
-        with open(log_path, "ab") as log:
-            processes.append(handed_over(listener, argv, log))
-        # ... and the restarted server answers them.
-        assert greets_as_zeromq(waiting, timeout=180), log_path.read_text()
-        waiting.close()
-        out, err = meanwhile.communicate(timeout=180)
-        assert meanwhile.returncode == 0 and out.strip() == "ok", (err, log_path.read_text())
-        processes[-1].send_signal(signal.SIGTERM)
-        assert processes[-1].wait(timeout=60) == 0, log_path.read_text()
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        listener.close()
-
-
-def _answers_health(endpoint: str) -> bool:
-    try:
-        return health_now(endpoint)["status"] == "ok"
-    except Exception:  # not answering yet (refused, or no handshake within 2 s)
-        return False
