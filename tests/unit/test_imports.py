@@ -291,3 +291,17 @@ def test_pipe_stage_really_loads_nothing_heavy():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+#: Standard modules the one-document stage does without (bench/RESULTS-startup.md): each costs
+#: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead.
+STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings")
+
+
+def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
+    """A fresh interpreter that imports the stage and parses its arguments loads none of them."""
+    code = ("import sys, expertd.clients.pipe as p; p.parse_fast(['sentiment']); "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & set(STARTUP_AVOIDS), loaded & set(STARTUP_AVOIDS)

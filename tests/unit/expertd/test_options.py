@@ -42,3 +42,12 @@ def test_bind_option_takes_every_interface_where_endpoint_option_refuses_it():
     runner = CliRunner()
     assert runner.invoke(_command(bind_option), ["--bind", "tcp://*:4242"]).exit_code == 0
     assert runner.invoke(_command(endpoint_option), ["--endpoint", "tcp://*:4242"]).exit_code == 2
+
+
+def test_the_options_are_always_called():
+    # ``@endpoint_option`` without ``()`` decorates with the factory itself: the command
+    # silently has no --endpoint (expertd expert load had none after the move).
+    bare = re.compile(r"^@(endpoint|bind)_option\s*$", re.M)
+    places = [str(path.relative_to(ROOT)) for folder in PRODUCT
+              for path in (ROOT / folder).rglob("*.py") if bare.search(path.read_text())]
+    assert places == []
