@@ -747,6 +747,10 @@ def _check_versions(checker: _Checker, spec: ExpertSpec, line: int | None) -> No
         checker.add("versions: an expert that learns keeps one model (its checkpoints); remove "
                     "versions: or learn:", line, spec.name)
         return
+    if spec.cache is not None:
+        checker.add("cache: an expert with versions: is not cached yet (a promote or rollback "
+                    "changes who answers); remove cache: or versions:", line, spec.name)
+        return
     try:
         spec.served = resolve_versions(spec.versions, spec.options)
     except VersionsInvalid as exc:

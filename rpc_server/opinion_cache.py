@@ -164,10 +164,14 @@ def build_caches(experts: dict, file: Any, learning: Any = None) -> dict[str, Op
     """The caches an experts file asks for, by expert name (experts without one are absent).
 
     An expert's ``cache: {size: N}`` wins; otherwise a pure expert gets the server's
-    ``cache_size``. A learner's key holds its ``model_version`` (``learning``'s learner).
+    ``cache_size``. An expert with ``versions:`` gets none (the experts file refuses its
+    ``cache:``): the version that answers moves with promote, rollback and canaries.
+    A learner's key holds its ``model_version`` (``learning``'s learner).
     """
     caches = {}
     for spec in file.experts:
+        if spec.served is not None:  # versions: who answers moves with promote/rollback; not cached
+            continue
         expert = experts[spec.name]
         if spec.cache is not None:
             size = spec.cache.size

@@ -84,6 +84,7 @@ def test_labels_name_versions_and_stable_is_the_default(tmp_path):
     ("[1, 2]\n    shadow: 3", (1, 2, 3), "shadow: 3 is not served (versions: 1, 2)"),
     ("[1, 2]\n    canary: {version: 2, share: 1.5}", (1, 2), "canary.share must be a number from 0 to 1"),
     ("[1, 2]\n    canary: {share: 0.5}", (1, 2), "canary.version: which served version"),
+    ("[1, 2]\n    cache: {size: 10}", (1, 2), "cache: an expert with versions: is not cached"),
     ("[1, 2]\n    canary: {version: 2, sticky: caller}", (1, 2), "canary.sticky must be 'none'"),
     ("[1, 2]\n    canary: {version: 2, sticky: \"field:\"}", (1, 2), "or 'field:NAME'"),
 ])
@@ -108,3 +109,16 @@ def test_an_unversioned_entry_is_untouched(tmp_path):
     assert spec.served is None and spec.versions is None
     expert = build_experts(load_config(path))["labelled"]
     assert expert.version == "0" and expert.predict(["x"]) == [{"label": "v2"}]
+
+
+def test_a_versioned_expert_gets_no_cache_of_the_servers_cache_size(tmp_path):
+    # Who answers moves with promote, rollback and canaries: a cache keyed by the version
+    # the server started with would answer for the wrong version.
+    from expertd.rpc_server.opinion_cache import build_caches
+
+    path = project(tmp_path, "[1, 2]")
+    path.write_text(path.read_text() + "server: {cache_size: 10}\n")
+    file = load_config(path)
+    experts = build_experts(file)
+    experts["labelled"].pure = True
+    assert build_caches(experts, file) == {}
