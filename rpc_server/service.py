@@ -540,10 +540,12 @@ class Experts:
         canary = versions if versions is not None and versions.canary is not None else None
         chosen: list[str | None] = []
         for i, doc in enumerate(cooperatively(docs)):
+            drawn = None  # the canary's draw for this document: made once, used for reuse and routing
             if reuse:
                 present = chain_runner.present_opinion(doc, name)
                 if present is not None:
                     serving = version if canary is None else self._canary_choice(canary, expert, doc)
+                    drawn = serving
                     problem = check(present) if version is None else \
                         _version_problem(name, serving, carried_version(doc, name)) or check(present)
                     if problem is None:
@@ -562,7 +564,7 @@ class Experts:
                 if failed:
                     answers[i] = Answer(False, chain_runner.dependency_failure(name, failed))
                     continue
-            chosen.append(version if canary is None else canary.choose(value, doc))
+            chosen.append(version if canary is None else drawn or canary.choose(value, doc))
             if needs:
                 value = chain_runner.chain_input(expert.field, value, needs, needed, i)
             values.append(value)
