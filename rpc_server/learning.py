@@ -73,8 +73,10 @@ LOG_FILE = "feedback.sqlite3"
 #: Held (shared) by every server that learns from a state_dir; ``expertd state reset`` needs it alone.
 IN_USE_FILE = "in-use.lock"
 #: Longest a ``learn`` call waits for its examples to be applied (seconds) when
-#: its caller did not say how long it waits (below zerorpc's 30 s default timeout).
-MAX_APPLY_WAIT = 10.0
+#: its caller did not say how long it waits (a stock zerorpc client sends no
+#: deadline): short, so that a caller with a short timeout of its own (3 s) still
+#: hears what was stored; ``applied: false`` and ``applied_at_version`` say the rest.
+MAX_APPLY_WAIT = 2.0
 #: Time kept back from the caller's deadline to send the answer (seconds; at most
 #: a quarter of what is left): room for a busy event loop, so that stored examples
 #: are acknowledged before their caller gives up.

@@ -354,8 +354,10 @@ def test_learn_answers_by_the_callers_deadline_with_applied_false(tmp_path):
         client = connect(server)
         try:  # stored, so applied soon after
             assert wait_for(lambda: learning_state(client, "slow")["updates"] == 20, 30)
+            # A stock client (no deadline) hears within 2 s what is stored, applied or not.
             done = client.learn("slow", labelled(DOGS, "dog"))
-            assert done["state"]["applied"] is True and done["state"]["updates"] == 24
+            assert done["stored"] == 4 and done["applied_at_version"] == 24, done
+            assert wait_for(lambda: learning_state(client, "slow")["updates"] == 24, 30)
         finally:
             client.close()
     finally:
@@ -630,6 +632,22 @@ def test_the_client_asks_a_learn_refused_with_learner_backlog_full_again(tmp_pat
         assert "outcome=LearnBacklogFull" in log, log[-3000:]  # refused first, then asked again
         assert "Traceback" not in log, log[-3000:]  # a refusal is the caller's answer, not a crash
         assert [x for _, x, _ in stored_rows(tmp_path)] == [f"dog {i}" for i in range(4)] + CATS
+    finally:
+        client.close()
+        assert server.stop() == 0, server.read_log()
+
+
+def test_a_stock_client_with_a_short_timeout_hears_what_was_stored(tmp_path):
+    # A stock zerorpc client sends no deadline. With a learner slower than the caller's own
+    # 3 s timeout (1 s per example here), learn answers what it stored (applied: false,
+    # applied_at_version) before the caller gives up: never stored-but-unacknowledged.
+    path = bounded_config(tmp_path, "tests.hostile:SlowLearner", "{learn_delay_s: 1.0}")
+    server = ServerProcess(path, tmp_path)
+    client = zerorpc.Client(server.endpoint, timeout=3)
+    try:
+        done = client.learn("learner", labelled(CATS, "cats"))
+        assert done["stored"] == 4 and done["applied"] is False, done
+        assert [x for _, x, _ in stored_rows(tmp_path)] == CATS
     finally:
         client.close()
         assert server.stop() == 0, server.read_log()
