@@ -155,7 +155,8 @@ class MicroBatcher:
             raise Overloaded(f"the caller's deadline passed before expert {name!r} could start")
         request = _Request(values, deadline, trace,
                            tracing.span(f"queue wait {name}", trace, attributes={
-                               "expertd.expert": name, "expertd.inputs": len(values),
+                               "expertd.expert": name, "expertd.version": self.expert.version,
+                               "expertd.inputs": len(values),
                                "expertd.queued_docs": self.queued_docs}) if trace else tracing.NO_SPAN,
                            links)
         self._queue.append(request)
@@ -341,7 +342,8 @@ class MicroBatcher:
         """
         span = tracing.span(f"model {self.expert.name}", traced[0].trace,
                             links=[link for request in traced for link in (request.trace, *request.links)],
-                            attributes={"expertd.expert": self.expert.name, "expertd.batch_size": size,
+                            attributes={"expertd.expert": self.expert.name,
+                                        "expertd.version": self.expert.version, "expertd.batch_size": size,
                                         "expertd.requests": len(traced)})
         self._model_context = span.context
         for request in traced:

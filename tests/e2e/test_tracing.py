@@ -241,6 +241,9 @@ def test_a_chained_request_is_one_trace_across_the_bridge_and_the_server(traced)
         assert parent(child) == span_id[of], f"{child} should be under {of}"
     assert by_name["expert consensus"]["attributes"]["expertd.needs"] == "sentiment,vader"
     assert by_name["model sentiment"]["attributes"]["expertd.batch_size"] >= 1
+    # Which version answered (several may serve one name: versions, canaries, shadows).
+    for name in ("model sentiment", "queue wait sentiment"):
+        assert by_name[name]["attributes"]["expertd.version"], by_name[name]["attributes"]
     assert by_name["POST /experts/:name"]["attributes"]["http.response.status_code"] == 200
 
 
