@@ -37,7 +37,7 @@ module.exports = [
   },
   {
     // Functions this test hands to the browser (page.evaluate) use its globals.
-    files: ["test/page.test.js"],
+    files: ["test/page.test.js", "test/calls_view.test.js"],
     languageOptions: { globals: { ...globals.node, ...globals.browser } },
   },
 ];
