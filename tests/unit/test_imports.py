@@ -284,12 +284,17 @@ def test_pipe_stage_imports_nothing_heavy_at_module_level():
     assert not any(part_of(n) in ("expertd.rpc_server", "expertd.experts") for n in closure)
 
 
+def modules_the_stage_loads() -> set[str]:
+    """Every module a fresh interpreter holds once it imported the stage and ran its parser."""
+    code = ("import sys, expertd.clients.pipe as p; p.parse_fast(['sentiment']); "
+            "print(' '.join(sorted(sys.modules)))")
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
 def test_pipe_stage_really_loads_nothing_heavy():
     """The same, measured: a fresh interpreter that imports the stage (and runs its parser)."""
-    code = ("import sys, expertd.clients.pipe as p; p.parse_fast(['sentiment']); "
-            "print(' '.join(sorted({m.partition('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout.split())
+    loaded = {name.partition(".")[0] for name in modules_the_stage_loads()}
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
@@ -300,8 +305,5 @@ STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings")
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
     """A fresh interpreter that imports the stage and parses its arguments loads none of them."""
-    code = ("import sys, expertd.clients.pipe as p; p.parse_fast(['sentiment']); "
-            "print(' '.join(sorted(sys.modules)))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout.split())
+    loaded = modules_the_stage_loads()
     assert not loaded & set(STARTUP_AVOIDS), loaded & set(STARTUP_AVOIDS)
