@@ -67,7 +67,24 @@ bridge: $(NODE_STAMP)
 	npm start --prefix express_bridge
 
 ## Every test: Python (pytest) and Node (node --test), each against a real server.
-test: setup lint test-python test-node
+## Everything both suites need is set up first, one step at a time; then the two suites
+## run side by side (most of their time is spent waiting for servers, and the machine has
+## two cores): pytest prints as it goes, the Node suite's output (build/test-node.log)
+## follows it. The target fails when either suite fails.
+TEST_PYTHON_NEEDS := $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP) $(PHOENIX_STAMP)
+TEST_NODE_NEEDS := $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
+PYTEST_ALL := $(VENV)/bin/pytest -rs --durations=15 tests/unit tests/e2e
+test: setup lint $(TEST_PYTHON_NEEDS) $(TEST_NODE_NEEDS)
+	$(call step,Python and Node tests side by side: pytest tests/unit then tests/e2e; node --test (real servers),about 13 minutes on 2 cores)
+	@mkdir -p build; \
+	setsid npm test --prefix express_bridge > build/test-node.log 2>&1 & node_pid=$$!; \
+	trap 'kill -INT -- -$$node_pid 2>/dev/null' INT TERM; \
+	$(PYTEST_ALL); python_status=$$?; \
+	wait $$node_pid; node_status=$$?; \
+	printf '\n==> Node tests (npm test --prefix express_bridge), run beside pytest: build/test-node.log\n'; \
+	cat build/test-node.log; \
+	echo "pytest exited $$python_status, node --test exited $$node_status"; \
+	test $$python_status -eq 0 && test $$node_status -eq 0
 
 ## Static checks (ruff) of the Python code.
 lint: $(PIP_STAMP)
@@ -79,11 +96,13 @@ test-unit: $(PIP_STAMP)
 	$(call step,unit tests: pytest tests/unit (in-process),seconds)
 	$(VENV)/bin/pytest -q tests/unit
 
-test-python: $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(POSTGRES) $(DOCS_STAMP) $(SYSTEMD_ANALYZE) $(AIRFLOW_STAMP) $(DEPLOY_STAMP) $(PHOENIX_STAMP)
-	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 5 minutes on 2 cores)
-	$(VENV)/bin/pytest -rs tests/unit tests/e2e
+## The Python suite alone.
+test-python: $(TEST_PYTHON_NEEDS)
+	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers),about 12 minutes on 2 cores)
+	$(PYTEST_ALL)
 
-test-node: $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
+## The Node suite alone.
+test-node: $(TEST_NODE_NEEDS)
 	$(call step,Node tests: node --test against a real server,about 2 minutes)
 	npm test --prefix express_bridge
 
