@@ -78,7 +78,7 @@ test: setup lint $(TEST_PYTHON_NEEDS) $(TEST_NODE_NEEDS)
 	$(call step,Python and Node tests side by side: pytest tests/unit then tests/e2e; node --test (real servers),about 13 minutes on 2 cores)
 	@mkdir -p build; \
 	setsid npm test --prefix express_bridge > build/test-node.log 2>&1 & node_pid=$$!; \
-	trap 'kill -INT -- -$$node_pid 2>/dev/null' INT TERM; \
+	trap 'kill -TERM -- -$$node_pid 2>/dev/null' INT TERM; \
 	$(PYTEST_ALL); python_status=$$?; \
 	wait $$node_pid; node_status=$$?; \
 	printf '\n==> Node tests (npm test --prefix express_bridge), run beside pytest: build/test-node.log\n'; \
