@@ -75,7 +75,7 @@ describe("hostile HTTP requests (test/corpus/requests.json)", { timeout: 180000 
         cb();
       },
     });
-    const config = loadConfig({ EXPERTD_ENDPOINT: expertd.endpoint, PORT: "0", LOG_LEVEL: "info" });
+    const config = loadConfig({ ADMIT_MAX_LAG_MS: "0", EXPERTD_ENDPOINT: expertd.endpoint, PORT: "0", LOG_LEVEL: "info" });
     bridge = await start(config, { logger: pino({ level: "info" }, stream) });
   });
 

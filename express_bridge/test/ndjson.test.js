@@ -52,7 +52,7 @@ describe("NDJSON streaming", { timeout: 240000 }, () => {
 
   before(async () => {
     server = await startExpertd({ config: ODD_CONFIG });
-    const config = loadConfig({ EXPERTD_ENDPOINT: server.endpoint, PORT: "0", BODY_LIMIT: String(BODY_LIMIT), LOG_LEVEL: "silent" });
+    const config = loadConfig({ ADMIT_MAX_LAG_MS: "0", EXPERTD_ENDPOINT: server.endpoint, PORT: "0", BODY_LIMIT: String(BODY_LIMIT), LOG_LEVEL: "silent" });
     bridge = await start(config, { logger: pino({ level: "silent" }) });
   });
 

@@ -35,7 +35,7 @@ describe("the page in headless Chromium", { timeout: 300000 }, () => {
 
   before(async () => {
     server = await startExpertd({ config: path.join(REPO_ROOT, "config", "experts.yaml") });
-    const config = loadConfig({ EXPERTD_ENDPOINT: server.endpoint, PORT: "0", EXPERTD_HTTP_TOKEN: TOKEN, LOG_LEVEL: "silent" });
+    const config = loadConfig({ ADMIT_MAX_LAG_MS: "0", EXPERTD_ENDPOINT: server.endpoint, PORT: "0", EXPERTD_HTTP_TOKEN: TOKEN, LOG_LEVEL: "silent" });
     bridge = await start(config, { logger: pino({ level: "silent" }) });
     profile = fs.mkdtempSync(path.join(os.tmpdir(), "expertd-chromium-"));
     context = await chromium.launchPersistentContext(profile, {
