@@ -8,10 +8,10 @@ answer (``sentiment@03`` names version ``3``).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import namedtuple
 
+from expertd import jsonc
 from expertd.spec import RAW
 
 _NAMES = RAW["names"]
@@ -55,7 +55,7 @@ def parse_ref(text: str) -> ExpertRef:
 
 def _quoted(text: str) -> str:
     """``text`` in double quotes, as JSON writes it (the same in Python and Node)."""
-    return json.dumps(text, ensure_ascii=False)
+    return jsonc.dumps(text)
 
 
 def base_name(text: str) -> str:

@@ -299,8 +299,9 @@ def test_pipe_stage_really_loads_nothing_heavy():
 
 
 #: Standard modules the one-document stage does without (bench/RESULTS-startup.md): each costs
-#: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead.
-STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings")
+#: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead,
+#: and JSON goes through ``expertd.jsonc`` (json's C scanner and encoder, without ``json``).
+STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings", "json")
 
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
