@@ -27,13 +27,15 @@ GNU_TIME = "/usr/bin/time"
 
 @dataclass
 class ChildRun:
-    """One finished child: wall seconds, peak RSS (KiB), status and output."""
+    """One finished child: wall seconds, peak RSS (KiB), status and output, and the CPU
+    seconds (user + system) it and its children spent (under GNU time: time's own too)."""
 
     seconds: float
     maxrss_kib: int
     returncode: int
     stdout: bytes
     stderr: bytes
+    cpu_seconds: float = 0.0
 
 
 def run_child(command: list[str], stdin: bytes | Path = b"", stdout_path: Path | None = None,
@@ -58,7 +60,7 @@ def run_child(command: list[str], stdin: bytes | Path = b"", stdout_path: Path |
                         process.stdin.close()
                     except BrokenPipeError:
                         pass
-                _, status = os.waitpid(process.pid, 0)
+                _, status, usage = os.wait4(process.pid, 0)
                 seconds = time.perf_counter() - began
             except BaseException:  # Ctrl-C: do not leave the stage running
                 process.kill()
@@ -77,7 +79,8 @@ def run_child(command: list[str], stdin: bytes | Path = b"", stdout_path: Path |
         lines = rss_file.read().split()
         maxrss = int(lines[-1]) if lines and lines[-1].isdigit() else 0
         return ChildRun(seconds, maxrss, process.returncode,
-                        b"" if stdout_path else out_tmp.read(), err.read())
+                        b"" if stdout_path else out_tmp.read(), err.read(),
+                        usage.ru_utime + usage.ru_stime)
 
 
 def _checked_opinion(run: ChildRun, what: str) -> dict:

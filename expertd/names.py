@@ -8,16 +8,16 @@ answer (``sentiment@03`` names version ``3``).
 
 from __future__ import annotations
 
-import json
-import re
 from collections import namedtuple
 
+from expertd import jsonc
 from expertd.spec import RAW
 
 _NAMES = RAW["names"]
 SEPARATOR: str = _NAMES["separator"]
-NAME_RE = re.compile(_NAMES["name"])
-VERSION_RE = re.compile(_NAMES["version"])
+#: The name grammar ``_plain_name`` implements without ``re`` (which costs every pipe stage a
+#: few ms to import); used only while protocol.json's ``names.name`` is exactly this.
+_PLAIN_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$"
 MAX_LENGTH: int = _NAMES["max_length"]
 
 
@@ -42,20 +42,38 @@ def parse_ref(text: str) -> ExpertRef:
     if len(text) > MAX_LENGTH:
         raise ValueError(f"an expert name is at most {MAX_LENGTH} characters, got {len(text)}")
     name, sep, version = text.partition(SEPARATOR)
-    if not NAME_RE.fullmatch(name):
+    if not _is_name(name):
         raise ValueError(f"{_quoted(text)} is not an expert name (a letter, then letters, digits "
                          f"or _; optionally {SEPARATOR}VERSION)")
     if not sep:
         return ExpertRef(name)
-    if not VERSION_RE.fullmatch(version):
+    if not _fullmatch(_NAMES["version"], version):
         raise ValueError(f"{_quoted(text)}: the version after {SEPARATOR} must be a number or a "
                          f"label (a letter, then letters, digits, _ or -)")
     return ExpertRef(name, str(int(version)) if version.isdigit() else version)
 
 
+def _plain_name(text: str) -> bool:
+    """``_PLAIN_NAME_PATTERN`` without ``re``: an ASCII identifier that does not start with _."""
+    return text.isascii() and text.isidentifier() and not text.startswith("_")
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    import re  # only for versions and names the plain check refuses
+
+    return re.fullmatch(pattern, text) is not None  # re caches the compiled pattern
+
+
+def _is_name(text: str) -> bool:
+    """Does ``text`` match protocol.json's ``names.name``?"""
+    if _NAMES["name"] == _PLAIN_NAME_PATTERN and _plain_name(text):
+        return True
+    return _fullmatch(_NAMES["name"], text)
+
+
 def _quoted(text: str) -> str:
     """``text`` in double quotes, as JSON writes it (the same in Python and Node)."""
-    return json.dumps(text, ensure_ascii=False)
+    return jsonc.dumps(text)
 
 
 def base_name(text: str) -> str:

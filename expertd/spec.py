@@ -11,9 +11,10 @@ stage uses it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import namedtuple
+
+from expertd import jsonc
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.json")
 
@@ -22,7 +23,7 @@ def _read() -> dict:
     # os.path and open, not pathlib: the pipe stage imports this module, and
     # pathlib would add a few milliseconds to every stage.
     with open(PATH, encoding="utf-8") as file:
-        return json.load(file)
+        return jsonc.loads(file.read())  # not json: see expertd/jsonc.py
 
 
 def _entries(section: dict) -> dict:

@@ -13,9 +13,7 @@ operations per call.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from collections import namedtuple
 
 #: ``version-traceid-parentid-flags``; a future version may append fields after a dash.
@@ -47,6 +45,8 @@ def parse(value: object) -> TraceParent | None:
     """The traceparent in ``value``, or ``None`` when it is not a valid one (W3C rules)."""
     if not isinstance(value, str) or len(value) > 512:
         return None
+    import re  # here, not at import: a pipe stage without TRACEPARENT never loads it
+
     match = re.match(_TRACEPARENT, value.strip())  # re caches the compiled pattern
     if match is None:
         return None
@@ -80,10 +80,22 @@ def child_of(parent: TraceParent | None) -> TraceParent:
     return TraceParent(parent.trace_id, new_span_id(), parent.flags)
 
 
-@functools.lru_cache(maxsize=8)
+#: ``_valid_header``'s answers (a few values at most: TRACEPARENT as it changes).
+_VALID_HEADERS: dict[str, str | None] = {}
+
+
 def _valid_header(value: str) -> str | None:
+    """``value`` as a valid traceparent header, or ``None`` (cached; not functools.lru_cache:
+    a pipe stage would import functools for it)."""
+    try:
+        return _VALID_HEADERS[value]
+    except KeyError:
+        pass
+    if len(_VALID_HEADERS) >= 8:
+        _VALID_HEADERS.clear()
     parsed = parse(value)
-    return parsed.header() if parsed is not None else None
+    _VALID_HEADERS[value] = header = parsed.header() if parsed is not None else None
+    return header
 
 
 def environment_traceparent() -> str | None:

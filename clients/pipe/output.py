@@ -16,11 +16,11 @@ line's reason is lost either.
 
 from __future__ import annotations
 
-import json
 import select
 import time
 from collections import deque
 
+from expertd import jsonc
 from expertd.clients.pipe.reading import Item
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
@@ -28,25 +28,8 @@ if TYPE_CHECKING:
     from typing import IO
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
-if json.encoder.c_make_encoder is not None:
-    # What ``_ENCODER.encode`` builds on every call, built once (half its cost on small values).
-    _MARKERS: dict = {}  # ids of the containers being encoded (json's circular check)
-    _C_ENCODE = json.encoder.c_make_encoder(
-        _MARKERS, _ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False,
-        False)
-
-    def encode(value) -> str:
-        """``value`` as JSON text, as ``dump`` writes it."""
-        if isinstance(value, str):
-            return json.encoder.encode_basestring(value)
-        try:
-            return "".join(_C_ENCODE(value, 0))
-        except BaseException:
-            _MARKERS.clear()  # a failed encoding leaves its containers' ids behind
-            raise
-else:  # pragma: no cover - CPython always has the C encoder
-    encode = _ENCODER.encode
+#: ``value`` as JSON text, as ``dump`` writes it (json's C encoder, without importing json).
+encode = jsonc.encoder()
 
 
 def dump(doc: dict) -> bytes:

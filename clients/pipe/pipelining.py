@@ -17,7 +17,6 @@ its size cap) is split the same way.
 from __future__ import annotations
 
 import select
-import signal
 import time
 from collections import deque
 
@@ -41,6 +40,14 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # StageLike is an interface for type checkers; at run time a plain class
 
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT`` for 2: the ``signal`` module, whose enums the stage builds only once a
+    signal stopped it (``_signal`` serves the rest; ``import signal`` costs every start)."""
+    import signal
+
+    return signal.Signals(signum).name
 
 class StageLike(Protocol):
     """What pipelining needs of the stage it runs for (``clients.pipe.stage.Stage`` is one).
@@ -375,7 +382,7 @@ class Pipeline:
     def write_through(self, sent: Sent) -> None:
         """Write a chunk's lines unchanged: the stage is stopping and cannot wait for them."""
         items = sent.items
-        name = signal.Signals(self.stage.signum).name
+        name = signal_name(self.stage.signum)
         for item in items:
             if item.passes_through():
                 self.warn_passed(item)

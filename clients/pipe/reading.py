@@ -10,12 +10,13 @@ come back as ``Infinity``, which is not JSON), an integer msgpack cannot carry
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import stat
 
 import msgpack
+
+from expertd import jsonc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
 if TYPE_CHECKING:
@@ -214,8 +215,7 @@ def _float(text: str) -> float:
     return value
 
 
-_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float)
-_SCAN = _DECODER.scan_once
+_DECODER = jsonc.Decoder(parse_constant=_constant, parse_float=_float)  # not json: expertd/jsonc.py
 _PACKER = msgpack.Packer(use_bin_type=True)  # reused: it starts afresh after a failure
 
 
@@ -223,13 +223,7 @@ def decode(text: str | bytes):
     """``json.loads`` that refuses NaN, Infinity and numbers no double holds."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")  # strict, like json.loads: bad UTF-8 is a ValueError
-    try:
-        value, end = _SCAN(text, 0)  # the common case: one value, no whitespace around it
-        if end == len(text):
-            return value
-    except StopIteration:
-        pass
-    return _DECODER.decode(text)  # anything else, with json's own error message
+    return _DECODER.decode(text)  # not JSON: json's own error message
 
 
 def problem_of(exc: BaseException) -> str:
@@ -255,6 +249,8 @@ def suggestion(text: bytes) -> str:
     except UnicodeDecodeError:
         line = ""
     if line and line[0] not in '{["':
+        import json  # only for a line that is not a document
+
         try:
             json.loads(line)  # a number, true, null: not text to quote back
         except ValueError:
@@ -321,6 +317,13 @@ def classify(text: bytes) -> str:
         return INVALID
     if not stripped:
         return INCOMPLETE
+    try:
+        jsonc.loads(stripped)
+        return VALUE
+    except (ValueError, RecursionError):
+        pass
+    import json  # only for a first line that is not a whole value
+
     try:
         json.loads(stripped)
     except json.JSONDecodeError as exc:

@@ -6,7 +6,7 @@ written through unchanged, in order, before the stage exits (see
 ``clients.pipe.output``).
 
 Signals (SIGINT, SIGTERM, SIGHUP): the handler only notes the signal (and wakes
-a wait for input through ``signal.set_wakeup_fd``). A stage whose stdin is a
+a wait for input through ``_signal.set_wakeup_fd``). A stage whose stdin is a
 terminal or a file then reads no more input; one whose stdin is a pipe (or a
 socket) reads on to its end, because Ctrl-C stops the stage before it too,
 which writes what it read and closes the pipe, and every line in that pipe is
@@ -28,8 +28,8 @@ its input before this one has written all it read).
 
 from __future__ import annotations
 
+import _signal  # the C module under ``signal``, whose enums cost a stage ~1 ms to build
 import os
-import signal
 import sys
 
 from expertd.endpoint import EndpointError, parse_endpoint
@@ -37,7 +37,7 @@ from expertd.spec import ERROR, exit_code
 from expertd.clients.pipe.connecting import Connector
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.output import Output, PatientText, Progress
-from expertd.clients.pipe.pipelining import Pipeline, partial_line_message
+from expertd.clients.pipe.pipelining import Pipeline, partial_line_message, signal_name
 from expertd.clients.pipe.reading import (INCOMPLETE, MAX_DOCUMENT_BYTES, VALUE, LineReader, classify,
                                   drains_after_stop, parse_line)
 from expertd.clients.calls import WaitInterrupted
@@ -164,7 +164,7 @@ class Stage:
             waiting = None if self.reader.eof else self.reader.waiting_bytes()
             lost = (f"; the rest of the input was not read ({waiting} byte(s) were waiting in "
                     f"the pipe: lost)" if waiting else "")
-            self.warn(f"stopped by {signal.Signals(exc.signum).name} (signalled twice); {count} "
+            self.warn(f"stopped by {signal_name(exc.signum)} (signalled twice); {count} "
                       f"line(s) not yet answered were written through unchanged{lost}")
             return 128 + exc.signum
         finally:
@@ -188,7 +188,7 @@ class Stage:
         """Say that a signal stopped the stage after it wrote every line it read; the exit status."""
         rest = ("the rest of the input was not read" if self.reader.stopped or not self.reader.eof
                 else "the input was read to its end")
-        self.warn(f"stopped by {signal.Signals(self.signum).name} after {self.output.written} "
+        self.warn(f"stopped by {signal_name(self.signum)} after {self.output.written} "
                   f"line(s): every line read was written out (answered, or unchanged as said "
                   f"above); {rest}")
         return 128 + self.signum
@@ -305,10 +305,10 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         os.set_blocking(fd, False)
     previous_wakeup = None
     try:
-        previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        previous_wakeup = _signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         stage.reader.wake_fd = stage.connector.wake_fd = wake_read
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, stage.on_signal)
+        for sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+            previous[sig] = _signal.signal(sig, stage.on_signal)
     except ValueError:  # not the main thread: leave signals alone
         pass
     try:
@@ -319,8 +319,8 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         # Interrupted (Ctrl-C reaches the whole pipeline) and then cut off by the next stage,
         # which stopped too: the signal is the cause, and the status says which.
-        signum = stage.signum or signal.SIGPIPE
-        why = f"stopped by {signal.Signals(stage.signum).name}; " if stage.signum else ""
+        signum = stage.signum or _signal.SIGPIPE
+        why = f"stopped by {signal_name(stage.signum)}; " if stage.signum else ""
         try:
             stage.warn(f"{why}stdout was closed (the next stage stopped reading) after "
                        f"{stage.output.written} line(s); {len(stage.output.pending)} line(s) "
@@ -330,8 +330,8 @@ def run(options: PipeOptions, stdin_fd: int | None = None, stdout: IO[bytes] | N
         return 128 + signum
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         if previous_wakeup is not None:
-            signal.set_wakeup_fd(previous_wakeup)
+            _signal.set_wakeup_fd(previous_wakeup)
         os.close(wake_read)
         os.close(wake_write)

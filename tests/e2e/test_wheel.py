@@ -50,7 +50,10 @@ def user_venv(tmp_path_factory, wheel) -> Path:
 def test_the_wheel_installs_one_top_level_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
-    assert {t for t in top if not t.endswith(".dist-info")} == {"expertd"}, sorted(top)
+    assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"expertd"}, sorted(top)
+    # the commands are plain scripts (pyproject.toml's script-files), installed into bin/
+    assert {n.rpartition("/")[2] for n in names if ".data/scripts/" in n} == {"expertd",
+                                                                              "expertd-pipe"}
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["expertd"]
     # the spec (or catalogue) every side reads ships inside the package

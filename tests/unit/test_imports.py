@@ -25,6 +25,7 @@ as installed (it does not know the package-dir mapping).
 from __future__ import annotations
 
 import ast
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -299,11 +300,33 @@ def test_pipe_stage_really_loads_nothing_heavy():
 
 
 #: Standard modules the one-document stage does without (bench/RESULTS-startup.md): each costs
-#: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead.
-STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings")
+#: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead,
+#: JSON goes through ``expertd.jsonc`` (json's C scanner and encoder, without ``json``), names
+#: are checked without ``re`` (expertd/names.py), signals through ``_signal`` (no enums), and
+#: the ``expertd`` command is a plain script (expertd/scripts/), not pip's, which imports re.
+STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings", "json", "re", "enum",
+                  "functools", "signal")
 
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
     """A fresh interpreter that imports the stage and parses its arguments loads none of them."""
     loaded = modules_the_stage_loads()
+    assert not loaded & set(STARTUP_AVOIDS), loaded & set(STARTUP_AVOIDS)
+
+
+def test_the_expertd_script_running_a_stage_loads_none_of_them():
+    """``expertd pipe NAME`` through the script pip installs (expertd/scripts/expertd), with
+    one document and no server (the document is read, parsed and written through)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "expertd" / "scripts" / "expertd"), "pipe",
+         "sentiment", "--endpoint", f"tcp://127.0.0.1:{port}", "--timeout", "0.2"],
+        input=b'{"id": 1, "text": "I love it"}\n', capture_output=True, timeout=60)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout == b'{"id": 1, "text": "I love it"}\n'
+    loaded = {line.rpartition("|")[2].strip() for line in done.stderr.decode().splitlines()
+              if line.startswith("import time:")}
+    assert "expertd.clients.pipe.stage" in loaded
     assert not loaded & set(STARTUP_AVOIDS), loaded & set(STARTUP_AVOIDS)
