@@ -9,7 +9,11 @@ this process that answers every export 200 and counts them (so export is
 paid, no backend's own work is). wrk POSTs ``/experts/vader`` at concurrency
 64 with no ``traceparent`` (the bridge's sampler decides, the server follows);
 the bridge's shedding on event-loop lag is off (``ADMIT_MAX_LAG_MS=0``: the
-machine is shared); the arms alternate round by round; medians.
+machine is shared); the arms alternate round by round; medians. Calls/s
+moves by a fifth from round to round on a shared machine, so each round also
+measures the CPU time (user + system, from ``/proc/PID/stat``, the process
+and its live descendants) the bridge and the server spent per answered call:
+what tracing adds to each call's work, whatever else the machine runs.
 
     .venv/bin/python -m bench.tracing [--rounds 3] [--duration 5]
 
@@ -26,13 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bench.bridge_pool import start_bridge
-from bench.common import BENCH, ROOT, TMP, child_env, free_port, interleaved, load_texts, ratio
+from bench.common import BENCH, ROOT, TMP, child_env, free_port, interleaved, load_texts, median, ratio
 from bench.scale import Procs, wait_health
 from bench.web import run_wrk, write_bodies
 
 CONFIG = ROOT / "tests" / "vader_experts.yaml"
 RESULTS = BENCH / "RESULTS-tracing.md"
 CONCURRENCY = 64
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLERS = {"tracing off": None,
             "1% sampled": ("parentbased_traceidratio", "0.01"),
             "100% sampled": ("parentbased_always_on", "")}
@@ -66,6 +71,40 @@ def otel_env(sampler, sink: str) -> dict:
             "OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (``/proc``; 0 if gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLOCK_TICKS
+
+
+def measured_round(url: str, pids: dict, duration: float, bodies: Path) -> dict:
+    """One wrk round, plus each process's CPU microseconds per answered (2xx) call."""
+    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    result = run_wrk(url, CONCURRENCY, duration, bodies)
+    answered = max(1, result["requests"] - result["status_errors"])
+    for role, pid in pids.items():
+        result[f"{role}_cpu_us"] = (cpu_seconds(pid) - before[role]) * 1e6 / answered
+    return result
+
+
+def cpu_columns(items: list[dict]) -> dict:
+    """The median CPU per call of each process over an arm's rounds (``interleaved``'s ``extra``)."""
+    columns = {}
+    for role in ("bridge", "server"):
+        columns[f"{role}_cpu_us"] = median(item[f"{role}_cpu_us"] for item in items)
+        columns[f"{role}_cpu_runs"] = [round(item[f"{role}_cpu_us"]) for item in items]
+    return columns
+
+
 def run(rounds: int, duration: float) -> dict:
     """Every arm, interleaved: the table and what the sink received."""
     sink = ThreadingHTTPServer(("127.0.0.1", free_port()), Sink)
@@ -75,7 +114,7 @@ def run(rounds: int, duration: float) -> dict:
     load_before = os.getloadavg()[0]
     saved = dict(os.environ)
     try:
-        urls = {}
+        urls, pids = {}, {}
         for i, (arm, sampler) in enumerate(SAMPLERS.items()):
             for key in [k for k in os.environ if k.startswith("OTEL_")]:
                 del os.environ[key]
@@ -87,6 +126,7 @@ def run(rounds: int, duration: float) -> dict:
                                env=child_env())
             wait_health(endpoint, proc)
             urls[arm] = start_bridge(procs, f"tracing-bridge-{i}", endpoint, "", "") + "/experts/vader"
+            pids[urls[arm]] = {"bridge": procs.procs[-1].pid, "server": proc.pid}
         os.environ.clear()
         os.environ.update(saved)
         bodies = write_bodies(load_texts(), TMP / "tracing" / "bodies.jsonl")
@@ -94,8 +134,8 @@ def run(rounds: int, duration: float) -> dict:
             run_wrk(url, CONCURRENCY, 2, bodies)
         exports_before = Sink.exports
         table = interleaved(urls, [CONCURRENCY], rounds,
-                            lambda url, concurrency: run_wrk(url, concurrency, duration, bodies),
-                            "arm", "rps")
+                            lambda url, _: measured_round(url, pids[url], duration, bodies),
+                            "arm", "rps", cpu_columns)
         time.sleep(6)  # the last batches of spans (every 5 s by default)
         return {"table": table, "rounds": rounds, "duration": duration,
                 "exports": Sink.exports - exports_before, "received_mib": Sink.received / 2**20,
@@ -132,7 +172,24 @@ def render(r: dict) -> str:
     one = rows["1% sampled"]
     lines += ["", f"At 1% sampling the bridge answered **{ratio(one['rps'], off['rps']) * 100:.0f}%** "
               f"of the calls/s it answered with tracing off (p99 {one['p99_ms']:.1f} ms vs "
-              f"{off['p99_ms']:.1f} ms)."]
+              f"{off['p99_ms']:.1f} ms).", "",
+              "## CPU per answered call", "",
+              "CPU time (user + system) each process spent per answered call, median over the "
+              "rounds (each round's in the last columns); less noisy than calls/s: what the other "
+              "work on the machine takes does not count.", "",
+              "| tracing | bridge µs/call | vs off | server µs/call | vs off | bridge rounds "
+              "| server rounds |",
+              "|---|---:|---:|---:|---:|---|---|"]
+    for arm, row in rows.items():
+        bridge, server = row["bridge_cpu_us"], row["server_cpu_us"]
+        lines.append(f"| {arm} | {bridge:.0f} | {ratio(bridge, off['bridge_cpu_us']):.2f}x | "
+                     f"{server:.0f} | {ratio(server, off['server_cpu_us']):.2f}x | "
+                     f"{', '.join(str(x) for x in row['bridge_cpu_runs'])} | "
+                     f"{', '.join(str(x) for x in row['server_cpu_runs'])} |")
+    both_off = off["bridge_cpu_us"] + off["server_cpu_us"]
+    both_one = one["bridge_cpu_us"] + one["server_cpu_us"]
+    lines += ["", f"At 1% sampling the two processes spent **{ratio(both_one, both_off):.2f}x** the CPU "
+              f"per call of tracing off ({both_one:.0f} µs vs {both_off:.0f} µs)."]
     return "\n".join(lines) + "\n"
 
 
