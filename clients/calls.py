@@ -122,12 +122,14 @@ class Calls:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
         traceparent = environment_traceparent()
-        if tracing.enabled():  # a client span per call (a chunk of the pipe stage), under TRACEPARENT
-            span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+        # A client span per call (a chunk of the pipe stage), under TRACEPARENT, unless it says "not sampled".
+        if tracing.enabled() and tracing.records(parent := parse(traceparent)):
+            span = tracing.span(f"expertd {method}", parent, kind="client",
                                 attributes={"rpc.system": "zerorpc", "rpc.method": method,
                                             "server.address": self.endpoint})
             self._spans()[message_id] = span
-            traceparent = span.context.header()
+            if span.context is not None:  # recorded, or a new trace the sampler dropped
+                traceparent = span.context.header()
         payload = request_payload(message_id, method, packed_args,
                                   self.timeout if timeout is None else timeout, traceparent)
         self._pending.add(message_id)

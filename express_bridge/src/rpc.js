@@ -50,7 +50,7 @@ const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
 const { traceHeader } = require("./trace_context");
-const { startSpan } = require("./tracing");
+const { records, startSpan } = require("./tracing");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -118,7 +118,7 @@ class ExpertdClient extends EventEmitter {
    *   (RemoteError, ServerUnavailableError 503, RpcTimeoutError 504)
    */
   async call(method, args = [], { timeoutMs = this.timeoutMs, trace = null, links = null } = {}) {
-    const span = trace ? startSpan(`rpc ${method}`, {
+    const span = trace && records(trace) ? startSpan(`rpc ${method}`, {
       parent: trace, kind: "client", links: links || [],
       attributes: { "rpc.system": "zerorpc", "rpc.method": method, "expertd.batch_size": links && links.length > 0 ? links.length : undefined },
     }) : null;
