@@ -141,24 +141,29 @@ class Calls:
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         next_beat = time.monotonic() + self.heartbeat
-        while message_id not in self._replies:
-            now = time.monotonic()
-            if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
-                self._pending.discard(message_id)
-                self._end_span(message_id, ERROR.RpcTimeout)
-                raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
-            if self.stop_waiting is not None and self.stop_waiting():
-                raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
-            if now >= next_beat:
-                self.beat()
-                for peer in self.peers:
-                    if peer is not self:
-                        try:
-                            peer.beat()
-                        except ServerUnavailable:
-                            pass  # found out when its own reply is waited for
-                next_beat = now + self.heartbeat
-            self._wait_for_replies(min(deadline, next_beat))
+        try:
+            while message_id not in self._replies:
+                now = time.monotonic()
+                if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
+                    self._pending.discard(message_id)
+                    self._end_span(message_id, ERROR.RpcTimeout)
+                    raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
+                if self.stop_waiting is not None and self.stop_waiting():
+                    # Still pending (its reply may be collected yet): its span ends then, or at close().
+                    raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
+                if now >= next_beat:
+                    self.beat()
+                    for peer in self.peers:
+                        if peer is not self:
+                            try:
+                                peer.beat()
+                            except ServerUnavailable:
+                                pass  # found out when its own reply is waited for
+                    next_beat = now + self.heartbeat
+                self._wait_for_replies(min(deadline, next_beat))
+        except ServerUnavailable as exc:  # the connection is lost, and this call with it
+            self._end_span(message_id, ERROR.ServerUnavailable, str(exc))
+            raise
         name, args = self._replies.pop(message_id)
         self._pending.discard(message_id)
         if name == "OK":
@@ -185,6 +190,19 @@ class Calls:
         if span is not None:
             if error is not None:
                 span.fail(error, message)
+            span.end()
+
+    def end_unanswered_spans(self) -> None:
+        """End the spans of the calls still unanswered here (the connection closes), with the reason:
+        ``WaitInterrupted`` when the caller stopped waiting (a signal), else ``Unanswered``."""
+        spans = self.__dict__.get("_call_spans")
+        if not spans:
+            return
+        interrupted = self.stop_waiting is not None and self.stop_waiting()
+        error = "WaitInterrupted" if interrupted else "Unanswered"
+        while spans:
+            _, span = spans.popitem()
+            span.fail(error, f"no reply from {self.endpoint} before the connection closed")
             span.end()
 
     def beat(self) -> None:
