@@ -28,7 +28,7 @@
  * children follow the same way.
  */
 
-const { formatTraceparent } = require("./trace_context");
+const { formatTraceparent, newTraceId, newSpanId } = require("./trace_context");
 
 let state = null; // {tracer, provider, api} once configured, or {tracer: null}
 
@@ -101,16 +101,40 @@ function tracer(env = process.env) {
     forceFlush: async () => {},
     shutdown: async () => {},
   });
+  const sampler = samplerFromEnv(sdk, env);
+  const ids = new PresetIdGenerator(new sdk.RandomIdGenerator());
   const provider = new sdk.TracerProvider({
     resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME || "expertd-bridge" }),
-    sampler: samplerFromEnv(sdk, env),
+    sampler,
     spanProcessors,
+    idGenerator: ids,
   });
   state = {
     tracer: provider.getTracer("expertd-bridge"), provider, api, service: env.OTEL_SERVICE_NAME || "expertd-bridge",
-    parentBased: parentBasedSampler(env),
+    parentBased: parentBasedSampler(env), sampler, ids,
   };
   return state;
+}
+
+/**
+ * The SDK's ids, except that a new trace takes the trace id the root's sampling decision was made on
+ * (`startSpan` asks the sampler before it builds anything, then lets the SDK start the span it kept).
+ */
+class PresetIdGenerator {
+  constructor(random) {
+    this.random = random;
+    this.next = null;
+  }
+
+  generateTraceId() {
+    const id = this.next;
+    this.next = null;
+    return id || this.random.generateTraceId();
+  }
+
+  generateSpanId() {
+    return this.random.generateSpanId();
+  }
 }
 
 /**
@@ -221,6 +245,13 @@ function startSpan(name, { parent = null, kind = "internal", attributes = {}, li
   if (!t) return null;
   if (parent && (parent.flags & 1) === 0 && t.parentBased) return null; // the root's decision: not sampled
   const { api } = t;
+  if (!parent) {
+    // A root: the sampler decides first, on the trace id the trace will have; a dropped trace costs no more.
+    const traceId = newTraceId();
+    const { decision } = t.sampler.shouldSample(api.ROOT_CONTEXT, traceId, name, KINDS[kind] ?? 0, {}, []);
+    if (decision === 0) return new UnrecordedSpan({ traceId, spanId: newSpanId(), flags: 0 }); // NOT_RECORD
+    t.ids.next = traceId;
+  }
   const ctx = parent
     ? api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.flags & 1, isRemote: true })
     : api.ROOT_CONTEXT;
@@ -237,6 +268,7 @@ function startSpan(name, { parent = null, kind = "internal", attributes = {}, li
     links: linked.map((l) => ({ context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 1, isRemote: true } })),
     startTime,
   }, ctx);
+  t.ids.next = null;
   if (!span.isRecording()) {
     const c = span.spanContext(); // a new trace the sampler dropped
     return new UnrecordedSpan({ traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags });
