@@ -44,26 +44,54 @@ SAMPLERS = {"tracing off": None,
 
 
 class Sink(BaseHTTPRequestHandler):
-    """An OTLP/HTTP receiver that keeps nothing: 200 to every export, counted."""
+    """An OTLP/HTTP receiver that keeps nothing: 200 to every export, counted, and the spans
+    counted per arm (the first path segment) and service."""
 
     exports = 0
     received = 0
+    spans: dict = {}
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = self._body()
         Sink.exports += 1
         Sink.received += len(body)
+        arm = self.path.strip("/").split("/")[0]
+        try:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource_spans in request.resource_spans:
+                service = next((a.value.string_value for a in resource_spans.resource.attributes
+                                if a.key == "service.name"), "?")
+                count = sum(len(scope.spans) for scope in resource_spans.scope_spans)
+                Sink.spans[(arm, service)] = Sink.spans.get((arm, service), 0) + count
+        except Exception:  # noqa: BLE001 - counting is a bonus; the export is answered anyway
+            pass
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
         self.end_headers()
+
+    def _body(self) -> bytes:
+        """The request's body, sent with a length or in chunks (Node's exporter sends chunks)."""
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+        chunks = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after the chunk
 
     def log_message(self, *args) -> None:
         """Quiet."""
 
 
 def otel_env(sampler, sink: str) -> dict:
-    """The arm's standard OpenTelemetry variables (none: tracing off)."""
+    """The arm's standard OpenTelemetry variables (none: tracing off); ``sink`` ends with the arm's path."""
     if sampler is None:
         return {}
     name, arg = sampler
@@ -98,7 +126,7 @@ def measured_round(url: str, pids: dict, duration: float, bodies: Path) -> dict:
 
 def cpu_columns(items: list[dict]) -> dict:
     """The median CPU per call of each process over an arm's rounds (``interleaved``'s ``extra``)."""
-    columns = {}
+    columns = {"answered": sum(item["requests"] - item["status_errors"] for item in items)}
     for role in ("bridge", "server"):
         columns[f"{role}_cpu_us"] = median(item[f"{role}_cpu_us"] for item in items)
         columns[f"{role}_cpu_runs"] = [round(item[f"{role}_cpu_us"]) for item in items]
@@ -112,13 +140,14 @@ def run(rounds: int, duration: float) -> dict:
     sink_url = f"http://127.0.0.1:{sink.server_address[1]}"
     procs = Procs()
     load_before = os.getloadavg()[0]
+    arms = {arm: f"arm{i}" for i, arm in enumerate(SAMPLERS)}
     saved = dict(os.environ)
     try:
         urls, pids = {}, {}
         for i, (arm, sampler) in enumerate(SAMPLERS.items()):
             for key in [k for k in os.environ if k.startswith("OTEL_")]:
                 del os.environ[key]
-            os.environ.update(otel_env(sampler, sink_url))  # child_env() copies os.environ
+            os.environ.update(otel_env(sampler, f"{sink_url}/arm{i}"))  # child_env() copies os.environ
             os.environ["ADMIT_MAX_LAG_MS"] = "0"  # a shared machine lags: measure, do not shed
             endpoint = f"tcp://127.0.0.1:{free_port()}"
             proc = procs.start(f"tracing-server-{i}", ["expertd", "serve", "--config", str(CONFIG),
@@ -133,10 +162,17 @@ def run(rounds: int, duration: float) -> dict:
         for url in urls.values():  # warm-up: connections made, JIT warm
             run_wrk(url, CONCURRENCY, 2, bodies)
         exports_before = Sink.exports
+        spans_before = dict(Sink.spans)
         table = interleaved(urls, [CONCURRENCY], rounds,
                             lambda url, _: measured_round(url, pids[url], duration, bodies),
                             "arm", "rps", cpu_columns)
         time.sleep(6)  # the last batches of spans (every 5 s by default)
+        for row in table.values():  # spans exported per 1,000 answered calls, per service
+            answered = row.pop("answered")
+            for role, service in (("bridge", "expertd-bridge"), ("server", "expertd")):
+                key = (arms[row["arm"]], service)
+                row[f"{role}_spans_per_1k"] = (Sink.spans.get(key, 0) - spans_before.get(key, 0)) \
+                    * 1000 / max(1, answered)
         return {"table": table, "rounds": rounds, "duration": duration,
                 "exports": Sink.exports - exports_before, "received_mib": Sink.received / 2**20,
                 "loadavg_before": load_before, "loadavg": os.getloadavg()[0],
@@ -169,7 +205,7 @@ def render(r: dict) -> str:
         lines.append(f"| {arm} | {row['rps']:,.0f} | {ratio(row['rps'], off['rps']):.2f}x | "
                      f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
                      f"{', '.join(f'{x:,.0f}' for x in row['rps_runs'])} | {row['errors']} |")
-    one = rows["1% sampled"]
+    one, full = rows["1% sampled"], rows["100% sampled"]
     lines += ["", f"At 1% sampling the bridge answered **{ratio(one['rps'], off['rps']) * 100:.0f}%** "
               f"of the calls/s it answered with tracing off (p99 {one['p99_ms']:.1f} ms vs "
               f"{off['p99_ms']:.1f} ms).", "",
@@ -186,6 +222,13 @@ def render(r: dict) -> str:
                      f"{server:.0f} | {ratio(server, off['server_cpu_us']):.2f}x | "
                      f"{', '.join(str(x) for x in row['bridge_cpu_runs'])} | "
                      f"{', '.join(str(x) for x in row['server_cpu_runs'])} |")
+    lines += ["", "Spans exported per 1,000 answered calls (all rounds): "
+              + "; ".join(f"{arm}: bridge {row['bridge_spans_per_1k']:,.0f}, server "
+                          f"{row['server_spans_per_1k']:,.0f}" for arm, row in rows.items()) + ".",
+              "", "At 1% sampling the server recorded "
+              f"**{ratio(one['server_spans_per_1k'], full['server_spans_per_1k']) * 100:.0f}%** "
+              "of the spans it records at 100% sampling: a call the bridge coalesced from several "
+              "requests is recorded when one of them is sampled."]
     both_off = off["bridge_cpu_us"] + off["server_cpu_us"]
     both_one = one["bridge_cpu_us"] + one["server_cpu_us"]
     lines += ["", f"At 1% sampling the two processes spent **{ratio(both_one, both_off):.2f}x** the CPU "
