@@ -213,6 +213,32 @@ class ExpertdClient extends EventEmitter {
   }
 
   /**
+   * Call `method(...args)` once on each server process this client's connections reached
+   * (one connection per peer pid; a connection whose peer is not known yet counts as its own),
+   * e.g. to gather what each worker of `expertd serve --workers N` keeps in memory.
+   * @param {string} method
+   * @param {any[]} [args=[]]
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<any[]>} the answers of the peers that answered (failures are left out)
+   */
+  async callEachPeer(method, args = [], { timeoutMs = this.timeoutMs } = {}) {
+    if (this._closed) return [];
+    const seen = new Set();
+    const picked = [];
+    for (const connection of this.pool.all()) {
+      const pid = connection.peer ? connection.peer.pid : null;
+      if (pid !== null && pid !== undefined) {
+        if (seen.has(pid)) continue;
+        seen.add(pid);
+      }
+      picked.push(connection);
+    }
+    if (picked.length === 0) return [await this.call(method, args, { timeoutMs })]; // none yet: it dials one
+    const answers = await Promise.allSettled(picked.map((c) => this._callOn(c, method, args, timeoutMs, timeoutMs, {})));
+    return answers.filter((a) => a.status === "fulfilled").map((a) => a.value);
+  }
+
+  /**
    * Close every socket; pending calls are rejected with 503. Idempotent.
    * @returns {Promise<void>}
    */
