@@ -177,6 +177,11 @@ QUOTES: dict[str, Quote | Section] = {
     "tracing_load": Quote("RESULTS-tracing.md", rf"1-minute load average ({NUMBER}) before", "{0}"),
     "tracing_1pct_x": Quote("RESULTS-tracing.md", rf"\| 1% sampled \| {NUMBER} \| ({NUMBER})x", "{0}x"),
     "tracing_100pct_x": Quote("RESULTS-tracing.md", rf"\| 100% sampled \| {NUMBER} \| ({NUMBER})x", "{0}x"),
+    "tracing_load_end": Quote("RESULTS-tracing.md", rf"{NUMBER} before, ({NUMBER}) at the end", "{0}"),
+    "tracing_cpu_section": Section("RESULTS-tracing.md", "CPU per answered call"),
+    "tracing_server_recorded_pct": Quote("RESULTS-tracing.md", rf"the server recorded \*\*({NUMBER}%)\*\*"),
+    "tracing_cpu_1pct_x": Quote("RESULTS-tracing.md", rf"the two processes spent \*\*({NUMBER})x\*\*",
+                                "{0}x"),
     # bench/RESULTS-overload.md (python -m bench.overload)
     "overload_capacity_section": Section("RESULTS-overload.md", "Capacity and unloaded latency"),
     "overload_row_section": Section("RESULTS-overload.md", "The overload row"),

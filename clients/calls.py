@@ -122,12 +122,14 @@ class Calls:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
         traceparent = environment_traceparent()
-        if tracing.enabled():  # a client span per call (a chunk of the pipe stage), under TRACEPARENT
-            span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
+        # A client span per call (a chunk of the pipe stage), under TRACEPARENT, unless it says "not sampled".
+        if tracing.enabled() and tracing.records(parent := parse(traceparent)):
+            span = tracing.span(f"expertd {method}", parent, kind="client",
                                 attributes={"rpc.system": "zerorpc", "rpc.method": method,
                                             "server.address": self.endpoint})
             self._spans()[message_id] = span
-            traceparent = span.context.header()
+            if span.context is not None:  # recorded, or a new trace the sampler dropped
+                traceparent = span.context.header()
         payload = request_payload(message_id, method, packed_args,
                                   self.timeout if timeout is None else timeout, traceparent)
         self._pending.add(message_id)
@@ -139,24 +141,29 @@ class Calls:
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         next_beat = time.monotonic() + self.heartbeat
-        while message_id not in self._replies:
-            now = time.monotonic()
-            if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
-                self._pending.discard(message_id)
-                self._end_span(message_id, ERROR.RpcTimeout)
-                raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
-            if self.stop_waiting is not None and self.stop_waiting():
-                raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
-            if now >= next_beat:
-                self.beat()
-                for peer in self.peers:
-                    if peer is not self:
-                        try:
-                            peer.beat()
-                        except ServerUnavailable:
-                            pass  # found out when its own reply is waited for
-                next_beat = now + self.heartbeat
-            self._wait_for_replies(min(deadline, next_beat))
+        try:
+            while message_id not in self._replies:
+                now = time.monotonic()
+                if now >= deadline:  # given up: no more heartbeats for it, a late reply is dropped
+                    self._pending.discard(message_id)
+                    self._end_span(message_id, ERROR.RpcTimeout)
+                    raise CallTimeout(f"no answer from {self.endpoint} in {wait:g} s")
+                if self.stop_waiting is not None and self.stop_waiting():
+                    # Still pending (its reply may be collected yet): its span ends then, or at close().
+                    raise WaitInterrupted(f"stopped waiting for {self.endpoint}")
+                if now >= next_beat:
+                    self.beat()
+                    for peer in self.peers:
+                        if peer is not self:
+                            try:
+                                peer.beat()
+                            except ServerUnavailable:
+                                pass  # found out when its own reply is waited for
+                    next_beat = now + self.heartbeat
+                self._wait_for_replies(min(deadline, next_beat))
+        except ServerUnavailable as exc:  # the connection is lost, and this call with it
+            self._end_span(message_id, ERROR.ServerUnavailable, str(exc))
+            raise
         name, args = self._replies.pop(message_id)
         self._pending.discard(message_id)
         if name == "OK":
@@ -183,6 +190,19 @@ class Calls:
         if span is not None:
             if error is not None:
                 span.fail(error, message)
+            span.end()
+
+    def end_unanswered_spans(self) -> None:
+        """End the spans of the calls still unanswered here (the connection closes), with the reason:
+        ``WaitInterrupted`` when the caller stopped waiting (a signal), else ``Unanswered``."""
+        spans = self.__dict__.get("_call_spans")
+        if not spans:
+            return
+        interrupted = self.stop_waiting is not None and self.stop_waiting()
+        error = "WaitInterrupted" if interrupted else "Unanswered"
+        while spans:
+            _, span = spans.popitem()
+            span.fail(error, f"no reply from {self.endpoint} before the connection closed")
             span.end()
 
     def beat(self) -> None:

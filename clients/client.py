@@ -206,12 +206,14 @@ class ExpertsClient:
                 # prints as tracebacks on stderr before ours is raised. The hook
                 # uses ``wait_ms`` up before anything yields, so it stays this call's.
                 traceparent = environment_traceparent()  # TRACEPARENT: the caller's trace
-                span = tracing.span(f"expertd {method}", parse(traceparent), kind="client",
-                                    attributes={"rpc.system": "zerorpc", "rpc.method": method,
-                                                "server.address": self.endpoint}) \
-                    if tracing.enabled() else tracing.NO_SPAN
+                traced = tracing.enabled() and tracing.records(parent := parse(traceparent))
+                span = tracing.NO_SPAN if not traced else tracing.span(
+                    f"expertd {method}", parent, kind="client",
+                    attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                "server.address": self.endpoint})
                 self._hook.wait_ms = int(self._timeout * 1000)
-                self._hook.traceparent = span.context.header() if span.recording else traceparent
+                # Recorded, or a new trace the sampler dropped (the server follows the decision).
+                self._hook.traceparent = span.context.header() if span.context is not None else traceparent
                 try:
                     with span:
                         return client(method, *args)

@@ -163,7 +163,8 @@ class CurveConnection(Calls):
                           f"--curve-secret-key?")
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the socket (the spans of calls left unanswered end)."""
+        self.end_unanswered_spans()
         try:
             self._sock.disable_monitor()
         except zmq.ZMQError:

@@ -135,7 +135,8 @@ class Connection(Calls):
             raise ServerUnavailable(f"{endpoint} does not speak ZMTP 3")
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the socket (the spans of calls left unanswered end)."""
+        self.end_unanswered_spans()
         try:
             self._sock.close()
         except OSError:

@@ -16,6 +16,14 @@ Contexts travel as ``expertd.tracecontext.TraceParent`` (what the wire
 carries), never through OpenTelemetry's implicit current span: a call's work
 crosses greenlets (chain dependencies, the micro-batcher) and threads (the
 model), so each span is given its parent explicitly.
+
+The sampling decision is made once, at the root, and followed: under a
+parent-based sampler (the default; ``parentbased_*``), a span whose parent says
+"not sampled" never reaches the SDK (``span()`` gives ``NO_SPAN`` at once, and
+callers ask ``records(parent)`` before building attributes), so such a call
+costs what tracing off costs; it keeps its trace id (the parent's). A root the
+sampler drops gives an unrecorded span whose ``context`` (flags 00) its
+children follow the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ def _log():
 
 #: Most links also written as the ``expertd.links`` attribute of a span.
 MAX_LINK_ATTRIBUTES = 128
-_state: dict = {"tracer": None, "checked": False, "service": "expertd-client"}
+_state: dict = {"tracer": None, "checked": False, "service": "expertd-client", "parent_based": True}
 #: Ring buffers (``recent.TraceRing``-like objects with ``add(span)``) fed with every span that ends.
 _listeners: list = []
 
@@ -55,6 +63,25 @@ def enabled() -> bool:
         _state["checked"] = True
         _state["tracer"] = _make_tracer()
     return _state["tracer"] is not None
+
+
+def records(parent: TraceParent | None) -> bool:
+    """Whether a span under ``parent`` (``None``: a new trace) may be recorded: tracing is on,
+    and the parent is sampled unless the sampler ignores the parent's decision (not ``parentbased_*``).
+
+    Cheap: ask it before building a span's attributes.
+    """
+    if not _state["checked"]:
+        enabled()
+    if _state["tracer"] is None:
+        return False
+    return parent is None or bool(parent.flags & 1) or not _state["parent_based"]
+
+
+def _parent_based_sampler() -> bool:
+    """Whether ``OTEL_TRACES_SAMPLER`` follows the parent's decision (the default does)."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    return not name or name.startswith("parentbased_")
 
 
 def _wanted_exporters() -> list[str]:
@@ -80,6 +107,7 @@ def _make_tracer():
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": _state["service"]}
     provider = TracerProvider(resource=Resource.create(attributes))
     _state["service_name"] = provider.resource.attributes.get("service.name", _state["service"])
+    _state["parent_based"] = _parent_based_sampler()
     for name in names:
         exporter = _exporter(name)
         if exporter is not None:
@@ -159,6 +187,14 @@ class _NoSpan:
 NO_SPAN = _NoSpan()
 
 
+class _Unrecorded(_NoSpan):
+    """A root span the sampler dropped: records nothing, but its ``context`` (flags 00) is
+    what the call's work and the calls it makes hang under, so they follow the decision."""
+
+    def __init__(self, context: TraceParent) -> None:
+        self.context = context
+
+
 class Span:
     """A recording span: ``context`` (a ``TraceParent`` to send on), attributes, links, errors."""
 
@@ -222,13 +258,17 @@ def span(name: str, parent: TraceParent | None, *, kind: str = "internal",
     tracer = _state["tracer"]
     if tracer is None:
         return NO_SPAN
+    parent_based = _state["parent_based"]
+    if parent is not None and parent_based and not parent.flags & 1:
+        return NO_SPAN  # the root's decision: not sampled (its children see the parent's context)
     try:
         from opentelemetry import trace as otel
         from opentelemetry.context import Context
 
         context = otel.set_span_in_context(otel.NonRecordingSpan(_span_context(parent))) \
             if parent is not None else Context()
-        links = [link for link in links if link is not None]
+        # Under parent-based sampling an unsampled request is recorded nowhere: no link to it.
+        links = [link for link in links if link is not None and (link.flags & 1 or not parent_based)]
         otel_links = [otel.Link(_span_context(link)) for link in links]
         clean = {k: v for k, v in (attributes or {}).items() if v is not None}
         # Also as attributes: some backends (Phoenix) keep neither the resource nor the links.
@@ -238,6 +278,10 @@ def span(name: str, parent: TraceParent | None, *, kind: str = "internal",
                                       for link in links[:MAX_LINK_ATTRIBUTES]]
         otel_span = tracer.start_span(name, context=context, kind=getattr(otel.SpanKind, kind.upper()),
                                       attributes=clean, links=otel_links, start_time=start_ns)
+        if not otel_span.is_recording():  # a root the sampler dropped
+            ctx = otel_span.get_span_context()
+            return _Unrecorded(TraceParent(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
+                                           int(ctx.trace_flags)))
         return Span(otel_span)
     except Exception:  # noqa: BLE001 - tracing never fails a call
         _log().exception("could not start span %s", name)

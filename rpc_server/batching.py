@@ -157,7 +157,8 @@ class MicroBatcher:
                            tracing.span(f"queue wait {name}", trace, attributes={
                                "expertd.expert": name, "expertd.version": self.expert.version,
                                "expertd.inputs": len(values),
-                               "expertd.queued_docs": self.queued_docs}) if trace else tracing.NO_SPAN,
+                               "expertd.queued_docs": self.queued_docs})
+                           if trace is not None and tracing.records(trace) else tracing.NO_SPAN,
                            links)
         self._queue.append(request)
         self.queued_docs += len(values)
@@ -313,7 +314,9 @@ class MicroBatcher:
 
     def _serve(self, parts: list[tuple[_Request, int, int]]) -> None:
         values = [v for request, start, end in parts for v in request.values[start:end]]
-        traced = [request for request, _, _ in parts if request.trace is not None]
+        # The requests whose traces are recorded (none when tracing is off or none was sampled).
+        traced = [request for request, _, _ in parts
+                  if request.trace is not None and tracing.records(request.trace)]
         if traced:
             with self._model_span(traced, len(values)) as span:
                 outcomes = self._isolate(values)

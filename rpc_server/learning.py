@@ -511,7 +511,8 @@ class Learning:
         if inputs:
             try:
                 with tracing.span(f"learn append {name}", parent,
-                                  attributes={"expertd.expert": name, "expertd.examples": len(inputs)}):
+                                  attributes={"expertd.expert": name, "expertd.examples": len(inputs)}) \
+                        if tracing.records(parent) else tracing.NO_SPAN:
                     seqs = self.log_pool.spawn(learner.admit_and_append, inputs, targets, deadline).get()
             except (LearnLimit, LearnBacklogFull, Overloaded):
                 raise
@@ -535,7 +536,8 @@ class Learning:
                 left = deadline - time.monotonic()
                 wait = min(wait, max(0.0, left - min(ANSWER_MARGIN, left / 4)))
             with tracing.span(f"learn apply {name}", parent,
-                              attributes={"expertd.expert": name, "expertd.seq": last}) as span:
+                              attributes={"expertd.expert": name, "expertd.seq": last}) \
+                    if tracing.records(parent) else tracing.NO_SPAN as span:
                 applied = learner.wait_applied(last, wait)
                 span.set(**{"expertd.applied": applied})
         return {"stored": len(inputs), "applied": applied, "applied_at_version": last,

@@ -90,11 +90,13 @@ def checked_call(fn: Callable, signature: inspect.Signature, name: str,
         began = time.perf_counter()
         outcome = "ok"
         trace = call_trace.current()
-        span = tracing.span(f"expertd {name}", trace.parent if trace else None, kind="server",
+        parent = trace.parent if trace else None
+        span = tracing.span(f"expertd {name}", parent, kind="server",
                             links=trace.links if trace else (),
                             attributes={"rpc.system": "zerorpc", "rpc.method": name,
-                                        "expertd.expert": expert})
-        if span.recording:
+                                        "expertd.expert": expert}) \
+            if tracing.records(parent) else tracing.NO_SPAN
+        if span.context is not None:  # recorded, or a root the sampler dropped: the call's work follows it
             call_trace.enter(span)
             trace = call_trace.current()
         try:
@@ -452,6 +454,9 @@ class Experts:
 
         def ask(name: str, needed: Answers) -> list[Answer]:
             reuse = name not in wanted and options.reuses(name)
+            if not tracing.records(parent):  # tracing off, or the call is not sampled
+                return self._ask_many(name, docs, needed, reuse, deadline, parent, links,
+                                      trace.log_field() if trace is not None else "")
             with tracing.span(f"expert {name}", parent, attributes={
                     "expertd.expert": name, "expertd.documents": len(docs),
                     "expertd.needs": ",".join(self._plan.needs.get(name, {})) or None,

@@ -7,7 +7,8 @@
  *     the recent HTTP calls (one per trace): expert, status, error, duration;
  *   GET /trace?id=TRACEID
  *     one call's spans, the bridge's and the server's (the server's own ring,
- *     asked through its `traces(trace_ids)` RPC method), for its waterfall.
+ *     asked through its `traces(trace_ids)` RPC method, of every worker the bridge's
+ *     connections reach), for its waterfall.
  *
  * No backend is needed: the page draws the waterfall from these. Bounded:
  * at most MAX_TRACES traces of MAX_SPANS spans each; the oldest go first.
@@ -109,10 +110,19 @@ function mountCallsView(route, { rpc, rpcCall }) {
     const traceId = req.query.id;
     if (typeof traceId !== "string" || !TRACE_ID_RE.test(traceId)) throw new HttpError(400, "BadRequest", "a trace id is 32 lowercase hex digits");
     const own = ring.traces.get(traceId) || [];
-    let server = [];
+    // Each server process keeps its own ring (`--workers N`: one per worker), and a call's server
+    // spans are in the worker its connection reached: ask every worker this bridge's connections reach.
+    const server = [];
+    const seen = new Set();
     try {
-      const answer = await rpcCall(METHOD.traces, () => rpc.call(METHOD.traces, [[traceId]]));
-      server = (answer && answer[traceId]) || [];
+      const answers = await rpcCall(METHOD.traces, () => rpc.callEachPeer(METHOD.traces, [[traceId]], { timeoutMs: 5000 }));
+      for (const answer of answers) {
+        for (const span of (answer && answer[traceId]) || []) {
+          if (seen.has(span.span_id)) continue;
+          seen.add(span.span_id);
+          server.push(span);
+        }
+      }
     } catch {
       // the server's spans are a bonus: the bridge's are shown anyway
     }

@@ -54,7 +54,7 @@
 
 const { RemoteError, HttpError, OverloadedError } = require("./errors");
 const { ERROR, METHOD } = require("./spec");
-const { startSpan } = require("./tracing");
+const { records, startSpan } = require("./tracing");
 
 /**
  * Under steady load a batch may leave before the end of a loop turn, but never
@@ -136,7 +136,7 @@ class Coalescer {
       const size = Number.isFinite(bytes) && bytes > 0 ? bytes : approximateJsonBytes(doc);
       const item = { doc, size, trace, deadline: Date.now() + timeoutMs, timer: null, sent: false, done: false, resolve, reject };
       // Its wait to be sent (tracing on only): ends with the size of the batch it went in.
-      item.waiting = trace ? startSpan("coalescer wait", { parent: trace, attributes: { "expertd.expert": name, "expertd.queued": state.queue.length - state.head } }) : null;
+      item.waiting = trace && records(trace) ? startSpan("coalescer wait", { parent: trace, attributes: { "expertd.expert": name, "expertd.queued": state.queue.length - state.head } }) : null;
       // A request not answered by its deadline (queued or sent) ends like a timed-out call.
       item.timer = setTimeout(() => this._expire(name, state, item, timeoutMs), timeoutMs);
       state.queue.push(item);
@@ -295,8 +295,10 @@ class Coalescer {
     const started = Date.now();
     try {
       const traced = batch.filter((item) => item.trace).map((item) => item.trace);
+      // The call hangs under a sampled request if there is one (its trace records the call), else the first.
+      const parent = traced.find((t) => (t.flags & 1) === 1) || traced[0] || null;
       results = await this._call(METHOD.opinions_batch, [batch.map((item) => item.doc), [name]],
-        { timeoutMs, trace: traced[0] || null, links: traced });
+        { timeoutMs, trace: parent, links: traced });
       this._timed(state, started);
       if (!Array.isArray(results) || results.length !== batch.length) {
         throw new HttpError(502, "ProtocolError", `bad answer from expertd: opinions_batch returned ${Array.isArray(results) ? results.length : typeof results} answers for ${batch.length} documents`);

@@ -9,7 +9,7 @@ const crypto = require("node:crypto");
 const { HttpError, catalogueError } = require("./errors");
 const { ERROR } = require("./spec");
 const { parseTraceparent, formatTraceparent, childOf } = require("./trace_context");
-const { startSpan } = require("./tracing");
+const { records, startSpan } = require("./tracing");
 const { parseRef, ExpertNameError, SEPARATOR } = require("./names");
 
 /**
@@ -42,9 +42,12 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
     const parent = parseTraceparent(req.get("traceparent"));
     // Admitted at (admission.js): the request's span starts there, with the wait until now as a child.
     const admittedAt = res.admittedAt === undefined ? undefined : performance.timeOrigin + res.admittedAt;
-    const span = startSpan(req.method, { parent, kind: "server", startTime: admittedAt, attributes: { "http.request.method": req.method } });
+    // A span (or, for a new trace the sampler dropped, its unrecorded context) unless tracing is off or the caller did not sample.
+    const span = records(parent)
+      ? startSpan(req.method, { parent, kind: "server", startTime: admittedAt, attributes: { "http.request.method": req.method } })
+      : null;
     if (span) {
-      if (admittedAt !== undefined) startSpan("admission", { parent: span.context, startTime: admittedAt }).end();
+      if (admittedAt !== undefined && span.recording) startSpan("admission", { parent: span.context, startTime: admittedAt }).end();
       req.trace = span.context;
     } else {
       req.trace = childOf(parent);
@@ -73,7 +76,7 @@ function requestLog({ logger, observe = () => {}, expertLabel = (name) => name }
       if (expert) line.expert = expert;
       if (res.locals.errorName) line.error = res.locals.errorName;
       (status >= 500 ? logger.warn : logger.info).call(logger, line, "request");
-      if (span) {
+      if (span && span.recording) {
         span.span.updateName(`${req.method} ${route}`);
         span.set({ "http.route": route, "http.response.status_code": status, "expertd.expert": expert || undefined });
         if (res.locals.errorName) span.fail(res.locals.errorName, `HTTP ${status}`);

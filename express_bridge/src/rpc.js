@@ -50,7 +50,7 @@ const { ConnectionPool, DEFAULT_SIZE } = require("./pool");
 const { Connectivity } = require("./probe");
 const { curveOptions } = require("./curve");
 const { traceHeader } = require("./trace_context");
-const { startSpan } = require("./tracing");
+const { records, startSpan } = require("./tracing");
 
 /** Promise client of the expertd RPC methods, with connectivity tracking. */
 class ExpertdClient extends EventEmitter {
@@ -118,7 +118,7 @@ class ExpertdClient extends EventEmitter {
    *   (RemoteError, ServerUnavailableError 503, RpcTimeoutError 504)
    */
   async call(method, args = [], { timeoutMs = this.timeoutMs, trace = null, links = null } = {}) {
-    const span = trace ? startSpan(`rpc ${method}`, {
+    const span = trace && records(trace) ? startSpan(`rpc ${method}`, {
       parent: trace, kind: "client", links: links || [],
       attributes: { "rpc.system": "zerorpc", "rpc.method": method, "expertd.batch_size": links && links.length > 0 ? links.length : undefined },
     }) : null;
@@ -210,6 +210,32 @@ class ExpertdClient extends EventEmitter {
     const result = await this.connectivity.probe(options);
     if (result.ok) this._observe(METHOD.health, result.health);
     return result;
+  }
+
+  /**
+   * Call `method(...args)` once on each server process this client's connections reached
+   * (one connection per peer pid; a connection whose peer is not known yet counts as its own),
+   * e.g. to gather what each worker of `expertd serve --workers N` keeps in memory.
+   * @param {string} method
+   * @param {any[]} [args=[]]
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<any[]>} the answers of the peers that answered (failures are left out)
+   */
+  async callEachPeer(method, args = [], { timeoutMs = this.timeoutMs } = {}) {
+    if (this._closed) return [];
+    const seen = new Set();
+    const picked = [];
+    for (const connection of this.pool.all()) {
+      const pid = connection.peer ? connection.peer.pid : null;
+      if (pid !== null && pid !== undefined) {
+        if (seen.has(pid)) continue;
+        seen.add(pid);
+      }
+      picked.push(connection);
+    }
+    if (picked.length === 0) return [await this.call(method, args, { timeoutMs })]; // none yet: it dials one
+    const answers = await Promise.allSettled(picked.map((c) => this._callOn(c, method, args, timeoutMs, timeoutMs, {})));
+    return answers.filter((a) => a.status === "fulfilled").map((a) => a.value);
   }
 
   /**

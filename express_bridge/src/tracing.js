@@ -18,9 +18,17 @@
  * wire and the response headers carry) and every span is given its parent
  * explicitly: no async context manager, so tracing costs nothing where it is
  * not asked for.
+ *
+ * The sampling decision is made once, at the root, and followed: under a
+ * parent-based sampler (the default; `parentbased_*`) a span whose parent says
+ * "not sampled" never reaches the SDK (`startSpan` returns null at once, and
+ * callers ask `records(parent)` before building attributes), so such a request
+ * costs what tracing off costs, and keeps its trace id. A root the sampler
+ * drops gives a handle with `recording: false` whose `context` (flags 00) its
+ * children follow the same way.
  */
 
-const { formatTraceparent } = require("./trace_context");
+const { formatTraceparent, newTraceId, newSpanId } = require("./trace_context");
 
 let state = null; // {tracer, provider, api} once configured, or {tracer: null}
 
@@ -93,13 +101,62 @@ function tracer(env = process.env) {
     forceFlush: async () => {},
     shutdown: async () => {},
   });
+  const sampler = samplerFromEnv(sdk, env);
+  const ids = new PresetIdGenerator(new sdk.RandomIdGenerator());
   const provider = new sdk.TracerProvider({
     resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME || "expertd-bridge" }),
-    sampler: samplerFromEnv(sdk, env),
+    sampler,
     spanProcessors,
+    idGenerator: ids,
   });
-  state = { tracer: provider.getTracer("expertd-bridge"), provider, api, service: env.OTEL_SERVICE_NAME || "expertd-bridge" };
+  state = {
+    tracer: provider.getTracer("expertd-bridge"), provider, api, service: env.OTEL_SERVICE_NAME || "expertd-bridge",
+    parentBased: parentBasedSampler(env), sampler, ids,
+  };
   return state;
+}
+
+/**
+ * The SDK's ids, except that a new trace takes the trace id the root's sampling decision was made on
+ * (`startSpan` asks the sampler before it builds anything, then lets the SDK start the span it kept).
+ */
+class PresetIdGenerator {
+  constructor(random) {
+    this.random = random;
+    this.next = null;
+  }
+
+  generateTraceId() {
+    const id = this.next;
+    this.next = null;
+    return id || this.random.generateTraceId();
+  }
+
+  generateSpanId() {
+    return this.random.generateSpanId();
+  }
+}
+
+/**
+ * Whether `OTEL_TRACES_SAMPLER` follows the parent's decision (the default does).
+ * @param {NodeJS.ProcessEnv} env
+ */
+function parentBasedSampler(env) {
+  const name = (env.OTEL_TRACES_SAMPLER || "").trim().toLowerCase();
+  return name === "" || name.startsWith("parentbased_");
+}
+
+/**
+ * Whether a span under `parent` (null: a new trace) may be recorded: tracing is on, and the
+ * parent is sampled unless the sampler ignores the parent's decision. Cheap: ask it before
+ * building a span's attributes.
+ * @param {{flags: number}|null|undefined} parent
+ * @returns {boolean}
+ */
+function records(parent) {
+  const t = tracer();
+  if (!t) return false;
+  return !parent || (parent.flags & 1) === 1 || !t.parentBased;
 }
 
 const KINDS = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 };
@@ -108,7 +165,9 @@ const KINDS = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 };
  * A span handle: `context` (trace_context.js form, to send on), attributes, errors, end.
  */
 class BridgeSpan {
+  /** @param {object} span an OpenTelemetry span that records */
   constructor(span) {
+    this.recording = true;
     this.span = span;
     const c = span.spanContext();
     this.context = { traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags };
@@ -146,17 +205,53 @@ class BridgeSpan {
   }
 }
 
+/** A root span the sampler dropped: records nothing; its context (flags 00) is what the request's work follows. */
+class UnrecordedSpan {
+  constructor(context) {
+    this.recording = false;
+    this.context = context;
+  }
+
+  set() {
+    return this;
+  }
+
+  fail() {
+    return this;
+  }
+
+  link() {
+    return this;
+  }
+
+  end() {}
+
+  /** The traceparent of this span. */
+  get traceparent() {
+    return formatTraceparent(this.context);
+  }
+}
+
 /**
  * Start a span under `parent` (a trace_context.js context; none: a new trace), or null when tracing is off.
  * @param {string} name
  * @param {{parent?: object|null, kind?: keyof KINDS, attributes?: object, links?: object[], startTime?: number}} [options]
  *   `startTime`: epoch milliseconds (e.g. when a wait began)
- * @returns {BridgeSpan|null}
+ * @returns {BridgeSpan|UnrecordedSpan|null} null when tracing is off or `parent` is not sampled
+ *   (parent-based sampling); an UnrecordedSpan for a new trace the sampler dropped
  */
 function startSpan(name, { parent = null, kind = "internal", attributes = {}, links = [], startTime } = {}) {
   const t = tracer();
   if (!t) return null;
+  if (parent && (parent.flags & 1) === 0 && t.parentBased) return null; // the root's decision: not sampled
   const { api } = t;
+  if (!parent) {
+    // A root: the sampler decides first, on the trace id the trace will have; a dropped trace costs no more.
+    const traceId = newTraceId();
+    const { decision } = t.sampler.shouldSample(api.ROOT_CONTEXT, traceId, name, KINDS[kind] ?? 0, {}, []);
+    if (decision === 0) return new UnrecordedSpan({ traceId, spanId: newSpanId(), flags: 0 }); // NOT_RECORD
+    t.ids.next = traceId;
+  }
   const ctx = parent
     ? api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.flags & 1, isRemote: true })
     : api.ROOT_CONTEXT;
@@ -164,7 +259,8 @@ function startSpan(name, { parent = null, kind = "internal", attributes = {}, li
   for (const [k, v] of Object.entries(attributes)) if (v !== undefined && v !== null) clean[k] = v;
   // Also as attributes: some backends (Phoenix) keep neither the resource nor the links.
   clean["expertd.service"] = t.service;
-  const linked = links.filter(Boolean);
+  // Under parent-based sampling an unsampled request is recorded nowhere: no link to it.
+  const linked = links.filter((l) => l && ((l.flags & 1) === 1 || !t.parentBased));
   if (linked.length > 0) clean["expertd.links"] = linked.slice(0, 128).map((l) => `${l.traceId}-${l.spanId}`);
   const span = t.tracer.startSpan(name, {
     kind: KINDS[kind] ?? 0,
@@ -172,6 +268,11 @@ function startSpan(name, { parent = null, kind = "internal", attributes = {}, li
     links: linked.map((l) => ({ context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.flags & 1, isRemote: true } })),
     startTime,
   }, ctx);
+  t.ids.next = null;
+  if (!span.isRecording()) {
+    const c = span.spanContext(); // a new trace the sampler dropped
+    return new UnrecordedSpan({ traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags });
+  }
   return new BridgeSpan(span);
 }
 
@@ -190,4 +291,4 @@ function onSpanEnd(listener) {
   listeners.push(listener);
 }
 
-module.exports = { tracer, startSpan, flush, shutdown, onSpanEnd, samplerFromEnv, wantedExporters };
+module.exports = { tracer, records, startSpan, flush, shutdown, onSpanEnd, samplerFromEnv, wantedExporters };

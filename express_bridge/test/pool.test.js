@@ -3,7 +3,8 @@
  * The bridge's connection pool (src/pool.js) against a real
  * `expertd serve --workers 2` (vader, no TensorFlow), through real HTTP:
  *   - calls at concurrency reach both workers (counted by each worker's own
- *     stats()), and a call goes to the least busy worker;
+ *     stats()), and a call goes to the least busy worker; a question for
+ *     every worker (the call view's traces()) reaches each once;
  *   - `kill -9` of a worker under load: every request is answered 200 (the
  *     lost calls are asked again on another connection), and the pool
  *     replaces the lost connections;
@@ -16,6 +17,7 @@
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const { sleep, startExpertd } = require("./helpers");
+const { METHOD } = require("../src/spec");
 const { writeVaderConfig, tempDir, waitFor, startWorkers, workerPids, callOnce, startBridgeApp, httpLoad, failures } = require("./pool_helpers");
 
 /** The pool's connections, once every one of them knows its worker. */
@@ -80,6 +82,13 @@ describe("the bridge's pool over expertd serve --workers 2", { timeout: 300000 }
     }
     assert.equal(callsOnBusyWorker(), before, "a quick call went to the worker busy with the slow one");
     assert.deepEqual(await slow, { slept: 2 });
+  });
+
+  it("asks each worker its connections reach once (callEachPeer: how the call view gathers every worker's ring of traces)", async () => {
+    const b = await bridge();
+    const pool = await waitFor(() => poolReaching(b.rpc, 2), 60000, "the pool to reach both workers");
+    const answers = await b.rpc.callEachPeer(METHOD.health);
+    assert.deepEqual(answers.map((h) => h.pid).sort(), [...new Set(pool.map((c) => c.pid))].sort());
   });
 
   it("kill -9 of a worker under load: every request answered 200, the lost connections replaced", async (t) => {

@@ -11,7 +11,8 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const path = require("node:path");
 const { parseTraceparent, formatTraceparent, childOf } = require("../src/trace_context");
-const { execFileSync } = require("node:child_process");
+const { execFileSync, execFile } = require("node:child_process");
+const { promisify } = require("node:util");
 const { startExpertd, startBridge, REPO_ROOT, sleep } = require("./helpers");
 const { samplerFromEnv, wantedExporters } = require("../src/tracing");
 
@@ -110,6 +111,53 @@ describe("one trace id from the HTTP request to the server's log line", { timeou
     assert.equal(res.headers.get("x-request-id"), answered.traceId);
     await sleep(100);
     assert.match(expertd.output(), new RegExp(`trace=${answered.traceId}`));
+  });
+
+  it("with tracing on, a request its caller did not sample never reaches the SDK, and keeps its trace id", async () => {
+    // The decision is made once, at the root: a traceparent with flags 00 under a parent-based sampler costs
+    // what tracing off costs (no span started); a request without one is a root, decided at once (here: dropped).
+    const unsampled = "5bf92f3577b34da6a3ce929d0e0e4737";
+    const script = `
+      const request = require("supertest");
+      const tracing = require("./src/tracing");
+      const { createApp } = require("./src/app");
+      const { ExpertdClient } = require("./src/rpc");
+      const t = tracing.tracer();
+      const started = [];
+      const startSpan = t.tracer.startSpan.bind(t.tracer);
+      t.tracer.startSpan = (name, ...rest) => { started.push(name); return startSpan(name, ...rest); };
+      const rpc = new ExpertdClient({ endpoint: ${JSON.stringify(expertd.endpoint)}, timeoutMs: 20000 });
+      const app = createApp({ rpc });
+      (async () => {
+        const out = {};
+        for (const [label, traceparent] of [["unsampled", "00-${unsampled}-00f067aa0ba902b7-00"], ["root", null], ["sampled", ${JSON.stringify(PARENT)}]]) {
+          started.length = 0;
+          const req = request(app).post("/experts/vader").send({ text: "What a lovely day" });
+          const res = await (traceparent ? req.set("traceparent", traceparent) : req);
+          out[label] = { status: res.status, traceresponse: res.headers.traceresponse, requestId: res.headers["x-request-id"], started: [...started] };
+        }
+        console.log("RESULT " + JSON.stringify(out));
+        process.exit(0);
+      })();`;
+    const env = { PATH: process.env.PATH, OTEL_TRACES_EXPORTER: "console", OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0" };
+    const { stdout } = await promisify(execFile)(process.execPath, ["-e", script], { cwd: path.join(__dirname, ".."), env, maxBuffer: 1 << 24 });
+    const out = JSON.parse(stdout.split("\n").find((l) => l.startsWith("RESULT ")).slice(7));
+    assert.equal(out.unsampled.status, 200);
+    assert.deepEqual(out.unsampled.started, [], "an unsampled request reached the OpenTelemetry SDK");
+    assert.equal(parseTraceparent(out.unsampled.traceresponse).traceId, unsampled);
+    assert.equal(parseTraceparent(out.unsampled.traceresponse).flags, 0);
+    assert.equal(out.unsampled.requestId, unsampled);
+    await sleep(100);
+    assert.match(expertd.output(), new RegExp(`call opinion expert=vader .* trace=${unsampled}`));
+    // A root: the sampler decides before anything is built; a dropped trace never reaches the SDK either.
+    assert.equal(out.root.status, 200);
+    assert.deepEqual(out.root.started, []);
+    assert.equal(parseTraceparent(out.root.traceresponse).flags, 0);
+    assert.equal(out.root.requestId, parseTraceparent(out.root.traceresponse).traceId);
+    // The caller sampled: every span of the request is started.
+    assert.equal(out.sampled.status, 200);
+    assert.deepEqual(out.sampled.started, ["POST", "coalescer wait", "rpc opinion"]);
+    assert.equal(parseTraceparent(out.sampled.traceresponse).traceId, TRACE);
   });
 
   it("a coalesced call carries the trace id of every request it serves", async () => {
