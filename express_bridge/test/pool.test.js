@@ -93,7 +93,9 @@ describe("the bridge's pool over expertd serve --workers 2", { timeout: 300000 }
 
   it("kill -9 of a worker under load: every request answered 200, the lost connections replaced", async (t) => {
     // Coalescing off: each request is its own call, so the load has calls in flight on both workers.
-    const b = await bridge({ coalesce: { maxBatch: 1 } });
+    // A lost connection's call is asked again once a probe finds the server answering: on a loaded
+    // test machine the surviving worker may take over the default 1 s to answer it (then 503).
+    const b = await bridge({ coalesce: { maxBatch: 1 }, probeTimeoutMs: 5000 });
     await waitFor(() => poolReaching(b.rpc, 2), 60000, "the pool to reach both workers");
     // The victim: the worker running a slow call (so a call is surely in flight on it at the kill).
     const slow = fetch(`${b.url}/experts/slow`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"text": "slow"}' });

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import msgpack
@@ -96,9 +97,19 @@ def over_http(url: str) -> bytes:
 
 
 def scrape(port: int) -> str:
-    """A worker's Prometheus /metrics, once."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return response.read().decode()
+    """A worker's Prometheus /metrics, once ("" while nothing listens there yet).
+
+    Worker i serves metrics on --metrics-port + i; when another process's outgoing
+    connection holds that port as its local port, the worker takes the port once it
+    is free (rpc_server/server.py serve_metrics), so a scrape may be refused a while.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return ""
+        raise
 
 
 def metric(text: str, name: str, **labels) -> float:
