@@ -214,6 +214,7 @@ bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	$(PY) -m bench.bridge_pool
 	$(PY) -m bench.own_expert
 	$(PY) -m bench.deploy --image  # the systemd unit, the image built from nothing (minutes)
+	$(PY) -m bench.image_cache  # the image test from an empty cache, after a Python-only change, unchanged
 	$(PY) -m bench.startup --baseline af8e17c  # the code before issue 28
 	$(PY) -m bench.cache
 	$(MAKE) $(PROFILE_STAMP)

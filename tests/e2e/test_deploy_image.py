@@ -108,7 +108,10 @@ class Podman:
 
     def __init__(self) -> None:
         """Storage under the cache (outside the clone: a later clone reuses its layers)."""
-        self.global_options = ["--root", str(CACHE / "storage"), "--runroot", str(CACHE / "run")]
+        runroot = CACHE / "run"
+        if len(str(runroot)) > 50:  # podman refuses a longer one
+            runroot = Path(f"/tmp/expertd-image-run-{os.geteuid()}")
+        self.global_options = ["--root", str(CACHE / "storage"), "--runroot", str(runroot)]
         self.run_options: list[str] = []
 
     def command(self, *args: str) -> list[str]:
