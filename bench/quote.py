@@ -205,6 +205,11 @@ QUOTES: dict[str, Quote | Section] = {
     "deploy_image_stop_s": Quote("RESULTS-deploy.md", rf"\(one process\), stopped in ({NUMBER}) s", "{0} s"),
     "deploy_debootstrap_s": Quote("RESULTS-deploy.md", rf"^\| debootstrap \| ({NUMBER}) \|", "{0} s"),
     "deploy_podman_build_s": Quote("RESULTS-deploy.md", rf"^\| build \| ({NUMBER}) \|", "{0} s"),
+    # bench/RESULTS-image-cache.md (python -m bench.image_cache)
+    "image_test_cold_s": Quote("RESULTS-image-cache.md", rf"empty cache\*\*: .* took ({NUMBER}) s", "{0} s"),
+    "image_test_warm_s": Quote("RESULTS-image-cache.md", rf"Python code only\*\*: ({NUMBER}) s", "{0} s"),
+    "image_test_same_s": Quote("RESULTS-image-cache.md", rf"Nothing changed\*\*: ({NUMBER}) s", "{0} s"),
+    "image_cache_mib": Quote("RESULTS-image-cache.md", rf"Cache after the three: ({NUMBER}) MiB", "{0} MiB"),
 }
 
 

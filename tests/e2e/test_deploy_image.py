@@ -4,12 +4,15 @@ Always (seconds): hadolint on the Containerfile, ``bash -n`` on build.sh, and
 the recipe's promises read from the Containerfile (non-root user, the health
 check on the port the server opens, configuration and state as volumes).
 
-The full build (debootstrap, the wheels, ``podman build``) and a run of the
-image take minutes and about 2 GB, so they are opt-in: ``EXPERTD_IMAGE_BUILD=1``
-(with Debian's podman, buildah, debootstrap and runc installed; ``make image``
-does both). Then each step that this machine refuses is reported as a warning
-naming what was refused and the work-around used, or skipped with the reason
-when there is none.
+Then the build and a run of the image (``make test`` installs Debian's podman,
+buildah, debootstrap and runc): deploy/image/build.sh keeps what it makes in a
+cache outside the clone (the Debian root, the dependencies' wheels, podman's
+storage with its layers; see ``CACHE``), so the first build on a machine takes
+minutes and a rebuild after a commit to the Python code rebuilds only the last
+layer. Each step is reported on the terminal as ran (seconds) or reused from the
+cache; a step this machine refuses is reported as a warning naming what was
+refused and the work-around used, or skipped with the step and the reason when
+there is none (``pytest -rs``). ``EXPERTD_IMAGE_BUILD=0`` turns the build off.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import subprocess
 import time
 import urllib.request
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +37,19 @@ BUILD_SH = IMAGE_DIR / "build.sh"
 HADOLINT = ROOT / ".venv-deploy" / "bin" / "hadolint"
 WORK = ROOT / "build" / "image"
 IMAGE = "localhost/expertd:0.1.0"
-BASE = "localhost/expertd-base:bookworm"
-OPT_IN = os.environ.get("EXPERTD_IMAGE_BUILD") == "1"
+TURNED_OFF = os.environ.get("EXPERTD_IMAGE_BUILD") == "0"
+
+
+def cache_dir() -> Path:
+    """Where build.sh keeps what it reuses (the same rule as build.sh's CACHE)."""
+    if os.environ.get("EXPERTD_IMAGE_CACHE"):
+        return Path(os.environ["EXPERTD_IMAGE_CACHE"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/expertd-image")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "expertd-image"
+
+
+CACHE = cache_dir()
 #: Where a default `podman run` asks for higher limits than a process without
 #: CAP_SYS_RESOURCE may set, lower ones are always allowed.
 LOWER_LIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
@@ -85,15 +100,18 @@ def test_recipe_is_non_root_with_health_check_and_volumes():
     assert "state_dir: /var/lib/expertd" in (ROOT / "deploy" / "systemd" / "experts.yaml").read_text()
 
 
-# -- the opt-in build and run --
+# -- the build and a run, as far as the machine allows --
 
 
 class Podman:
-    """``podman`` with a storage of its own under build/image, and the options this machine needs."""
+    """``podman`` on the build cache's storage, with the options this machine needs."""
 
     def __init__(self) -> None:
-        """Storage under build/image (kept between runs: the base image is made once)."""
-        self.global_options = ["--root", str(WORK / "storage"), "--runroot", str(WORK / "run")]
+        """Storage under the cache (outside the clone: a later clone reuses its layers)."""
+        runroot = CACHE / "run"
+        if len(str(runroot)) > 50:  # podman refuses a longer one
+            runroot = Path(f"/tmp/expertd-image-run-{os.geteuid()}")
+        self.global_options = ["--root", str(CACHE / "storage"), "--runroot", str(runroot)]
         self.run_options: list[str] = []
 
     def command(self, *args: str) -> list[str]:
@@ -106,27 +124,75 @@ class Podman:
 
 
 def refused(done: subprocess.CompletedProcess) -> str:
-    """The line in which podman says what it was refused."""
+    """The line in which a tool says what it was refused."""
     lines = [line for line in done.stderr.splitlines() if "rror" in line] or done.stderr.splitlines()
     return lines[-1].strip() if lines else f"exit status {done.returncode}"
 
 
+def failed_step(done: subprocess.CompletedProcess) -> str:
+    """The step of build.sh that was running when it failed (its last ``==>`` heading)."""
+    headings = re.findall(r"^==> (.*)$", done.stdout, re.M)
+    return headings[-1] if headings else "before its first step"
+
+
 @pytest.fixture(scope="module")
-def podman() -> Podman:
+def say(request):
+    """Write a line on the terminal even while pytest captures output: what each step did."""
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+
+    def line(text: str) -> None:
+        if reporter is None or capture is None:
+            print(f"[image] {text}")
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[image] {text}")
+    return line
+
+
+def report_steps(output: str, say, said: tuple[str, ...] = ()) -> dict:
+    """Each ``step NAME: ...`` line of build.sh said on the terminal (but the steps in ``said``);
+    the steps' seconds (None: reused)."""
+    steps: dict[str, float | None] = {}
+    for name, what in re.findall(r"^step (\w+): (.*)$", output, re.M):
+        if name in said:
+            continue
+        ran = re.fullmatch(r"([\d.]+) s", what)
+        steps[name] = float(ran.group(1)) if ran else None
+        say(f"step {name}: ran, {what}" if ran
+            else f"step {name}: {what.replace('reused', 'reused from the cache', 1)}")
+    for layers in re.findall(r"^layers: (.*)$", output, re.M):
+        say(f"podman build layers: {layers}")
+    return steps
+
+
+def build_sh(*args: str, podman: Podman, timeout: float) -> subprocess.CompletedProcess:
+    """deploy/image/build.sh with the cache, this podman and its options."""
+    env = dict(os.environ, WORK=str(WORK), EXPERTD_IMAGE_CACHE=str(CACHE),
+               PODMAN=" ".join(podman.command()), BUILD_OPTS=" ".join(podman.run_options),
+               IMAGE=IMAGE)
+    return subprocess.run(["bash", str(BUILD_SH), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def podman(say) -> Podman:
     """A podman that can run a container of the Debian root here (work-arounds reported), or a skip."""
-    if not OPT_IN:
-        pytest.skip("the image build is opt-in (EXPERTD_IMAGE_BUILD=1, or `make image`): "
-                    "debootstrap, the wheels and podman build take minutes and about 2 GB; "
-                    "see bench/RESULTS-deploy.md for the measured cost")
+    if TURNED_OFF:
+        pytest.skip("step debootstrap (and every later one) not run: turned off by EXPERTD_IMAGE_BUILD=0")
     missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (Debian packages; `make image` installs them)")
+        pytest.skip(f"step debootstrap not run: not installed: {', '.join(missing)} "
+                    "(Debian packages; `make test` installs them)")
+    if os.geteuid() != 0:
+        pytest.skip(f"step debootstrap not run: it needs root here (running as uid {os.geteuid()})")
+    say(f"build cache: {CACHE}")
     tool = Podman()
-    base = subprocess.run(["bash", str(BUILD_SH), "base"], capture_output=True, text=True,
-                          timeout=1800, env=dict(os.environ, WORK=str(WORK),
-                                                 PODMAN=" ".join(tool.command())))
+    base = build_sh("base", podman=tool, timeout=1800)
+    report_steps(base.stdout, say)
     if base.returncode != 0:
-        pytest.skip(f"the base image could not be made here: {refused(base)}")
+        pytest.skip(f"this machine refused step `{failed_step(base)}`: {refused(base)}")
+    base_name = re.search(r"^base (\S+)$", base.stdout, re.M).group(1)
     tried = []
     for options in ([], LOWER_LIMITS, ["--runtime", "runc", *LOWER_LIMITS]):
         if "runc" in options and shutil.which("runc") is None:
@@ -134,7 +200,7 @@ def podman() -> Podman:
         global_options = ["--runtime", "runc"] if "runc" in options else []
         run_options = [o for o in options if o not in ("--runtime", "runc")]
         probe = subprocess.run(["podman", *tool.global_options, *global_options, "run", "--rm",
-                                "--network", "none", *run_options, BASE, "true"],
+                                "--network", "none", *run_options, base_name, "true"],
                                capture_output=True, text=True, timeout=120)
         if probe.returncode == 0:
             tool.global_options += global_options
@@ -144,27 +210,27 @@ def podman() -> Podman:
                               f"using `{' '.join(global_options + run_options)}`", stacklevel=1)
             return tool
         tried.append((" ".join(global_options + run_options) or "(defaults)", refused(probe)))
-    pytest.skip("podman cannot run a container here: " +
+    pytest.skip("this machine refused step `podman run` of the base image: " +
                 "; ".join(f"`podman run {a}`: {r}" for a, r in tried))
 
 
 @pytest.fixture(scope="module")
-def image(podman) -> dict:
-    """The image, built by deploy/image/build.sh with the options this machine needs; its facts."""
+def image(podman, say) -> dict:
+    """The image, built by deploy/image/build.sh (reusing the cache) with the options this machine needs."""
     began = time.monotonic()
-    env = dict(os.environ, WORK=str(WORK), PODMAN=" ".join(podman.command()),
-               BUILD_OPTS=" ".join(podman.run_options), IMAGE=IMAGE)
-    done = subprocess.run(["bash", str(BUILD_SH)], capture_output=True, text=True,
-                          timeout=3600, env=env)
+    done = build_sh(podman=podman, timeout=3600)
+    steps = report_steps(done.stdout, say, said=("debootstrap", "import"))  # by `build.sh base`
     if done.returncode != 0:
-        pytest.fail(f"build.sh failed: {refused(done)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    steps = dict(re.findall(r"^step (\w+): ([\d.]+) s$", done.stdout, re.M))
+        pytest.fail(f"build.sh failed in step `{failed_step(done)}`: {refused(done)}\n"
+                    f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     size = int(podman.run("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
-    return {"steps": steps, "size": size, "build_s": time.monotonic() - began}
+    build_s = time.monotonic() - began
+    say(f"image {IMAGE}: {size / 2**20:,.0f} MiB, build.sh {build_s:.1f} s")
+    return {"steps": steps, "size": size, "build_s": build_s}
 
 
 @pytest.mark.timeout(3600)  # the first build: debootstrap, the wheels, podman build
-def test_image_runs_non_root_healthy_and_stops_gracefully(podman, image, tmp_path):
+def test_image_runs_non_root_healthy_and_stops_gracefully(podman, image, say):
     rpc_port, health_port = free_port(), free_port()
     name = f"expertd-test-{rpc_port}"
     started = time.monotonic()
@@ -210,7 +276,7 @@ def test_image_runs_non_root_healthy_and_stops_gracefully(podman, image, tmp_pat
         assert stop.returncode == 0, stop.stderr
         code = podman.run("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
         assert code == "0", podman.run("logs", name).stderr[-4000:]
-        print(f"\nimage: {image['size'] / 2**20:.0f} MiB, build steps {image['steps']}, "
-              f"ready in {ready_s:.1f} s, server RSS {int(memory) / 1024:.0f} MiB")
+        say(f"step run: healthy {ready_s:.1f} s after `podman run`, answered a call, "
+            f"user 10001, server RSS {int(memory) / 1024:.0f} MiB, stopped with exit code 0")
     finally:
         podman.run("rm", "-f", name)
