@@ -25,6 +25,12 @@ BIG_FRAME = 128 * 1024
 
 def cooperatively(items: Iterable, every: int = SLICE) -> Iterator:
     """Iterate over ``items``, letting other greenlets run after every ``every`` items."""
+    if isinstance(items, (list, tuple, range)):  # a slice at a time: no per-item bookkeeping
+        for start in range(0, len(items), every):
+            if start:
+                gevent.sleep(0)
+            yield from items[start:start + every]
+        return
     for count, item in enumerate(items, 1):
         yield item
         if count % every == 0:
