@@ -33,11 +33,15 @@ from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.opinion_cache import OpinionCache
 from expertd.rpc_server.stats import Stats
-from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.validation import (document_list, expert_names, field_value, field_values,
+                                           json_type)
 from expertd.rpc_server.shadow import spawn_shadow
 from expertd.rpc_server.versions import VersionSet, carried_version
 
 log = logging.getLogger("expertd.calls")
+
+#: ``_new_tuple(Answer, (fields...))`` builds an Answer in C (one per document and expert).
+_new_tuple = tuple.__new__
 
 #: Method names an expert may not take, because the service already uses them (the spec's methods).
 RESERVED = frozenset(METHODS)
@@ -209,8 +213,7 @@ class Experts:
         settings = chain_options(options)
         field, input_type, max_bytes = expert.field, expert.input_type, self._max_text_bytes
         # Each document read once: the values go on to the model (``_ask_many``'s ``fields``).
-        fields = [field_value(doc, field, input_type, max_bytes, where=f"docs[{i}]")
-                  for i, doc in enumerate(cooperatively(docs))]
+        fields = field_values(docs, field, input_type, max_bytes)
         if not docs:
             return []
         answers = self._answers(docs, [name], settings, fields={name: fields})[name]
@@ -616,7 +619,10 @@ class Experts:
             outcomes = outcomes_of[group_version]
             group_failures = 0
             for i, (ok, answer) in zip(group_positions, cooperatively(outcomes)):
-                answers[i] = Answer(ok, answer, False, recomputed.get(i), group_version)
+                # Answer(ok, answer, False, ...) without namedtuple's Python-level __new__
+                answers[i] = _new_tuple(Answer, (ok, answer, False,
+                                                 recomputed.get(i) if recomputed else None,
+                                                 group_version))
                 group_failures += not ok
             failures += group_failures
             if group_version is not None and self.version_metrics is not None:
