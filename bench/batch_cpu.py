@@ -9,14 +9,16 @@ then the in-process model runs ``--calls`` passes over the same texts. Per
 call it records the server's CPU (utime + stime from ``/proc/PID/stat``, all
 threads), this client's CPU and the wall time. On a shared machine the CPU
 times move far less than the wall times, so they are what a change is judged
-by. Prints a Markdown table; writes nothing.
+by. Prints a Markdown table; ``--append FILE`` adds it, as a section, to a report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 from bench.common import PYTHON, TMP, child_env, cpu_seconds, load_texts, median, write_texts
 from bench.report import table
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--no-inprocess", action="store_true")
+    parser.add_argument("--append", type=Path, help="a Markdown report to add the table to")
     args = parser.parse_args()
     from bench.batch import _read_line
     from expertd.clients.wire import connect
@@ -91,10 +94,24 @@ def main() -> None:
         rows.append([code if code == "this" else f"{args.baseline}", f"{median(pooled['cpu']):.2f}",
                      f"{median(pooled['client']):.2f}", f"{ms:.2f}", f"{min(pooled['wall']):.2f}",
                      f"{model_ms / ms:.0%}" if model_ms else "-"])
-    print(f"{args.rounds} rounds x {args.calls} calls of batch(\"sentiment\", {args.docs} docs); "
-          f"in-process tf.function: {model_ms:.2f} ms a pass" if model_ms else "")
-    print("\n".join(table(["code", "server CPU ms/call", "client CPU ms/call", "ms a call (median)",
-                           "fastest", "vs in-process"], rows)))
+    load, when = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"## Server CPU and the in-process model, side by side with {args.baseline}", "",
+             f"`python -m bench.batch_cpu --baseline {args.baseline} --rounds {args.rounds} "
+             f"--calls {args.calls} --docs {args.docs}`, {when}, "
+             f"load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}. Four servers (this, "
+             f"{args.baseline}, {args.baseline}, this) and the model alone in a process of its own "
+             "(`bench.inprocess`: the same `tf.function` on the same texts"
+             + (f", {model_ms:.2f} ms a pass" if model_ms else "") + "); in each round, "
+             f"{args.calls} calls to each server (order alternating) then {args.calls} in-process "
+             "passes. Server CPU: utime + stime of the server (all threads, the model's "
+             "included; 10 ms clock ticks), client CPU: this one client's (encoding the "
+             "documents, decoding the answers). Medians of rounds, each code's two servers pooled.",
+             "", *table(["code", "server CPU ms/call", "client CPU ms/call", "ms a call (median)",
+                         "fastest round", "vs in-process (docs/s)"], rows), ""]
+    print("\n".join(lines))
+    if args.append:
+        with args.append.open("a") as report:
+            report.write("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
