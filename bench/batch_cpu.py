@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--no-inprocess", action="store_true")
     parser.add_argument("--append", type=Path, help="a Markdown report to add the table to")
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the baseline's servers only "
+                             "(e.g. --baseline HEAD --baseline-env PYTHONMALLOC=pymalloc)")
     args = parser.parse_args()
     from bench.batch import _read_line
     from expertd.clients.wire import connect
@@ -42,7 +45,8 @@ def main() -> None:
     corpus = load_texts()
     texts = [corpus[i % len(corpus)] for i in range(args.docs)]
     docs = [{"text": t} for t in texts]
-    env = child_env(PYTHONPATH=str(extract_revision(args.baseline)))
+    env = child_env(PYTHONPATH=str(extract_revision(args.baseline)),
+                    **dict(item.split("=", 1) for item in args.baseline_env))
     with Fleet() as fleet:
         servers = {"this #1": fleet.expertd("cpu-this-1", sentiment_config()),
                    "base #1": fleet.expertd("cpu-base-1", sentiment_config(), env=env),
@@ -91,7 +95,8 @@ def main() -> None:
         pooled = {what: [v for k in keys for v in series[k]]
                   for what, series in (("cpu", cpu), ("client", client), ("wall", wall))}
         ms = median(pooled["wall"])
-        rows.append([code if code == "this" else f"{args.baseline}", f"{median(pooled['cpu']):.2f}",
+        label = code if code == "this" else " ".join([args.baseline, *args.baseline_env])
+        rows.append([label, f"{median(pooled['cpu']):.2f}",
                      f"{median(pooled['client']):.2f}", f"{ms:.2f}", f"{min(pooled['wall']):.2f}",
                      f"{model_ms / ms:.0%}" if model_ms else "-"])
     load, when = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -28,7 +28,8 @@ PY_SPY = ROOT / ".venv-profile" / "bin" / "py-spy"
 
 #: (category, substrings of a frame that put a sample in it), checked in order per sample.
 CATEGORIES = [
-    ("model: TensorFlow call (tf.function)", ("tensorflow", "keras")),
+    # "keras/" (the package), not "keras": experts/keras_text.py is the expert's own Python
+    ("model: TensorFlow call (tf.function)", ("tensorflow/", "keras/")),
     ("expert: opinions from the model's arrays (keras_text.predict)", ("keras_text.py",)),
     ("output checks (rpc_server/outputs.py, jsonschema-rs)", ("outputs.py", "jsonschema")),
     ("msgpack (Python frames only; C calls count where they are made)", ("msgpack",)),
