@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import BENCH, ROOT, TMP, child_env, load_texts, median
+from bench.common import BENCH, ROOT, TMP, child_env, cpu_seconds, load_texts, median
 from bench.report import table
 from bench.servers import Fleet
 from bench.startup import extract_revision, sentiment_config
@@ -28,7 +28,8 @@ PY_SPY = ROOT / ".venv-profile" / "bin" / "py-spy"
 
 #: (category, substrings of a frame that put a sample in it), checked in order per sample.
 CATEGORIES = [
-    ("model: TensorFlow call (tf.function)", ("tensorflow", "keras")),
+    # "keras/" (the package), not "keras": experts/keras_text.py is the expert's own Python
+    ("model: TensorFlow call (tf.function)", ("tensorflow/", "keras/")),
     ("expert: opinions from the model's arrays (keras_text.predict)", ("keras_text.py",)),
     ("output checks (rpc_server/outputs.py, jsonschema-rs)", ("outputs.py", "jsonschema")),
     ("msgpack (Python frames only; C calls count where they are made)", ("msgpack",)),
@@ -111,11 +112,12 @@ def main() -> None:
             base2 = fleet.expertd("profile-baseline-2", sentiment_config(), env=env)
             this2 = fleet.expertd("profile-2", sentiment_config())
             fleet.wait_ready([server, base1, base2, this2])
-            timed = time_side_by_side({"this code #1": server.url, f"{args.baseline} #1": base1.url,
-                                       f"{args.baseline} #2": base2.url, "this code #2": this2.url},
-                                      docs, args)
-            side_by_side = {"this code": timed["this code #1"] + timed["this code #2"],
-                            args.baseline: timed[f"{args.baseline} #1"] + timed[f"{args.baseline} #2"]}
+            timed, cpu = time_side_by_side({"this code #1": server, f"{args.baseline} #1": base1,
+                                            f"{args.baseline} #2": base2, "this code #2": this2},
+                                           docs, args)
+            side_by_side = {name: (timed[f"{name} #1"] + timed[f"{name} #2"],
+                                   cpu[f"{name} #1"] + cpu[f"{name} #2"])
+                            for name in ("this code", args.baseline)}
             for extra in (base1, base2, this2):
                 fleet.stop(extra)
         else:
@@ -138,12 +140,14 @@ def main() -> None:
     print(args.out.read_text())
 
 
-def time_side_by_side(servers: dict[str, str], docs: list[dict], args) -> dict[str, list[float]]:
-    """Milliseconds per ``batch`` call of each server, in alternating rounds of ``args.calls``."""
+def time_side_by_side(servers: dict, docs: list[dict], args) -> tuple[dict, dict]:
+    """Milliseconds per ``batch`` call of each server, in alternating rounds of ``args.calls``:
+    wall time as this client saw it, and the server's CPU time (``/proc/PID/stat``)."""
     from expertd.clients.wire import connect
 
-    connections = {name: connect(url, timeout=60) for name, url in servers.items()}
+    connections = {name: connect(server.url, timeout=60) for name, server in servers.items()}
     times: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for connection in connections.values():  # warm: the graph is traced once per server
             for _ in range(3):
@@ -151,14 +155,15 @@ def time_side_by_side(servers: dict[str, str], docs: list[dict], args) -> dict[s
         names = list(servers)
         for round_no in range(args.rounds):
             for name in names if round_no % 2 == 0 else names[::-1]:
-                began = time.perf_counter()
+                began, used = time.perf_counter(), cpu_seconds(servers[name].pid)
                 for _ in range(args.calls):
                     connections[name].call("batch", "sentiment", docs)
                 times[name].append((time.perf_counter() - began) / args.calls * 1000)
+                cpu[name].append((cpu_seconds(servers[name].pid) - used) / args.calls * 1000)
     finally:
         for connection in connections.values():
             connection.close()
-    return times
+    return times, cpu
 
 
 def write_report(args, samples: Counter, calls: int, spent: float, side_by_side: dict | None,
@@ -191,11 +196,15 @@ def write_report(args, samples: Counter, calls: int, spent: float, side_by_side:
             f"{args.baseline}'s (`git archive`, first on `PYTHONPATH`), started together in "
             f"the order this, {args.baseline}, {args.baseline}, this; {args.rounds} rounds of "
             f"{args.calls} `batch(\"sentiment\", {args.docs} docs)` calls to each, the order "
-            "alternating by round, one client; each code's rounds pooled.",
+            "alternating by round, one client; each code's rounds pooled. Server CPU: utime + "
+            "stime of the server process (all its threads, the model's included) over a round, "
+            "per call (10 ms clock ticks: a median of rounds moves in steps of 10/calls ms).",
             "",
-            *table(["server", "ms a call (median of rounds)", "fastest round", "docs/s"],
-                   [[name, f"{median(ms):.2f}", f"{min(ms):.2f}",
-                     f"{args.docs / median(ms) * 1000:,.0f}"] for name, ms in side_by_side.items()]),
+            *table(["server", "server CPU ms a call (median of rounds)", "ms a call (median of rounds)",
+                    "fastest round", "docs/s"],
+                   [[name, f"{median(cpu):.2f}", f"{median(ms):.2f}", f"{min(ms):.2f}",
+                     f"{args.docs / median(ms) * 1000:,.0f}"]
+                    for name, (ms, cpu) in side_by_side.items()]),
             "",
         ]
     args.out.write_text("\n".join(lines))

@@ -40,6 +40,23 @@ def valence_in_range(valence: float) -> float:
     return min(max(valence, VALENCE_MIN), VALENCE_MAX)
 
 
+def rounded(values) -> list[float]:
+    """``[round(v, 4) for v in values.tolist()]`` for a numpy array, in one vectorised step.
+
+    For float32 values (what the models output) the product ``v * 10**4`` is
+    exact in float64 (24 + 10 significant bits), so ``rint`` rounds the exact
+    value half to even, as ``round`` does, and the division gives the double
+    nearest the 4-decimal result, as ``round`` does: the same floats, bit for
+    bit (checked over every 7th float32 in [0, 1) and random ones elsewhere;
+    NaN, infinities and -0.0 included). Other dtypes take ``round`` itself.
+    """
+    import numpy as np
+
+    if values.dtype != np.float32:
+        return [round(value, 4) for value in values.tolist()]
+    return (np.rint(values.astype(np.float64) * 10_000.0) / 10_000.0).tolist()
+
+
 def valence_band(valence: float) -> int:
     """Index into ``SENTIMENT_LABELS``: negative < -0.5 <= neutral <= 0.5 < positive."""
     if valence < NEGATIVE_BELOW:
@@ -123,12 +140,13 @@ class SentimentExpert(KerasTextExpert):
             return []
         out = self._outputs(inputs)
         probs = out["label"]
-        best = probs.argmax(axis=1)  # numpy over the batch, Python floats once (half the cost)
-        confidence = probs[range(len(best)), best].tolist()
-        return [{"valence": round(valence_in_range(valence), 4), "label": SENTIMENT_LABELS[label],
-                 "confidence": round(p, 4)}
-                for valence, label, p in zip(out["valence"][:, 0].tolist(), best.tolist(),
-                                             confidence)]
+        best = probs.argmax(axis=1)  # numpy over the batch: clamp and round vectorised
+        confidence = rounded(probs[range(len(best)), best])
+        # valence_in_range per value, vectorised (NaN stays NaN, for the output check to refuse)
+        valence = rounded(out["valence"][:, 0].clip(VALENCE_MIN, VALENCE_MAX))
+        labels = map(SENTIMENT_LABELS.__getitem__, best.tolist())
+        return [{"valence": v, "label": label, "confidence": p}
+                for v, label, p in zip(valence, labels, confidence)]
 
 
 class GenreExpert(KerasTextExpert):
@@ -158,6 +176,8 @@ class GenreExpert(KerasTextExpert):
         if not inputs:
             return []
         probs = self._outputs(inputs)
+        width = probs.shape[1]
+        flat = rounded(probs.reshape(-1))  # every probability rounded in one vectorised step
         return [{"label": GENRE_LABELS[best],
-                 "probabilities": {label: round(p, 4) for label, p in zip(GENRE_LABELS, row)}}
-                for best, row in zip(probs.argmax(axis=1).tolist(), probs.tolist())]
+                 "probabilities": dict(zip(GENRE_LABELS, flat[i * width:(i + 1) * width]))}
+                for i, best in enumerate(probs.argmax(axis=1).tolist())]

@@ -25,6 +25,12 @@ BIG_FRAME = 128 * 1024
 
 def cooperatively(items: Iterable, every: int = SLICE) -> Iterator:
     """Iterate over ``items``, letting other greenlets run after every ``every`` items."""
+    if isinstance(items, (list, tuple, range)):  # a slice at a time: no per-item bookkeeping
+        for start in range(0, len(items), every):
+            if start:
+                gevent.sleep(0)
+            yield from items[start:start + every]
+        return
     for count, item in enumerate(items, 1):
         yield item
         if count % every == 0:
@@ -87,23 +93,29 @@ def is_big(args: Any, every: int = SLICE) -> bool:
         isinstance(arg, (list, tuple)) and len(arg) > every for arg in args)
 
 
+def longest(args: Any) -> int:
+    """The length of the longest list among an event's ``args`` (0 if none)."""
+    if not isinstance(args, (list, tuple)):
+        return 0
+    return max((len(arg) for arg in args if isinstance(arg, (list, tuple))), default=0)
+
+
 def pack(header: dict, name: str, args: Any, every: int = SLICE) -> bytes:
     """The bytes of zerorpc's ``Event.pack()`` for ``(header, name, args)``, yielding as it goes."""
-    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-    packer.pack_array_header(3)
-    packer.pack(header)
-    packer.pack(name)
+    packer = msgpack.Packer(use_bin_type=True)  # autoreset: each call returns its bytes
     if not isinstance(args, (list, tuple)):
-        packer.pack(args)
-        return packer.bytes()
-    packer.pack_array_header(len(args))
+        return packer.pack((header, name, args))
+    parts = [packer.pack_array_header(3), packer.pack(header), packer.pack(name),
+             packer.pack_array_header(len(args))]
     for arg in args:
         if not (isinstance(arg, (list, tuple)) and len(arg) > every):
-            packer.pack(arg)
+            parts.append(packer.pack(arg))
             continue
-        packer.pack_array_header(len(arg))
-        for index, item in enumerate(arg):
-            packer.pack(item)
-            if index % every == every - 1:
+        parts.append(packer.pack_array_header(len(arg)))
+        for start in range(0, len(arg), every):
+            if start:
                 gevent.sleep(0)
-    return packer.bytes()
+            # One C call per slice: a slice packed as an array, less its array header.
+            chunk = arg[start:start + every]
+            parts.append(packer.pack(chunk)[len(packer.pack_array_header(len(chunk))):])
+    return b"".join(parts)

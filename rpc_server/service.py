@@ -33,11 +33,15 @@ from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.opinion_cache import OpinionCache
 from expertd.rpc_server.stats import Stats
-from expertd.rpc_server.validation import document_list, expert_names, field_value, json_type
+from expertd.rpc_server.validation import (document_list, expert_names, field_value, field_values,
+                                           json_type)
 from expertd.rpc_server.shadow import spawn_shadow
 from expertd.rpc_server.versions import VersionSet, carried_version
 
 log = logging.getLogger("expertd.calls")
+
+#: ``_new_tuple(Answer, (fields...))`` builds an Answer in C (one per document and expert).
+_new_tuple = tuple.__new__
 
 #: Method names an expert may not take, because the service already uses them (the spec's methods).
 RESERVED = frozenset(METHODS)
@@ -209,18 +213,20 @@ class Experts:
     def _batch(self, name, docs, options):
         expert = self._expert(name)
         settings = chain_options(options)
-        for i, doc in enumerate(cooperatively(docs)):
-            field_value(doc, expert.field, expert.input_type, self._max_text_bytes,
-                        where=f"docs[{i}]")
+        field, input_type, max_bytes = expert.field, expert.input_type, self._max_text_bytes
+        # Each document read once: the values go on to the model (``_ask_many``'s ``fields``).
+        fields = field_values(docs, field, input_type, max_bytes)
         if not docs:
             return []
-        answers = self._answers(docs, [name], settings)[name]
+        answers = self._answers(docs, [name], settings, fields={name: fields})[name]
+        opinions = []
         for i, answer in enumerate(cooperatively(answers)):
             if not answer.ok:
                 if len(answers) > 1 and isinstance(answer.value, ExpertdError):
                     raise type(answer.value)(f"docs[{i}]: {answer.value}")
                 raise answer.value
-        return [answer.value for answer in cooperatively(answers)]
+            opinions.append(answer.value)
+        return opinions
 
     @rpc_method
     def opinions_batch(self, docs, names=None, options=None):
@@ -440,11 +446,14 @@ class Experts:
             raise answer.value
         return answer.value
 
-    def _answers(self, docs: list, names: list[str], options: ChainOptions) -> Answers:
+    def _answers(self, docs: list, names: list[str], options: ChainOptions,
+                 fields: dict[str, list] | None = None) -> Answers:
         """Every answer of ``names`` and of the experts they need, per expert, for ``docs``.
 
         An expert that was only needed (not in ``names``) is not asked about a
         document that carries its opinion already, unless ``options`` say fresh.
+        ``fields``: per expert, the input value of every document, already read and
+        checked (``batch``), so that ``_ask_many`` does not read them again.
         """
         wanted = set(names)
         deadline = current_deadline()  # the calling greenlet's; ``ask`` runs in others
@@ -463,7 +472,8 @@ class Experts:
                     "expertd.asked": name in wanted}) as span:
                 answers = self._ask_many(name, docs, needed, reuse, deadline,
                                          span.context if span.recording else parent, links,
-                                         trace.log_field() if trace is not None else "")
+                                         trace.log_field() if trace is not None else "",
+                                         fields.get(name) if fields else None)
                 if span.recording:
                     _record_answers(span, answers)
                 return answers
@@ -523,7 +533,7 @@ class Experts:
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
                   deadline: float | None = None, trace=None, links: tuple = (),
-                  log_field: str = "") -> list[Answer]:
+                  log_field: str = "", fields: list | None = None) -> list[Answer]:
         """One expert's ``Answer`` for each document, in one batcher call.
 
         ``needed`` holds the answers of the experts it needs: where one failed, this
@@ -532,6 +542,9 @@ class Experts:
         expert cannot read, or whose input the expert fails on, gets its own
         error; only whole-call errors (``Overloaded``, ``ShuttingDown``) are
         raised. Validation failures are counted apart from the model's latency.
+        ``fields``: every document's input value, already read and checked (all
+        valid); used when nothing else needs a per-document look (no reuse, no
+        needs, no canary).
         """
         expert, batcher, version = self._route(name)
         needs = self._plan.needs.get(base_name(name), {})
@@ -544,6 +557,9 @@ class Experts:
         versions = self._versions.get(name)
         canary = versions if versions is not None and versions.canary is not None else None
         chosen: list[str | None] = []
+        if fields is not None and not reuse and not needs and canary is None:
+            values, positions = list(fields), range(len(fields))  # read and checked by the caller
+            docs = ()  # nothing left to read per document
         for i, doc in enumerate(cooperatively(docs)):
             drawn = None  # the canary's draw for this document: made once, used for reuse and routing
             if reuse:
@@ -608,7 +624,10 @@ class Experts:
             outcomes = outcomes_of[group_version]
             group_failures = 0
             for i, (ok, answer) in zip(group_positions, cooperatively(outcomes)):
-                answers[i] = Answer(ok, answer, recomputed=recomputed.get(i), version=group_version)
+                # Answer(ok, answer, False, ...) without namedtuple's Python-level __new__
+                answers[i] = _new_tuple(Answer, (ok, answer, False,
+                                                 recomputed.get(i) if recomputed else None,
+                                                 group_version))
                 group_failures += not ok
             failures += group_failures
             if group_version is not None and self.version_metrics is not None:

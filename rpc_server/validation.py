@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import gevent
+
 from expertd.rpc_server.errors import BadArguments, InvalidDocument, TextTooLong, TooManyDocuments
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number",
@@ -43,6 +45,32 @@ def field_value(doc: Any, field: str, input_type: type | None, max_text_bytes: i
         raise InvalidDocument(f"{where} field {field!r} must be of type "
                               f"{input_type.__name__}, got {json_type(value)}")
     return value
+
+
+def field_values(docs: list, field: str | None, input_type: type | None, max_text_bytes: int,
+                 what: str = "docs", every: int = 64) -> list:
+    """``[field_value(doc, ..., where=f"docs[{i}]") for i, doc in enumerate(docs)]``, faster.
+
+    The common document (a dict whose text field is a str short enough for
+    certain) is read inline; any other goes through ``field_value``, which
+    returns the same value or raises the same error. The gevent loop is let go
+    every ``every`` documents.
+    """
+    plain_text = field is not None and input_type is str
+    safe_chars = max_text_bytes // 4  # at most 4 bytes a code point in UTF-8
+    values = []
+    append = values.append
+    for start in range(0, len(docs), every):
+        if start:
+            gevent.sleep(0)
+        for i, doc in enumerate(docs[start:start + every], start):
+            if plain_text and type(doc) is dict:
+                value = doc.get(field)
+                if type(value) is str and len(value) <= safe_chars:
+                    append(value)
+                    continue
+            append(field_value(doc, field, input_type, max_text_bytes, where=f"{what}[{i}]"))
+    return values
 
 
 def expert_names(names: Any) -> list[str] | None:

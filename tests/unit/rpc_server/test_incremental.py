@@ -36,6 +36,10 @@ def test_unpack_decodes_every_corpus_event_as_msgpack_does(case):
 
 def test_pack_writes_the_bytes_zerorpc_writes():
     docs = [{"text": f"doc {i}", "opinions": {"x": [i, 1.5, None, True]}} for i in range(2000)]
+    for count in (65, 79, 80, 128, 1000):  # last slices of 1, 15, 16, 64 and 40 items
+        header = {"message_id": "e", "v": 3}
+        assert incremental.pack(header, "OK", [docs[:count]]) == \
+            msgpack.Packer(use_bin_type=True).pack((header, "OK", [docs[:count]]))
     for header, name, args in [({"message_id": "a", "v": 3}, "OK", (docs,)),
                                ({"message_id": "b", "v": 3, "response_to": "a"}, "OK", [docs, 7]),
                                ({"message_id": "c"}, "ERR", ["Name", "message", ""]),

@@ -111,3 +111,15 @@ def test_the_checker_words_a_problem_as_before():
 ])
 def test_a_schema_beyond_the_simple_kinds_gets_no_fast_path(schema):
     assert fast_check(schema) is None
+
+
+def test_a_closed_record_is_one_generated_check_that_decides_as_the_full_one():
+    surely_valid = fast_check(SentimentExpert.opinion_schema)
+    assert surely_valid.__name__ == "closed_record_ok"
+    good = {"valence": 1.5, "label": "positive", "confidence": 0.9}
+    assert surely_valid(good) and surely_valid({**good, "valence": -4, "confidence": 1})
+    for bad in ({**good, "extra": 1}, {"valence": 1.5, "label": "positive"},
+                {"valence": 1.5, "label": "positive", "other": 0.5}, {**good, "valence": math.nan},
+                {**good, "valence": 4.5}, {**good, "valence": True}, {**good, "label": "meh"},
+                {**good, "confidence": math.inf}, {**good, "valence": 2 ** 64}, [good], None):
+        assert not surely_valid(bad), bad
