@@ -57,7 +57,9 @@ def test_the_timing_check_names_an_expert_that_calls_model_predict():
     slow, fast = Predicting("slow"), Tiny("fast")
     slow.load()
     fast.load()
-    warning = per_call_warning(slow)
+    # A timing check: a busy machine can slow one measurement, so it gets three tries
+    # (model.predict's fixed cost makes one document ~64x its share of a batch, the bar 10x).
+    warning = next((w for w in (per_call_warning(slow) for _ in range(3)) if w is not None), None)
     assert warning is not None and warning.startswith("warning: expert 'slow': predict() for one document")
     assert "expertd.compiled(model)" in warning and "\n" not in warning
-    assert per_call_warning(fast) is None
+    assert any(per_call_warning(fast) is None for _ in range(3))
