@@ -10,10 +10,11 @@ answers, in a child process with the SDK on (console exporter).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+
+from tests.console_spans import console_spans
 
 SCRIPT = """
 import sys
@@ -56,11 +57,7 @@ def test_unanswered_calls_end_their_spans_with_the_error():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr.split() == ["interrupted", "unavailable"], out.stderr
-    decoder, text, spans = json.JSONDecoder(), out.stdout.strip(), []
-    while text:
-        span, end = decoder.raw_decode(text)
-        spans.append(span)
-        text = text[end:].strip()
+    spans = console_spans(out.stdout)
     by_name = {span["name"]: span for span in spans}
     assert set(by_name) == {"expertd health", "expertd stats"}, out.stdout
     assert by_name["expertd health"]["attributes"]["error.type"] == "WaitInterrupted"

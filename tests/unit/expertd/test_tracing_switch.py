@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+
+from tests.console_spans import console_spans
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
@@ -48,11 +49,7 @@ def test_off_by_default_imports_no_opentelemetry():
 def test_on_with_the_console_exporter_spans_keep_parents_links_and_errors():
     out = _run(OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="under-test")
     assert out.returncode == 0, out.stderr
-    decoder, text, spans = json.JSONDecoder(), out.stdout.strip(), []
-    while text:
-        span, end = decoder.raw_decode(text)
-        spans.append(span)
-        text = text[end:].strip()
+    spans = console_spans(out.stdout)
     by_name = {span["name"]: span for span in spans}
     assert set(by_name) == {"outer", "inner", "failing"}
     assert all(span["context"]["trace_id"] == f"0x{TRACE}" for span in spans)
