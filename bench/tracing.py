@@ -30,14 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bench.bridge_pool import start_bridge
-from bench.common import BENCH, ROOT, TMP, child_env, free_port, interleaved, load_texts, median, ratio
+from bench.common import (BENCH, ROOT, TMP, child_env, free_port, interleaved, load_texts, median, ratio,
+                          tree_cpu_seconds)
 from bench.scale import Procs, wait_health
 from bench.web import run_wrk, write_bodies
 
 CONFIG = ROOT / "tests" / "vader_experts.yaml"
 RESULTS = BENCH / "RESULTS-tracing.md"
 CONCURRENCY = 64
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLERS = {"tracing off": None,
             "1% sampled": ("parentbased_traceidratio", "0.01"),
             "100% sampled": ("parentbased_always_on", "")}
@@ -99,28 +99,13 @@ def otel_env(sampler, sink: str) -> dict:
             "OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (``/proc``; 0 if gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / CLOCK_TICKS
-
-
 def measured_round(url: str, pids: dict, duration: float, bodies: Path) -> dict:
     """One wrk round, plus each process's CPU microseconds per answered (2xx) call."""
-    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    before = {role: tree_cpu_seconds(pid) for role, pid in pids.items()}
     result = run_wrk(url, CONCURRENCY, duration, bodies)
     answered = max(1, result["requests"] - result["status_errors"])
     for role, pid in pids.items():
-        result[f"{role}_cpu_us"] = (cpu_seconds(pid) - before[role]) * 1e6 / answered
+        result[f"{role}_cpu_us"] = (tree_cpu_seconds(pid) - before[role]) * 1e6 / answered
     return result
 
 
