@@ -110,12 +110,13 @@ class Fleet:
         self.servers.append(server)
         return server
 
-    def expertd(self, name: str, config: Path, env: dict | None = None) -> Server:
-        """``expertd serve --config CONFIG`` on a free port (as a user would serve it);
+    def expertd(self, name: str, config: Path, env: dict | None = None,
+                args: tuple[str, ...] = ()) -> Server:
+        """``expertd serve --config CONFIG [ARGS]`` on a free port (as a user would serve it);
         ``env`` is its whole environment (default: ``child_env()``)."""
         endpoint = f"tcp://127.0.0.1:{free_port()}"
-        return self._spawn(name, [EXPERTD, "serve", "--config", str(config), "--bind", endpoint],
-                           endpoint, env)
+        return self._spawn(name, [EXPERTD, "serve", "--config", str(config), "--bind", endpoint,
+                                  *args], endpoint, env)
 
     def bridge(self, endpoint: str) -> Server:
         """The Express bridge (``node express_bridge/src/server.js``) in front of ``endpoint``."""

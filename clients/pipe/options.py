@@ -17,7 +17,7 @@ class PipeOptions:
         "mode": "auto",            # "auto", "lines" or "single"
         "timeout": 5.0,            # seconds to keep retrying an unreachable or busy server
         "call_timeout": 60.0,      # seconds to wait for one answer
-        "batch_size": 256,         # documents per request for JSON Lines
+        "batch_size": 1000,        # documents per request for JSON Lines (bench/RESULTS-stream-cpu.md)
         "connections": 2,          # connections a JSON Lines stream spreads its chunks over
         "autostart": False,        # start `expertd serve` when no server answers
         "autostart_timeout": 180.0,
