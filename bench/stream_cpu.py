@@ -106,9 +106,12 @@ def main() -> None:
                      f"{median(v[0] for v in values):,.0f}", f"{stage:.1f}", f"{serve:.1f}",
                      f"{median(v[1] + v[2] for v in values):.1f}"])
     load, when = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    sizes = "".join(f" --{code}-batch-size " + " ".join(map(str, given))
+                    for code, given in (("this", args.this_batch_size),
+                                        ("base", args.base_batch_size)) if given != [None])
     lines = [f"## One stream, this code side by side with {args.baseline}", "",
              f"`python -m bench.stream_cpu --baseline {args.baseline} --rounds {args.rounds} "
-             f"--workers {args.workers} --connections {args.connections}`, {when}, load average "
+             f"--workers {args.workers} --connections {args.connections}{sizes}`, {when}, load average "
              f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}. Two servers holding the sentiment "
              f"model ({args.workers} workers each), one of each code; each arm streams "
              f"{lines_count(jsonl):,} VADER sentences through `expertd pipe sentiment --lines "

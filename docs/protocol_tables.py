@@ -61,6 +61,13 @@ def methods() -> str:
         for m in spec.METHODS.values()])
 
 
+def options() -> str:
+    """The keys of the ``options`` argument."""
+    return _table(["key", "type", "default", "meaning"], [
+        [f"`{key}`", o["type"], f"`{str(o['default']).lower()}`", o["doc"]]
+        for key, o in spec.RAW["options"].items() if not key.startswith("_")])
+
+
 def health() -> str:
     """The health() fields table."""
     return _table(["field", "type", "meaning"],
@@ -91,7 +98,8 @@ def refused() -> str:
     return ", ".join(f"`{name}`" for name in spec.RAW["retry"]["refused_before_running"])
 
 
-TABLES = {"refused": refused, "defaults": defaults, "headers": headers, "methods": methods, "health": health,
+TABLES = {"refused": refused, "defaults": defaults, "headers": headers, "methods": methods,
+          "options": options, "health": health,
           "errors": errors, "retry": retry}
 
 

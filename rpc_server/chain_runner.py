@@ -7,7 +7,7 @@ greenlet as soon as the experts it needs have answered, so independent experts
 run concurrently. What an expert is asked is the service's ``ask`` callback
 (it reuses opinions a document already carries, and turns a dependency's
 failure into ``DependencyFailed``). Caller options (``fresh``,
-``include_needs``, ``only_opinions``) are parsed by ``chain_options``.
+``include_needs``, ``only_opinions``, ``as_json``) are parsed by ``chain_options``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import gevent
 from gevent.event import Event
 
+from expertd import jsonc, spec
 from expertd.names import base_name
 from expertd.rpc_server.errors import BadArguments, DependencyFailed, ShuttingDown
 from expertd.rpc_server.validation import json_type
@@ -146,6 +147,9 @@ class ChainOptions:
     #: Answer each document with only its ``opinions`` (and ``errors``), not the whole
     #: document: for a caller that keeps the document (the pipe stage), half the bytes back.
     only_opinions: bool = False
+    #: Answer each document (``opinions``, ``opinions_batch``) with the UTF-8 bytes of its
+    #: answer's JSON text (``json_answer``): what the pipe stage splices into a line.
+    as_json: bool = False
 
     def reuses(self, name: str) -> bool:
         """Whether an opinion of ``name`` already in a document may stand in for asking it."""
@@ -155,7 +159,20 @@ class ChainOptions:
 
 
 DEFAULT_OPTIONS = ChainOptions()
-OPTION_KEYS = ("fresh", "include_needs", "only_opinions")
+#: The keys ``options`` may hold, as the spec declares them (``options`` in protocol.json).
+OPTION_KEYS = tuple(key for key in spec.RAW["options"] if not key.startswith("_"))
+#: ``json.dumps(value, ensure_ascii=False, allow_nan=False)``, as the pipe stage writes a line.
+_encode_json = jsonc.encoder()
+
+
+def json_answer(answer: dict):
+    """``answer`` as the UTF-8 bytes of its JSON text (the ``as_json`` option), written as the
+    pipe stage writes it; ``answer`` itself if JSON cannot hold it (a NaN, a lone surrogate,
+    bytes): the caller then finds out what is wrong with it as without the option."""
+    try:
+        return _encode_json(answer).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        return answer
 
 
 def chain_options(options: Any) -> ChainOptions:
@@ -177,7 +194,7 @@ def chain_options(options: Any) -> ChainOptions:
         raise BadArguments(f"option fresh must be true, false or a list of expert names, "
                            f"got {json_type(fresh)}")
     flags = {}
-    for key, default in (("include_needs", True), ("only_opinions", False)):
+    for key, default in (("include_needs", True), ("only_opinions", False), ("as_json", False)):
         flags[key] = options.get(key, default)
         if not isinstance(flags[key], bool):
             raise BadArguments(f"option {key} must be true or false, got {json_type(flags[key])}")

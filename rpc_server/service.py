@@ -24,7 +24,7 @@ from expertd.rpc_server import __version__
 from expertd.spec import METHODS
 from expertd.rpc_server import call_trace, chain_runner, recent_traces, runtime
 from expertd.rpc_server.batching import MicroBatcher
-from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options
+from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options, json_answer
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, VersionRefused, error_info)
@@ -192,7 +192,8 @@ class Experts:
         ``options``: ``{"fresh": true | [names]}`` recomputes needed opinions the
         document carries; ``{"include_needs": false}`` leaves the needed experts'
         opinions out of the answer; ``{"only_opinions": true}`` answers only
-        ``{"opinions", "errors"}``, without the rest of the document.
+        ``{"opinions", "errors"}``, without the rest of the document;
+        ``{"as_json": true}`` answers the UTF-8 bytes of the answer's JSON text.
         """
         wanted = self._names(expert_names(names))
         settings = chain_options(options)
@@ -528,7 +529,7 @@ class Experts:
                 merged["recomputed"] = recomputed
             if versions:
                 merged["versions"] = versions
-            out.append(merged)
+            out.append(json_answer(merged) if options.as_json else merged)
         return out
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,

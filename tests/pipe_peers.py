@@ -9,6 +9,9 @@
 * ``older``: ``refusing``'s answers, from a server that predates the
   ``only_opinions`` option (it refuses the option with ``BadArguments``, as
   expertd did before 2026-12-02); it counts the calls that brought options.
+* ``before-json``: the same, from a server that knows ``only_opinions`` (it then
+  answers only the opinions) but predates ``as_json`` (refused as expertd did
+  before 2026-12-07, naming the options it knows).
 * ``echo``: a stock zerorpc server with ``echo(x)`` and ``headers()`` (the
   header of every request it has received, as a list), for conformance tests.
 """
@@ -57,24 +60,34 @@ class BadArguments(Exception):
 
 
 class Older(Refusing):
-    """``opinions_batch`` as expertd answered it before the ``only_opinions`` option."""
+    """``opinions_batch`` as expertd answered it before the ``only_opinions`` option (or,
+    with ``only_opinions`` among the options it ``knows``, before ``as_json``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, knows: tuple[str, ...] = ("fresh", "include_needs")) -> None:
         """Count the calls refused for their options."""
         super().__init__(always=False)
         self.refused = 0
+        self.slim = 0
+        self.knows = knows
 
     def opinions_batch(self, docs, names, options=None):
-        """Refuse ``only_opinions`` the way an older server did; otherwise answer whole documents."""
-        if options and "only_opinions" in options:
+        """Refuse an option it does not know the way an older server did; otherwise answer
+        whole documents (only the opinions, if asked and known)."""
+        unknown = sorted(set(options or ()) - set(self.knows))
+        if unknown:
             self.refused += 1
-            raise BadArguments("unknown option(s) 'only_opinions'; options are: fresh, "
-                               "include_needs")
-        return super().opinions_batch(docs, names)
+            raise BadArguments(f"unknown option(s) {', '.join(map(repr, unknown))}; options are: "
+                               f"{', '.join(self.knows)}")
+        answers = super().opinions_batch(docs, names)
+        if (options or {}).get("only_opinions"):
+            self.slim += 1
+            return [{"opinions": answer["opinions"]} for answer in answers]
+        return answers
 
     def calls(self):
-        """Calls answered, and calls refused for their options."""
-        return {"answered": self.count, "refused": self.refused}
+        """Calls answered (``only_opinions``: with only the opinions), and calls refused for
+        their options."""
+        return {"answered": self.count, "refused": self.refused, "only_opinions": self.slim}
 
 
 class Echo:
@@ -110,6 +123,8 @@ def main() -> None:
         server = zerorpc.Server(echo, context=context)
     elif kind == "older":
         server = zerorpc.Server(Older())
+    elif kind == "before-json":
+        server = zerorpc.Server(Older(knows=("fresh", "include_needs", "only_opinions")))
     else:
         assert kind == "refusing", kind
         server = zerorpc.Server(Refusing(always="--always" in sys.argv))

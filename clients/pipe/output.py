@@ -45,9 +45,18 @@ def answered_line(item: Item, answered, names: tuple[str, ...]) -> tuple[bytes, 
     of its own comes out as it came, with the answer's ``opinions`` (and ``errors``,
     ``versions``: which version of a versioned expert made each opinion) appended:
     only the answer is encoded. Any other is merged (``merge``) and encoded again.
+    ``answered`` may be the answer's JSON text (bytes: the ``as_json`` option, written by the
+    server as ``encode`` writes it): spliced in as it is when it holds no ``errors`` and no
+    ``recomputed`` (every expert answered), else decoded and written as any other answer.
     Raises ``ValueError`` (or ``TypeError``) if the line would not be JSON.
     """
     doc = item.doc
+    if answered.__class__ is bytes:
+        if (doc and b'"errors": ' not in answered and b'"recomputed": ' not in answered
+                and "opinions" not in doc and "errors" not in doc and "recomputed" not in doc
+                and "versions" not in doc and answered[:1] == b"{"):
+            return item.raw.strip()[:-1] + b", " + answered[1:] + b"\n", True, {}
+        answered = jsonc.loads(answered.decode("utf-8"))
     if not (isinstance(answered, dict) and doc and "opinions" not in doc
             and "errors" not in doc and "recomputed" not in doc and "recomputed" not in answered
             and "versions" not in doc):

@@ -83,8 +83,12 @@ DROPS_BEFORE_SPLIT = 2
 #: After a signal, how long the stage waits for answers it has already asked for (a longer
 #: wait writes the chunk through unchanged: a user who pressed Ctrl-C wants the stage to end).
 STOP_GRACE_S = 2.0
-#: The options of every request (``opinions_batch``'s third argument), encoded once.
-ONLY_OPINIONS = msgpack.packb({"only_opinions": True})
+#: The options of every request (``opinions_batch``'s third argument), encoded once, by what
+#: the server knows: answers as JSON text to splice, only the opinions, or neither (an older
+#: server: ``Asker.older_server``).
+AS_JSON, ONLY_OPINIONS, NO_OPTIONS = 2, 1, 0
+REQUEST_OPTIONS = {AS_JSON: msgpack.packb({"only_opinions": True, "as_json": True}),
+                   ONLY_OPINIONS: msgpack.packb({"only_opinions": True}), NO_OPTIONS: None}
 
 
 def partial_line_message(number: int, size: int, stopped: bool) -> str:
@@ -108,7 +112,7 @@ class Refused:
 class Sent:
     """A chunk of lines, and the request that asks about its documents (if sent)."""
 
-    __slots__ = ("items", "docs", "connection", "message_id", "slim")
+    __slots__ = ("items", "docs", "connection", "message_id", "asked")
 
     def __init__(self, items: list[Item]) -> None:
         """The chunk's lines; those that can be asked about are ``docs``."""
@@ -116,7 +120,7 @@ class Sent:
         self.docs = [item for item in items if not item.passes_through()]
         self.connection: Connection | None = None
         self.message_id: str | None = None
-        self.slim = False  # sent with ``only_opinions``
+        self.asked = NO_OPTIONS  # the options it was sent with (``REQUEST_OPTIONS``)
 
 
 class Asker:
@@ -128,24 +132,32 @@ class Asker:
         self.connector = stage.connector
         self.options = stage.options
         self._names = msgpack.packb(list(self.options.names), use_bin_type=True)
-        self.slim = True  # ask for only the opinions back (``older_server``)
+        #: The options asked with (``REQUEST_OPTIONS``): fewer once an older server refuses them.
+        self.asks = AS_JSON
 
     def packed_args(self, docs: list[Item]) -> bytes:
         """``[docs, names, options]`` as msgpack, from documents already encoded one by one.
 
         The stage keeps each document's text and appends the answer's opinions, so it
-        asks for nothing else back (``only_opinions``).
+        asks for nothing else back (``only_opinions``), and for them as the JSON text it
+        splices into the line (``as_json``).
         """
         parts = [pack_array([item.packed for item in docs]), self._names]
-        return pack_array(parts + [ONLY_OPINIONS] if self.slim else parts)
+        options = REQUEST_OPTIONS[self.asks]
+        return pack_array(parts + [options] if options is not None else parts)
 
-    def older_server(self, exc: Exception, slim: bool) -> bool:
-        """True if ``exc`` answers a request sent with ``only_opinions`` (``slim``) and says the
-        server predates the option: from then on the stage asks without it (and gets whole
-        documents back, as before). Every chunk already sent with it is asked again."""
-        if (slim and isinstance(exc, RemoteError) and exc.name == ERROR.BadArguments
-                and "only_opinions" in exc.msg):
-            self.slim = False
+    def older_server(self, exc: Exception, asked: int) -> bool:
+        """True if ``exc`` answers a request sent with options (``asked``) and says the server
+        predates one: from then on the stage asks without it (``as_json``: and decodes the
+        answers as before; ``only_opinions``: and gets whole documents back). Every chunk
+        already sent with it is asked again."""
+        if not (asked and isinstance(exc, RemoteError) and exc.name == ERROR.BadArguments):
+            return False
+        if "'as_json'" in exc.msg and "'only_opinions'" not in exc.msg:
+            self.asks = min(self.asks, ONLY_OPINIONS)  # it lists the options it knows, too
+            return True
+        if "only_opinions" in exc.msg:
+            self.asks = NO_OPTIONS
             return True
         return False
 
@@ -162,7 +174,7 @@ class Asker:
                 busy[id(other.connection)] = busy.get(id(other.connection), 0) + 1
         connection = self.connector.spare(busy) if busy else self.connector.get()
         try:
-            sent.slim = self.slim
+            sent.asked = self.asks
             sent.message_id = connection.send_packed(METHOD.opinions_batch,
                                                      self.packed_args(sent.docs))
             sent.connection = connection
@@ -178,7 +190,7 @@ class Asker:
             try:
                 return self.checked(sent.connection.receive(sent.message_id), sent.docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-                if self.older_server(exc, sent.slim):
+                if self.older_server(exc, sent.asked):
                     return self.ask_or_isolate(sent.docs)
                 if not retryable(exc):
                     return self.isolate(sent.docs, exc)
@@ -202,7 +214,7 @@ class Asker:
         Raises ``RemoteError`` when the server refuses it, ``Stop`` when
         ``--timeout`` passes.
         """
-        slim, args = self.slim, self.packed_args(docs)
+        asked, args = self.asks, self.packed_args(docs)
         dropped = 0
         while True:
             connection = self.connector.get(backoff)
@@ -211,8 +223,8 @@ class Asker:
                 return self.checked(connection.receive(
                     connection.send_packed(METHOD.opinions_batch, args)), docs)
             except (ServerUnavailable, CallTimeout, RemoteError) as exc:
-                if self.older_server(exc, slim):
-                    slim, args = self.slim, self.packed_args(docs)
+                if self.older_server(exc, asked):
+                    asked, args = self.asks, self.packed_args(docs)
                     continue
                 if not retryable(exc):
                     raise

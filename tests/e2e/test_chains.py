@@ -154,8 +154,20 @@ def test_only_opinions_answers_opinions_and_errors_without_the_document(chain):
     assert list(one) == ["opinions"] and list(one["opinions"]) == ["earlier", "pair"]
 
 
+def test_as_json_answers_the_json_text_of_the_same_answer(chain):
+    docs = [{"text": "I love it, caf\u00e9 \U0001f600", "id": 1}, {"id": 2}, "just text",
+            {"text": "fine", "opinions": {"earlier": {"x": 1.5e-300}}}]
+    for options in ({"only_opinions": True}, {}):
+        plain = chain.opinions_batch(docs, ["vader"], options)
+        texts = chain.opinions_batch(docs, ["vader"], dict(options, as_json=True))
+        assert texts == [json.dumps(p, ensure_ascii=False).encode() for p in plain]
+    one = chain.opinions(docs[0], ["vader"], {"as_json": True})
+    assert json.loads(one) == chain.opinions(docs[0], ["vader"])
+
+
 def test_bad_options_are_bad_arguments(chain):
     for options in (["fresh"], {"fresh": "yes"}, {"include_needs": 1}, {"only_opinions": "yes"},
+                    {"as_json": 1},
                     {"refresh": True}):
         err = remote_error(chain.opinions, {"text": "x"}, ["pair"], options)
         assert err.name == "BadArguments", options

@@ -309,12 +309,13 @@ def test_a_server_bug_on_every_call_is_not_a_usage_error(tmp_path):
     assert b"InternalError" in out.stderr
 
 
-@pytest.mark.parametrize("batch_size", [256, 1])
-def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path, batch_size):
+@pytest.mark.parametrize("peer, batch_size", [("older", 256), ("older", 1), ("before-json", 256)])
+def test_a_server_older_than_only_opinions_or_as_json_is_asked_without_it(tmp_path, peer,
+                                                                          batch_size):
     import zerorpc
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.pipe_peers", "older", endpoint],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.pipe_peers", peer, endpoint],
                             cwd=ROOT, stdout=subprocess.PIPE, env=stage_env(endpoint))
     try:
         assert proc.stdout.readline() == b"ready\n"
@@ -331,8 +332,11 @@ def test_a_server_older_than_only_opinions_is_asked_without_it(tmp_path, batch_s
     got = out.stdout.splitlines()
     assert out.returncode == 0 and out.stderr == b"", out.stderr
     assert [json.loads(line)["opinions"]["vader"]["seen"] > 0 for line in got] == [True] * 2000
+    assert all(line.startswith(sent[:-2] + b", ") for line, sent in zip(got, lines))
     assert 1 <= calls["refused"] <= 4  # the chunks already in flight (2 connections x 2)
     assert calls["answered"] >= 2000 // batch_size
+    # a server that knows only_opinions is still asked with it (only as_json is left out)
+    assert calls["only_opinions"] == (calls["answered"] if peer == "before-json" else 0)
 
 
 def test_unknown_expert_stops_the_stream_with_exit_2(refusing):

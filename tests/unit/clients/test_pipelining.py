@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
-from expertd.clients.pipe.pipelining import Asker, Refused, Sent
+from expertd.clients.pipe.pipelining import NO_OPTIONS, ONLY_OPINIONS, Asker, Refused, Sent
 from expertd.clients.pipe.reading import parse_line
 from expertd.clients.pipe.retrying import Backoff, Stop
 from expertd.clients.wire import RemoteError, ServerUnavailable
@@ -36,6 +36,10 @@ class ScriptedConnection:
             raise ServerUnavailable("the server went away")
         if options and not self.server.knows_only_opinions:
             self.pending[message_id] = RemoteError("BadArguments", "unknown option only_opinions")
+        elif options and "as_json" in options[0] and not self.server.knows_as_json:
+            self.pending[message_id] = RemoteError(  # as main's server said before the option
+                "BadArguments", "unknown option(s) 'as_json'; options are: fresh, include_needs, "
+                                "only_opinions")
         elif self.server.unknown_expert and names:
             self.pending[message_id] = RemoteError("UnknownExpert", "no expert 'nope'")
         elif any(doc.get("text") == "bad" for doc in docs):
@@ -55,11 +59,13 @@ class ScriptedConnection:
 class ScriptedServer:
     """What the scripted connections share: the calls made, and how to misbehave."""
 
-    def __init__(self, drops: int = 0, unknown_expert: bool = False, knows_only_opinions: bool = True):
+    def __init__(self, drops: int = 0, unknown_expert: bool = False, knows_only_opinions: bool = True,
+                 knows_as_json: bool = True):
         self.calls: list = []
         self.drops = drops
         self.unknown_expert = unknown_expert
         self.knows_only_opinions = knows_only_opinions
+        self.knows_as_json = knows_as_json
         self.dropped: list = []
 
     # the Connector interface the asker uses
@@ -145,8 +151,26 @@ def test_an_older_server_without_only_opinions_is_asked_again_without_it():
     asker = asker_for(server)
     answers = asker.ask(items("a", "b"))
     assert seen(answers) == ["a", "b"]
-    assert asker.slim is False
+    assert asker.asks == NO_OPTIONS
     assert [len(options) for _, _, options in server.calls] == [1, 0]
+
+
+def test_a_server_older_than_as_json_is_asked_again_with_only_opinions():
+    server = ScriptedServer(knows_as_json=False)
+    asker = asker_for(server)
+    answers = asker.ask(items("a", "b"))
+    assert seen(answers) == ["a", "b"]
+    assert asker.asks == ONLY_OPINIONS
+    assert [options for _, _, options in server.calls] == [
+        [{"only_opinions": True, "as_json": True}], [{"only_opinions": True}]]
+    # chunks in flight with as_json when the refusal comes are each asked again, once
+    server, asker = ScriptedServer(knows_as_json=False), asker_for(ScriptedServer())
+    asker.connector = server
+    chunks = [Sent(items("c")), Sent(items("d", "e"))]
+    for chunk in chunks:
+        asker.send(chunk, chunks)
+    assert [seen(asker.answers(chunk)) for chunk in chunks] == [["c"], ["d", "e"]]
+    assert [len(options[0]) for _, _, options in server.calls] == [2, 2, 1, 1]
 
 
 def test_chunks_in_flight_are_answered_each_with_its_own_documents():
