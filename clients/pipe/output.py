@@ -216,12 +216,18 @@ class Output:
         a signal that arrives meanwhile waits until all are out."""
         self.writing = True
         try:
-            self.out.write(b"".join(item.raw if data is None else data
-                                    for item, data in lines))
+            self.out.write(b"".join([item.raw if data is None else data
+                                     for item, data in lines]))
             pending = self.pending
-            for item, _ in lines:
-                head = pending.popleft()
-                assert head is item, f"line {item.number} written out of order"
+            # The chunk's lines went on the ledger one after another: the first is at its head.
+            assert not lines or pending[0] is lines[0][0], \
+                f"line {lines[0][0].number} written out of order"
+            popleft = pending.popleft
+            for _ in range(len(lines) - 1):
+                popleft()
+            if lines:
+                last = popleft()
+                assert last is lines[-1][0], f"line {last.number} written out of order"
             self.written += len(lines)
         finally:
             self.writing = False

@@ -23,7 +23,7 @@ from collections import deque
 import msgpack
 
 from expertd.clients.pipe.output import answered_line
-from expertd.clients.pipe.reading import Item, parse_line
+from expertd.clients.pipe.reading import Item, parse_lines
 from expertd.clients.pipe.retrying import Backoff, describe, retryable, stop_for
 from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, pack_array
@@ -117,7 +117,7 @@ class Sent:
     def __init__(self, items: list[Item]) -> None:
         """The chunk's lines; those that can be asked about are ``docs``."""
         self.items = items
-        self.docs = [item for item in items if not item.passes_through()]
+        self.docs = [item for item in items if item.doc is not None]
         self.connection: Connection | None = None
         self.message_id: str | None = None
         self.asked = NO_OPTIONS  # the options it was sent with (``REQUEST_OPTIONS``)
@@ -300,25 +300,40 @@ class Pipeline:
         self.through: tuple[int, int, str] | None = None
 
     def read_chunk(self) -> tuple[list[Item], bool]:
-        """The next chunk of lines, and whether the input has ended."""
+        """The next chunk of lines, and whether the input has ended.
+
+        It takes every whole line already read at once (up to ``--batch-size``), and sends
+        the chunk as soon as no more is ready (the input paused) or it holds
+        ``MAX_CHUNK_BYTES`` of documents.
+        """
+        if self.preset:
+            item = self.output.read(self.preset.pop(0))
+            self.number = item.number
+            return [item], False
         chunk: list[Item] = []
         size = 0
-        while len(chunk) < self.options.batch_size and size < MAX_CHUNK_BYTES:
-            if chunk and not self.preset and not self.reader.ready():
-                return chunk, False  # the input paused: answer what we have now
-            if self.preset:
-                item = self.output.read(self.preset.pop(0))
-                self.number = item.number
-            else:
-                with self.output.holding():  # a line taken from the reader is on the ledger
-                    line = self.reader.readline()
-                    if line is None:
-                        return chunk, True
-                    self.number += 1
-                    item = self.output.read(parse_line(self.number, line))
-            chunk.append(item)
-            size += len(item.packed) if item.packed is not None else 0
-        return chunk, False
+        batch_size, reader, output = self.options.batch_size, self.reader, self.output
+        while True:
+            with output.holding():  # lines taken from the reader are on the ledger
+                lines = reader.readlines(batch_size - len(chunk))
+                if not lines:
+                    return chunk, True
+                try:
+                    items = parse_lines(self.number + 1, lines)
+                    for count, item in enumerate(items, 1):
+                        size += len(item.packed) if item.packed is not None else 0
+                        if size >= MAX_CHUNK_BYTES and count < len(items):
+                            reader.unread(b"".join(lines[count:]))  # for the next chunk
+                            del items[count:]
+                            break
+                except BaseException:
+                    reader.unread(b"".join(lines))  # none of them is on the ledger yet
+                    raise
+                output.pending.extend(items)
+                self.number += len(items)
+            chunk += items
+            if len(chunk) >= batch_size or size >= MAX_CHUNK_BYTES or not reader.ready():
+                return chunk, False  # full, or the input paused: answer what we have now
 
     def run(self) -> None:
         """Read, send, and write answers until the input ends."""
@@ -439,11 +454,16 @@ class Pipeline:
         answers_iter = iter(answers)
         lines: list[tuple[Item, bytes | None]] = []
         for item in sent.items:
-            if item.passes_through():
+            if item.doc is None:  # passes through
                 lines.append((item, None))
                 self.warn_passed(item)
                 continue
             answer = next(answers_iter)
+            if (item.plain and answer.__class__ is bytes and b'"errors": ' not in answer
+                    and b'"recomputed": ' not in answer):
+                # what answered_line writes for it (every expert answered), without the call
+                lines.append((item, item.raw[:-2] + b", " + answer[1:] + b"\n"))
+                continue
             if isinstance(answer, Refused):
                 lines.append((item, None))
                 stage.incomplete += 1

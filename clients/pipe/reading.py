@@ -164,6 +164,32 @@ class LineReader:
         del self.buf[:end]
         return line
 
+    def readlines(self, most: int) -> list[bytes]:
+        """The whole lines already read (at least one: it waits for one), at most ``most``, each
+        with its newline; at the end of input the last may lack one; ``[]`` at the end."""
+        buf = self.buf
+        while b"\n" not in buf and not self.eof:
+            self._read()
+        last = buf.rfind(b"\n")
+        if last < 0:  # the end of the input: a last line without its newline, or nothing
+            return [self.take_buffered()] if buf else []
+        block = bytes(buf[:last + 1])
+        if b"\r" in block:  # bytes.splitlines would split at a lone \r too
+            lines, start = [], 0
+            while len(lines) < most and start <= last:
+                end = block.index(b"\n", start) + 1
+                lines.append(block[start:end])
+                start = end
+            del buf[:start]
+            return lines
+        lines = block.splitlines(True)
+        if len(lines) > most:
+            del lines[most:]
+            del buf[:sum(map(len, lines))]
+        else:
+            del buf[:last + 1]
+        return lines
+
     def take_buffered(self) -> bytes:
         """What was read from the descriptor but not yet returned (emptied)."""
         data = bytes(self.buf)
@@ -187,13 +213,17 @@ class Item:
     says why a line is written through instead.
     """
 
-    __slots__ = ("number", "raw", "doc", "packed", "problem")
+    __slots__ = ("number", "raw", "doc", "packed", "problem", "plain")
 
     def __init__(self, number: int, raw: bytes, doc: dict | None = None,
-                 packed: bytes | None = None, problem: str | None = None) -> None:
-        """Line ``number`` (from 1), as read; ``doc`` and ``packed`` if it can be sent."""
-        self.number, self.raw, self.doc, self.packed, self.problem = (
-            number, raw, doc, packed, problem)
+                 packed: bytes | None = None, problem: str | None = None,
+                 plain: bool = False) -> None:
+        """Line ``number`` (from 1), as read; ``doc`` and ``packed`` if it can be sent.
+        ``plain``: the line is ``{...}`` and its newline, nothing around them, and the document
+        carries none of the keys an answer brings (``opinions``, ``errors``, ``recomputed``,
+        ``versions``), so that an answer's JSON text is spliced in before its closing brace."""
+        self.number, self.raw, self.doc, self.packed, self.problem, self.plain = (
+            number, raw, doc, packed, problem, plain)
 
     def passes_through(self) -> bool:
         """True if the line is written as it came, without asking the server."""
@@ -296,6 +326,35 @@ def parse_line(number: int, raw: bytes) -> Item:
     except ValueError as exc:
         return Item(number, raw, problem=f"cannot be sent to the server: {exc}")
     return Item(number, raw, doc=value, packed=packed)
+
+
+def parse_lines(first: int, lines: list[bytes]) -> list[Item]:
+    """``parse_line`` of each of ``lines``, numbered from ``first``.
+
+    The common line (a JSON object alone on its line, with its newline) takes a short
+    path to the same document and bytes; any other, or one the short path trips on,
+    goes through ``parse_line``, which says what is wrong with it.
+    """
+    scan, pack = _DECODER.scan_once, _PACKER.pack
+    items: list[Item] = []
+    append = items.append
+    number = first
+    for raw in lines:
+        if raw[:1] == b"{" and raw[-2:] == b"}\n" and len(raw) <= MAX_DOCUMENT_BYTES:
+            try:
+                text = raw.decode("utf-8")
+                value, end = scan(text, 0)
+                if end == len(text) - 1:
+                    append(Item(number, raw, value, pack(value), None, bool(value) and (
+                        "opinions" not in value and "errors" not in value
+                        and "recomputed" not in value and "versions" not in value)))
+                    number += 1
+                    continue
+            except Exception:  # noqa: BLE001 - parse_line finds out, and says, what is wrong
+                pass
+        append(parse_line(number, raw))
+        number += 1
+    return items
 
 
 # -- telling JSON Lines from one document ---------------------------------------

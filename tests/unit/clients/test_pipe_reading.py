@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import msgpack
 import pytest
 
-from expertd.clients.pipe.reading import INCOMPLETE, INVALID, VALUE, classify, parse_line
+from expertd.clients.pipe.reading import (INCOMPLETE, INVALID, MAX_DOCUMENT_BYTES, VALUE, LineReader,
+                                          classify, parse_line, parse_lines)
 
 
 @pytest.mark.parametrize("text,state", [
@@ -125,3 +128,61 @@ def test_a_file_or_terminal_is_not_drained(tmp_path):
         assert not drains_after_stop(fd)
     finally:
         os.close(fd)
+
+
+# -- many lines at once: the short path gives what parse_line gives ------------------
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "pipe"
+#: Lines the short path takes, and lines near it that it must hand to parse_line.
+TRICKY = [b'{"text": "I love it"}\n', b'{"a": 1}', b'{"a": 1} \n', b' {"a": 1}\n', b'{"a": 1}\r\n',
+          b"{}\n", b'{"opinions": {}}\n', b'{"text": "x", "errors": 1}\n',
+          b'{"text": "x", "versions": {}}\n', b'{"recomputed": 1, "t": 2}\n',
+          b'{"a": 1}{"b": 2}\n', b'{"a": 1}\n\n', b'{"t": "\\u00e9 \xc3\xa9 \\ud83d\\ude00"}\n',
+          b'{"n": 18446744073709551616}\n', b'{"t": "\\ud83d"}\n', b'{"x": NaN}\n',
+          b'{"x": 1e400}\n', b'{"t": "\xff"}\n', b"[1]\n", b"\n", b"   \n", b"{\n",
+          b'{"d": ' + b"[" * 3000 + b"]" * 3000 + b"}\n",
+          b'{"big": "' + b"x" * (MAX_DOCUMENT_BYTES + 1) + b'"}\n']
+
+
+def corpus_lines() -> list[bytes]:
+    lines = list(TRICKY)
+    for path in sorted(CORPUS.glob("*.jsonl")):
+        lines += [line + b"\n" for line in path.read_bytes().split(b"\n")[:-1]]
+    return lines
+
+
+def test_parse_lines_gives_each_line_what_parse_line_gives_it():
+    lines = corpus_lines()
+    items = parse_lines(5, lines)
+    assert len(items) == len(lines)
+    for number, (raw, item) in enumerate(zip(lines, items), 5):
+        one = parse_line(number, raw)
+        assert (item.number, item.raw, item.doc, item.packed, item.problem) == (
+            one.number, one.raw, one.doc, one.packed, one.problem), raw[:80]
+        # plain: the answer's JSON text is spliced in before the closing brace
+        assert item.plain == (raw[:1] == b"{" and raw[-2:] == b"}\n" and bool(item.doc) and not (
+            {"opinions", "errors", "recomputed", "versions"} & set(item.doc))
+            and item.doc == json.loads(raw)), raw[:80]
+    assert sum(item.plain for item in items) >= 3
+
+
+@pytest.mark.parametrize("data, most, expected", [
+    (b'{"a": 1}\n{"b": 2}\n{"c"', 5, [b'{"a": 1}\n', b'{"b": 2}\n']),
+    (b'1\n2\n3\n4\n', 2, [b"1\n", b"2\n"]),
+    (b'1\r2\n3\r\n4\n5', 3, [b"1\r2\n", b"3\r\n", b"4\n"]),
+    (b'1\r2\n3\r\n4\n5', 1, [b"1\r2\n"]),
+    (b"no newline at the end", 9, [b"no newline at the end"]),
+    (b"", 9, []),
+])
+def test_readlines_takes_whole_lines_and_leaves_the_rest(data, most, expected):
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    try:
+        reader = LineReader(read)
+        lines = reader.readlines(most)
+        assert lines == expected
+        rest = b"".join(iter(lambda: reader.readline() or b"", b""))
+        assert b"".join(lines) + rest == data
+    finally:
+        os.close(read)

@@ -7,13 +7,16 @@ The answer goes through msgpack both ways, as on the wire; the server's side is
 
 from __future__ import annotations
 
+import io
 import json
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 
-from expertd.clients.pipe.output import answered_line
-from expertd.clients.pipe.reading import parse_line
+from expertd.clients.pipe.output import Output, Progress, answered_line
+from expertd.clients.pipe.pipelining import Pipeline, Sent
+from expertd.clients.pipe.reading import parse_line, parse_lines
 from expertd.rpc_server.chain_runner import json_answer
 
 SENTIMENT = {"valence": 1.9443, "label": "positive", "confidence": 0.9526}
@@ -71,6 +74,21 @@ def test_a_line_written_from_json_text_is_the_line_written_from_the_answer(line,
     got = answered_line(parse_line(1, raw), wire(text), names)
     assert got == expected
     json.loads(got[0])  # and it is JSON
+    # and the stage's own loop (which splices a plain line's answer without answered_line)
+    assert stage_writes(raw, wire(text), names) == expected[0]
+
+
+def stage_writes(raw: bytes, answer, names) -> bytes:
+    """What ``Pipeline.write`` writes for line ``raw`` answered ``answer``."""
+    stdout, said = io.BytesIO(), []
+    stage = SimpleNamespace(options=SimpleNamespace(names=names), connector=None, reader=None,
+                            output=Output(stdout), progress=Progress(io.StringIO(), False),
+                            incomplete=0, warn=said.append, report_errors=lambda n, d: None,
+                            signum=None)
+    items = parse_lines(1, [raw])
+    stage.output.pending.extend(items)
+    Pipeline(stage).write(Sent(items), [answer])
+    return stdout.getvalue()
 
 
 @pytest.mark.parametrize("opinion", [{"x": float("nan")}, {"x": float("inf")}, {"x": "\ud800"}])
