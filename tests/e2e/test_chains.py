@@ -156,11 +156,14 @@ def test_only_opinions_answers_opinions_and_errors_without_the_document(chain):
 
 def test_as_json_answers_the_json_text_of_the_same_answer(chain):
     docs = [{"text": "I love it, caf\u00e9 \U0001f600", "id": 1}, {"id": 2}, "just text",
-            {"text": "fine", "opinions": {"earlier": {"x": 1.5e-300}}}]
-    for options in ({"only_opinions": True}, {}):
-        plain = chain.opinions_batch(docs, ["vader"], options)
-        texts = chain.opinions_batch(docs, ["vader"], dict(options, as_json=True))
-        assert texts == [json.dumps(p, ensure_ascii=False).encode() for p in plain]
+            {"text": "fine", "opinions": {"earlier": {"x": 1.5e-300}}},
+            {"text": "v", "versions": {"x": "1"}}, {"text": "e", "errors": {"x": "old"}}]
+    for names in (["vader"], ["keys", "vader"], ["keys"], ["lonely", "vader"]):  # no Tally: counts change
+        for options in ({"only_opinions": True}, {}, {"only_opinions": True, "include_needs": False}):
+            plain = chain.opinions_batch(docs, names, options)
+            texts = chain.opinions_batch(docs, names, dict(options, as_json=True))
+            assert texts == [json.dumps(p, ensure_ascii=False).encode() for p in plain], (names,
+                                                                                        options)
     one = chain.opinions(docs[0], ["vader"], {"as_json": True})
     assert json.loads(one) == chain.opinions(docs[0], ["vader"])
 
