@@ -165,37 +165,6 @@ OPTION_KEYS = tuple(key for key in spec.RAW["options"] if not key.startswith("_"
 _encode_json = jsonc.encoder()
 
 
-def json_keys(names: list[str]) -> list[str]:
-    """Each name as ``json_answer`` writes it as a key: ``"name": ``."""
-    return [_encode_json(name) + ": " for name in names]
-
-
-def fresh_json_answer(doc, i: int, columns: list[list[Answer]], keys: list[str]) -> bytes | None:
-    """``json_answer({"opinions": {name: opinion, ...}})``, what ``only_opinions`` + ``as_json``
-    answer document ``i``, written without building the dicts, if every expert (``columns``:
-    their answers, ``keys``: their ``json_keys``, in the same order) answered it afresh (an
-    opinion computed now, of no version) and ``doc`` carries none of ``opinions``, ``errors``,
-    ``recomputed``, ``versions``; ``None`` for any other document (it needs the whole merge)."""
-    if not (doc.__class__ is dict and "opinions" not in doc and "errors" not in doc
-            and "recomputed" not in doc and "versions" not in doc):
-        return None
-    parts = ['{"opinions": {']
-    for key, column in zip(keys, columns):
-        answer = column[i]
-        if not answer.ok or answer.reused or answer.recomputed is not None \
-                or answer.version is not None:
-            return None
-        try:
-            parts += (key, _encode_json(answer.value), ", ")
-        except (ValueError, TypeError, RecursionError):
-            return None  # json_answer leaves the answer a map: the whole merge does
-    parts[-1] = "}}"
-    try:
-        return "".join(parts).encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-
-
 def json_answer(answer: dict):
     """``answer`` as the UTF-8 bytes of its JSON text (the ``as_json`` option), written as the
     pipe stage writes it; ``answer`` itself if JSON cannot hold it (a NaN, a lone surrogate,

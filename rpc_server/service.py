@@ -24,8 +24,7 @@ from expertd.rpc_server import __version__
 from expertd.spec import METHODS
 from expertd.rpc_server import call_trace, chain_runner, recent_traces, runtime
 from expertd.rpc_server.batching import MicroBatcher
-from expertd.rpc_server.chain_runner import (Answer, Answers, ChainOptions, chain_options,
-                                            fresh_json_answer, json_answer, json_keys)
+from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain_options, json_answer
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, VersionRefused, error_info)
@@ -494,16 +493,8 @@ class Experts:
         answers = self._answers(docs, names, options)
         shown = list(answers) if options.include_needs else list(names)
         order = shown + [name for name in answers if name not in shown]  # the rest: if recomputed
-        # The pipe stage's answers: written straight from the opinions where nothing is merged.
-        fresh = order and len(order) == len(shown) and options.only_opinions and options.as_json
-        columns, keys = ([answers[name] for name in order], json_keys(order)) if fresh else ((), ())
         out = []
         for i, doc in enumerate(cooperatively(docs)):
-            if fresh:
-                text = fresh_json_answer(doc, i, columns, keys)
-                if text is not None:
-                    out.append(text)
-                    continue
             if not isinstance(doc, dict):
                 doc = {}  # not an object: only what each expert said of it (InvalidDocument)
             merged = {} if options.only_opinions else dict(doc)

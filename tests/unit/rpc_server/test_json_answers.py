@@ -17,7 +17,7 @@ import pytest
 from expertd.clients.pipe.output import Output, Progress, answered_line
 from expertd.clients.pipe.pipelining import Pipeline, Sent
 from expertd.clients.pipe.reading import parse_line, parse_lines
-from expertd.rpc_server.chain_runner import Answer, fresh_json_answer, json_answer, json_keys
+from expertd.rpc_server.chain_runner import json_answer
 
 SENTIMENT = {"valence": 1.9443, "label": "positive", "confidence": 0.9526}
 GENRE = {"label": "product_review", "probabilities": {
@@ -98,33 +98,3 @@ def test_an_answer_json_cannot_hold_stays_an_object_and_the_stage_says_why(opini
     with pytest.raises((ValueError, UnicodeEncodeError)):
         answered_line(parse_line(1, b'{"text": "t"}\n'), answer, ("odd",))
 
-
-FRESH = Answer(True, SENTIMENT)
-
-
-@pytest.mark.parametrize("doc, answers, written", [
-    ({"text": "x"}, [FRESH], True),
-    ({"text": "x", "id": 1}, [FRESH, Answer(True, GENRE)], True),
-    ({"text": "x"}, [Answer(True, FLOATS), Answer(True, {"t": "é😀\u2028"})], True),
-    ({"text": "x"}, [FRESH, Answer(False, ValueError("no"))], False),
-    ({"text": "x"}, [Answer(True, SENTIMENT, reused=True)], False),
-    ({"text": "x"}, [Answer(True, SENTIMENT, recomputed="not reused")], False),
-    ({"text": "x"}, [Answer(True, SENTIMENT, version="2")], False),
-    ({"text": "x", "opinions": {}}, [FRESH], False),
-    ({"text": "x", "errors": {}}, [FRESH], False),
-    ({"text": "x", "recomputed": {}}, [FRESH], False),
-    ({"text": "x", "versions": {}}, [FRESH], False),
-    ("not an object", [FRESH], False),
-    ({"text": "x"}, [Answer(True, {"x": float("nan")})], False),
-    ({"text": "x"}, [Answer(True, {"x": "\ud800"})], False),
-    ({"text": "x"}, [Answer(True, {"x": b"bytes"})], False),
-])
-def test_a_fresh_answer_is_written_as_json_answer_writes_it_or_left_to_the_merge(doc, answers,
-                                                                                  written):
-    names = ["sentiment", "genre"][:len(answers)]
-    columns = [[Answer(True, {}), answer] for answer in answers]  # the document is the second
-    text = fresh_json_answer(doc, 1, columns, json_keys(names))
-    if not written:
-        assert text is None
-    else:
-        assert text == json_answer({"opinions": {n: a.value for n, a in zip(names, answers)}})
