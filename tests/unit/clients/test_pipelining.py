@@ -187,3 +187,46 @@ def test_an_answer_of_the_wrong_length_is_an_internal_error_not_a_misaligned_wri
     with pytest.raises(RemoteError) as wrong:
         Asker.checked([{}], items("a", "b"))
     assert wrong.value.name == "InternalError"
+
+
+def test_a_chunk_ends_at_the_batch_size_or_once_it_holds_max_chunk_bytes(monkeypatch):
+    import io
+    import os
+
+    from expertd.clients.pipe import pipelining
+    from expertd.clients.pipe.output import Output, Progress
+    from expertd.clients.pipe.pipelining import Pipeline
+    from expertd.clients.pipe.reading import LineReader
+
+    lines = [b'{"text": "%s"}\n' % (b"x" * (40 if i % 3 else 5)) for i in range(20)] + [b"not json\n"]
+    sizes = [len(msgpack.packb(json_doc)) for json_doc in
+             ({"text": "x" * (40 if i % 3 else 5)} for i in range(20))]
+    monkeypatch.setattr(pipelining, "MAX_CHUNK_BYTES", 100)
+    read, write = os.pipe()
+    os.write(write, b"".join(lines))
+    os.close(write)
+    try:
+        stage = SimpleNamespace(options=SimpleNamespace(names=("sentiment",), batch_size=4),
+                                connector=None, reader=LineReader(read), output=Output(io.BytesIO()),
+                                progress=Progress(io.StringIO(), False), signum=None)
+        pipeline = Pipeline(stage)
+        chunks, ended = [], False
+        while not ended:
+            chunk, ended = pipeline.read_chunk()
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+    items = [item for chunk in chunks for item in chunk]
+    assert [item.raw for item in items] == lines  # every line once, in order
+    assert [item.number for item in items] == list(range(1, 22))
+    assert list(stage.output.pending) == items  # all on the ledger
+    # each chunk: at most 4 lines, and it ends at the first line that brings it to 100 bytes
+    expected, size, count = [], 0, 0
+    for packed in sizes + [0]:
+        size, count = size + packed, count + 1
+        if count == 4 or size >= 100:
+            expected.append(count)
+            size, count = 0, 0
+    if count:
+        expected.append(count)
+    assert [len(chunk) for chunk in chunks if chunk] == expected
