@@ -239,6 +239,7 @@ bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	$(MAKE) $(PROFILE_STAMP)
 	$(PY) -m bench.profile_batch --baseline af8e17c
 	$(PY) -m bench.memory_ready
+	$(PY) -m bench.limits  # the floors under issue 28's targets: the transport and the model alone
 	$(PY) -m bench.run  # last: RESULTS.md copies the other reports' headlines
 	$(PY) -m bench.quote  # the numbers README.md and docs/ quote, from the new reports
 
