@@ -4,7 +4,8 @@ Shared by the clients' two transports, the plain ZMTP ``clients.wire.Connection`
 and the CURVE-encrypted ``clients.curve.CurveConnection``: each moves bytes,
 this module makes and files the zerorpc events (``[header, name, args]`` in
 msgpack; replies ``OK [result]`` and ``ERR [name, message, traceback]``;
-``_zpc_hb`` heartbeats for the calls still waiting). It imports only msgpack.
+``_zpc_hb`` heartbeats for the calls still waiting). Its msgpack is
+``clients.lean_msgpack``'s: a one-document stage never imports the real one.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import os
 import time
 
-import msgpack
-
 from expertd import tracing
+from expertd.clients import lean_msgpack as msgpack  # msgpack's bytes, without importing it
 from expertd.spec import ERROR, TIMEOUT_HEADER, TRACE_HEADER
 from expertd.tracecontext import environment_traceparent, parse
 
