@@ -304,10 +304,11 @@ def test_pipe_stage_really_loads_nothing_heavy():
 #: JSON goes through ``expertd.jsonc`` (json's C scanner and encoder, without ``json``), names
 #: are checked without ``re`` (expertd/names.py), signals through ``_signal`` (no enums),
 #: msgpack through ``clients.lean_msgpack`` (msgpack's bytes in plain Python: no ``msgpack``,
-#: whose ``msgpack.ext`` imports ``datetime``; frames without ``struct``), and the ``expertd``
-#: command is a plain script (expertd/scripts/), not pip's, which imports re.
+#: whose ``msgpack.ext`` imports ``datetime``; frames without ``struct``), named tuples
+#: through ``expertd.records`` and deques from ``_collections`` (no ``collections``), and the
+#: ``expertd`` command is a plain script (expertd/scripts/), not pip's, which imports re.
 STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings", "json", "re", "enum",
-                  "functools", "signal", "msgpack", "datetime", "struct")
+                  "functools", "signal", "msgpack", "datetime", "struct", "collections")
 
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
