@@ -5,7 +5,8 @@ The one-document pipe stage's modules (``expertd.spec``, ``endpoint``, ``names``
 ``collections`` for them (with ``itertools``, ``keyword``, ``operator`` and
 ``reprlib``) cost every stage about 1.5 ms (bench/RESULTS-startup.md). A
 ``record`` class is a tuple subclass with what expertd uses of a namedtuple,
-built the same way (a generated ``__new__``, C field getters): positional and
+with C field getters as a namedtuple's (its ``__new__`` is a closure, where
+namedtuple compiles one with ``eval``: 80 µs a class). Positional and
 keyword construction, ``defaults``, read-only fields, ``_fields``,
 ``_field_defaults``, ``_make``, ``_replace``, ``_asdict``, the same ``repr``,
 equality and hash of a tuple, pickling and ``match`` by position.
@@ -24,6 +25,34 @@ except ImportError:  # pragma: no cover - another Python
         return property(itemgetter(index), doc=doc)
 
 
+#: Python's keywords (``keyword.kwlist``, without importing ``keyword``): not field names.
+_KEYWORDS = frozenset(
+    "False None True and as assert async await break class continue def del elif else except "
+    "finally for from global if import in is lambda nonlocal not or pass raise return try "
+    "while with yield".split())
+
+
+def _bind(typename: str, fields: tuple, defaults: dict, args: tuple, kwargs: dict) -> tuple:
+    """The fields' values from a call with keywords, defaults or a wrong number of arguments
+    (``TypeError`` as a function of those parameters would raise)."""
+    if len(args) > len(fields):
+        raise TypeError(f"{typename}.__new__() takes {len(fields) + 1} positional arguments but "
+                        f"{len(args) + 1} were given")
+    values = list(args)
+    for name in fields[len(args):]:
+        if name in kwargs:
+            values.append(kwargs.pop(name))
+        elif name in defaults:
+            values.append(defaults[name])
+        else:
+            raise TypeError(f"{typename}.__new__() missing required argument: {name!r}")
+    for name in kwargs:
+        if name in fields:
+            raise TypeError(f"{typename}.__new__() got multiple values for argument {name!r}")
+        raise TypeError(f"{typename}.__new__() got an unexpected keyword argument {name!r}")
+    return tuple(values)
+
+
 def record(typename: str, field_names: str, defaults: tuple = ()) -> type:
     """A tuple subclass named ``typename`` with the space-separated ``field_names``, the last
     ``len(defaults)`` of which default to ``defaults`` (as ``namedtuple(typename,
@@ -37,16 +66,20 @@ def record(typename: str, field_names: str, defaults: tuple = ()) -> type:
     defaults = tuple(defaults)
     if len(defaults) > len(fields):
         raise TypeError("got more default values than field names")
+    if any(name in _KEYWORDS for name in fields):
+        raise ValueError(f"record field names cannot be keywords: {field_names!r}")
     arguments = ", ".join(fields)
-    namespace = {"_tuple_new": tuple.__new__, "__builtins__": {}, "__name__": f"record_{typename}"}
-    try:
-        new = eval(f"lambda _cls, {arguments}: _tuple_new(_cls, ({arguments}{',' if fields else ''}))",
-                   namespace)
-    except SyntaxError:  # a keyword (``class``) as a field name
-        raise ValueError(f"record field names cannot be keywords: {field_names!r}") from None
-    new.__name__, new.__qualname__ = "__new__", f"{typename}.__new__"
-    new.__defaults__ = defaults or None
-    new.__doc__ = f"Create new instance of {typename}({arguments})"
+    count = len(fields)
+    field_defaults = dict(zip(fields[count - len(defaults):], defaults))
+    tuple_new = tuple.__new__
+
+    def __new__(cls, *args, **kwargs):
+        if kwargs or len(args) != count:
+            args = _bind(typename, fields, field_defaults, args, kwargs)
+        return tuple_new(cls, args)
+
+    __new__.__qualname__ = f"{typename}.__new__"
+    __new__.__doc__ = f"Create new instance of {typename}({arguments})"
     shown = ", ".join(f"{name}=%r" for name in fields)
 
     def __repr__(self) -> str:
@@ -76,8 +109,8 @@ def record(typename: str, field_names: str, defaults: tuple = ()) -> type:
 
     namespace = {
         "__doc__": f"{typename}({arguments})", "__slots__": (), "_fields": fields,
-        "_field_defaults": dict(zip(fields[len(fields) - len(defaults):], defaults)),
-        "__new__": new, "_make": _make, "_replace": _replace, "__repr__": __repr__,
+        "_field_defaults": field_defaults,
+        "__new__": __new__, "_make": _make, "_replace": _replace, "__repr__": __repr__,
         "_asdict": _asdict, "__getnewargs__": __getnewargs__, "__match_args__": fields,
     }
     for index, name in enumerate(fields):
