@@ -35,6 +35,11 @@ _KEYWORDS = frozenset(
 def _bind(typename: str, fields: tuple, defaults: dict, args: tuple, kwargs: dict) -> tuple:
     """The fields' values from a call with keywords, defaults or a wrong number of arguments
     (``TypeError`` as a function of those parameters would raise)."""
+    if not args and len(kwargs) == len(fields):  # every field by name (``expertd.spec``'s way)
+        try:
+            return tuple([kwargs[name] for name in fields])
+        except KeyError:
+            pass
     if len(args) > len(fields):
         raise TypeError(f"{typename}.__new__() takes {len(fields) + 1} positional arguments but "
                         f"{len(args) + 1} were given")

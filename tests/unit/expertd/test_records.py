@@ -28,7 +28,7 @@ class Sub(record("Sub", "a b", defaults=(2,))):
 
 
 CALLS = [(("tcp",), {}), (("tcp", "h"), {"port": 1}), ((), {"transport": "ipc", "path": "/p"}),
-         (("tcp", "h", 1, "/p"), {})]
+         (("tcp", "h", 1, "/p"), {}), ((), {"path": "/p", "port": 1, "host": "h", "transport": "t"})]
 
 
 @pytest.mark.parametrize(("args", "kwargs"), CALLS)
@@ -45,7 +45,8 @@ def test_construction_fields_repr_and_helpers_match_namedtuple(args, kwargs):
 
 
 @pytest.mark.parametrize(("args", "kwargs"), [((), {}), (("a", "b", "c", "d", "e"), {}),
-                                              (("a",), {"transport": "b"}), (("a",), {"nope": 1})])
+                                              (("a",), {"transport": "b"}), (("a",), {"nope": 1}),
+                                              ((), {"transport": 1, "host": 2, "port": 3, "nope": 4})])
 def test_wrong_arguments_raise_type_error_as_namedtuple_does(args, kwargs):
     with pytest.raises(TypeError):
         Stock(*args, **kwargs)
