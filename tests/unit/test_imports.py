@@ -307,8 +307,11 @@ def test_pipe_stage_really_loads_nothing_heavy():
 #: whose ``msgpack.ext`` imports ``datetime``; frames without ``struct``), named tuples
 #: through ``expertd.records`` and deques from ``_collections`` (no ``collections``), and the
 #: ``expertd`` command is a plain script (expertd/scripts/), not pip's, which imports re.
+#: Nor does it import expertd's tracing without a variable that turns it on
+#: (``clients.calls.TRACE_VARIABLES``), nor ``spread`` before it opens a spare connection.
 STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings", "json", "re", "enum",
-                  "functools", "signal", "msgpack", "datetime", "struct", "collections")
+                  "functools", "signal", "msgpack", "datetime", "struct", "collections",
+                  "expertd.tracing", "expertd.tracecontext", "expertd.clients.spread")
 
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
