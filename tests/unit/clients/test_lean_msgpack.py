@@ -254,3 +254,16 @@ def test_a_fresh_process_uses_plain_python_within_its_budget_then_msgpack():
         "assert packer.pack(doc) == msgpack.packb(doc) and lean.unpackb(data) == doc\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_hostile_event_of_the_corpus_reads_as_msgpack_reads_it_or_is_left_to_it():
+    """tests/corpus/events.py: what a peer can send on the RPC port (a reply is read the same way)."""
+    from tests.corpus.events import EVENTS
+
+    for name, (frames, _) in EVENTS.items():
+        for frame in frames:
+            try:
+                got = pure_unpackb(frame)
+            except NotLean:
+                continue
+            assert same(got, real_unpackb(frame)), name
