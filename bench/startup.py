@@ -80,8 +80,9 @@ def parse_importtime(stderr: str) -> dict[str, tuple[int, int]]:
 def importtime(command: list[str], env: dict, stdin: bytes, runs: int) -> dict:
     """The median cumulative import time of each module ``command`` imports, over ``runs``."""
     seen: list[dict[str, tuple[int, int]]] = []
+    script = command[1:] if command[0] == PYTHON else command  # a script, and its arguments
     for _ in range(runs):
-        done = subprocess.run([PYTHON, "-X", "importtime", *command], input=stdin, env=env,
+        done = subprocess.run([PYTHON, "-X", "importtime", *script], input=stdin, env=env,
                               capture_output=True, cwd=ROOT, timeout=60)
         seen.append(parse_importtime(done.stderr.decode(errors="replace")))
     names = list(seen[-1])
