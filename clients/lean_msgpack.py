@@ -192,6 +192,7 @@ class Packer:
                     _spent[0] += len(data)
                     return data
             real = self._real = _msgpack().Packer(use_bin_type=self.use_bin_type)
+            self.pack = real.pack  # from now on each call goes straight to msgpack's
         return real.pack(value)
 
 
