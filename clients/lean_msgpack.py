@@ -7,8 +7,10 @@ receives. This module speaks the part of msgpack those messages use, in
 plain Python: ``packb`` writes ``None``, ``bool``, ``int`` (up to 64 bits),
 ``float``, ``str``, ``bytes``, ``list``, ``tuple`` and ``dict`` exactly as
 ``msgpack.packb(value, use_bin_type=True)`` does (the same bytes), and
-``unpackb`` reads the same formats (plus float 32) as
-``msgpack.unpackb(data, raw=False, strict_map_key=False)`` does.
+``unpackb`` reads the same formats (plus float 32) as ``msgpack.unpackb(data)``
+does, with either ``strict_map_key``. Used with other options, and for every
+other name of msgpack's (``Unpacker``, ``ExtType``, its exceptions), it is the
+real msgpack.
 
 Anything else goes to the real ``msgpack`` (imported then), so what it
 returns or raises is msgpack's own: another type (a subclass included), an
@@ -157,9 +159,15 @@ def pure_packb(value) -> bytes:
     return b"".join(out)
 
 
-def packb(value, use_bin_type: bool = True) -> bytes:
-    """``msgpack.packb(value, use_bin_type=True)``: the same bytes, or msgpack's error."""
-    if use_bin_type and _pure_allowed():
+def _lean_packing(options: dict) -> bool:
+    """True for the options this module packs with: msgpack's defaults (``use_bin_type=True``)."""
+    return not options or options == {"use_bin_type": True}
+
+
+def packb(value, **options) -> bytes:
+    """``msgpack.packb(value, **options)``: the same bytes, or msgpack's error (in plain Python
+    for the default options, ``use_bin_type=True``, while that is cheaper)."""
+    if _lean_packing(options) and _pure_allowed():
         try:
             data = pure_packb(value)
         except (NotLean, RecursionError):
@@ -167,33 +175,42 @@ def packb(value, use_bin_type: bool = True) -> bytes:
         else:
             _spent[0] += len(data)
             return data
-    return _msgpack().packb(value, use_bin_type=use_bin_type)
+    return _msgpack().packb(value, **options)
 
 
 class Packer:
-    """``msgpack.Packer(use_bin_type=True)``'s ``pack``: plain Python while ``packb`` would
-    use it, then a real ``msgpack.Packer`` for good (reused, as msgpack's own is)."""
+    """``msgpack.Packer(**options)``'s ``pack``: plain Python while ``packb`` would use it,
+    then a real ``msgpack.Packer`` for good (reused, as msgpack's own is)."""
 
-    def __init__(self, use_bin_type: bool = True) -> None:
-        """Only ``use_bin_type=True`` is lean; anything else is msgpack's from the start."""
-        self.use_bin_type = use_bin_type
+    def __init__(self, **options) -> None:
+        """Only the default options (``use_bin_type=True``) are lean; others are msgpack's
+        from the start (and so is every other method of msgpack's Packer)."""
+        self._options = options
         self._real = None
+        if not _lean_packing(options):
+            self._use_real()
+
+    def _use_real(self):
+        real = self._real = _msgpack().Packer(**self._options)
+        self.pack = real.pack  # from now on each call goes straight to msgpack's
+        return real
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._real or self._use_real(), name)
 
     def pack(self, value) -> bytes:
         """The msgpack encoding of ``value`` (msgpack's error for what it cannot encode)."""
-        real = self._real
-        if real is None:
-            if self.use_bin_type and _pure_allowed():
-                try:
-                    data = pure_packb(value)
-                except (NotLean, RecursionError):
-                    pass
-                else:
-                    _spent[0] += len(data)
-                    return data
-            real = self._real = _msgpack().Packer(use_bin_type=self.use_bin_type)
-            self.pack = real.pack  # from now on each call goes straight to msgpack's
-        return real.pack(value)
+        if _pure_allowed():
+            try:
+                data = pure_packb(value)
+            except (NotLean, RecursionError):
+                pass
+            else:
+                _spent[0] += len(data)
+                return data
+        return self._use_real().pack(value)
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -224,10 +241,13 @@ _SIZED = {0xCC: ("uint", 1), 0xCD: ("uint", 2), 0xCE: ("uint", 4), 0xCF: ("uint"
           0xD9: ("str", 1), 0xDA: ("str", 2), 0xDB: ("str", 4),
           0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4),
           0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
-_HASHABLE_KEYS = (str, int, float, bool, bytes, type(None))
+#: The map keys read here: those msgpack reads as they are (``strict_map_key=False``), and
+#: the only ones it accepts with ``strict_map_key=True`` (its default).
+_ANY_KEYS = (str, int, float, bool, bytes, type(None))
+_STRICT_KEYS = (str, bytes)
 
 
-def _unpack(data: bytes, pos: int, depth: int):
+def _unpack(data: bytes, pos: int, depth: int, keys: tuple = _ANY_KEYS):
     """The value that starts at ``pos``, and where the next one starts."""
     if pos >= len(data):
         raise NotLean("truncated")
@@ -275,23 +295,23 @@ def _unpack(data: bytes, pos: int, depth: int):
     if what == "array":
         items = []
         for _ in range(size):
-            item, pos = _unpack(data, pos, depth + 1)
+            item, pos = _unpack(data, pos, depth + 1, keys)
             items.append(item)
         return items, pos
     mapping = {}
     for _ in range(size):
-        key, pos = _unpack(data, pos, depth + 1)
-        if type(key) not in _HASHABLE_KEYS:
-            raise NotLean("a key msgpack would read its own way")
-        mapping[key], pos = _unpack(data, pos, depth + 1)
+        key, pos = _unpack(data, pos, depth + 1, keys)
+        if type(key) not in keys:
+            raise NotLean("a key msgpack would read its own way, or refuse")
+        mapping[key], pos = _unpack(data, pos, depth + 1, keys)
     return mapping, pos
 
 
-def pure_unpackb(data: bytes):
-    """``msgpack.unpackb(data, raw=False, strict_map_key=False)`` in plain Python; ``NotLean``
-    for a message outside the formats above, or one msgpack would refuse."""
+def pure_unpackb(data: bytes, strict_map_key: bool = False):
+    """``msgpack.unpackb(data, raw=False, strict_map_key=strict_map_key)`` in plain Python;
+    ``NotLean`` for a message outside the formats above, or one msgpack would refuse."""
     try:
-        value, end = _unpack(data, 0, 0)
+        value, end = _unpack(data, 0, 0, _STRICT_KEYS if strict_map_key else _ANY_KEYS)
     except NotLean:
         raise
     except Exception as exc:  # noqa: BLE001 - bad UTF-8 and the like: msgpack's error is the one raised
@@ -301,15 +321,22 @@ def pure_unpackb(data: bytes):
     return value
 
 
-def unpackb(data: bytes, raw: bool = False, strict_map_key: bool = False):
-    """``msgpack.unpackb(data, raw=False, strict_map_key=False)``: the same value, or
-    msgpack's error."""
-    if not raw and not strict_map_key and _pure_allowed(len(data)):
+def unpackb(data: bytes, **options):
+    """``msgpack.unpackb(data, **options)``: the same value, or msgpack's error (in plain
+    Python for ``raw=False`` and either ``strict_map_key``, while that is cheaper)."""
+    strict = options.get("strict_map_key", True)  # msgpack's defaults
+    if (not options.get("raw", False) and not options.keys() - {"raw", "strict_map_key"}
+            and _pure_allowed(len(data))):
         try:
-            value = pure_unpackb(bytes(data))
+            value = pure_unpackb(bytes(data), strict_map_key=strict)
         except (NotLean, RecursionError):
             pass
         else:
             _spent[0] += len(data)
             return value
-    return _msgpack().unpackb(data, raw=raw, strict_map_key=strict_map_key)
+    return _msgpack().unpackb(data, **options)
+
+
+def __getattr__(name: str):
+    """Anything else of msgpack's (``Unpacker``, ``ExtType``, its exceptions) is msgpack's own."""
+    return getattr(_msgpack(), name)

@@ -147,6 +147,24 @@ def test_packb_and_packer_answer_what_msgpack_answers(monkeypatch):
         lean.packb({"n": 1 << 64})
 
 
+def test_msgpack_s_defaults_other_options_and_other_names_are_msgpack_s(monkeypatch):
+    monkeypatch.setattr(lean, "_pure_allowed", lambda size=0: True)
+    int_keys = real_packb({1: "a"})
+    with pytest.raises(ValueError):  # strict_map_key=True, msgpack's default
+        msgpack.unpackb(int_keys)
+    with pytest.raises(ValueError):
+        lean.unpackb(int_keys)
+    assert lean.unpackb(int_keys, strict_map_key=False) == {1: "a"}
+    assert lean.unpackb(real_packb({"a": b"x"})) == {"a": b"x"}
+    assert lean.unpackb(b"\xa1a", raw=True) == b"a"
+    assert lean.packb(1.5, use_single_float=True) == msgpack.packb(1.5, use_single_float=True)
+    assert lean.packb("x", use_bin_type=False) == msgpack.packb("x", use_bin_type=False)
+    packer = lean.Packer(autoreset=False)
+    packer.pack([1])
+    assert packer.bytes() == real_packb([1])
+    assert lean.ExtType is msgpack.ExtType and lean.Unpacker is msgpack.Unpacker
+
+
 GARBLED = [b"", b"\x92\x01", b"\xa5abc", b"\xcd\x01", b"\xcb\x00\x00", b"\xdc\xff\xff\x01",
            b"\x81\xa1a", b"\xc1", b"\xd4\x01\x02", b"\xc7\x01\x05x", b"\x01\x02",
            b"\xa2\xff\xfe", b"\x81\x91\x01\x02", b"\x81\x80\x01", b"\xd9\x05ab",
