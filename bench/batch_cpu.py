@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--no-inprocess", action="store_true")
+    parser.add_argument("--method", choices=("batch", "opinions_batch"), default="batch",
+                        help="batch(sentiment, docs), or opinions_batch(docs, [sentiment], "
+                             "{only_opinions: true}) as a pipe stage asks")
     parser.add_argument("--append", type=Path, help="a Markdown report to add the table to")
     parser.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an environment variable for the baseline's servers only "
@@ -45,6 +48,8 @@ def main() -> None:
     corpus = load_texts()
     texts = [corpus[i % len(corpus)] for i in range(args.docs)]
     docs = [{"text": t} for t in texts]
+    call = (("batch", "sentiment", docs) if args.method == "batch" else
+            ("opinions_batch", docs, ["sentiment"], {"only_opinions": True}))
     env = child_env(PYTHONPATH=str(extract_revision(args.baseline)),
                     **dict(item.split("=", 1) for item in args.baseline_env))
     with Fleet() as fleet:
@@ -68,14 +73,14 @@ def main() -> None:
         try:
             for connection in connections.values():
                 for _ in range(3):
-                    connection.call("batch", "sentiment", docs)
+                    connection.call(*call)
             names = list(servers)
             for round_no in range(args.rounds):
                 for name in names if round_no % 2 == 0 else names[::-1]:
                     pid = servers[name].pid
                     before, c0, w0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
                     for _ in range(args.calls):
-                        answers = connections[name].call("batch", "sentiment", docs)
+                        answers = connections[name].call(*call)
                     w1, c1, after = time.perf_counter(), time.process_time(), cpu_seconds(pid)
                     assert len(answers) == len(docs)
                     cpu[name].append((after - before) / args.calls * 1000)
@@ -102,7 +107,7 @@ def main() -> None:
     load, when = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"## Server CPU and the in-process model, side by side with {args.baseline}", "",
              f"`python -m bench.batch_cpu --baseline {args.baseline} --rounds {args.rounds} "
-             f"--calls {args.calls} --docs {args.docs}`, {when}, "
+             f"--calls {args.calls} --docs {args.docs} --method {args.method}`, {when}, "
              f"load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}. Four servers (this, "
              f"{args.baseline}, {args.baseline}, this) and the model alone in a process of its own "
              "(`bench.inprocess`: the same `tf.function` on the same texts"

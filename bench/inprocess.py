@@ -4,10 +4,11 @@ Loads the model exactly as the server does (``SentimentExpert.load``: one
 ``tf.function`` with a fixed ``input_signature``), then answers commands on
 stdin, one JSON line each, so the runner can interleave it with the server:
 
-    {"reps": 5}  ->  {"graph_s": [...], "predict_s": [...]}
+    {"reps": 5}  ->  {"graph_s": [...], "graph_cpu_s": [...], "predict_s": [...]}
 
 ``graph_s``: seconds per call of the ``tf.function`` on all the texts
-(string tensor in, numpy arrays out: the model alone). ``predict_s``: seconds
+(string tensor in, numpy arrays out: the model alone); ``graph_cpu_s``: the
+CPU seconds of this process (every thread) during each of those calls. ``predict_s``: seconds
 per ``SentimentExpert.predict`` on the same texts (the model plus turning its
 outputs into opinion dicts, what the server's batcher runs).
 
@@ -45,11 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     expert.load()
     run = expert._run  # the tf.function the expert calls per batch
 
-    def graph_once() -> float:
-        began = time.perf_counter()
+    def graph_once() -> tuple[float, float]:
+        began, cpu = time.perf_counter(), time.process_time()
         out = run(tf.constant(texts, dtype=tf.string))
         {key: value.numpy() for key, value in out.items()}
-        return time.perf_counter() - began
+        return time.perf_counter() - began, time.process_time() - cpu
 
     def predict_once() -> float:
         began = time.perf_counter()
@@ -63,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     for line in sys.stdin:
         command = json.loads(line)
         reps = int(command.get("reps", 5))
-        result = {"graph_s": [], "predict_s": []}
+        result = {"graph_s": [], "graph_cpu_s": [], "predict_s": []}
         for _ in range(reps):
-            result["graph_s"].append(graph_once())
+            wall, cpu = graph_once()
+            result["graph_s"].append(wall)
+            result["graph_cpu_s"].append(cpu)
             result["predict_s"].append(predict_once())
         print(json.dumps(result), flush=True)
 

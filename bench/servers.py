@@ -110,6 +110,10 @@ class Fleet:
         self.servers.append(server)
         return server
 
+    def spawn(self, name: str, command: list[str], url: str) -> Server:
+        """Any server ``command`` that answers at ``url`` (logged, stopped with the rest)."""
+        return self._spawn(name, command, url)
+
     def expertd(self, name: str, config: Path, env: dict | None = None,
                 args: tuple[str, ...] = ()) -> Server:
         """``expertd serve --config CONFIG [ARGS]`` on a free port (as a user would serve it);

@@ -10,7 +10,8 @@ serve`` holding only the sentiment model, then runs, in interleaved rounds
   own commands are plain scripts that do not);
 * ``stage``: ``expertd pipe sentiment`` with one document, this checkout;
 * ``stage@REV``: the same command running the code of git revision ``REV``
-  (extracted under bench/tmp/, first on ``PYTHONPATH``), when ``--baseline`` is given.
+  (extracted under bench/tmp/, first on ``PYTHONPATH``) through REV's own
+  ``expertd`` script (this checkout's if REV has none), when ``--baseline`` is given.
 
 Each is timed from spawn to exit (``bench.stages.run_child``); a stage's cost
 is the median over rounds of (stage - floor) in the same round. It also
@@ -79,8 +80,9 @@ def parse_importtime(stderr: str) -> dict[str, tuple[int, int]]:
 def importtime(command: list[str], env: dict, stdin: bytes, runs: int) -> dict:
     """The median cumulative import time of each module ``command`` imports, over ``runs``."""
     seen: list[dict[str, tuple[int, int]]] = []
+    script = command[1:] if command[0] == PYTHON else command  # a script, and its arguments
     for _ in range(runs):
-        done = subprocess.run([PYTHON, "-X", "importtime", *command], input=stdin, env=env,
+        done = subprocess.run([PYTHON, "-X", "importtime", *script], input=stdin, env=env,
                               capture_output=True, cwd=ROOT, timeout=60)
         seen.append(parse_importtime(done.stderr.decode(errors="replace")))
     names = list(seen[-1])
@@ -120,7 +122,9 @@ def main() -> None:
         arms["stage"] = (stage_cmd, env, DOCUMENT)
         if args.baseline:
             tree = extract_revision(args.baseline)
-            arms[f"stage@{args.baseline}"] = (stage_cmd, child_env(PYTHONPATH=str(tree)), DOCUMENT)
+            script = tree / "expertd" / "scripts" / "expertd"  # how REV's stage starts and ends
+            baseline_cmd = [PYTHON, str(script), *stage_cmd[1:]] if script.exists() else stage_cmd
+            arms[f"stage@{args.baseline}"] = (baseline_cmd, child_env(PYTHONPATH=str(tree)), DOCUMENT)
         for command, arm_env, stdin in arms.values():  # untimed: bytecode caches, warm server
             for _ in range(2):
                 run_child(command, stdin, env=arm_env)
@@ -181,7 +185,8 @@ def write_report(args, samples: dict, cpu: dict, trees: dict, floor_modules: set
         "which pip's generated console script does before any expertd code runs; expertd's "
         "commands are plain scripts (expertd/scripts/, pyproject.toml's script-files) that do "
         "not, and the one-document path imports neither re nor json (tests/unit/test_imports.py, "
-        "STARTUP_AVOIDS). A `stage@REV` arm runs REV's code through this checkout's script.",
+        "STARTUP_AVOIDS). A `stage@REV` arm runs REV's code through REV's own `expertd` script "
+        "(this checkout's if REV has none).",
         "",
     ]
     for name, modules in trees.items():

@@ -4,23 +4,39 @@ Shared by the clients' two transports, the plain ZMTP ``clients.wire.Connection`
 and the CURVE-encrypted ``clients.curve.CurveConnection``: each moves bytes,
 this module makes and files the zerorpc events (``[header, name, args]`` in
 msgpack; replies ``OK [result]`` and ``ERR [name, message, traceback]``;
-``_zpc_hb`` heartbeats for the calls still waiting). It imports only msgpack.
+``_zpc_hb`` heartbeats for the calls still waiting). Its msgpack is
+``clients.lean_msgpack``'s: a one-document stage never imports the real one.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
-import msgpack
-
-from expertd import tracing
+from expertd.clients import lean_msgpack as msgpack  # msgpack's bytes, without importing it
 from expertd.spec import ERROR, TIMEOUT_HEADER, TRACE_HEADER
-from expertd.tracecontext import environment_traceparent, parse
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
 if TYPE_CHECKING:
     from typing import Any
+
+
+#: The variables without which no call is traced nor carries a trace context: an exporter
+#: (``expertd.tracing``) and the caller's ``TRACEPARENT`` (``expertd.tracecontext``). Without
+#: them, and unless ``expertd.tracing`` is imported already, a call imports neither module
+#: (a one-document stage saves their import).
+TRACE_VARIABLES = ("OTEL_TRACES_EXPORTER", "TRACEPARENT")
+
+
+def _tracing():
+    """``expertd.tracing`` if a call may be traced or carry a trace context, else ``None``."""
+    module = sys.modules.get("expertd.tracing")
+    if module is None:
+        if not any(os.environ.get(name) for name in TRACE_VARIABLES):
+            return None
+        from expertd import tracing as module
+    return module
 
 
 class ServerUnavailable(ConnectionError):
@@ -121,15 +137,21 @@ class Calls:
     def send_packed(self, method: str, packed_args: bytes, timeout: float | None = None) -> str:
         """``send`` with the argument list already msgpack-encoded (see ``pack_array``)."""
         message_id = os.urandom(16).hex()
-        traceparent = environment_traceparent()
-        # A client span per call (a chunk of the pipe stage), under TRACEPARENT, unless it says "not sampled".
-        if tracing.enabled() and tracing.records(parent := parse(traceparent)):
-            span = tracing.span(f"expertd {method}", parent, kind="client",
-                                attributes={"rpc.system": "zerorpc", "rpc.method": method,
-                                            "server.address": self.endpoint})
-            self._spans()[message_id] = span
-            if span.context is not None:  # recorded, or a new trace the sampler dropped
-                traceparent = span.context.header()
+        traceparent = None
+        tracing = _tracing()
+        if tracing is not None:
+            from expertd.tracecontext import environment_traceparent, parse
+
+            traceparent = environment_traceparent()
+            # A client span per call (a chunk of the pipe stage), under TRACEPARENT, unless it
+            # says "not sampled".
+            if tracing.enabled() and tracing.records(parent := parse(traceparent)):
+                span = tracing.span(f"expertd {method}", parent, kind="client",
+                                    attributes={"rpc.system": "zerorpc", "rpc.method": method,
+                                                "server.address": self.endpoint})
+                self._spans()[message_id] = span
+                if span.context is not None:  # recorded, or a new trace the sampler dropped
+                    traceparent = span.context.header()
         payload = request_payload(message_id, method, packed_args,
                                   self.timeout if timeout is None else timeout, traceparent)
         self._pending.add(message_id)

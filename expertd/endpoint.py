@@ -13,8 +13,7 @@ Light on purpose (the pipe stage imports it): no ``ipaddress``, no ``urllib``.
 
 from __future__ import annotations
 
-from collections import namedtuple  # not typing.NamedTuple, nor socket at import: the pipe stage
-
+from expertd.records import record  # not collections.namedtuple, nor socket at import: the pipe stage
 from expertd.spec import DEFAULT_HOST, DEFAULT_PORT, BRIDGE_PORT
 
 #: What a well-formed endpoint looks like, for messages.
@@ -30,7 +29,7 @@ class EndpointError(ValueError):
     """A malformed endpoint; the message (one line) says what was expected and how to fix it."""
 
 
-class Endpoint(namedtuple("Endpoint", "transport host port path", defaults=(None, None, None))):
+class Endpoint(record("Endpoint", "transport host port path", defaults=(None, None, None))):
     """A parsed endpoint: ``transport`` is "tcp", "ipc" (or "inproc", binding only); ``host``
     (str or None); ``port`` (int) is None for ``*`` (any); ``path`` is the socket's path (or
     the inproc name)."""

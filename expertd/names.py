@@ -8,9 +8,8 @@ answer (``sentiment@03`` names version ``3``).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from expertd import jsonc
+from expertd.records import record
 from expertd.spec import RAW
 
 _NAMES = RAW["names"]
@@ -21,8 +20,8 @@ _PLAIN_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$"
 MAX_LENGTH: int = _NAMES["max_length"]
 
 
-# collections.namedtuple, not typing.NamedTuple: ``typing`` would cost every pipe stage a few ms.
-class ExpertRef(namedtuple("ExpertRef", "name version", defaults=(None,))):
+# expertd.records.record, not collections.namedtuple (nor typing.NamedTuple): the pipe stage starts faster.
+class ExpertRef(record("ExpertRef", "name version", defaults=(None,))):
     """An expert named in a call (``name``, a str), and the ``version`` it asks for (a str;
     ``None``: the routing policy's)."""
 

@@ -12,9 +12,8 @@ stage uses it.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
-
 from expertd import jsonc
+from expertd.records import record
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.json")
 
@@ -64,8 +63,8 @@ TRACE_LINKS_HEADER: str = HEADERS["trace_links"]["key"]
 # -- methods ------------------------------------------------------------------------------
 
 
-# collections.namedtuple, not typing.NamedTuple: ``typing`` would cost every pipe stage a few ms.
-class Method(namedtuple("Method", "name args stateful result admin", defaults=(False,))):
+# expertd.records.record, not collections.namedtuple (nor typing.NamedTuple): the pipe stage starts faster.
+class Method(record("Method", "name args stateful result admin", defaults=(False,))):
     """One RPC method of the service: its ``name``, its positional ``args`` (a tuple of
     str, ``?``: optional), whether it is ``stateful`` (bool), its ``result`` (str), and
     whether it is ``admin`` (it changes what the server serves: answered only to local or
@@ -131,7 +130,7 @@ def health_fields(*names: str) -> tuple[str, ...]:
 # -- errors -------------------------------------------------------------------------------
 
 
-class ErrorKind(namedtuple("ErrorKind", "name summary status retryable per_document exit side hint")):
+class ErrorKind(record("ErrorKind", "name summary status retryable per_document exit side hint")):
     """What every side must agree on about one error name: ``name``, ``summary``, ``status``
     (int), ``retryable`` and ``per_document`` (bool), ``exit`` (int), ``side``, ``hint``."""
 

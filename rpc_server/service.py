@@ -28,7 +28,7 @@ from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, VersionRefused, error_info)
-from expertd.rpc_server.incremental import cooperatively
+from expertd.rpc_server.incremental import SLICE, cooperatively
 from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.opinion_cache import OpinionCache
@@ -493,44 +493,74 @@ class Experts:
         answers = self._answers(docs, names, options)
         shown = list(answers) if options.include_needs else list(names)
         order = shown + [name for name in answers if name not in shown]  # the rest: if recomputed
+        if options.only_opinions and order == shown and len(order) == 1:
+            out = self._only_opinions(docs, order[0], answers[order[0]], options)
+        else:
+            out = [self._merged(doc, i, answers, order, shown, options)
+                   for i, doc in enumerate(cooperatively(docs))]
+        return [json_answer(answer) for answer in cooperatively(out)] if options.as_json else out
+
+    def _only_opinions(self, docs: list, name: str, column: list[Answer],
+                       options: ChainOptions) -> list:
+        """``_merge_all`` for one expert and ``only_opinions`` (what a pipe stage asks): a document
+        that carries none of ``opinions``, ``errors``, ``recomputed``, ``versions`` and got an
+        opinion is answered ``{"opinions": {name: opinion}}`` at once; any other goes through
+        ``_merged``. The same answers, without the per-document bookkeeping (bench/RESULTS-limits.md)."""
         out = []
-        for i, doc in enumerate(cooperatively(docs)):
-            if not isinstance(doc, dict):
-                doc = {}  # not an object: only what each expert said of it (InvalidDocument)
-            merged = {} if options.only_opinions else dict(doc)
-            opinions = dict(doc.get("opinions") or {}) if isinstance(
-                doc.get("opinions"), dict) else {}
-            errors = dict(doc.get("errors") or {}) if isinstance(
-                doc.get("errors"), dict) else {}
-            recomputed = dict(doc.get("recomputed") or {}) if isinstance(
-                doc.get("recomputed"), dict) else {}
-            versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else None
-            for name in order:
-                answer = answers[name][i]
-                if answer.reused or (name not in shown and answer.recomputed is None):
-                    continue
-                if answer.recomputed is not None:
-                    recomputed[name] = answer.recomputed
-                    opinions.pop(name, None)  # never the opinion that failed its check
-                if answer.ok:
-                    opinions[name] = answer.value
-                    errors.pop(name, None)
-                    if answer.version is not None:
-                        versions = dict(versions or {})
-                        versions[name] = answer.version
+        answers = {name: column}
+        order = [name]
+        for start in range(0, len(docs), SLICE):
+            if start:
+                gevent.sleep(0)  # as ``cooperatively``: other calls run between slices
+            for i in range(start, min(start + SLICE, len(docs))):
+                doc, answer = docs[i], column[i]
+                # answer: (ok, value, reused, recomputed, version)
+                if (answer[0] and not answer[2] and answer[4] is None and type(doc) is dict
+                        and "opinions" not in doc and "errors" not in doc
+                        and "recomputed" not in doc and "versions" not in doc):
+                    out.append({"opinions": {name: answer[1]}})
                 else:
-                    errors[name] = error_info(answer.value)
-            merged["opinions"] = opinions
-            if errors:
-                merged["errors"] = errors
-            else:
-                merged.pop("errors", None)
-            if recomputed:
-                merged["recomputed"] = recomputed
-            if versions:
-                merged["versions"] = versions
-            out.append(json_answer(merged) if options.as_json else merged)
+                    out.append(self._merged(doc, i, answers, order, order, options))
         return out
+
+    def _merged(self, doc, i: int, answers: Answers, order: list[str], shown: list[str],
+                options: ChainOptions) -> dict:
+        """Document ``i``'s answer: the experts' ``answers`` merged into it (see ``_merge_all``)."""
+        if not isinstance(doc, dict):
+            doc = {}  # not an object: only what each expert said of it (InvalidDocument)
+        merged = {} if options.only_opinions else dict(doc)
+        opinions = dict(doc.get("opinions") or {}) if isinstance(
+            doc.get("opinions"), dict) else {}
+        errors = dict(doc.get("errors") or {}) if isinstance(
+            doc.get("errors"), dict) else {}
+        recomputed = dict(doc.get("recomputed") or {}) if isinstance(
+            doc.get("recomputed"), dict) else {}
+        versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else None
+        for name in order:
+            answer = answers[name][i]
+            if answer.reused or (name not in shown and answer.recomputed is None):
+                continue
+            if answer.recomputed is not None:
+                recomputed[name] = answer.recomputed
+                opinions.pop(name, None)  # never the opinion that failed its check
+            if answer.ok:
+                opinions[name] = answer.value
+                errors.pop(name, None)
+                if answer.version is not None:
+                    versions = dict(versions or {})
+                    versions[name] = answer.version
+            else:
+                errors[name] = error_info(answer.value)
+        merged["opinions"] = opinions
+        if errors:
+            merged["errors"] = errors
+        else:
+            merged.pop("errors", None)
+        if recomputed:
+            merged["recomputed"] = recomputed
+        if versions:
+            merged["versions"] = versions
+        return merged
 
     def _ask_many(self, name: str, docs: list, needed: Answers, reuse: bool,
                   deadline: float | None = None, trace=None, links: tuple = (),

@@ -28,7 +28,6 @@ import time
 from expertd.spec import ERROR, METHOD, exit_code
 from expertd.clients.pipe.options import PipeOptions
 from expertd.clients.pipe.retrying import Backoff, Stop
-from expertd.clients.spread import WorkerMap
 from expertd.clients.calls import WaitInterrupted
 from expertd.clients.wire import CallTimeout, Connection, RemoteError, ServerUnavailable, connect
 
@@ -55,7 +54,7 @@ class Connector:
         self.warn = warn
         #: The open connections; the first is the one ``get`` hands out.
         self.connections: list[Connection] = []
-        self._workers = WorkerMap()  # the worker each connection reaches
+        self._workers = None  # spread.WorkerMap, the worker each spare reaches (made with the first)
         self._crowded: dict[int, float] = {}     # id(connection) -> when it landed crowded
         self._no_spare_until = 0.0
         self.server: control.Started | None = None  # a server this stage started
@@ -184,6 +183,10 @@ class Connector:
             connection.timeout = self.options.call_timeout
             return connection
 
+        if self._workers is None:
+            from expertd.clients.spread import WorkerMap  # a one-document stage makes no spare
+
+            self._workers = WorkerMap()
         connection, crowded = self._workers.open_spare(self.connections, open_connection,
                                                        self._health, lambda c: c.close())
         if crowded:
@@ -204,7 +207,8 @@ class Connector:
         if connection is None:
             return
         connection.close()
-        self._workers.forget(connection)
+        if self._workers is not None:
+            self._workers.forget(connection)
         self._crowded.pop(id(connection), None)
         self.connections = [c for c in self.connections if c is not connection]
         peers = tuple(self.connections)

@@ -14,9 +14,8 @@ import os
 import select
 import stat
 
-import msgpack
-
 from expertd import jsonc
+from expertd.clients import lean_msgpack as msgpack  # msgpack's bytes, without importing it
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the pipe stage starts faster
 if TYPE_CHECKING:

@@ -195,6 +195,21 @@ def test_pipe_stage_never_imports_tensorflow_or_server_code(env):
     assert out.returncode == 0, out.stderr
 
 
+def test_a_one_document_stage_answered_by_the_server_loads_none_of_the_start_up_avoids(env):
+    """The whole one-document path (request, reply, output line) does without the modules
+    tests/unit/test_imports.py's STARTUP_AVOIDS names: msgpack, datetime, struct, re, json..."""
+    from tests.unit.test_imports import STARTUP_AVOIDS
+
+    out = run([str(BIN / "python"), "-X", "importtime", EXPERTD, "pipe", "sentiment"],
+              b'{"id": 1, "text": "I love it"}\n', env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["opinions"]["sentiment"]["label"] == "positive"
+    loaded = {line.rpartition("|")[2].strip() for line in out.stderr.decode().splitlines()
+              if line.startswith("import time:")}
+    assert "expertd.clients.lean_msgpack" in loaded
+    assert not loaded & set(STARTUP_AVOIDS), loaded & set(STARTUP_AVOIDS)
+
+
 def test_progress_on_a_terminal(env):
     import pty
 

@@ -302,10 +302,16 @@ def test_pipe_stage_really_loads_nothing_heavy():
 #: Standard modules the one-document stage does without (bench/RESULTS-startup.md): each costs
 #: it milliseconds at every start; annotations use ``TYPE_CHECKING = False`` guards instead,
 #: JSON goes through ``expertd.jsonc`` (json's C scanner and encoder, without ``json``), names
-#: are checked without ``re`` (expertd/names.py), signals through ``_signal`` (no enums), and
-#: the ``expertd`` command is a plain script (expertd/scripts/), not pip's, which imports re.
+#: are checked without ``re`` (expertd/names.py), signals through ``_signal`` (no enums),
+#: msgpack through ``clients.lean_msgpack`` (msgpack's bytes in plain Python: no ``msgpack``,
+#: whose ``msgpack.ext`` imports ``datetime``; frames without ``struct``), named tuples
+#: through ``expertd.records`` and deques from ``_collections`` (no ``collections``), and the
+#: ``expertd`` command is a plain script (expertd/scripts/), not pip's, which imports re.
+#: Nor does it import expertd's tracing without a variable that turns it on
+#: (``clients.calls.TRACE_VARIABLES``), nor ``spread`` before it opens a spare connection.
 STARTUP_AVOIDS = ("typing", "contextlib", "atexit", "warnings", "json", "re", "enum",
-                  "functools", "signal")
+                  "functools", "signal", "msgpack", "datetime", "struct", "collections",
+                  "expertd.tracing", "expertd.tracecontext", "expertd.clients.spread")
 
 
 def test_pipe_stage_start_up_loads_no_typing_nor_contextlib():
