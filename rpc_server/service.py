@@ -638,7 +638,9 @@ class Experts:
                 values, lambda asked: self._predict(name, asked, deadline, trace, links))
             self._stats.record_cache(name, hits, misses)
             for i, (ok, answer) in zip(positions, cooperatively(outcomes)):
-                answers[i] = Answer(ok, answer, recomputed=recomputed.get(i))  # positional
+                # Answer(ok, answer, recomputed=...) built in C, as the uncached path does
+                answers[i] = _new_tuple(Answer, (ok, answer, False,
+                                                 recomputed.get(i) if recomputed else None, None))
             return answers
         began = time.perf_counter()
         failures = 0
