@@ -30,6 +30,7 @@ import gevent
 from gevent.lock import RLock
 
 from expertd.experts.versions import DEFAULT_LABEL, numbered_folders, sticky_problem
+from expertd.rpc_server import collector
 from expertd.rpc_server.errors import NotAllowed, UnknownExpert, VersionRefused
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.supervisor import FANOUT_SIGNAL
@@ -260,6 +261,7 @@ class LiveVersions:
         versions.batchers[version] = self._make_batcher(versions.name, expert)
         versions.experts = {v: versions.experts.get(v, expert)
                             for v in sorted({*versions.experts, version}, key=_order)}
+        collector.freeze_loaded()  # the new model's objects too (rpc_server/collector.py)
         log.info("expert %s: version %s loaded; serving %s", versions.name, version,
                  versions.served_text())
 
@@ -282,6 +284,7 @@ class LiveVersions:
         batcher = versions.batchers.pop(version)
         versions.history = [v for v in versions.history if v != version]
         gevent.spawn(_close_when_idle, batcher)
+        collector.thaw()  # its model's objects were frozen: let the collector free their cycles
         log.info("expert %s: version %s unloaded; serving %s", versions.name, version,
                  versions.served_text())
 

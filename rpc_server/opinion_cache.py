@@ -123,10 +123,15 @@ class OpinionCache:
         for i, value in enumerate(values):
             key = value if type(value) is str else input_key(value)
             if key is not None:
-                entry = items.get(key)  # (version, opinion)
-                if entry is not None and entry[0] == version:
+                # The version is part of the key and the opinion is the value, with no tuple
+                # around it: a tuple holding a dict stays tracked by the cycle collector, and
+                # ``size`` of them surviving into its oldest generation made Python walk the
+                # whole heap every ~25 calls (rpc_server/collector.py).
+                key = (version, key)
+                opinion = items.get(key, _MISSING)
+                if opinion is not _MISSING:
                     items.move_to_end(key)
-                    outcomes[i] = (True, _copy(entry[1]))
+                    outcomes[i] = (True, _copy(opinion))
                     continue
                 if key in first:
                     repeats.append((i, first[key]))
@@ -140,7 +145,7 @@ class OpinionCache:
             for i, key, (ok, opinion) in zip(ask, keys, computed):
                 outcomes[i] = (ok, opinion)
                 if ok and key is not None:
-                    put(key, (version, _copy(opinion)))  # an older version's entry is replaced
+                    put(key, _copy(opinion))  # an older version's entries age out
             for i, j in repeats:
                 ok, opinion = outcomes[j]
                 outcomes[i] = (ok, _copy(opinion) if ok else opinion)

@@ -18,7 +18,7 @@ from gevent.threadpool import ThreadPool
 
 from expertd.experts.config import (ExpertsConfig, build_experts, build_version, ensure_cwd_importable,
                             load_config, load_expert)
-from expertd.rpc_server import recent_traces, resident, runtime, sdnotify, transport
+from expertd.rpc_server import collector, recent_traces, resident, runtime, sdnotify, transport
 from expertd.rpc_server.batching import MicroBatcher
 from expertd.rpc_server.endpoint import check_bindable
 from expertd.rpc_server.learning import start_learning
@@ -170,6 +170,7 @@ class ExpertdServer:
             self.serve_metrics(port, stats.registry)
         if self.config.health_port:
             self.start_health_http()
+        collector.freeze_loaded()  # full collections skip what loading made (rpc_server/collector.py)
         resident.release_after_start()  # start-up-only library pages, sources (rpc_server/resident.py)
         log.info("serving %d experts (%s) on %s, pid %d, up to %d open files", len(experts),
                  ", ".join(experts), self.config.bind, os.getpid(), soft)
