@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.batch import _read_line
 from bench.common import (BENCH, EXPERTD, PYTHON, TMP, child_env, cpu_seconds, free_port,
                           load_texts, median, write_jsonl, write_texts)
 from bench.report import fmt, table
@@ -73,21 +74,11 @@ def echo_server(endpoint: str) -> None:
     server.run()
 
 
-def _worker_line(worker, timeout: float = 240.0) -> dict:
-    import select
-
-    ready, _, _ = select.select([worker.process.stdout], [], [], timeout)
-    line = worker.process.stdout.readline() if ready else ""
-    if not line:
-        raise RuntimeError(f"in-process worker gave no answer:\n{worker.log_tail()}")
-    return json.loads(line)
-
-
 def _model_passes(worker, reps: int) -> tuple[list[float], float]:
     """``reps`` passes of the in-process model: wall seconds per pass, CPU seconds in all."""
     worker.process.stdin.write(json.dumps({"reps": reps}) + "\n")
     worker.process.stdin.flush()
-    result = _worker_line(worker)
+    result = _read_line(worker, 240.0)
     return result["graph_s"], sum(result["graph_cpu_s"])
 
 
@@ -97,7 +88,7 @@ def batch_section(expertd, echo, worker, texts: list[str], rounds: int,
     from expertd.clients.wire import Connection
 
     docs = [{"text": t} for t in texts[:BATCH_DOCS]]
-    _worker_line(worker)  # READY
+    _read_line(worker, 240.0)  # READY
     times: dict[str, list[float]] = {"expertd": [], "echo": [], "model": []}
     cpu: dict[str, list[float]] = {"expertd": [], "echo": []}
     with Connection(expertd.url, timeout=120.0) as to_expertd, \
@@ -159,7 +150,7 @@ def stream_section(expertd, echo, workers: dict, jsonl: Path, batch_sizes: list[
     runs: dict[str, list[dict]] = {}
     model_us: dict[int, list[float]] = {size: [] for size in workers}
     for worker in workers.values():
-        _worker_line(worker)  # READY
+        _read_line(worker, 240.0)  # READY
     for r in range(rounds):
         for size in batch_sizes:
             targets = [("expertd", expertd), ("echo", echo)]

@@ -164,18 +164,24 @@ def _lean_packing(options: dict) -> bool:
     return not options or options == {"use_bin_type": True}
 
 
+def _lean_pack(value) -> bytes | None:
+    """``value`` packed in plain Python (counted against the lean budget), or None when that is
+    not allowed any more or the value needs the real msgpack."""
+    if not _pure_allowed():
+        return None
+    try:
+        data = pure_packb(value)
+    except (NotLean, RecursionError):
+        return None
+    _spent[0] += len(data)
+    return data
+
+
 def packb(value, **options) -> bytes:
     """``msgpack.packb(value, **options)``: the same bytes, or msgpack's error (in plain Python
     for the default options, ``use_bin_type=True``, while that is cheaper)."""
-    if _lean_packing(options) and _pure_allowed():
-        try:
-            data = pure_packb(value)
-        except (NotLean, RecursionError):
-            pass
-        else:
-            _spent[0] += len(data)
-            return data
-    return _msgpack().packb(value, **options)
+    data = _lean_pack(value) if _lean_packing(options) else None
+    return data if data is not None else _msgpack().packb(value, **options)
 
 
 class Packer:
@@ -202,15 +208,8 @@ class Packer:
 
     def pack(self, value) -> bytes:
         """The msgpack encoding of ``value`` (msgpack's error for what it cannot encode)."""
-        if _pure_allowed():
-            try:
-                data = pure_packb(value)
-            except (NotLean, RecursionError):
-                pass
-            else:
-                _spent[0] += len(data)
-                return data
-        return self._use_real().pack(value)
+        data = _lean_pack(value)
+        return data if data is not None else self._use_real().pack(value)
 
 
 # -- decoding ---------------------------------------------------------------------------

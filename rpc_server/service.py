@@ -28,7 +28,7 @@ from expertd.rpc_server.chain_runner import Answer, Answers, ChainOptions, chain
 from expertd.rpc_server.deadlines import current_deadline
 from expertd.rpc_server.errors import (BadArguments, ExpertdError, InvalidDocument,
                                NotLearnable, UnknownExpert, VersionRefused, error_info)
-from expertd.rpc_server.incremental import SLICE, cooperatively
+from expertd.rpc_server.incremental import cooperatively
 from expertd.rpc_server.learning import target_value
 from expertd.rpc_server.logsafe import shown
 from expertd.rpc_server.opinion_cache import OpinionCache
@@ -509,18 +509,14 @@ class Experts:
         out = []
         answers = {name: column}
         order = [name]
-        for start in range(0, len(docs), SLICE):
-            if start:
-                gevent.sleep(0)  # as ``cooperatively``: other calls run between slices
-            for i in range(start, min(start + SLICE, len(docs))):
-                doc, answer = docs[i], column[i]
-                # answer: (ok, value, reused, recomputed, version)
-                if (answer[0] and not answer[2] and answer[4] is None and type(doc) is dict
-                        and "opinions" not in doc and "errors" not in doc
-                        and "recomputed" not in doc and "versions" not in doc):
-                    out.append({"opinions": {name: answer[1]}})
-                else:
-                    out.append(self._merged(doc, i, answers, order, order, options))
+        for i, doc in enumerate(cooperatively(docs)):
+            answer = column[i]  # (ok, value, reused, recomputed, version)
+            if (answer[0] and not answer[2] and answer[4] is None and type(doc) is dict
+                    and "opinions" not in doc and "errors" not in doc
+                    and "recomputed" not in doc and "versions" not in doc):
+                out.append({"opinions": {name: answer[1]}})
+            else:
+                out.append(self._merged(doc, i, answers, order, order, options))
         return out
 
     def _merged(self, doc, i: int, answers: Answers, order: list[str], shown: list[str],
