@@ -91,9 +91,8 @@ def model_threads_env(processes: int, environ: dict, cpus: int | None = None) ->
     about 2 us more CPU per document, 6-8%, on 2 cores): each gets ``C // N``.
     One process gets ``C - 1``, leaving a core to its serving loop (decoding,
     checks and answers, Python that runs while the model does): on 2 cores a
-    stream cost a single server 19.5 instead of 24.2 us of CPU a document,
-    and a 1,000-document batch call was as fast (bench/RESULTS-cache.md and
-    the commit that made this the default). At least 1 thread for the ops and
+    server then spends a little less CPU per streamed document, as fast
+    (bench/RESULTS-model-threads.md). At least 1 thread for the ops and
     at least 2 to run them on; nothing where ``environ`` sets either variable.
     """
     if any(key in environ for key in TF_THREAD_ENV):
