@@ -163,15 +163,17 @@ def _through_texts(lru: LRU, values: list, predict: Callable[[list], list]) -> t
         return [(True, dict(opinion) if type(opinion) is dict else opinion)
                 for opinion in found], 0
     unknown = [value for value, opinion in zip(values, found) if opinion is None]
-    distinct = dict.fromkeys(unknown)  # in order, each once
-    asked = list(distinct)
-    computed = predict(asked)
-    if len(unknown) > len(found) // 2:  # mostly misses: refresh the few hits one by one
+    # The hits move to the recent end now, before ``predict`` lets other calls run (and
+    # evict): a key found above may be gone after it.
+    if len(unknown) > len(found) // 2:  # mostly misses: the few hits one by one
         for value, opinion in zip(values, found):
             if opinion is not None:
                 items.move_to_end(value)
     else:
         deque(map(items.move_to_end, [v for v, o in zip(values, found) if o is not None]), 0)
+    distinct = dict.fromkeys(unknown)  # in order, each once
+    asked = list(distinct)
+    computed = predict(asked)
     for value, outcome in zip(asked, computed):
         distinct[value] = outcome
         ok, opinion = outcome
