@@ -26,7 +26,8 @@ never cached. Hits and misses are counted in ``stats()``, in Prometheus
 
 Which experts may be cached: those whose opinion is a function of their input
 and their version (``Expert.pure``: the Keras experts, VADER, consensus). The
-server's ``cache_size`` turns it on for those; another expert (one that reads
+server's ``cache_size`` turns it on for those that read a field and need no
+other expert (``build_caches``); another expert (one that reads
 a clock, or draws at random) gets a cache only when its own entry asks for one.
 A learner (``pure = False``: its opinions change as it learns) is still
 correct when cached, since its model version is part of the version, but every
@@ -39,9 +40,10 @@ import json
 from collections import OrderedDict, deque
 from typing import Any, Callable, Hashable
 
-#: ``json.dumps`` arguments that write one value one way (the key of a dict input).
-_CANONICAL = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":"),
-              "allow_nan": True}
+#: Writes one value one way (the key of a dict input): one encoder for every key, since
+#: ``json.dumps`` with arguments builds a new one per call.
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                   allow_nan=True).encode
 
 
 _MISSING = object()
@@ -95,7 +97,7 @@ def input_key(value: Any) -> Hashable | None:
     if type(value) is str:
         return value
     try:
-        return ("json", json.dumps(value, **_CANONICAL))
+        return ("json", _canonical_json(value))
     except (TypeError, ValueError, RecursionError):
         return None
 
@@ -243,8 +245,12 @@ def _copy(opinion: Any) -> Any:
 def build_caches(experts: dict, file: Any, learning: Any = None) -> dict[str, OpinionCache]:
     """The caches an experts file asks for, by expert name (experts without one are absent).
 
-    An expert's ``cache: {size: N}`` wins; otherwise a pure expert gets the server's
-    ``cache_size``. An expert with ``versions:`` gets none (the experts file refuses its
+    An expert's ``cache: {size: N}`` wins; otherwise the server's ``cache_size`` goes to a
+    pure expert that reads a field and needs no other expert. One that reads the whole
+    document or builds on others (``consensus``) is keyed by its whole input written as
+    JSON, which cost about as much as computing it (bench/RESULTS-cache.md): its
+    dependencies are cached, and it is cached only when its own entry asks.
+    An expert with ``versions:`` gets none (the experts file refuses its
     ``cache:``): the version that answers moves with promote, rollback and canaries.
     A learner's key holds its ``model_version`` (``learning``'s learner).
     """
@@ -255,8 +261,10 @@ def build_caches(experts: dict, file: Any, learning: Any = None) -> dict[str, Op
         expert = experts[spec.name]
         if spec.cache is not None:
             size = spec.cache.size
+        elif expert.pure and expert.field is not None and not spec.needs:
+            size = file.server.cache_size
         else:
-            size = file.server.cache_size if expert.pure else 0
+            size = 0
         if size <= 0:
             continue
         learner = learning.learners.get(spec.name) if learning is not None else None
