@@ -237,6 +237,7 @@ bench: setup $(HAPROXY) $(POSTGRES) $(PODMAN)
 	$(PY) -m bench.image_cache  # the image test from an empty cache, after a Python-only change, unchanged
 	$(PY) -m bench.startup --baseline af8e17c  # the code before issue 28
 	$(PY) -m bench.cache
+	$(PY) -m bench.model_threads  # one process: TensorFlow's pool sizes, expertd's vs its default
 	$(MAKE) $(PROFILE_STAMP)
 	$(PY) -m bench.profile_batch --baseline af8e17c
 	$(PY) -m bench.memory_ready

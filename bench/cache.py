@@ -44,6 +44,27 @@ def config(path: Path, cache_size: int) -> Path:
     return path
 
 
+def chain_config(path: Path, cache_size: int) -> Path:
+    """An experts file with ``consensus`` and what it needs (the sentiment model, VADER)."""
+    models = Path(os.environ.get("BENCH_MODEL_DIR") or ROOT / "models" / "sentiment").resolve().parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"server:\n  cache_size: {cache_size}\nexperts:\n  sentiment:\n"
+                    "    expert: expertd.experts.keras_text:SentimentExpert\n"
+                    f"    options: {{model_dir: {json.dumps(str(models / 'sentiment'))}}}\n"
+                    "    batch: {max_size: 64, max_wait_ms: 0}\n"
+                    "  vader:\n    expert: expertd.experts.vader:VaderExpert\n"
+                    "  consensus:\n    expert: expertd.experts.consensus:ConsensusExpert\n"
+                    "    needs: {sentiment: sentiment, vader: rules}\n")
+    return path
+
+
+#: What streams go through: the experts file, the stage's experts and the answer's marker.
+WORKLOADS = {
+    "sentiment": (config, "sentiment"),
+    "consensus (sentiment + VADER)": (chain_config, "consensus"),
+}
+
+
 def stream(texts: list[str], docs: int, repeat_share: float, mark: str, rng: random.Random,
            path: Path) -> tuple[Path, int]:
     """``docs`` documents, a ``repeat_share`` of them copies of earlier ones; the path and how
@@ -61,13 +82,13 @@ def stream(texts: list[str], docs: int, repeat_share: float, mark: str, rng: ran
     return path, repeats
 
 
-def run_stream(server, path: Path, docs: int) -> dict:
-    """One ``expertd pipe sentiment --lines`` over ``path``: docs/s and server CPU µs/doc."""
+def run_stream(server, path: Path, docs: int, expert: str = "sentiment") -> dict:
+    """One ``expertd pipe EXPERT --lines`` over ``path``: docs/s and server CPU µs/doc."""
     cpu_before = cpu_seconds(server.pid)
-    run = run_child([EXPERTD, "pipe", "sentiment", "--lines", "--endpoint", server.url], path,
+    run = run_child([EXPERTD, "pipe", expert, "--lines", "--endpoint", server.url], path,
                     timeout=600)
     cpu = cpu_seconds(server.pid) - cpu_before
-    answered = run.stdout.count(b'"sentiment"')
+    answered = run.stdout.count(b'"' + expert.encode() + b'"')
     if run.returncode != 0 or answered != docs:
         raise RuntimeError(f"stage failed ({run.returncode}, {answered}/{docs}): {run.stderr[-800:]!r}")
     return {"docs_per_s": docs / run.seconds, "server_cpu_us_per_doc": cpu / docs * 1e6}
@@ -106,13 +127,17 @@ def cache_cost_in_process(docs: int = 20_000, runs: int = 7) -> dict:
 
 
 def server_counts(server) -> dict:
-    """The sentiment expert's counters in ``stats()``: model calls, items, model seconds, cache."""
+    """The sentiment expert's counters in ``stats()`` (items, model seconds) and the cache's
+    hits and misses summed over every expert."""
     from expertd.clients.wire import connect
 
     with connect(server.url, timeout=30) as connection:
-        entry = connection.call("stats")["experts"]["sentiment"]
-    return {key: entry.get(key, 0) for key in ("items", "batched_items", "model_seconds",
-                                                "cache_hits", "cache_misses")}
+        experts = connection.call("stats")["experts"]
+    counts = {key: experts["sentiment"].get(key, 0)
+              for key in ("items", "batched_items", "model_seconds")}
+    for key in ("cache_hits", "cache_misses"):
+        counts[key] = sum(entry.get(key, 0) for entry in experts.values())
+    return counts
 
 
 def main() -> None:
@@ -127,37 +152,42 @@ def main() -> None:
     texts = sorted(set(load_texts()))
     random.Random(7).shuffle(texts)
     work = TMP / "cache"
-    results: dict[tuple[str, str], list[dict]] = {}
+    results: dict[tuple[str, str, str], list[dict]] = {}
     shares = {f"{args.repeat_share:.0%} repeats": args.repeat_share, "no repeats": 0.0}
     began = time.time()
     with Fleet() as fleet:
-        # Four servers started in the order cache, no cache, no cache, cache (ABBA): where a
-        # server sits in the start order moved its speed by ~10% in trials on this machine.
-        on, off = config(work / "on.yaml", args.cache_size), config(work / "off.yaml", 0)
-        servers = {("cache", 1): fleet.expertd("cache-on-1", on),
-                   ("no cache", 1): fleet.expertd("cache-off-1", off),
-                   ("no cache", 2): fleet.expertd("cache-off-2", off),
-                   ("cache", 2): fleet.expertd("cache-on-2", on)}
+        # Per workload, four servers started in the order cache, no cache, no cache, cache
+        # (ABBA): where a server sits in the start order moved its speed by ~10% in trials.
+        servers = {}
+        for n, (workload, (make_config, _)) in enumerate(WORKLOADS.items()):
+            on = make_config(work / f"on-{n}.yaml", args.cache_size)
+            off = make_config(work / f"off-{n}.yaml", 0)
+            for arm, number, path in (("cache", 1, on), ("no cache", 1, off),
+                                      ("no cache", 2, off), ("cache", 2, on)):
+                servers[(workload, arm, number)] = fleet.expertd(
+                    f"cache-{n}-{'on' if arm == 'cache' else 'off'}-{number}", path)
         fleet.wait_ready(list(servers.values()))
         warm, _ = stream(texts, 2_000, 0.0, "warm-up", random.Random(0), work / "warm.jsonl")
-        for server in servers.values():
-            run_stream(server, warm, 2_000)
+        for (workload, _, _), server in servers.items():
+            run_stream(server, warm, 2_000, WORKLOADS[workload][1])
         rng = random.Random(2014)
         repeats_seen = {}
         for round_no in range(args.rounds):
-            order = list(servers) if round_no % 2 == 0 else list(servers)[::-1]
             for label, share in shares.items():
                 path, repeats = stream(texts, args.docs, share,
                                        f"r{round_no} {label}", rng, work / "stream.jsonl")
                 repeats_seen[label] = repeats
-                for arm, number in order:
-                    results.setdefault((label, arm), []).append(
-                        run_stream(servers[(arm, number)], path, args.docs))
+                for workload, (_, expert) in WORKLOADS.items():
+                    mine = [key for key in servers if key[0] == workload]
+                    for key in (mine if round_no % 2 == 0 else mine[::-1]):
+                        results.setdefault((workload, label, key[1]), []).append(
+                            run_stream(servers[key], path, args.docs, expert))
         model = {}
-        for (arm, _), server in servers.items():
+        for (workload, arm, _), server in servers.items():
             counts = server_counts(server)
-            model[arm] = {key: model.get(arm, {}).get(key, 0) + value
-                          for key, value in counts.items()}
+            entry = model.setdefault((workload, arm), {})
+            for key, value in counts.items():
+                entry[key] = entry.get(key, 0) + value
     elapsed = time.time() - began
     in_process = cache_cost_in_process()
     write_report(args, results, repeats_seen, model, in_process, elapsed, os.getloadavg())
@@ -168,10 +198,10 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
                  elapsed: float, load: tuple) -> None:
     """bench/RESULTS-cache.md."""
     rows = []
-    for (label, arm), runs in results.items():
+    for (workload, label, arm), runs in results.items():
         rate = median(r["docs_per_s"] for r in runs)
-        base = median(r["docs_per_s"] for r in results[(label, "no cache")])
-        rows.append([label, arm, fmt(rate, 0), ", ".join(f"{r['docs_per_s']:,.0f}" for r in runs),
+        base = median(r["docs_per_s"] for r in results[(workload, label, "no cache")])
+        rows.append([workload, label, arm, fmt(rate, 0), ", ".join(f"{r['docs_per_s']:,.0f}" for r in runs),
                      f"{rate / base:.2f}x",
                      fmt(median(r["server_cpu_us_per_doc"] for r in runs), 1)])
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -181,25 +211,28 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
         f"`python -m bench.cache --docs {args.docs} --rounds {args.rounds} --repeat-share "
         f"{args.repeat_share}` on {os.uname().nodename} ({os.cpu_count()} cores), {when}, "
         f"{elapsed:.0f} s; load average when it ended {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
-        "(a shared machine: compare only the rows of one run). Four sentiment-only servers "
-        f"started together in the order cache, no cache, no cache, cache (two with "
+        "(a shared machine: compare only the rows of one run). Two sets of experts: the "
+        "sentiment model alone, streamed through `expertd pipe sentiment --lines`, and "
+        "`consensus` with the two experts it needs (the sentiment model and VADER), streamed "
+        "through `expertd pipe consensus --lines`. For each, four servers started together "
+        "in the order cache, no cache, no cache, cache (two with "
         f"`cache_size: {args.cache_size}`, two without; the start position alone moved a "
         "server's speed by ~10% in trials); each round makes fresh streams (no round repeats "
-        "another's texts) and sends each through `expertd pipe sentiment --lines` to all four, "
-        "their order alternating by round; each arm's rounds pooled over its two servers. "
+        "another's texts) and sends each to all four, their order alternating by round; each "
+        "arm's rounds pooled over its two servers. "
         f"The last round's repeats stream held {repeats.get(next(iter(repeats)), 0):,} repeats "
         f"in {args.docs:,} documents.",
         "",
-        *table(["stream", "server", "docs/s (median)", "each round", "vs no cache",
+        *table(["experts", "stream", "server", "docs/s (median)", "each round", "vs no cache",
                 "server CPU µs/doc (median)"], rows),
         "",
         "What each arm's two servers' `stats()` said at the end, summed (warm-up and every "
         "round, both streams):",
         "",
-        *table(["server", "documents the model computed", "model seconds", "cache hits",
-                "cache misses"],
-               [[arm, f"{c['batched_items']:,}", f"{c['model_seconds']:.2f}",
-                 f"{c['cache_hits']:,}", f"{c['cache_misses']:,}"] for arm, c in model.items()]),
+        *table(["experts", "server", "documents the sentiment model computed",
+                "its model seconds", "cache hits", "cache misses"],
+               [[workload, arm, f"{c['batched_items']:,}", f"{c['model_seconds']:.2f}",
+                 f"{c['cache_hits']:,}", f"{c['cache_misses']:,}"] for (workload, arm), c in model.items()]),
         "",
         "The cache's own cost, in-process (`OpinionCache.predict_through` over 20,000 short "
         "texts in calls of 256, a stand-in model; median of 7 runs, same machine, same time): "
@@ -207,10 +240,16 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
         f"{in_process['evicting']:.2f} µs once the cache is full (each miss then also drops the "
         "oldest entry), a hit "
         f"costs {in_process['hit']:.2f} µs instead of the model call, the output check and the "
-        "batcher. The sentiment model itself is a few µs a document, a third or less of what "
-        "the server spends on one (bench/RESULTS-profile.md), which bounds what 30% repeats "
-        "can save here: on this model, turn the cache on where documents do repeat, since a "
-        "stream without repeats pays its misses.",
+        "batcher. In a server the same cache costs more than that on a stream without "
+        "repeats: py-spy of a sentiment server on such a stream (2026-12-07) put most of the "
+        "cache's own samples on storing each new opinion and on dropping the oldest entry, "
+        "which frees a text, an opinion and its numbers long after anything last touched "
+        "them, while the model call between two calls has pushed them out of the CPU's "
+        "caches; the bound (2,000 or 100,000 entries) made no difference. The sentiment "
+        "model is a few µs of CPU a document, a third or less of what the server spends on "
+        "one (bench/RESULTS-profile.md), which bounds what 30% repeats can save on it; "
+        "VADER, pure Python, costs more, so a repeat saves the chain more CPU. Turn "
+        "the cache on where documents do repeat.",
         "",
     ]
     args.out.write_text("\n".join(lines))

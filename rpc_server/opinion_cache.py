@@ -2,15 +2,19 @@
 
 Repeated documents are common (retweets, a pipeline run again over a corpus,
 the same text through several chains), and each would be computed again. An
-expert's cache maps a key to the opinion it gave:
+expert's cache holds the opinions of one version of the expert, its
+``version`` and, for an expert that learns, its learner's ``model_version``
+(read once per call, before the model is asked): when the version moves on,
+the cache starts again, empty, so an expert that learned, or was replaced by
+another version, is asked afresh. Within a version the key is the exact value
+the expert reads: its field (a string, as is), or for an expert that reads
+the whole document or builds on other experts (``needs``) that dict written as
+canonical JSON (keys sorted). A value JSON cannot write (bytes) is not cached.
 
-* the expert's ``version`` and, for an expert that learns, its learner's
-  ``model_version`` (read once per call, before the model is asked), so an
-  expert that learned, or was replaced by another version, is asked afresh;
-* the exact value the expert reads: its field (a string, as is), or for an
-  expert that reads the whole document or builds on other experts (``needs``)
-  that dict written as canonical JSON (keys sorted). A value JSON cannot write
-  (bytes) is not cached.
+A text expert's inputs (all strings, as a text field always is) take a path
+whose steps are each one pass in C (``_through_texts``): a stream without
+repeats pays about a microsecond of the server's time a document for its
+misses (bench/RESULTS-cache.md).
 
 It holds at most ``size`` opinions (the experts file's ``cache: {size: N}``);
 the least recently used goes first (``LRU``). It lives in the server process,
@@ -22,25 +26,28 @@ never cached. Hits and misses are counted in ``stats()``, in Prometheus
 
 Which experts may be cached: those whose opinion is a function of their input
 and their version (``Expert.pure``: the Keras experts, VADER, consensus). The
-server's ``cache_size`` turns it on for those; another expert (one that reads
+server's ``cache_size`` turns it on for those that read a field and need no
+other expert (``build_caches``); another expert (one that reads
 a clock, or draws at random) gets a cache only when its own entry asks for one.
 A learner (``pure = False``: its opinions change as it learns) is still
-correct when cached, since its model version is in the key, but every update
-empties its share of the hits, so it is off unless asked for.
+correct when cached, since its model version is part of the version, but every
+update empties its share of the hits, so it is off unless asked for.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable, Hashable
 
-#: ``json.dumps`` arguments that write one value one way (the key of a dict input).
-_CANONICAL = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":"),
-              "allow_nan": True}
+#: Writes one value one way (the key of a dict input): one encoder for every key, since
+#: ``json.dumps`` with arguments builds a new one per call.
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                   allow_nan=True).encode
 
 
 _MISSING = object()
+_STRINGS = {str}
 
 
 class LRU:
@@ -90,7 +97,7 @@ def input_key(value: Any) -> Hashable | None:
     if type(value) is str:
         return value
     try:
-        return ("json", json.dumps(value, **_CANONICAL))
+        return ("json", _canonical_json(value))
     except (TypeError, ValueError, RecursionError):
         return None
 
@@ -100,10 +107,27 @@ class OpinionCache:
 
     def __init__(self, size: int, version: Callable[[], Hashable]) -> None:
         """Hold ``size`` opinions; ``version()`` is the expert's version now (part of each key)."""
-        self.lru = LRU(size)
+        self.size = size
         self.version = version
+        #: The entries of one version (``lru_version``): keyed by the input alone, so that a
+        #: lookup builds no tuple; another version starts a new LRU (the old one's entries
+        #: could never be hit again).
+        self.lru = LRU(size)
+        self.lru_version: Hashable = _MISSING
         self.hits = 0
         self.misses = 0
+
+    def _lru_of(self, version: Hashable) -> LRU:
+        """The LRU of ``version``: the current one, or a new, empty one if the version moved on.
+
+        A call holds on to the LRU it looked up in, so that a call that began under an
+        older version stores its opinions there (where no later call looks), never
+        under the new version."""
+        if version != self.lru_version:
+            if self.lru_version is not _MISSING:
+                self.lru = LRU(self.size)
+            self.lru_version = version
+        return self.lru
 
     def predict_through(self, values: list, predict: Callable[[list], list]) -> tuple[list, int, int]:
         """One ``(ok, opinion)`` outcome per input, in order: known ones from the cache, the
@@ -113,51 +137,104 @@ class OpinionCache:
         about; hits the others (known, or repeats within this call). Whatever ``predict``
         raises (``Overloaded``) is raised, and nothing is kept.
         """
-        version = self.version()  # before the model is asked: a learner's may move on meanwhile
-        outcomes: list = [None] * len(values)
-        ask: list[int] = []       # indices of the inputs to compute
-        keys: list = []           # and their keys (None: not cacheable)
-        repeats: list[tuple[int, int]] = []  # (index, index of the same input among ``ask``)
-        first: dict[Hashable, int] = {}
-        items = self.lru.items    # the OrderedDict itself: this loop runs once per document
-        for i, value in enumerate(values):
-            key = value if type(value) is str else input_key(value)
-            if key is not None:
-                # The version is part of the key and the opinion is the value, with no tuple
-                # around it: a tuple holding a dict stays tracked by the cycle collector, and
-                # ``size`` of them surviving into its oldest generation made Python walk the
-                # whole heap every ~25 calls (rpc_server/collector.py).
-                key = (version, key)
-                opinion = items.get(key, _MISSING)
-                if opinion is not _MISSING:
-                    items.move_to_end(key)
-                    outcomes[i] = (True, _copy(opinion))
-                    continue
-                if key in first:
-                    repeats.append((i, first[key]))
-                    continue
-                first[key] = i
-            ask.append(i)
-            keys.append(key)
-        if ask:
-            computed = predict([values[i] for i in ask])
-            put = self.lru.put
-            for i, key, (ok, opinion) in zip(ask, keys, computed):
-                outcomes[i] = (ok, opinion)
-                if ok and key is not None:
-                    put(key, _copy(opinion))  # an older version's entries age out
-            for i, j in repeats:
-                ok, opinion = outcomes[j]
-                outcomes[i] = (ok, _copy(opinion) if ok else opinion)
-        hits = len(values) - len(ask)
+        lru = self._lru_of(self.version())  # before the model is asked: a learner's moves on
+        if set(map(type, values)) == _STRINGS:  # a text expert's field, as it always is
+            outcomes, asked = _through_texts(lru, values, predict)
+        else:
+            outcomes, asked = _through_any(lru, values, predict)
+        hits = len(values) - asked
         self.hits += hits
-        self.misses += len(ask)
-        return outcomes, hits, len(ask)
+        self.misses += asked
+        return outcomes, hits, asked
 
     def describe(self) -> dict:
         """``{"size", "entries", "hits", "misses"}`` (for ``experts()``)."""
-        return {"size": self.lru.size, "entries": len(self.lru), "hits": self.hits,
+        return {"size": self.size, "entries": len(self.lru), "hits": self.hits,
                 "misses": self.misses}
+
+
+def _through_texts(lru: LRU, values: list, predict: Callable[[list], list]) -> tuple[list, int]:
+    """``predict_through`` for inputs that are all strings (a text expert's field), each step
+    one pass in C where it can be: the lookups (``map``), the distinct unknown inputs
+    (``dict.fromkeys``), the stores and the hits' move to the recent end. Returns the
+    outcomes and how many inputs ``predict`` was asked about."""
+    items = lru.items
+    found = list(map(items.get, values))  # None: unknown (None is never stored)
+    if None not in found:  # every input known
+        deque(map(items.move_to_end, values), 0)
+        return [(True, dict(opinion) if type(opinion) is dict else opinion)
+                for opinion in found], 0
+    unknown = [value for value, opinion in zip(values, found) if opinion is None]
+    # The hits move to the recent end now, before ``predict`` lets other calls run (and
+    # evict): a key found above may be gone after it.
+    if len(unknown) > len(found) // 2:  # mostly misses: the few hits one by one
+        for value, opinion in zip(values, found):
+            if opinion is not None:
+                items.move_to_end(value)
+    else:
+        deque(map(items.move_to_end, [v for v, o in zip(values, found) if o is not None]), 0)
+    distinct = dict.fromkeys(unknown)  # in order, each once
+    asked = list(distinct)
+    computed = predict(asked)
+    for value, outcome in zip(asked, computed):
+        distinct[value] = outcome
+        ok, opinion = outcome
+        if ok and opinion is not None:
+            items[value] = dict(opinion) if type(opinion) is dict else opinion
+    excess = len(items) - lru.size
+    if excess > 0:
+        pop = items.popitem
+        for _ in range(excess):
+            pop(False)
+    outcomes = [(True, dict(opinion) if type(opinion) is dict else opinion)
+                if opinion is not None else distinct[value]
+                for value, opinion in zip(values, found)]
+    if len(asked) < len(unknown):  # an unknown input more than once: each its own copy
+        given: set = set()
+        for i, (value, opinion) in enumerate(zip(values, found)):
+            if opinion is None:
+                if value in given:
+                    ok, answer = outcomes[i]
+                    outcomes[i] = (ok, _copy(answer) if ok else answer)
+                else:
+                    given.add(value)
+    return outcomes, len(asked)
+
+
+def _through_any(lru: LRU, values: list, predict: Callable[[list], list]) -> tuple[list, int]:
+    """``predict_through`` for inputs of any type (a whole document, a chain's input): each
+    keyed by ``input_key``; one that JSON cannot write is asked every time."""
+    outcomes: list = [None] * len(values)
+    ask: list[int] = []       # indices of the inputs to compute
+    keys: list = []           # and their keys (None: not cacheable)
+    repeats: list[tuple[int, int]] = []  # (index, index of the same input among ``ask``)
+    first: dict[Hashable, int] = {}
+    items = lru.items
+    for i, value in enumerate(values):
+        key = input_key(value)
+        if key is not None:
+            opinion = items.get(key, _MISSING)
+            if opinion is not _MISSING:
+                items.move_to_end(key)
+                outcomes[i] = (True, _copy(opinion))
+                continue
+            if key in first:
+                repeats.append((i, first[key]))
+                continue
+            first[key] = i
+        ask.append(i)
+        keys.append(key)
+    if ask:
+        computed = predict([values[i] for i in ask])
+        put = lru.put
+        for i, key, (ok, opinion) in zip(ask, keys, computed):
+            outcomes[i] = (ok, opinion)
+            if ok and key is not None and opinion is not None:
+                put(key, _copy(opinion))
+        for i, j in repeats:
+            ok, opinion = outcomes[j]
+            outcomes[i] = (ok, _copy(opinion) if ok else opinion)
+    return outcomes, len(ask)
 
 
 def _copy(opinion: Any) -> Any:
@@ -168,8 +245,12 @@ def _copy(opinion: Any) -> Any:
 def build_caches(experts: dict, file: Any, learning: Any = None) -> dict[str, OpinionCache]:
     """The caches an experts file asks for, by expert name (experts without one are absent).
 
-    An expert's ``cache: {size: N}`` wins; otherwise a pure expert gets the server's
-    ``cache_size``. An expert with ``versions:`` gets none (the experts file refuses its
+    An expert's ``cache: {size: N}`` wins; otherwise the server's ``cache_size`` goes to a
+    pure expert that reads a field and needs no other expert. One that reads the whole
+    document or builds on others (``consensus``) is keyed by its whole input written as
+    JSON, which cost about as much as computing it (bench/RESULTS-cache.md): its
+    dependencies are cached, and it is cached only when its own entry asks.
+    An expert with ``versions:`` gets none (the experts file refuses its
     ``cache:``): the version that answers moves with promote, rollback and canaries.
     A learner's key holds its ``model_version`` (``learning``'s learner).
     """
@@ -180,8 +261,10 @@ def build_caches(experts: dict, file: Any, learning: Any = None) -> dict[str, Op
         expert = experts[spec.name]
         if spec.cache is not None:
             size = spec.cache.size
+        elif expert.pure and expert.field is not None and not spec.needs:
+            size = file.server.cache_size
         else:
-            size = file.server.cache_size if expert.pure else 0
+            size = 0
         if size <= 0:
             continue
         learner = learning.learners.get(spec.name) if learning is not None else None

@@ -8,7 +8,7 @@ runs one prediction per expert, binds the shared port (``SO_REUSEPORT``, see
 the supervisor counts it as serving only from then on.
 
 - Each of N > 1 workers gets its share of the cores for TensorFlow's thread
-  pools (``worker_threads_env``), unless the environment already sets them.
+  pools (``model_threads_env``), unless the environment already sets them.
 - A worker that dies is restarted, with backoff (0.5 s doubling up to 30 s;
   back to 0.5 s once a worker has lived a minute), each time logged. Each
   worker place is a small state machine (``Slot``: serving, restarting,
@@ -83,19 +83,22 @@ MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
 
 
-def worker_threads_env(workers: int, environ: dict, cpus: int | None = None) -> dict:
-    """TensorFlow thread-pool sizes for one of ``workers`` workers: its share of the cores.
+def model_threads_env(processes: int, environ: dict, cpus: int | None = None) -> dict:
+    """TensorFlow thread-pool sizes for one of ``processes`` server processes on these cores.
 
-    Each TensorFlow process sizes its pools to every core; N workers on C cores
+    Each TensorFlow process sizes its pools to every core. N workers on C cores
     then run N x C threads that wait on each other (a stream cost the workers
-    about 2 us more CPU per document, 6-8%, on 2 cores). Each worker gets
-    ``C // N`` (at least 1) threads for its ops and at least 2 to run them on.
-    Nothing for one worker, or where ``environ`` sets either variable.
+    about 2 us more CPU per document, 6-8%, on 2 cores): each gets ``C // N``.
+    One process gets ``C - 1``, leaving a core to its serving loop (decoding,
+    checks and answers, Python that runs while the model does): on 2 cores a
+    server then spends a little less CPU per streamed document, as fast
+    (bench/RESULTS-model-threads.md). At least 1 thread for the ops and
+    at least 2 to run them on; nothing where ``environ`` sets either variable.
     """
-    if workers <= 1 or any(key in environ for key in TF_THREAD_ENV):
+    if any(key in environ for key in TF_THREAD_ENV):
         return {}
     cpus = cpus or len(os.sched_getaffinity(0))
-    share = max(1, cpus // workers)
+    share = max(1, cpus - 1) if processes <= 1 else max(1, cpus // processes)
     return dict(zip(TF_THREAD_ENV, (str(share), str(max(2, share)))))
 
 
@@ -368,7 +371,7 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         os.set_blocking(ready_r, False)
         env = dict(os.environ)
-        env.update(worker_threads_env(self.count, os.environ))
+        env.update(model_threads_env(self.count, os.environ))
         env[WORKER_INDEX_ENV] = str(index)
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
         env[WORKER_COUNT_ENV] = str(self.count)

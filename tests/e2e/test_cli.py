@@ -159,6 +159,10 @@ def test_stop_drains_then_exits(tmp_path):
         assert proc.process.wait(30) == 0
     finally:
         proc.stop()
+    if not any(key.startswith("TF_NUM_") for key in os.environ):  # the user's sizes win
+        cores = len(os.sched_getaffinity(0))  # one process leaves its serving loop a core
+        assert (f"TensorFlow thread pools: TF_NUM_INTRAOP_THREADS={max(1, cores - 1)}"
+                in proc.read_log())
     out = expertd("stop", endpoint=proc.endpoint)
     assert out.returncode == 3 and "nothing to stop" in out.stderr
 

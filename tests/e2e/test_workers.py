@@ -93,16 +93,20 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
             os.kill(pid, 0)
 
 
-def test_worker_thread_pools_share_the_cores_unless_the_user_sized_them():
-    from expertd.rpc_server.supervisor import worker_threads_env
+def test_model_thread_pools_share_the_cores_unless_the_user_sized_them():
+    from expertd.rpc_server.supervisor import model_threads_env
 
-    assert worker_threads_env(2, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
+    assert model_threads_env(2, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
                                                  "TF_NUM_INTEROP_THREADS": "2"}
-    assert worker_threads_env(2, {}, cpus=8) == {"TF_NUM_INTRAOP_THREADS": "4",
+    assert model_threads_env(2, {}, cpus=8) == {"TF_NUM_INTRAOP_THREADS": "4",
                                                  "TF_NUM_INTEROP_THREADS": "4"}
-    assert worker_threads_env(4, {}, cpus=2)["TF_NUM_INTRAOP_THREADS"] == "1"
-    assert worker_threads_env(1, {}, cpus=2) == {}
-    assert worker_threads_env(2, {"TF_NUM_INTEROP_THREADS": "8"}, cpus=2) == {}
+    assert model_threads_env(4, {}, cpus=2)["TF_NUM_INTRAOP_THREADS"] == "1"
+    # one process leaves its serving loop a core
+    assert model_threads_env(1, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
+                                                "TF_NUM_INTEROP_THREADS": "2"}
+    assert model_threads_env(1, {}, cpus=8)["TF_NUM_INTRAOP_THREADS"] == "7"
+    assert model_threads_env(1, {}, cpus=1)["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert model_threads_env(2, {"TF_NUM_INTEROP_THREADS": "8"}, cpus=2) == {}
 
 
 def items_per_worker(endpoint: str, expert: str = "vader", want: int = 2) -> dict[int, int]:

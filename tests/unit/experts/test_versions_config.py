@@ -122,3 +122,22 @@ def test_a_versioned_expert_gets_no_cache_of_the_servers_cache_size(tmp_path):
     experts = build_experts(file)
     experts["labelled"].pure = True
     assert build_caches(experts, file) == {}
+
+
+def test_the_servers_cache_size_goes_to_pure_experts_that_read_a_field_and_need_no_other(tmp_path):
+    # consensus is pure, but its key would be its whole input as JSON, which cost about as
+    # much as computing it (bench/RESULTS-cache.md): it is cached only if its entry asks.
+    from expertd.rpc_server.opinion_cache import build_caches
+
+    path = tmp_path / "experts.yaml"
+    path.write_text("server: {cache_size: 10}\nexperts:\n"
+                    "  vader: expertd.experts.vader:VaderExpert\n"
+                    "  sentiment: expertd.experts.vader:VaderExpert\n"
+                    "  consensus:\n    expert: expertd.experts.consensus:ConsensusExpert\n"
+                    "    needs: {sentiment: sentiment, vader: rules}\n"
+                    "  asked:\n    expert: expertd.experts.consensus:ConsensusExpert\n"
+                    "    needs: {sentiment: sentiment, vader: rules}\n    cache: {size: 5}\n")
+    file = load_config(path)
+    caches = build_caches(build_experts(file), file)
+    assert sorted(caches) == ["asked", "sentiment", "vader"]
+    assert caches["asked"].size == 5 and caches["vader"].size == 10
