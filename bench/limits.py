@@ -12,14 +12,27 @@
   in and the opinions out costs with no validation, no batching, no model. Since
   a call's documents must arrive before the model can start and its opinions
   leave after it ends, ``model / (model + floor)`` bounds what a batch call over
-  this transport can reach of the model's own throughput.
+  this transport can reach of the model's own throughput. And (d) a *bare model
+  server*: a stock ``zerorpc.Server`` that loads the sentiment expert as expertd
+  does (``SentimentExpert.load``) and answers ``batch`` with the expert's own
+  ``predict`` on the documents' texts, in the gevent loop's thread: no
+  validation, no batcher, no thread pool, no output checks. It is the least any
+  server on this stack does while really running the model, so ``model / bare``
+  is what such a server reaches of the model's throughput and expertd minus
+  bare is expertd's own work. Every round runs the three servers, in an order
+  reversed every other round, then the model alone.
 * **Stream.** ``expertd pipe sentiment --lines --batch-size B`` over 100,000
-  documents to expertd and to the echo server (its ``opinions_batch`` answers
-  every document with the same opinion): CPU per document of the stage and of
-  each server (utime + stime from ``/proc``), and the model's own CPU per
-  document at calls of B documents, in-process. Stage + echo server is what the
-  stage and the transport cost with no model and no expertd server work; adding
-  the model's own CPU per document gives the floor of a stream over this design.
+  documents to expertd, to the echo server (its ``opinions_batch`` answers
+  every document with the same opinion) and to the bare model server (the
+  expert's ``predict`` on each call's texts, answered as ``only_opinions``
+  answers): CPU per document of the stage and of each server (utime + stime
+  from ``/proc``), and the model's own CPU per document at calls of B
+  documents, in-process. Stage + echo server is what the stage and the
+  transport cost with no model and no expertd server work; adding the model's
+  own CPU per document gives the floor of a stream over this design. Stage +
+  bare server is what a stream costs with a server doing only the model's work.
+  Both stock servers ignore the stage's ``as_json`` option (they answer maps,
+  which the stage encodes itself), so compare stage + server, not each alone.
 
 Writes bench/RESULTS-limits.md (and the raw numbers to bench/tmp/limits.json).
 """
@@ -46,6 +59,8 @@ RESULTS = BENCH / "RESULTS-limits.md"
 RAW = TMP / "limits.json"
 BATCH_DOCS = 1000
 STREAM_DOCS = 100_000
+#: The stream table's name of each server arm.
+ARM_NAMES = {"bare": "bare model server"}
 #: The opinion the echo server gives every document (a real answer of the sentiment model).
 OPINION = {"valence": -0.7869, "label": "negative", "confidence": 0.8049}
 
@@ -74,6 +89,42 @@ def echo_server(endpoint: str) -> None:
     server.run()
 
 
+def bare_server(endpoint: str) -> None:
+    """Serve ``batch`` and ``opinions_batch`` with the sentiment model and nothing else (stock
+    zerorpc): the expert loaded as expertd loads it, its own ``predict`` on the documents'
+    texts, no validation, no batcher, no thread pool, no output checks. Like the echo server
+    it ignores ``options`` (answers are maps, never ``as_json`` text: the stage copes)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import zerorpc
+
+    from bench.common import MODEL_DIR
+    from expertd.experts.keras_text import SentimentExpert
+
+    expert = SentimentExpert("sentiment", model_dir=str(MODEL_DIR))
+    expert.load()  # before binding: it answers health only once the model is loaded
+    predict = expert.predict
+
+    class Bare:
+        """The model's work only, in the gevent loop's thread (one client at a time)."""
+
+        def health(self):
+            """Ready."""
+            return {"status": "ok"}
+
+        def batch(self, name, docs):
+            """The expert's opinion of each document's text, as expertd's ``batch`` answers."""
+            return predict([doc["text"] for doc in docs])
+
+        def opinions_batch(self, docs, names=None, options=None):
+            """The same, as ``only_opinions`` gives it."""
+            return [{"opinions": {"sentiment": opinion}}
+                    for opinion in predict([doc["text"] for doc in docs])]
+
+    server = zerorpc.Server(Bare())
+    server.bind(endpoint)
+    server.run()
+
+
 def _model_passes(worker, reps: int) -> tuple[list[float], float]:
     """``reps`` passes of the in-process model: wall seconds per pass, CPU seconds in all."""
     worker.process.stdin.write(json.dumps({"reps": reps}) + "\n")
@@ -82,25 +133,33 @@ def _model_passes(worker, reps: int) -> tuple[list[float], float]:
     return result["graph_s"], sum(result["graph_cpu_s"])
 
 
-def batch_section(expertd, echo, worker, texts: list[str], rounds: int,
+def batch_section(expertd, echo, bare, worker, texts: list[str], rounds: int,
                   calls: int) -> dict:
-    """ms per 1,000-document call: expertd, the echo server and the model alone, interleaved."""
+    """ms per 1,000-document call: expertd, the echo server, the bare model server and the
+    model alone, interleaved."""
     from expertd.clients.wire import Connection
 
     docs = [{"text": t} for t in texts[:BATCH_DOCS]]
     _read_line(worker, 240.0)  # READY
-    times: dict[str, list[float]] = {"expertd": [], "echo": [], "model": []}
-    cpu: dict[str, list[float]] = {"expertd": [], "echo": []}
+    times: dict[str, list[float]] = {"expertd": [], "echo": [], "bare": [], "model": []}
+    cpu: dict[str, list[float]] = {"expertd": [], "echo": [], "bare": []}
     with Connection(expertd.url, timeout=120.0) as to_expertd, \
-            Connection(echo.url, timeout=120.0) as to_echo:
-        targets = {"expertd": (to_expertd, expertd.pid), "echo": (to_echo, echo.pid)}
-        for connection, _ in targets.values():
+            Connection(echo.url, timeout=120.0) as to_echo, \
+            Connection(bare.url, timeout=120.0) as to_bare:
+        targets = {"expertd": (to_expertd, expertd.pid), "echo": (to_echo, echo.pid),
+                   "bare": (to_bare, bare.pid)}
+        answers = {}
+        for name, (connection, _) in targets.items():
             for _ in range(3):
-                answer = connection.call("batch", "sentiment", docs)
-            if len(answer) != len(docs):
-                raise RuntimeError(f"batch answered {len(answer)} of {len(docs)} documents")
+                answers[name] = connection.call("batch", "sentiment", docs)
+            if len(answers[name]) != len(docs):
+                raise RuntimeError(f"{name}'s batch answered {len(answers[name])} of "
+                                   f"{len(docs)} documents")
+        if answers["bare"] != answers["expertd"]:
+            raise RuntimeError("the bare model server's opinions differ from expertd's")
         for r in range(rounds):
-            order = ["expertd", "echo"] if r % 2 == 0 else ["echo", "expertd"]
+            order = ["expertd", "echo", "bare"]
+            order = order if r % 2 == 0 else order[::-1]
             for name in order:
                 connection, pid = targets[name]
                 before = cpu_seconds(pid)
@@ -111,9 +170,9 @@ def batch_section(expertd, echo, worker, texts: list[str], rounds: int,
                 cpu[name].append((cpu_seconds(pid) - before) / calls)
             passes, _ = _model_passes(worker, calls)
             times["model"] += passes
-            print(f"round {r + 1}/{rounds} batch: expertd {median(times['expertd']) * 1e3:.2f} ms, "
-                  f"echo {median(times['echo']) * 1e3:.2f} ms, model "
-                  f"{median(times['model']) * 1e3:.2f} ms", file=sys.stderr)
+            print(f"round {r + 1}/{rounds} batch: " + ", ".join(
+                f"{name} {median(values) * 1e3:.2f} ms" for name, values in times.items()),
+                file=sys.stderr)
     ms = {name: median(values) * 1e3 for name, values in times.items()}
     return {"ms": ms, "server_cpu_ms": {k: median(v) * 1e3 for k, v in cpu.items()},
             "calls": {k: len(v) for k, v in times.items()}}
@@ -143,17 +202,18 @@ def _stream_once(endpoint: str, jsonl: Path, batch_size: int, server_pid: int) -
             "server_us": (cpu_seconds(server_pid) - server_before) / STREAM_DOCS * 1e6}
 
 
-def stream_section(expertd, echo, workers: dict, jsonl: Path, batch_sizes: list[int],
+def stream_section(expertd, echo, bare, workers: dict, jsonl: Path, batch_sizes: list[int],
                    rounds: int) -> dict:
-    """CPU per streamed document: stage and server, expertd vs the echo server; the model's
-    own at each call size of ``workers`` (in-process model processes, by call size)."""
+    """CPU per streamed document: stage and server, expertd vs the echo server vs the bare
+    model server; the model's own at each call size of ``workers`` (in-process model
+    processes, by call size)."""
     runs: dict[str, list[dict]] = {}
     model_us: dict[int, list[float]] = {size: [] for size in workers}
     for worker in workers.values():
         _read_line(worker, 240.0)  # READY
     for r in range(rounds):
         for size in batch_sizes:
-            targets = [("expertd", expertd), ("echo", echo)]
+            targets = [("expertd", expertd), ("echo", echo), ("bare", bare)]
             for name, server in (targets if r % 2 == 0 else targets[::-1]):
                 result = _stream_once(server.url, jsonl, size, server.pid)
                 runs.setdefault(f"{name}:{size}", []).append(result)
@@ -217,13 +277,19 @@ def render(raw: dict) -> str:
         "",
         "One `clients.wire` client; rounds interleave expertd, the echo server (a stock "
         "`zerorpc.Server` answering 1,000 ready-made opinions without looking at the "
-        "documents) and the model alone in-process (`tf.function`, same texts).",
+        "documents), the bare model server (a stock `zerorpc.Server` answering with the "
+        "sentiment expert's own `predict`, loaded as expertd loads it) and the model alone "
+        "in-process (`tf.function`, same texts).",
         "",
         *table(["path", "calls", "ms a call (median)", "server CPU ms a call (median)",
                "model / this"],
               [["expertd (model + expertd's work + transport)", str(b["calls"]["expertd"]),
                 fmt(ms["expertd"], 2), fmt(b["server_cpu_ms"]["expertd"], 2),
                 f"{ms['model'] / ms['expertd']:.0%}"],
+               *([["bare model server (stock zerorpc + the expert's own predict, no checks, "
+                   "no batching)", str(b["calls"]["bare"]), fmt(ms["bare"], 2),
+                   fmt(b["server_cpu_ms"]["bare"], 2), f"{ms['model'] / ms['bare']:.0%}"]]
+                 if "bare" in ms else []),
                ["echo server (transport only: zerorpc, msgpack, ZeroMQ, both ends)",
                 str(b["calls"]["echo"]), fmt(floor, 2), fmt(b["server_cpu_ms"]["echo"], 2), ""],
                ["model alone, in-process", str(b["calls"]["model"]), fmt(ms["model"], 2), "", ""]]),
@@ -235,20 +301,34 @@ def render(raw: dict) -> str:
         f"own work (validation, batching, output checks, answers) is the rest: "
         f"{ms['expertd'] - ms['model'] - floor:.2f} ms a call in this run.",
         "",
+        *([f"A bare model server (stock zerorpc, the same model and the expert's own predict, "
+           f"no checks, no batching) takes {ms['bare']:.2f} ms a call: it reaches "
+           f"**{ms['model'] / ms['bare']:.0%} of the model's in-process throughput**. That is "
+           f"what a server doing only the model's work reaches on this stack, so the gap "
+           f"between it and expertd ({ms['expertd'] - ms['bare']:+.2f} ms a call in this run) is "
+           f"expertd's own work; the bare server's "
+           f"{ms['bare'] - ms['model'] - floor:+.2f} ms over model + floor is what serving the "
+           f"model costs beyond the transport (turning its outputs into opinion dicts, the "
+           f"texts' tensor, TensorFlow inside a server process).", ""]
+          if "bare" in ms else []),
         "## Stream: `expertd pipe sentiment --lines`, 100,000 documents",
         "",
-        "One stage (`--connections 1`) per run, to expertd (one process) and to the echo "
-        "server (its `opinions_batch` answers each document with the same opinion); CPU "
-        "per document of the stage and of the server process; the model's own CPU per "
-        "document at calls of the same size, in-process.",
+        "One stage (`--connections 1`) per run, to expertd (one process), to the echo "
+        "server (its `opinions_batch` answers each document with the same opinion) and to "
+        "the bare model server (the expert's own predict on each call's texts, nothing "
+        "else); CPU per document of the stage and of the server process; the model's own "
+        "CPU per document at calls of the same size, in-process. Both stock servers ignore "
+        "the stage's `as_json` option and answer maps, which the stage encodes itself "
+        "(expertd answers JSON text it splices in): compare their stage and server columns "
+        "together.",
         "",
     ]
     s = raw["stream"]
     rows = []
     for arm, values in s["arms"].items():
         name, size = arm.split(":")
-        rows.append([name, size, fmt(values["docs_per_s"], 0), fmt(values["stage_us"], 1),
-                     fmt(values["server_us"], 1),
+        rows.append([ARM_NAMES.get(name, name), size, fmt(values["docs_per_s"], 0),
+                     fmt(values["stage_us"], 1), fmt(values["server_us"], 1),
                      fmt(values["stage_us"] + values["server_us"], 1)])
     lines.extend(table(["server", "--batch-size", "docs/s", "stage CPU µs/doc",
                         "server CPU µs/doc", "together"], rows))
@@ -265,6 +345,19 @@ def render(raw: dict) -> str:
                      f"({echo['stage_us'] + echo['server_us']:.1f} µs) plus the model alone "
                      f"({model:.1f} µs) = **{floor_us:.1f} µs of CPU per document** before "
                      f"expertd's server does any work of its own (the issue's target: 15).")
+    for size in sorted({int(arm.split(":")[1]) for arm in s["arms"]}):
+        if f"bare:{size}" not in s["arms"] or f"expertd:{size}" not in s["arms"]:
+            continue
+        bare = s["arms"][f"bare:{size}"]
+        expertd = s["arms"][f"expertd:{size}"]
+        bare_us = bare["stage_us"] + bare["server_us"]
+        expertd_us = expertd["stage_us"] + expertd["server_us"]
+        lines.append(f"- Calls of {size}: a bare model server (stock zerorpc, the same model and "
+                     f"the expert's own predict, no checks, no batching) costs stage "
+                     f"{bare['stage_us']:.1f} + server {bare['server_us']:.1f} = "
+                     f"**{bare_us:.1f} µs of CPU per document**: what a server doing only the "
+                     f"model's work costs. expertd's {expertd_us:.1f} µs differs by "
+                     f"{expertd_us - bare_us:+.1f} µs: expertd's own work.")
     essential = s["essential_us"]
     best = min(s["model_us"].values())
     lines += [
@@ -291,10 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-sizes", default="256,1000,4000",
                         help="call sizes at which the model's own CPU is measured")
     parser.add_argument("--serve-echo", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", metavar="ENDPOINT", help=argparse.SUPPRESS)
     parser.add_argument("--render", action="store_true", help="re-render from bench/tmp/limits.json")
     args = parser.parse_args(argv)
     if args.serve_echo:
         return echo_server(args.serve_echo)
+    if args.serve_bare:
+        return bare_server(args.serve_bare)
     if args.render:
         RESULTS.write_text(render(json.loads(RAW.read_text())))
         return None
@@ -311,15 +407,20 @@ def main(argv: list[str] | None = None) -> None:
         echo_endpoint = f"tcp://127.0.0.1:{free_port()}"
         echo = fleet.spawn("limits-echo", [PYTHON, "-m", "bench.limits", "--serve-echo",
                                             echo_endpoint], echo_endpoint)
+        bare_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        bare = fleet.spawn("limits-bare", [PYTHON, "-m", "bench.limits", "--serve-bare",
+                                            bare_endpoint], bare_endpoint)
         worker = fleet.worker("limits-model", [PYTHON, "-m", "bench.inprocess", "--texts",
                                                str(texts_path), "--count", str(BATCH_DOCS)])
-        fleet.wait_ready([expertd, echo])
-        raw["batch"] = batch_section(expertd, echo, worker, texts, args.rounds, args.calls)
+        fleet.wait_ready([expertd, echo, bare])
+        raw["batch"] = batch_section(expertd, echo, bare, worker, texts, args.rounds,
+                                     args.calls)
         workers = {size: fleet.worker(f"limits-model-{size}",
                                       [PYTHON, "-m", "bench.inprocess", "--texts",
                                        str(texts_path), "--count", str(size)])
                    for size in model_sizes}
-        raw["stream"] = stream_section(expertd, echo, workers, jsonl, sizes, args.stream_rounds)
+        raw["stream"] = stream_section(expertd, echo, bare, workers, jsonl, sizes,
+                                       args.stream_rounds)
     raw["stream"]["essential_us"] = essential_us(jsonl)
     raw["load_after"] = os.getloadavg()
     RAW.parent.mkdir(parents=True, exist_ok=True)
