@@ -95,7 +95,7 @@ def use_model_threads(sizes: dict) -> None:
     if sizes:
         os.environ.update(sizes)
         logging.getLogger("expertd.serve").info(
-            "TensorFlow thread pools: %s (one core left to the serving loop; set "
+            "TensorFlow thread pools: %s (a core left for the server's own loop; set "
             "TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS to choose)",
             ", ".join(f"{key}={value}" for key, value in sizes.items()))
 
