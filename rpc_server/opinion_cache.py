@@ -17,7 +17,9 @@ repeats pays about a microsecond of the server's time a document for its
 misses (bench/RESULTS-cache.md).
 
 It holds at most ``size`` opinions (the experts file's ``cache: {size: N}``);
-the least recently used goes first (``LRU``). It lives in the server process,
+the least recently used goes first (``LRU``). A cache whose lookups find (almost)
+nothing keeps only a sample of the new opinions until repeats come back
+(``OpinionCache._admit``). It lives in the server process,
 so a reload (new workers) starts empty, and it is shared by every call: a
 chain's dependencies (``consensus`` needs ``sentiment``) hit the same cache as
 direct calls. The same input twice in one call is computed once. Failures are
