@@ -1,16 +1,19 @@
 """The cache of opinions, side by side: streams with and without repeated documents.
 
-``python -m bench.cache [--docs N] [--rounds R] [--repeat-share 0.3]`` starts four
-``expertd serve`` holding only the sentiment model, together (in the order A, B,
-B, A): two with ``cache_size`` set (``cache``), two without (``no cache``). Each round makes two
-fresh streams of ``--docs`` JSON Lines documents (texts of the VADER ground
-truth, each marked with the round so no round repeats another's):
+``python -m bench.cache [--docs N] [--rounds R] [--repeat-share 0.3]`` runs two sets of
+experts (``WORKLOADS``: the sentiment model alone, and ``consensus`` with the
+sentiment model and VADER it needs), each on four ``expertd serve`` started
+together (in the order A, B, B, A): two with ``cache_size`` set (``cache``), two
+without (``no cache``). Each kind of stream gets servers of its own (a server's
+traffic has its own share of repeats, and the cache adapts to it). Each round
+makes a fresh stream of ``--docs`` JSON Lines documents (texts of the VADER
+ground truth, each marked with the round so no round repeats another's):
 
 * ``30% repeats``: each document is, with probability ``--repeat-share``, a
   copy of an earlier document of the stream (drawn uniformly), else a new text;
 * ``no repeats``: every document's text is new.
 
-Each stream goes through ``expertd pipe sentiment --lines`` against each server,
+Each stream goes through ``expertd pipe EXPERT --lines`` against each server,
 the servers' order alternating by round; each arm's two servers are pooled. Reported per stream and arm: the
 median over rounds of documents per second (stage spawn to exit) and of the
 server's CPU microseconds per document (its /proc counters before and after).
@@ -31,6 +34,7 @@ from bench.common import BENCH, EXPERTD, ROOT, TMP, cpu_seconds, load_texts, med
 from bench.report import fmt, table
 from bench.servers import Fleet
 from bench.stages import run_child
+from expertd.rpc_server.opinion_cache import ADMISSION_WINDOW, RARE_HITS, SAMPLED_EVERY
 
 
 def config(path: Path, cache_size: int) -> Path:
@@ -140,6 +144,21 @@ def server_counts(server) -> dict:
     return counts
 
 
+def start_servers(fleet: Fleet, work: Path, cache_size: int) -> dict:
+    """Per workload, four servers started in the order cache, no cache, no cache, cache (ABBA:
+    where a server sits in the start order moved its speed by ~10% in trials), ready."""
+    servers = {}
+    for n, (workload, (make_config, _)) in enumerate(WORKLOADS.items()):
+        on = make_config(work / f"on-{n}.yaml", cache_size)
+        off = make_config(work / f"off-{n}.yaml", 0)
+        for arm, number, path in (("cache", 1, on), ("no cache", 1, off),
+                                  ("no cache", 2, off), ("cache", 2, on)):
+            servers[(workload, arm, number)] = fleet.expertd(
+                f"cache-{n}-{'on' if arm == 'cache' else 'off'}-{number}", path)
+    fleet.wait_ready(list(servers.values()))
+    return servers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=20_000)
@@ -155,25 +174,19 @@ def main() -> None:
     results: dict[tuple[str, str, str], list[dict]] = {}
     shares = {f"{args.repeat_share:.0%} repeats": args.repeat_share, "no repeats": 0.0}
     began = time.time()
-    with Fleet() as fleet:
-        # Per workload, four servers started in the order cache, no cache, no cache, cache
-        # (ABBA): where a server sits in the start order moved its speed by ~10% in trials.
-        servers = {}
-        for n, (workload, (make_config, _)) in enumerate(WORKLOADS.items()):
-            on = make_config(work / f"on-{n}.yaml", args.cache_size)
-            off = make_config(work / f"off-{n}.yaml", 0)
-            for arm, number, path in (("cache", 1, on), ("no cache", 1, off),
-                                      ("no cache", 2, off), ("cache", 2, on)):
-                servers[(workload, arm, number)] = fleet.expertd(
-                    f"cache-{n}-{'on' if arm == 'cache' else 'off'}-{number}", path)
-        fleet.wait_ready(list(servers.values()))
-        warm, _ = stream(texts, 2_000, 0.0, "warm-up", random.Random(0), work / "warm.jsonl")
-        for (workload, _, _), server in servers.items():
-            run_stream(server, warm, 2_000, WORKLOADS[workload][1])
-        rng = random.Random(2014)
-        repeats_seen = {}
-        for round_no in range(args.rounds):
-            for label, share in shares.items():
+    rng = random.Random(2014)
+    repeats_seen = {}
+    model = {}
+    # Each kind of stream has servers of its own, as a server's traffic has its own share of
+    # repeats (and the cache adapts to it: opinion_cache.OpinionCache._admit).
+    for label, share in shares.items():
+        with Fleet() as fleet:
+            servers = start_servers(fleet, work, args.cache_size)
+            warm, _ = stream(texts, 2_000, share, f"warm-up {label}", random.Random(0),
+                             work / "warm.jsonl")
+            for (workload, _, _), server in servers.items():
+                run_stream(server, warm, 2_000, WORKLOADS[workload][1])
+            for round_no in range(args.rounds):
                 path, repeats = stream(texts, args.docs, share,
                                        f"r{round_no} {label}", rng, work / "stream.jsonl")
                 repeats_seen[label] = repeats
@@ -182,12 +195,11 @@ def main() -> None:
                     for key in (mine if round_no % 2 == 0 else mine[::-1]):
                         results.setdefault((workload, label, key[1]), []).append(
                             run_stream(servers[key], path, args.docs, expert))
-        model = {}
-        for (workload, arm, _), server in servers.items():
-            counts = server_counts(server)
-            entry = model.setdefault((workload, arm), {})
-            for key, value in counts.items():
-                entry[key] = entry.get(key, 0) + value
+            for (workload, arm, _), server in servers.items():
+                counts = server_counts(server)
+                entry = model.setdefault((workload, label, arm), {})
+                for key, value in counts.items():
+                    entry[key] = entry.get(key, 0) + value
     elapsed = time.time() - began
     in_process = cache_cost_in_process()
     write_report(args, results, repeats_seen, model, in_process, elapsed, os.getloadavg())
@@ -214,11 +226,16 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
         "(a shared machine: compare only the rows of one run). Two sets of experts: the "
         "sentiment model alone, streamed through `expertd pipe sentiment --lines`, and "
         "`consensus` with the two experts it needs (the sentiment model and VADER), streamed "
-        "through `expertd pipe consensus --lines`. For each, four servers started together "
-        "in the order cache, no cache, no cache, cache (two with "
+        "through `expertd pipe consensus --lines`. Each kind of stream (with repeats, "
+        "without) gets servers of its own, started for it, as a server's traffic has its own "
+        "share of repeats and the cache adapts to it (it keeps one new opinion in "
+        f"{SAMPLED_EVERY} after {ADMISSION_WINDOW:,} lookups that found under "
+        f"{RARE_HITS:.0%}: the first such window, warm-up included, is paid in full). "
+        "For each set of experts, four servers started together in the "
+        "order cache, no cache, no cache, cache (two with "
         f"`cache_size: {args.cache_size}`, two without; the start position alone moved a "
-        "server's speed by ~10% in trials); each round makes fresh streams (no round repeats "
-        "another's texts) and sends each to all four, their order alternating by round; each "
+        "server's speed by ~10% in trials); each round makes a fresh stream (no round repeats "
+        "another's texts) and sends it to all four, their order alternating by round; each "
         "arm's rounds pooled over its two servers. "
         f"The last round's repeats stream held {repeats.get(next(iter(repeats)), 0):,} repeats "
         f"in {args.docs:,} documents.",
@@ -227,12 +244,13 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
                 "server CPU µs/doc (median)"], rows),
         "",
         "What each arm's two servers' `stats()` said at the end, summed (warm-up and every "
-        "round, both streams):",
+        "round):",
         "",
-        *table(["experts", "server", "documents the sentiment model computed",
+        *table(["experts", "stream", "server", "documents the sentiment model computed",
                 "its model seconds", "cache hits", "cache misses"],
-               [[workload, arm, f"{c['batched_items']:,}", f"{c['model_seconds']:.2f}",
-                 f"{c['cache_hits']:,}", f"{c['cache_misses']:,}"] for (workload, arm), c in model.items()]),
+               [[workload, label, arm, f"{c['batched_items']:,}", f"{c['model_seconds']:.2f}",
+                 f"{c['cache_hits']:,}", f"{c['cache_misses']:,}"]
+                for (workload, label, arm), c in model.items()]),
         "",
         "The cache's own cost, in-process (`OpinionCache.predict_through` over 20,000 short "
         "texts in calls of 256, a stand-in model; median of 7 runs, same machine, same time): "
@@ -245,7 +263,9 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
         "cache's own samples on storing each new opinion and on dropping the oldest entry, "
         "which frees a text, an opinion and its numbers long after anything last touched "
         "them, while the model call between two calls has pushed them out of the CPU's "
-        "caches; the bound (2,000 or 100,000 entries) made no difference. The sentiment "
+        "caches; the bound (2,000 or 100,000 entries) made no difference. That is why a cache "
+        "that finds (almost) nothing keeps only a sample of the new opinions (the rows "
+        "without repeats above). The sentiment "
         "model is a few µs of CPU a document, a third or less of what the server spends on "
         "one (bench/RESULTS-profile.md), which bounds what 30% repeats can save on it; "
         "VADER, pure Python, costs more, so a repeat saves the chain more CPU. Turn "

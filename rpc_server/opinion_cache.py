@@ -17,7 +17,9 @@ repeats pays about a microsecond of the server's time a document for its
 misses (bench/RESULTS-cache.md).
 
 It holds at most ``size`` opinions (the experts file's ``cache: {size: N}``);
-the least recently used goes first (``LRU``). It lives in the server process,
+the least recently used goes first (``LRU``). A cache whose lookups find (almost)
+nothing keeps only a sample of the new opinions until repeats come back
+(``OpinionCache._admit``). It lives in the server process,
 so a reload (new workers) starts empty, and it is shared by every call: a
 chain's dependencies (``consensus`` needs ``sentiment``) hit the same cache as
 direct calls. The same input twice in one call is computed once. Failures are
@@ -48,6 +50,13 @@ _canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separator
 
 _MISSING = object()
 _STRINGS = {str}
+
+#: Admission (``OpinionCache.keep_every``): every ``ADMISSION_WINDOW`` lookups the cache
+#: looks at the share of them it found; under ``RARE_HITS`` it keeps only one new opinion
+#: in ``SAMPLED_EVERY`` (enough to notice when repeats come back), at or over it every one.
+ADMISSION_WINDOW = 20_000
+RARE_HITS = 0.02
+SAMPLED_EVERY = 16
 
 
 class LRU:
@@ -116,6 +125,10 @@ class OpinionCache:
         self.lru_version: Hashable = _MISSING
         self.hits = 0
         self.misses = 0
+        #: 1: every new opinion is kept; ``SAMPLED_EVERY``: one in that many (few hits lately).
+        self.keep_every = 1
+        self._window_lookups = 0
+        self._window_found = 0
 
     def _lru_of(self, version: Hashable) -> LRU:
         """The LRU of ``version``: the current one, or a new, empty one if the version moved on.
@@ -138,32 +151,53 @@ class OpinionCache:
         raises (``Overloaded``) is raised, and nothing is kept.
         """
         lru = self._lru_of(self.version())  # before the model is asked: a learner's moves on
+        keep = (self.keep_every, self.misses % self.keep_every)  # (every, first kept)
         if set(map(type, values)) == _STRINGS:  # a text expert's field, as it always is
-            outcomes, asked = _through_texts(lru, values, predict)
+            outcomes, asked, found = _through_texts(lru, values, predict, keep)
         else:
-            outcomes, asked = _through_any(lru, values, predict)
+            outcomes, asked, found = _through_any(lru, values, predict, keep)
         hits = len(values) - asked
         self.hits += hits
         self.misses += asked
+        self._admit(len(values), found)
         return outcomes, hits, asked
 
+    def _admit(self, lookups: int, found: int) -> None:
+        """Count ``lookups`` of which ``found`` were in the cache; every ``ADMISSION_WINDOW``
+        lookups, choose how many new opinions to keep.
+
+        A stream without repeats pays for storing each opinion and, once the cache is
+        full, for dropping the oldest (cold memory by then: about 2-3 us a document in a
+        busy server, bench/RESULTS-cache.md) and gets nothing back. While it keeps one in
+        ``SAMPLED_EVERY``, the hits it sees are about that fraction of the repeats, so the
+        share it compares is scaled up by as much; repeats within one call (computed once
+        anyway) are not counted."""
+        self._window_lookups += lookups
+        self._window_found += found
+        if self._window_lookups >= ADMISSION_WINDOW:
+            share = self._window_found * self.keep_every / self._window_lookups
+            self.keep_every = 1 if share >= RARE_HITS else SAMPLED_EVERY
+            self._window_lookups = self._window_found = 0
+
     def describe(self) -> dict:
-        """``{"size", "entries", "hits", "misses"}`` (for ``experts()``)."""
+        """``{"size", "entries", "hits", "misses", "keep_every"}`` (for ``experts()``)."""
         return {"size": self.size, "entries": len(self.lru), "hits": self.hits,
-                "misses": self.misses}
+                "misses": self.misses, "keep_every": self.keep_every}
 
 
-def _through_texts(lru: LRU, values: list, predict: Callable[[list], list]) -> tuple[list, int]:
+def _through_texts(lru: LRU, values: list, predict: Callable[[list], list],
+                   keep: tuple[int, int]) -> tuple[list, int, int]:
     """``predict_through`` for inputs that are all strings (a text expert's field), each step
     one pass in C where it can be: the lookups (``map``), the distinct unknown inputs
-    (``dict.fromkeys``), the stores and the hits' move to the recent end. Returns the
-    outcomes and how many inputs ``predict`` was asked about."""
+    (``dict.fromkeys``), the stores and the hits' move to the recent end. ``keep``:
+    ``(every, first)``, which of the new opinions to store. Returns the outcomes, how many
+    inputs ``predict`` was asked about and how many were found in the cache."""
     items = lru.items
     found = list(map(items.get, values))  # None: unknown (None is never stored)
     if None not in found:  # every input known
         deque(map(items.move_to_end, values), 0)
         return [(True, dict(opinion) if type(opinion) is dict else opinion)
-                for opinion in found], 0
+                for opinion in found], 0, len(found)
     unknown = [value for value, opinion in zip(values, found) if opinion is None]
     # The hits move to the recent end now, before ``predict`` lets other calls run (and
     # evict): a key found above may be gone after it.
@@ -176,9 +210,10 @@ def _through_texts(lru: LRU, values: list, predict: Callable[[list], list]) -> t
     distinct = dict.fromkeys(unknown)  # in order, each once
     asked = list(distinct)
     computed = predict(asked)
-    for value, outcome in zip(asked, computed):
-        distinct[value] = outcome
-        ok, opinion = outcome
+    distinct.update(zip(asked, computed))
+    every, first = keep
+    for value, (ok, opinion) in (zip(asked, computed) if every == 1 else
+                                 zip(asked[first::every], computed[first::every])):
         if ok and opinion is not None:
             items[value] = dict(opinion) if type(opinion) is dict else opinion
     excess = len(items) - lru.size
@@ -198,18 +233,21 @@ def _through_texts(lru: LRU, values: list, predict: Callable[[list], list]) -> t
                     outcomes[i] = (ok, _copy(answer) if ok else answer)
                 else:
                     given.add(value)
-    return outcomes, len(asked)
+    return outcomes, len(asked), len(values) - len(unknown)
 
 
-def _through_any(lru: LRU, values: list, predict: Callable[[list], list]) -> tuple[list, int]:
+def _through_any(lru: LRU, values: list, predict: Callable[[list], list],
+                 keep: tuple[int, int]) -> tuple[list, int, int]:
     """``predict_through`` for inputs of any type (a whole document, a chain's input): each
-    keyed by ``input_key``; one that JSON cannot write is asked every time."""
+    keyed by ``input_key``; one that JSON cannot write is asked every time. ``keep`` and
+    the result as for ``_through_texts``."""
     outcomes: list = [None] * len(values)
     ask: list[int] = []       # indices of the inputs to compute
     keys: list = []           # and their keys (None: not cacheable)
     repeats: list[tuple[int, int]] = []  # (index, index of the same input among ``ask``)
     first: dict[Hashable, int] = {}
     items = lru.items
+    found = 0
     for i, value in enumerate(values):
         key = input_key(value)
         if key is not None:
@@ -217,6 +255,7 @@ def _through_any(lru: LRU, values: list, predict: Callable[[list], list]) -> tup
             if opinion is not _MISSING:
                 items.move_to_end(key)
                 outcomes[i] = (True, _copy(opinion))
+                found += 1
                 continue
             if key in first:
                 repeats.append((i, first[key]))
@@ -227,14 +266,15 @@ def _through_any(lru: LRU, values: list, predict: Callable[[list], list]) -> tup
     if ask:
         computed = predict([values[i] for i in ask])
         put = lru.put
-        for i, key, (ok, opinion) in zip(ask, keys, computed):
+        every, first = keep
+        for n, (i, key, (ok, opinion)) in enumerate(zip(ask, keys, computed)):
             outcomes[i] = (ok, opinion)
-            if ok and key is not None and opinion is not None:
+            if ok and key is not None and opinion is not None and n % every == first:
                 put(key, _copy(opinion))
         for i, j in repeats:
             ok, opinion = outcomes[j]
             outcomes[i] = (ok, _copy(opinion) if ok else opinion)
-    return outcomes, len(ask)
+    return outcomes, len(ask), found
 
 
 def _copy(opinion: Any) -> Any:

@@ -62,7 +62,8 @@ def test_a_repeated_document_is_answered_from_the_cache_and_the_counters_say_so(
     again = server.call("opinion", "vader", {"text": "what a lovely day"})
     assert again == first and counters(server, "vader") == (1, 1)
     assert server.call("stats")["experts"]["vader"]["calls"] == calls  # the model was not asked
-    assert cache_of(server, "vader") == {"size": 3, "entries": 1, "hits": 1, "misses": 1}
+    assert cache_of(server, "vader") == {"size": 3, "entries": 1, "hits": 1, "misses": 1,
+                                         "keep_every": 1}
     with urllib.request.urlopen(cached.metrics_url, timeout=10) as response:
         metrics = response.read().decode()
     assert 'expertd_cache_lookups_total{expert="vader",outcome="hit"} 1.0' in metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from expertd.rpc_server import opinion_cache
 from expertd.rpc_server.opinion_cache import LRU, OpinionCache, input_key
 
 
@@ -65,7 +66,8 @@ def test_a_repeated_input_is_answered_from_the_cache_without_asking_the_model():
     outcomes, hits, misses = cache.predict_through(["abc", "abcd", "ab"], model)
     assert outcomes == [(True, {"len": 3}), (True, {"len": 4}), (True, {"len": 2})]
     assert (hits, misses) == (2, 1) and model.asked[-1] == ["abcd"]
-    assert cache.describe() == {"size": 10, "entries": 3, "hits": 2, "misses": 3}
+    assert cache.describe() == {"size": 10, "entries": 3, "hits": 2, "misses": 3,
+                                "keep_every": 1}
 
 
 def test_the_same_input_twice_in_one_call_is_computed_once_and_each_gets_its_own_copy():
@@ -153,3 +155,31 @@ def test_the_same_input_twice_among_the_unknown_each_gets_its_own_copy_on_the_te
     outcomes, hits, misses = cache.predict_through(["new", "known", "new"], Model())
     assert (hits, misses) == (2, 1)
     assert outcomes[0] == outcomes[2] and outcomes[0][1] is not outcomes[2][1]
+
+
+@pytest.mark.parametrize("texts", [True, False], ids=["texts", "documents"])
+def test_a_cache_that_finds_nothing_keeps_a_sample_until_repeats_come_back(monkeypatch, texts):
+    # A stream without repeats pays for storing and evicting every opinion and gets nothing
+    # back (bench/RESULTS-cache.md): after a window of lookups that found (almost) nothing,
+    # only one new opinion in SAMPLED_EVERY is kept; repeats of those bring it back.
+    monkeypatch.setattr(opinion_cache, "ADMISSION_WINDOW", 100)
+    every = opinion_cache.SAMPLED_EVERY
+    cache = OpinionCache(10_000, lambda: "1")
+    model = Model()
+
+    def call(names):
+        values = names if texts else [{"text": name} for name in names]
+        return cache.predict_through(values, lambda vs: [(True, {"v": str(v)}) for v in vs])
+
+    call([f"new {i}" for i in range(100)])  # one window, nothing found
+    assert cache.keep_every == every and len(cache.lru) == 100
+    call([f"later {i}" for i in range(10 * every)])
+    assert len(cache.lru) == 100 + 10  # one in SAMPLED_EVERY of the new ones
+    kept = [f"later {i}" for i in range(10 * every) if call([f"later {i}"])[1] == 1]
+    assert len(kept) == 10
+    # A window whose (sampled) finds stand for 2% or more of repeats: every opinion again.
+    call(kept * 10)
+    assert cache.keep_every == 1 and cache.describe()["keep_every"] == 1
+    call(["fresh one", "fresh two"])
+    assert call(["fresh one", "fresh two"])[1:] == (2, 0)
+    assert model.asked == []
