@@ -92,7 +92,9 @@ def echo_server(endpoint: str) -> None:
 def bare_server(endpoint: str) -> None:
     """Serve ``batch`` and ``opinions_batch`` with the sentiment model and nothing else (stock
     zerorpc): the expert loaded as expertd loads it, its own ``predict`` on the documents'
-    texts, no validation, no batcher, no thread pool, no output checks. Like the echo server
+    texts, no validation, no batcher, no thread pool, no output checks. TensorFlow keeps its
+    own pool sizes (nothing else runs beside the model here; expertd's one process leaves
+    its loop a core, which bench/RESULTS-model-threads.md measures apart). Like the echo server
     it ignores ``options`` (answers are maps, never ``as_json`` text: the stage copes)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import zerorpc

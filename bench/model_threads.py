@@ -41,7 +41,7 @@ def arms() -> dict[str, dict]:
 
     chosen = model_threads_env(1, {})
     return {"expertd (" + ", ".join(f"{k.split('_')[2].lower()} {v}" for k, v in chosen.items())
-            + ")": child_env(),
+            + ")": {k: v for k, v in child_env().items() if not k.startswith("TF_NUM_")},
             "TensorFlow default": child_env(TF_NUM_INTRAOP_THREADS="0",
                                             TF_NUM_INTEROP_THREADS="0")}
 

@@ -334,7 +334,7 @@ class ExpertSpec:
     needs: list | dict | None = setting(None, expert_needs)
     learn: LearnSettings | None = setting(None, section(LearnSettings))
     #: ``cache: {size: N}``: cache its opinions (default: the server's ``cache_size`` for a
-    #: pure expert, none for another).
+    #: pure expert that reads a field and needs no other, none for another).
     cache: CacheSettings | None = setting(None, section(CacheSettings))
     #: ``reads: document``: the expert gets the whole document, not one field.
     reads: str | None = setting(None, reads)
@@ -378,7 +378,8 @@ class ServerSettings:
     #: A connection that has not finished its ZMTP handshake by then is closed.
     handshake_timeout_ms: float = setting(5000.0, number(0))
     workers: int | None = setting(None, integer(1))  # processes on one port (``--workers``)
-    #: Opinions cached per pure expert (``Expert.pure``) without a ``cache:`` of its own; 0: none.
+    #: Opinions cached per pure expert (``Expert.pure``) that reads a field and needs no other,
+    #: without a ``cache:`` of its own; 0: none.
     cache_size: int = setting(0, integer(0))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -80,24 +79,14 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
 
     tracing.configure("expertd")  # the spans' service.name (OTEL_SERVICE_NAME overrides it)
     from expertd.rpc_server.server import run
-    from expertd.rpc_server.supervisor import model_threads_env, supervise, wanted_workers
+    from expertd.rpc_server.supervisor import supervise, wanted_workers
 
     with startup_errors(bind):
         workers = wanted_workers(workers, config_path)
         if workers:
             sys.exit(supervise(workers, config_path, drain_timeout, bind))
-        use_model_threads(model_threads_env(1, os.environ))  # a worker's are set already
         run(config)
 
-
-def use_model_threads(sizes: dict) -> None:
-    """Size TensorFlow's thread pools (``sizes``: its environment variables), before it loads."""
-    if sizes:
-        os.environ.update(sizes)
-        logging.getLogger("expertd.serve").info(
-            "TensorFlow thread pools: %s (a core left for the server's own loop; set "
-            "TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS to choose)",
-            ", ".join(f"{key}={value}" for key, value in sizes.items()))
 
 
 @click.command("check", short_help="Check the experts file and endpoint; do not serve.")

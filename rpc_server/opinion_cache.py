@@ -12,14 +12,12 @@ the whole document or builds on other experts (``needs``) that dict written as
 canonical JSON (keys sorted). A value JSON cannot write (bytes) is not cached.
 
 A text expert's inputs (all strings, as a text field always is) take a path
-whose steps are each one pass in C (``_through_texts``): a stream without
-repeats pays about a microsecond of the server's time a document for its
-misses (bench/RESULTS-cache.md).
+whose lookups are one pass in C (``_through_texts``).
 
 It holds at most ``size`` opinions (the experts file's ``cache: {size: N}``);
-the least recently used goes first (``LRU``). A cache whose lookups find (almost)
-nothing keeps only a sample of the new opinions until repeats come back
-(``OpinionCache._admit``). It lives in the server process,
+the least recently used goes first (``LRU``). A full cache whose lookups find
+(almost) nothing keeps only a sample of the new opinions until repeats come
+back (``OpinionCache._update_admission``). It lives in the server process,
 so a reload (new workers) starts empty, and it is shared by every call: a
 chain's dependencies (``consensus`` needs ``sentiment``) hit the same cache as
 direct calls. The same input twice in one call is computed once. Failures are
@@ -62,13 +60,15 @@ SAMPLED_EVERY = 16
 class LRU:
     """A mapping of at most ``size`` items; the least recently read or written goes first."""
 
-    __slots__ = ("size", "items")
+    __slots__ = ("size", "items", "retired")
 
     def __init__(self, size: int) -> None:
         """Hold at most ``size`` (>= 1) items."""
         if size < 1:
             raise ValueError(f"an LRU holds at least one item, not {size}")
         self.size = size
+        #: Replaced by another (a new version's): keeps nothing more.
+        self.retired = False
         #: The items, least recently used first.
         self.items: OrderedDict = OrderedDict()
 
@@ -115,7 +115,7 @@ class OpinionCache:
     """One expert's cache of opinions, with its hit and miss counts."""
 
     def __init__(self, size: int, version: Callable[[], Hashable]) -> None:
-        """Hold ``size`` opinions; ``version()`` is the expert's version now (part of each key)."""
+        """Hold ``size`` opinions of the expert's current version (``version()``)."""
         self.size = size
         self.version = version
         #: The entries of one version (``lru_version``): keyed by the input alone, so that a
@@ -125,7 +125,8 @@ class OpinionCache:
         self.lru_version: Hashable = _MISSING
         self.hits = 0
         self.misses = 0
-        #: 1: every new opinion is kept; ``SAMPLED_EVERY``: one in that many (few hits lately).
+        #: 1: every new opinion is kept; ``SAMPLED_EVERY``: only those whose input's hash is
+        #: a multiple of it (a full cache that found few repeats lately).
         self.keep_every = 1
         self._window_lookups = 0
         self._window_found = 0
@@ -133,11 +134,12 @@ class OpinionCache:
     def _lru_of(self, version: Hashable) -> LRU:
         """The LRU of ``version``: the current one, or a new, empty one if the version moved on.
 
-        A call holds on to the LRU it looked up in, so that a call that began under an
-        older version stores its opinions there (where no later call looks), never
-        under the new version."""
+        A call holds on to the LRU it looked up in; one replaced meanwhile is ``retired``
+        and keeps nothing more, so a call that began under an older version neither
+        stores under the new one nor keeps the old one growing."""
         if version != self.lru_version:
             if self.lru_version is not _MISSING:
+                self.lru.retired = True
                 self.lru = LRU(self.size)
             self.lru_version = version
         return self.lru
@@ -151,32 +153,35 @@ class OpinionCache:
         raises (``Overloaded``) is raised, and nothing is kept.
         """
         lru = self._lru_of(self.version())  # before the model is asked: a learner's moves on
-        keep = (self.keep_every, self.misses % self.keep_every)  # (every, first kept)
+        every = self.keep_every
         if set(map(type, values)) == _STRINGS:  # a text expert's field, as it always is
-            outcomes, asked, found = _through_texts(lru, values, predict, keep)
+            outcomes, asked, found = _through_texts(lru, values, predict, every)
         else:
-            outcomes, asked, found = _through_any(lru, values, predict, keep)
+            outcomes, asked, found = _through_any(lru, values, predict, every)
         hits = len(values) - asked
         self.hits += hits
         self.misses += asked
-        self._admit(len(values), found)
+        self._update_admission(len(values), found * every)
         return outcomes, hits, asked
 
-    def _admit(self, lookups: int, found: int) -> None:
-        """Count ``lookups`` of which ``found`` were in the cache; every ``ADMISSION_WINDOW``
-        lookups, choose how many new opinions to keep.
+    def _update_admission(self, lookups: int, found: int) -> None:
+        """Count ``lookups``, of which about ``found`` were in the cache; every
+        ``ADMISSION_WINDOW`` lookups, choose which new opinions to keep (``keep_every``).
 
         A stream without repeats pays for storing each opinion and, once the cache is
-        full, for dropping the oldest (cold memory by then: about 2-3 us a document in a
-        busy server, bench/RESULTS-cache.md) and gets nothing back. While it keeps one in
-        ``SAMPLED_EVERY``, the hits it sees are about that fraction of the repeats, so the
-        share it compares is scaled up by as much; repeats within one call (computed once
-        anyway) are not counted."""
+        full, for dropping the oldest (cold memory by then: 2-3.5 us a document in a busy
+        server, bench/RESULTS-cache.md) and gets nothing back. So a full cache whose
+        lookups found under ``RARE_HITS`` keeps only the inputs whose hash is a multiple
+        of ``SAMPLED_EVERY``, and counts finds only among those (scaled up by as much),
+        which stay the same inputs whatever it kept before; repeats coming back bring
+        it back to keeping every one. A cache that is not full keeps everything (a
+        corpus read a second time finds all of it). Repeats within one call are not
+        finds."""
         self._window_lookups += lookups
         self._window_found += found
         if self._window_lookups >= ADMISSION_WINDOW:
-            share = self._window_found * self.keep_every / self._window_lookups
-            self.keep_every = 1 if share >= RARE_HITS else SAMPLED_EVERY
+            rare = self._window_found / self._window_lookups < RARE_HITS
+            self.keep_every = SAMPLED_EVERY if rare and len(self.lru) >= self.size else 1
             self._window_lookups = self._window_found = 0
 
     def describe(self) -> dict:
@@ -186,43 +191,38 @@ class OpinionCache:
 
 
 def _through_texts(lru: LRU, values: list, predict: Callable[[list], list],
-                   keep: tuple[int, int]) -> tuple[list, int, int]:
-    """``predict_through`` for inputs that are all strings (a text expert's field), each step
-    one pass in C where it can be: the lookups (``map``), the distinct unknown inputs
-    (``dict.fromkeys``), the stores and the hits' move to the recent end. ``keep``:
-    ``(every, first)``, which of the new opinions to store. Returns the outcomes, how many
-    inputs ``predict`` was asked about and how many were found in the cache."""
+                   every: int) -> tuple[list, int, int]:
+    """``predict_through`` for inputs that are all strings (a text expert's field): the
+    lookups, the distinct unknown inputs and the hits' move to the recent end each one
+    pass in C (``map``, ``dict.fromkeys``). ``every``: keep only the new opinions whose
+    input's hash is a multiple of it. Returns the outcomes, how many inputs ``predict``
+    was asked about, and how many found in the cache were of those kept."""
     items = lru.items
     found = list(map(items.get, values))  # None: unknown (None is never stored)
     if None not in found:  # every input known
         deque(map(items.move_to_end, values), 0)
-        return [(True, dict(opinion) if type(opinion) is dict else opinion)
-                for opinion in found], 0, len(found)
+        return [(True, _copy(opinion)) for opinion in found], 0, _kept(values, every)
     unknown = [value for value, opinion in zip(values, found) if opinion is None]
+    known = [value for value, opinion in zip(values, found) if opinion is not None]
     # The hits move to the recent end now, before ``predict`` lets other calls run (and
     # evict): a key found above may be gone after it.
-    if len(unknown) > len(found) // 2:  # mostly misses: the few hits one by one
-        for value, opinion in zip(values, found):
-            if opinion is not None:
-                items.move_to_end(value)
-    else:
-        deque(map(items.move_to_end, [v for v, o in zip(values, found) if o is not None]), 0)
+    deque(map(items.move_to_end, known), 0)
     distinct = dict.fromkeys(unknown)  # in order, each once
     asked = list(distinct)
     computed = predict(asked)
     distinct.update(zip(asked, computed))
-    every, first = keep
-    for value, (ok, opinion) in (zip(asked, computed) if every == 1 else
-                                 zip(asked[first::every], computed[first::every])):
-        if ok and opinion is not None:
-            items[value] = dict(opinion) if type(opinion) is dict else opinion
-    excess = len(items) - lru.size
-    if excess > 0:
-        pop = items.popitem
-        for _ in range(excess):
-            pop(False)
-    outcomes = [(True, dict(opinion) if type(opinion) is dict else opinion)
-                if opinion is not None else distinct[value]
+    if not lru.retired:  # LRU.put's rule, inline (once per new opinion), the oldest out after
+        for value, (ok, opinion) in zip(asked, computed):
+            if ok and opinion is not None and (every == 1 or hash(value) % every == 0):
+                if value in items:  # another call stored it while the model ran
+                    items.move_to_end(value)
+                items[value] = _copy(opinion)
+        excess = len(items) - lru.size
+        if excess > 0:
+            pop = items.popitem
+            for _ in range(excess):
+                pop(False)
+    outcomes = [(True, _copy(opinion)) if opinion is not None else distinct[value]
                 for value, opinion in zip(values, found)]
     if len(asked) < len(unknown):  # an unknown input more than once: each its own copy
         given: set = set()
@@ -233,21 +233,26 @@ def _through_texts(lru: LRU, values: list, predict: Callable[[list], list],
                     outcomes[i] = (ok, _copy(answer) if ok else answer)
                 else:
                     given.add(value)
-    return outcomes, len(asked), len(values) - len(unknown)
+    return outcomes, len(asked), _kept(known, every)
+
+
+def _kept(keys: list, every: int) -> int:
+    """How many of ``keys`` a cache keeping one in ``every`` (by hash) keeps."""
+    return len(keys) if every == 1 else sum(1 for key in keys if hash(key) % every == 0)
 
 
 def _through_any(lru: LRU, values: list, predict: Callable[[list], list],
-                 keep: tuple[int, int]) -> tuple[list, int, int]:
+                 every: int) -> tuple[list, int, int]:
     """``predict_through`` for inputs of any type (a whole document, a chain's input): each
-    keyed by ``input_key``; one that JSON cannot write is asked every time. ``keep`` and
+    keyed by ``input_key``; one that JSON cannot write is asked every time. ``every`` and
     the result as for ``_through_texts``."""
     outcomes: list = [None] * len(values)
     ask: list[int] = []       # indices of the inputs to compute
     keys: list = []           # and their keys (None: not cacheable)
     repeats: list[tuple[int, int]] = []  # (index, index of the same input among ``ask``)
     first: dict[Hashable, int] = {}
+    known: list = []
     items = lru.items
-    found = 0
     for i, value in enumerate(values):
         key = input_key(value)
         if key is not None:
@@ -255,7 +260,7 @@ def _through_any(lru: LRU, values: list, predict: Callable[[list], list],
             if opinion is not _MISSING:
                 items.move_to_end(key)
                 outcomes[i] = (True, _copy(opinion))
-                found += 1
+                known.append(key)
                 continue
             if key in first:
                 repeats.append((i, first[key]))
@@ -266,15 +271,15 @@ def _through_any(lru: LRU, values: list, predict: Callable[[list], list],
     if ask:
         computed = predict([values[i] for i in ask])
         put = lru.put
-        every, first = keep
-        for n, (i, key, (ok, opinion)) in enumerate(zip(ask, keys, computed)):
+        for i, key, (ok, opinion) in zip(ask, keys, computed):
             outcomes[i] = (ok, opinion)
-            if ok and key is not None and opinion is not None and n % every == first:
+            if (ok and key is not None and opinion is not None and not lru.retired
+                    and (every == 1 or hash(key) % every == 0)):
                 put(key, _copy(opinion))
         for i, j in repeats:
             ok, opinion = outcomes[j]
             outcomes[i] = (ok, _copy(opinion) if ok else opinion)
-    return outcomes, len(ask), found
+    return outcomes, len(ask), _kept(known, every)
 
 
 def _copy(opinion: Any) -> Any:

@@ -30,7 +30,7 @@ from expertd.rpc_server.shadow import VersionMetrics
 from expertd.rpc_server.versions import Canary, VersionSet
 from expertd.rpc_server.live_versions import LiveVersions
 from expertd.rpc_server.supervisor import (FANOUT_SIGNAL, RETIRE_SIGNAL, die_with_supervisor, report_ready,
-                                   worker_identity)
+                                           size_model_threads, worker_identity)
 from expertd.spec import DEFAULT_ENDPOINT, METHODS
 
 log = logging.getLogger("expertd.server")
@@ -95,6 +95,7 @@ class ExpertdServer:
         max_text_bytes = self.config.max_text_bytes or file.server.max_text_bytes
         threads = self.config.threads or file.server.threads
         experts = build_experts(file)
+        size_model_threads()  # the experts file is good: before the first model loads
         for spec in file.experts:
             began = time.perf_counter()
             expert = experts[spec.name]

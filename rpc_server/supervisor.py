@@ -7,8 +7,9 @@ runs one prediction per expert, binds the shared port (``SO_REUSEPORT``, see
 ``rpc_server.transport.reuseport``) and then writes one JSON line on an inherited pipe:
 the supervisor counts it as serving only from then on.
 
-- Each of N > 1 workers gets its share of the cores for TensorFlow's thread
-  pools (``model_threads_env``), unless the environment already sets them.
+- Each worker gets its share of the cores for TensorFlow's thread pools
+  (``model_threads_env``: cores / N; a single process, cores - 1), unless the
+  environment already sets them.
 - A worker that dies is restarted, with backoff (0.5 s doubling up to 30 s;
   back to 0.5 s once a worker has lived a minute), each time logged. Each
   worker place is a small state machine (``Slot``: serving, restarting,
@@ -81,6 +82,19 @@ TF_THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
+
+
+def size_model_threads(environ: dict = os.environ) -> dict:
+    """Size this one server process's TensorFlow pools (``model_threads_env(1, ...)``) in
+    ``environ``, before any model loads; log and return what was set (nothing if the
+    environment, or this process's supervisor, set them already)."""
+    sizes = model_threads_env(1, environ)
+    if sizes:
+        environ.update(sizes)
+        log.info("TensorFlow thread pools: %s (set TF_NUM_INTRAOP_THREADS and "
+                 "TF_NUM_INTEROP_THREADS to choose)",
+                 ", ".join(f"{key}={value}" for key, value in sizes.items()))
+    return sizes
 
 
 def model_threads_env(processes: int, environ: dict, cpus: int | None = None) -> dict:
