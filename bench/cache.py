@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench.common import BENCH, EXPERTD, ROOT, TMP, cpu_seconds, load_texts, median
-from bench.report import fmt, table
+from bench.report import fmt, run_line, table
 from bench.servers import Fleet
 from bench.stages import run_child
 from expertd.rpc_server.opinion_cache import ADMISSION_WINDOW, RARE_HITS, SAMPLED_EVERY
@@ -222,14 +222,12 @@ def write_report(args, results: dict, repeats: dict, model: dict, in_process: di
         rows.append([workload, label, arm, fmt(rate, 0), ", ".join(f"{r['docs_per_s']:,.0f}" for r in runs),
                      f"{rate / base:.2f}x",
                      fmt(median(r["server_cpu_us_per_doc"] for r in runs), 1)])
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# The cache of opinions, side by side",
         "",
-        f"`python -m bench.cache --docs {args.docs} --rounds {args.rounds} --repeat-share "
-        f"{args.repeat_share}` on {os.uname().nodename} ({os.cpu_count()} cores), {when}, "
-        f"{elapsed:.0f} s; load average when it ended {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
-        "(a shared machine: compare only the rows of one run). Two sets of experts: the "
+        run_line(f"python -m bench.cache --docs {args.docs} --rounds {args.rounds} "
+                 f"--repeat-share {args.repeat_share}", elapsed, load) +
+        "Two sets of experts: the "
         "sentiment model alone, streamed through `expertd pipe sentiment --lines`, and "
         "`consensus` with the two experts it needs (the sentiment model and VADER), streamed "
         "through `expertd pipe consensus --lines`. Each kind of stream (with repeats, "

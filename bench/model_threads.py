@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench.cache import config, run_stream, stream
 from bench.common import BENCH, TMP, child_env, cpu_seconds, load_texts, median
-from bench.report import fmt, table
+from bench.report import fmt, run_line, table
 from bench.servers import Fleet
 
 RESULTS = BENCH / "RESULTS-model-threads.md"
@@ -112,15 +112,11 @@ def main(argv: list[str] | None = None) -> None:
                      fmt(median(r["ms"] for r in batches[name]), 2),
                      fmt(median(r["cpu_ms"] for r in batches[name]), 1)])
     load_after = os.getloadavg()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# TensorFlow's thread pools in one server process",
         "",
-        f"`python -m bench.model_threads --rounds {args.rounds} --docs {args.docs} --calls "
-        f"{args.calls}` on {os.uname().nodename} ({os.cpu_count()} cores), {when}, "
-        f"{elapsed:.0f} s; load average {load_before[0]:.2f}, {load_before[1]:.2f}, "
-        f"{load_before[2]:.2f} before, {load_after[0]:.2f}, {load_after[1]:.2f}, "
-        f"{load_after[2]:.2f} after (a shared machine: compare only the rows of one run). "
+        run_line(f"python -m bench.model_threads --rounds {args.rounds} --docs {args.docs} "
+                 f"--calls {args.calls}", elapsed, load_after, load_before) +
         "Four sentiment-only servers started together (A, B, B, A), differing only in "
         "TensorFlow's pool sizes; each arm's two servers pooled; each round, in an order "
         "alternating by round, one stream of "

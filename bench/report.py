@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 
 
@@ -37,6 +39,20 @@ def spread(values: list[float]) -> str:
     if not values:
         return "n/a"
     return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def run_line(command: str, elapsed: float, after: tuple, before: tuple | None = None) -> str:
+    """How a report's run was made: the command, the machine, when, how long, and its load
+    average (at the end, or before and after)."""
+    def load(values: tuple) -> str:
+        return ", ".join(f"{value:.2f}" for value in values)
+
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    loads = (f"{load(before)} before, {load(after)} after" if before is not None
+             else f"when it ended {load(after)}")
+    return (f"`{command}` on {os.uname().nodename} ({os.cpu_count()} cores), {when}, "
+            f"{elapsed:.0f} s; load average {loads} (a shared machine: compare only the rows "
+            "of one run). ")
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

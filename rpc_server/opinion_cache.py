@@ -12,7 +12,7 @@ the whole document or builds on other experts (``needs``) that dict written as
 canonical JSON (keys sorted). A value JSON cannot write (bytes) is not cached.
 
 A text expert's inputs (all strings, as a text field always is) take a path
-whose lookups are one pass in C (``_through_texts``).
+whose lookups are one pass in C (``_through``).
 
 It holds at most ``size`` opinions (the experts file's ``cache: {size: N}``);
 the least recently used goes first (``LRU``). A full cache whose lookups find
@@ -155,9 +155,11 @@ class OpinionCache:
         lru = self._lru_of(self.version())  # before the model is asked: a learner's moves on
         every = self.keep_every
         if set(map(type, values)) == _STRINGS:  # a text expert's field, as it always is
-            outcomes, asked, found = _through_texts(lru, values, predict, every)
-        else:
-            outcomes, asked, found = _through_any(lru, values, predict, every)
+            keys = values
+        else:  # an input JSON cannot write gets a key of its own that nothing finds
+            keys = [key if (key := input_key(value)) is not None else _Uncacheable()
+                    for value in values]
+        outcomes, asked, found = _through(lru, values, keys, predict, every)
         hits = len(values) - asked
         self.hits += hits
         self.misses += asked
@@ -190,96 +192,66 @@ class OpinionCache:
                 "misses": self.misses, "keep_every": self.keep_every}
 
 
-def _through_texts(lru: LRU, values: list, predict: Callable[[list], list],
-                   every: int) -> tuple[list, int, int]:
-    """``predict_through`` for inputs that are all strings (a text expert's field): the
-    lookups, the distinct unknown inputs and the hits' move to the recent end each one
-    pass in C (``map``, ``dict.fromkeys``). ``every``: keep only the new opinions whose
-    input's hash is a multiple of it. Returns the outcomes, how many inputs ``predict``
-    was asked about, and how many found in the cache were of those kept."""
+class _Uncacheable:
+    """The key of an input JSON cannot write: equal only to itself, never stored."""
+
+    __slots__ = ()
+
+
+def _through(lru: LRU, values: list, keys: list, predict: Callable[[list], list],
+             every: int) -> tuple[list, int, int]:
+    """``predict_through`` with each input's key (``keys is values`` for texts): the lookups,
+    the distinct unknown keys and the hits' move to the recent end each one pass in C
+    (``map``, ``dict.fromkeys``). ``every``: keep only the new opinions whose key's hash
+    is a multiple of it. Returns the outcomes, how many inputs ``predict`` was asked
+    about, and how many found in the cache were of those kept."""
     items = lru.items
-    found = list(map(items.get, values))  # None: unknown (None is never stored)
+    found = list(map(items.get, keys))  # None: unknown (None is never stored)
     if None not in found:  # every input known
-        deque(map(items.move_to_end, values), 0)
-        return [(True, _copy(opinion)) for opinion in found], 0, _kept(values, every)
-    unknown = [value for value, opinion in zip(values, found) if opinion is None]
-    known = [value for value, opinion in zip(values, found) if opinion is not None]
+        deque(map(items.move_to_end, keys), 0)
+        return [(True, _copy(opinion)) for opinion in found], 0, _kept(keys, every)
+    unknown = [key for key, opinion in zip(keys, found) if opinion is None]
+    known = [key for key, opinion in zip(keys, found) if opinion is not None]
     # The hits move to the recent end now, before ``predict`` lets other calls run (and
     # evict): a key found above may be gone after it.
     deque(map(items.move_to_end, known), 0)
     distinct = dict.fromkeys(unknown)  # in order, each once
     asked = list(distinct)
-    computed = predict(asked)
+    if keys is values:
+        computed = predict(asked)
+    else:  # one input for each distinct key (equal keys: equal inputs)
+        value_of = dict(zip(keys, values))
+        computed = predict([value_of[key] for key in asked])
     distinct.update(zip(asked, computed))
     if not lru.retired:  # LRU.put's rule, inline (once per new opinion), the oldest out after
-        for value, (ok, opinion) in zip(asked, computed):
-            if ok and opinion is not None and (every == 1 or hash(value) % every == 0):
-                if value in items:  # another call stored it while the model ran
-                    items.move_to_end(value)
-                items[value] = _copy(opinion)
+        for key, (ok, opinion) in zip(asked, computed):
+            if (ok and opinion is not None and type(key) is not _Uncacheable
+                    and (every == 1 or hash(key) % every == 0)):
+                if key in items:  # another call stored it while the model ran
+                    items.move_to_end(key)
+                items[key] = _copy(opinion)
         excess = len(items) - lru.size
         if excess > 0:
             pop = items.popitem
             for _ in range(excess):
                 pop(False)
-    outcomes = [(True, _copy(opinion)) if opinion is not None else distinct[value]
-                for value, opinion in zip(values, found)]
+    outcomes = [(True, _copy(opinion)) if opinion is not None else distinct[key]
+                for key, opinion in zip(keys, found)]
     if len(asked) < len(unknown):  # an unknown input more than once: each its own copy
         given: set = set()
-        for i, (value, opinion) in enumerate(zip(values, found)):
+        for i, (key, opinion) in enumerate(zip(keys, found)):
             if opinion is None:
-                if value in given:
+                if key in given:
                     ok, answer = outcomes[i]
                     outcomes[i] = (ok, _copy(answer) if ok else answer)
                 else:
-                    given.add(value)
+                    given.add(key)
     return outcomes, len(asked), _kept(known, every)
 
 
 def _kept(keys: list, every: int) -> int:
     """How many of ``keys`` a cache keeping one in ``every`` (by hash) keeps."""
     return len(keys) if every == 1 else sum(1 for key in keys if hash(key) % every == 0)
-
-
-def _through_any(lru: LRU, values: list, predict: Callable[[list], list],
-                 every: int) -> tuple[list, int, int]:
-    """``predict_through`` for inputs of any type (a whole document, a chain's input): each
-    keyed by ``input_key``; one that JSON cannot write is asked every time. ``every`` and
-    the result as for ``_through_texts``."""
-    outcomes: list = [None] * len(values)
-    ask: list[int] = []       # indices of the inputs to compute
-    keys: list = []           # and their keys (None: not cacheable)
-    repeats: list[tuple[int, int]] = []  # (index, index of the same input among ``ask``)
-    first: dict[Hashable, int] = {}
-    known: list = []
-    items = lru.items
-    for i, value in enumerate(values):
-        key = input_key(value)
-        if key is not None:
-            opinion = items.get(key, _MISSING)
-            if opinion is not _MISSING:
-                items.move_to_end(key)
-                outcomes[i] = (True, _copy(opinion))
-                known.append(key)
-                continue
-            if key in first:
-                repeats.append((i, first[key]))
-                continue
-            first[key] = i
-        ask.append(i)
-        keys.append(key)
-    if ask:
-        computed = predict([values[i] for i in ask])
-        put = lru.put
-        for i, key, (ok, opinion) in zip(ask, keys, computed):
-            outcomes[i] = (ok, opinion)
-            if (ok and key is not None and opinion is not None and not lru.retired
-                    and (every == 1 or hash(key) % every == 0)):
-                put(key, _copy(opinion))
-        for i, j in repeats:
-            ok, opinion = outcomes[j]
-            outcomes[i] = (ok, _copy(opinion) if ok else opinion)
-    return outcomes, len(ask), _kept(known, every)
 
 
 def _copy(opinion: Any) -> Any:

@@ -213,3 +213,25 @@ def test_a_cache_that_is_not_full_keeps_everything_so_a_corpus_read_again_is_fou
     assert cache.keep_every == 1
     model = Model()
     assert cache.predict_through(corpus, model)[1:] == (500, 0) and model.asked == []
+
+
+def test_inputs_json_cannot_write_are_asked_each_time_and_never_kept():
+    model = Model()
+    cache = OpinionCache(10, lambda: "1")
+    odd = [{"raw": b"\x00"}, {"raw": b"\x00"}, "ab"]
+    outcomes, hits, misses = cache.predict_through(odd, model)
+    assert (hits, misses) == (0, 3) and len(model.asked[-1]) == 3
+    assert list(cache.lru.items) == ["ab"]
+    assert cache.predict_through(odd, model)[1:] == (1, 2)
+
+
+@pytest.mark.parametrize("texts", [True, False], ids=["texts", "documents"])
+def test_a_hit_makes_its_entry_the_most_recently_used(texts):
+    cache = OpinionCache(2, lambda: "1")
+
+    def wrap(name):
+        return name if texts else {"text": name}
+
+    cache.predict_through([wrap("a"), wrap("b")], Model())
+    cache.predict_through([wrap("a"), wrap("c")], Model())  # "a" found: "b" is now the oldest
+    assert input_key(wrap("a")) in cache.lru and input_key(wrap("b")) not in cache.lru
