@@ -20,16 +20,25 @@ from tests.conftest import ROOT, ServerProcess
 
 VADER_CONFIG = Path(__file__).resolve().parents[1] / "vader_experts.yaml"
 BIG = 20_000
-#: Resident memory after a call may exceed the ready level by this share at most.
-HELD_SHARE = 0.15
+#: After a big call, the server may keep at most this share of what the call made it grow by.
+#: Measured on 2 cores (20,000 documents, vader, 28 MiB of private memory when ready):
+#: a call grows the server by about 31 MiB and it keeps 0.11-0.13 of that (thread
+#: stacks and arenas the first calls touch). Keeping the call's first event alive
+#: (zerorpc's own acceptor) keeps 0.34, skipping ``malloc_trim`` 0.90.
+HELD_SHARE = 0.25
 
 
-def resident_mib(pid: int) -> float:
-    """``VmRSS`` of ``/proc/PID/status``, in MiB."""
+def status_mib(pid: int, field: str) -> float:
+    """One ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``, ``RssAnon``...), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def reset_peak(pid: int) -> None:
+    """Start the process's peak resident size (``VmHWM``) again from now (Linux 4.0+)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def big_documents(count: int = BIG) -> list[dict]:
@@ -37,12 +46,12 @@ def big_documents(count: int = BIG) -> list[dict]:
     return [{"id": i, "text": f"document {i} is a rather good one, I think"} for i in range(count)]
 
 
-def settled_mib(pid: int, seconds: float = 1.0) -> float:
-    """Resident memory once it stopped moving (two readings ``seconds`` apart agree within 1%)."""
-    last = resident_mib(pid)
+def settled_mib(pid: int, seconds: float = 1.0, field: str = "VmRSS") -> float:
+    """``field`` once it stopped moving (two readings ``seconds`` apart agree within 1%)."""
+    last = status_mib(pid, field)
     for _ in range(10):
         time.sleep(seconds)
-        now = resident_mib(pid)
+        now = status_mib(pid, field)
         if abs(now - last) <= 0.01 * last:
             return now
         last = now
@@ -50,6 +59,14 @@ def settled_mib(pid: int, seconds: float = 1.0) -> float:
 
 
 def test_resident_memory_returns_near_its_ready_level_after_a_big_call(tmp_path):
+    """What a big call grew the server by goes back once it is answered.
+
+    Measured against the call's own growth, not the ready level: a small
+    server (vader is ready at about 36 MiB) keeps a few MiB of thread stacks
+    and arenas after its first calls, a share of its size that depends on the
+    machine. Private memory (``RssAnon``): library pages come and go with the
+    page cache.
+    """
     server = ServerProcess(VADER_CONFIG, tmp_path)
     pid = server.process.pid
     try:
@@ -57,18 +74,24 @@ def test_resident_memory_returns_near_its_ready_level_after_a_big_call(tmp_path)
         client.opinion("vader", {"text": "warm"})
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert b"PYTHONMALLOC=malloc" in environ  # serve re-executed itself (rpc_server/runtime.py)
-        ready = settled_mib(pid)
+        ready_rss = settled_mib(pid)
+        ready = status_mib(pid, "RssAnon")
         for _ in range(2):  # a second call must not add to what the first left
+            reset_peak(pid)
             answers = client.opinions_batch(big_documents())
             assert len(answers) == BIG and answers[-1]["opinions"]["vader"]["label"]
             del answers
+            grew = status_mib(pid, "VmHWM") - ready_rss
+            assert grew > 10, f"a {BIG}-document call grew the server by only {grew:.0f} MiB: no test"
             deadline = time.monotonic() + 15
-            while resident_mib(pid) > ready * (1 + HELD_SHARE) and time.monotonic() < deadline:
+            while (status_mib(pid, "RssAnon") - ready > HELD_SHARE * grew
+                   and time.monotonic() < deadline):
                 time.sleep(0.5)
-            held = resident_mib(pid)
-            print(f"ready {ready:.0f} MiB; after a {BIG}-document call {held:.0f} MiB")
-            assert held <= ready * (1 + HELD_SHARE), (
-                f"ready at {ready:.0f} MiB, still {held:.0f} MiB 15 s after a {BIG}-document call")
+            held = settled_mib(pid, 0.5, "RssAnon") - ready
+            print(f"ready {ready:.1f} MiB private; a {BIG}-document call grew it by {grew:.1f} MiB, "
+                  f"{held:.1f} MiB kept ({held / grew:.2f})")
+            assert held <= HELD_SHARE * grew, (
+                f"{held:.1f} of the {grew:.1f} MiB a {BIG}-document call took still held 15 s after it")
         client.close()
     finally:
         assert server.stop() == 0, server.read_log()
