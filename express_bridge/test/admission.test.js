@@ -5,7 +5,10 @@
  * requests in flight is answered 503 Overloaded (with Retry-After) at once
  * for the excess and 200 for the rest, the shed requests never reach the
  * server (its counting expert says how many inputs it computed), /healthz is
- * never shed, and the next request after the burst is admitted again.
+ * never shed, and the next request after the burst is admitted again. A
+ * bridge starved of CPU (stopped and continued by signals, as on an
+ * overloaded machine) sheds new work for its lagging event loop, not its
+ * pages, and admits again once it runs.
  */
 
 const { describe, it, before, after } = require("node:test");
@@ -18,6 +21,12 @@ const { CATALOGUE } = require("../src/errors");
 const LIMIT = 4;
 const BURST = 12;
 const STREAMS = LIMIT + 2; // more streams than requests may be in flight
+/** ADMIT_MAX_LAG_MS of the starved bridge, and how long it is starved. */
+const MAX_LAG_MS = 100;
+const STARVED_MS = 3000;
+/** Each round of the starvation: stopped this long (well over MAX_LAG_MS), then running this long. */
+const STOPPED_MS = 250;
+const RUNNING_MS = 20;
 
 /** Start an NDJSON upload that sends one line and then nothing (a slow client); its request. */
 function slowStream(base) {
@@ -141,5 +150,103 @@ describe("bridge process: shedding beyond ADMIT_MAX_IN_FLIGHT", { timeout: 18000
     }
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, /^expertd_bridge_shed_total\{reason="streams"\} 1$/m);
+  });
+});
+
+/**
+ * Starve `proc` of CPU for `ms`: SIGSTOP it for STOPPED_MS, SIGCONT it for
+ * RUNNING_MS, round after round, as a process on an overloaded machine runs;
+ * it is left running.
+ */
+async function starve(proc, ms) {
+  const until = Date.now() + ms;
+  try {
+    while (Date.now() < until) {
+      proc.kill("SIGSTOP");
+      await new Promise((r) => setTimeout(r, STOPPED_MS));
+      proc.kill("SIGCONT");
+      await new Promise((r) => setTimeout(r, RUNNING_MS));
+    }
+  } finally {
+    proc.kill("SIGCONT");
+  }
+}
+
+describe("bridge process: shedding while its event loop lags (ADMIT_MAX_LAG_MS)", { timeout: 120000 }, () => {
+  let expertd;
+  let bridge;
+  let base;
+
+  before(async () => {
+    expertd = await startExpertd({ config: path.join(__dirname, "shed_experts.yaml") });
+    bridge = startBridge({
+      HOST: "127.0.0.1",
+      PORT: "0",
+      EXPERTD_ENDPOINT: expertd.endpoint,
+      RPC_TIMEOUT: "30",
+      ADMIT_MAX_IN_FLIGHT: "1000", // only the loop's lag sheds here
+      ADMIT_ADAPTIVE: "false",
+      ADMIT_MAX_LAG_MS: String(MAX_LAG_MS),
+    });
+    base = await bridge.ready;
+  });
+
+  after(async () => {
+    if (bridge && bridge.proc.exitCode === null) {
+      bridge.proc.kill("SIGCONT");
+      bridge.proc.kill("SIGKILL");
+    }
+    if (expertd) await expertd.stop();
+  });
+
+  it("a starved bridge answers new work 503 Overloaded (event loop) and its pages 200; shed work never reaches the server; it admits again once it runs", async (t) => {
+    const first = await post(`${base}/experts/quick`, { text: "before" });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+
+    const starving = starve(bridge.proc, STARVED_MS);
+    const posts = [];
+    const pages = [];
+    const sendUntil = Date.now() + STARVED_MS - 500;
+    for (let i = 0; Date.now() < sendUntil; i += 1) {
+      posts.push(post(`${base}/experts/quick`, { text: `starved ${i}` }));
+      if (i % 4 === 0) pages.push(fetch(`${base}/healthz`).then(async (res) => (await res.arrayBuffer(), res.status)));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await starving;
+    const answers = await Promise.all(posts);
+    const statuses = await Promise.all(pages);
+
+    const overloaded = CATALOGUE.Overloaded.status;
+    const shed = answers.filter((r) => r.status === overloaded);
+    const ok = answers.filter((r) => r.status === 200);
+    // Nothing else: each request is answered, either way.
+    assert.equal(shed.length + ok.length, answers.length, JSON.stringify(answers.map((r) => r.status)));
+    t.diagnostic(`starved for ${STARVED_MS} ms: ${shed.length} requests shed, ${ok.length} admitted`);
+    assert.ok(shed.length > 0, `a starved bridge shed nothing: ${JSON.stringify(answers.map((r) => r.status))}`);
+    for (const r of shed) {
+      assert.equal(r.body.error.name, "Overloaded");
+      assert.match(r.body.error.message, new RegExp(`event loop lags more than ${MAX_LAG_MS} ms.*retry`));
+      assert.match(r.headers.get("retry-after") || "", /^\d+$/);
+    }
+    assert.deepEqual(statuses, statuses.map(() => 200), "GET /healthz is never shed");
+
+    // Running again, it admits again (once its last stall is out of the sample) ...
+    let next;
+    let shedAfter = 0;
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      next = await post(`${base}/experts/quick`, { text: "after" });
+      if (next.status !== overloaded || Date.now() > deadline) break;
+      shedAfter += 1;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(next.status, 200, JSON.stringify(next.body));
+    // ... and the shed requests never reached the server: it computed the first, the admitted and this one.
+    assert.equal(next.body.computed, 1 + ok.length + 1);
+
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const counted = metrics.match(/^expertd_bridge_shed_total\{reason="event_loop"\} (\d+)$/m);
+    assert.ok(counted, "no event_loop shed counter in /metrics");
+    assert.equal(Number(counted[1]), shed.length + shedAfter);
   });
 });
