@@ -156,8 +156,13 @@ fi
 find "$CACHE" -maxdepth 1 -name 'wheels-*' ! -name "${WHEELS##*/}" -exec rm -rf {} +
 
 # The context: the wheels linked from the cache (same files, same times: podman
-# reuses the venv layer), the models and the experts file with their times kept.
+# reuses the venv layer) with their list, the models and the experts file with their
+# times kept.
 cp -al "$WHEELS" "$CONTEXT/wheels" 2>/dev/null || cp -a "$WHEELS" "$CONTEXT/wheels"
+# Their names and sha256: the Containerfile mounts the wheels and copies only this list,
+# whose content (and time, the cache entry's) changes exactly when they do.
+(cd "$CONTEXT/wheels" && sha256sum -- *.whl) > "$CONTEXT/wheels.sha256"
+touch -r "$WHEELS" "$CONTEXT/wheels.sha256"
 cp -p "$ROOT/deploy/systemd/experts.yaml" "$CONTEXT/"
 for model in sentiment genre consensus; do
   [[ -d $ROOT/models/$model ]] && cp -a "$ROOT/models/$model" "$CONTEXT/models/"
