@@ -77,7 +77,7 @@ TEST_PYTHON_NEEDS := $(PIP_STAMP) $(MODELS) $(CONSENSUS_METRICS) $(HAPROXY) $(PO
 TEST_NODE_NEEDS := $(PIP_STAMP) $(MODELS) $(NODE_STAMP) $(CHROMIUM) $(HAPROXY)
 PYTEST_ALL := $(VENV)/bin/pytest -rs --durations=15 tests/unit tests/e2e
 test: setup lint $(TEST_PYTHON_NEEDS) $(TEST_NODE_NEEDS)
-	$(call step,Python and Node tests side by side: pytest tests/unit then tests/e2e; node --test (real servers),about 13 minutes on 2 cores; a first build of the image on a machine adds about 4 minutes)
+	$(call step,Python and Node tests side by side: pytest tests/unit then tests/e2e; node --test (real servers),about 13 minutes on 2 cores; a first build of the image on a machine adds about 2 minutes)
 	@mkdir -p build; \
 	setsid npm test --prefix express_bridge > build/test-node.log 2>&1 & node_pid=$$!; \
 	trap 'kill -TERM -- -$$node_pid 2>/dev/null' INT TERM; \
@@ -100,7 +100,7 @@ test-unit: $(PIP_STAMP)
 
 ## The Python suite alone.
 test-python: $(TEST_PYTHON_NEEDS)
-	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers; a first build of the image on a machine adds about 4 minutes, then its cache in /var/cache/expertd-image serves),about 12 minutes on 2 cores)
+	$(call step,Python tests: pytest tests/unit then tests/e2e (real expertd servers; a first build of the image on a machine adds about 2 minutes, then its cache in /var/cache/expertd-image serves),about 12 minutes on 2 cores)
 	$(PYTEST_ALL)
 
 ## The Node suite alone.
