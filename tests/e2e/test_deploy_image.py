@@ -280,3 +280,22 @@ def test_image_runs_non_root_healthy_and_stops_gracefully(podman, image, say):
             f"user 10001, server RSS {int(memory) / 1024:.0f} MiB, stopped with exit code 0")
     finally:
         podman.run("rm", "-f", name)
+
+
+def test_image_holds_no_copy_of_the_wheels(podman, image):
+    """The dependencies' wheels are mounted into the step that installs them: no layer copies them.
+
+    A ``COPY wheels/`` kept every wheel in a layer of its own (386 MB) although
+    the next step deleted them; only their list (``wheels.sha256``) is copied now.
+    """
+    listed = (WORK / "context" / "wheels.sha256").read_text().splitlines()
+    wheels = [WORK / "context" / "wheels" / line.split()[1] for line in listed]
+    assert any(wheel.name.startswith("tensorflow") for wheel in wheels), listed
+    wheels_size = sum(wheel.stat().st_size for wheel in wheels)
+    history = json.loads(podman.run("history", "--format", "json", IMAGE).stdout)
+    copied = [(entry["size"], entry["CreatedBy"][:80]) for entry in history
+              if "COPY" in entry["CreatedBy"]]
+    assert copied, history
+    assert max(copied)[0] < wheels_size / 2, (
+        f"a COPY layer of the image is {max(copied)[0] / 2**20:.0f} MiB, "
+        f"the wheels {wheels_size / 2**20:.0f} MiB: {max(copied)[1]}")
