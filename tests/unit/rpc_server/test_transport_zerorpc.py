@@ -305,11 +305,13 @@ def test_drain_gives_up_after_its_timeout():
     server = transport.Server({"forever": forever})
     with running(server) as endpoint, client(endpoint, timeout=3) as c:
         hung = gevent.spawn(c.forever)
-        gevent.sleep(0.1)
-        assert server.in_flight == 1
-        transport.drain(server, 0.3)
-        assert server.in_flight == 0
-        hung.kill()  # its TimeoutExpired would print into a later test's output
+        try:
+            gevent.sleep(0.1)
+            assert server.in_flight == 1
+            transport.drain(server, 0.3)
+            assert server.in_flight == 0
+        finally:
+            hung.kill()  # its TimeoutExpired would print into a later test's output
 
 
 def test_retire_waits_for_an_idle_moment_then_closes_the_listener():
@@ -338,13 +340,15 @@ def test_retire_refuses_new_calls_past_half_its_timeout_and_gives_up_at_the_end(
     server = transport.Server({"forever": forever, "add": add})
     with running(server) as endpoint, client(endpoint, timeout=3) as c:
         hung = gevent.spawn(c.forever)
-        gevent.sleep(0.05)
-        retiring = gevent.spawn(transport.retire, server, endpoint, 0.6, 0.01)
-        gevent.sleep(0.4)
-        assert server.draining
-        with pytest.raises(zerorpc.RemoteError) as caught:
-            c.add(1)
-        assert caught.value.name == "ShuttingDown"
-        retiring.get(timeout=3)
-        assert server.in_flight == 0
-        hung.kill()  # its TimeoutExpired would print into a later test's output
+        try:
+            gevent.sleep(0.05)
+            retiring = gevent.spawn(transport.retire, server, endpoint, 0.6, 0.01)
+            gevent.sleep(0.4)
+            assert server.draining
+            with pytest.raises(zerorpc.RemoteError) as caught:
+                c.add(1)
+            assert caught.value.name == "ShuttingDown"
+            retiring.get(timeout=3)
+            assert server.in_flight == 0
+        finally:
+            hung.kill()  # its TimeoutExpired would print into a later test's output
