@@ -155,12 +155,14 @@ else
 fi
 find "$CACHE" -maxdepth 1 -name 'wheels-*' ! -name "${WHEELS##*/}" -exec rm -rf {} +
 
-# The context: the wheels linked from the cache (same files, same times: podman
-# reuses the venv layer) with their list, the models and the experts file with their
-# times kept.
+# The context: the wheels linked from the cache with their list, the models and the
+# experts file with their times kept.
 cp -al "$WHEELS" "$CONTEXT/wheels" 2>/dev/null || cp -a "$WHEELS" "$CONTEXT/wheels"
-# Their names and sha256: the Containerfile mounts the wheels and copies only this list,
-# whose content (and time, the cache entry's) changes exactly when they do.
+# Their names and sha256. The Containerfile mounts the wheels into the step that installs
+# them and copies only this list just before it: podman keys that step by its text and the
+# layers before it, not by what it mounts, so the list's content is what rebuilds the venv
+# exactly when the wheels change. (Its time is the cache entry's, for builders that also
+# hash times.)
 (cd "$CONTEXT/wheels" && sha256sum -- *.whl) > "$CONTEXT/wheels.sha256"
 touch -r "$WHEELS" "$CONTEXT/wheels.sha256"
 cp -p "$ROOT/deploy/systemd/experts.yaml" "$CONTEXT/"

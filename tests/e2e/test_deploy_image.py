@@ -82,6 +82,20 @@ def test_build_script_parses():
     assert "set -euo pipefail" in BUILD_SH.read_text()
 
 
+def test_the_wheels_list_is_copied_right_before_the_step_that_mounts_the_wheels():
+    """podman keys a RUN layer by its text and the layers before it, not by what it mounts:
+    the list of the wheels, copied just before, is what rebuilds the venv when they change."""
+    found = instructions()
+    mounts = [i for i, (keyword, rest) in enumerate(found)
+              if keyword == "RUN" and "--mount=type=bind,source=wheels," in rest]
+    assert len(mounts) == 1, found
+    keyword, rest = found[mounts[0] - 1]
+    assert (keyword, rest.split()[0]) == ("COPY", "wheels.sha256"), found[mounts[0] - 1]
+    assert not any(keyword in ("COPY", "ADD") and rest.split()[0].startswith("wheels/")
+                   for keyword, rest in found), "the wheels are copied into a layer"
+    assert "sha256sum -- *.whl) > \"$CONTEXT/wheels.sha256\"" in BUILD_SH.read_text()
+
+
 def test_recipe_is_non_root_with_health_check_and_volumes():
     found = instructions()
     by_keyword: dict[str, list[str]] = {}
@@ -293,8 +307,8 @@ def test_image_holds_no_copy_of_the_wheels(podman, image):
     assert any(wheel.name.startswith("tensorflow") for wheel in wheels), listed
     wheels_size = sum(wheel.stat().st_size for wheel in wheels)
     history = json.loads(podman.run("history", "--format", "json", IMAGE).stdout)
-    copied = [(entry["size"], entry["CreatedBy"][:80]) for entry in history
-              if "COPY" in entry["CreatedBy"]]
+    copied = [(entry["size"], entry.get("CreatedBy", "")[:80]) for entry in history
+              if "COPY" in entry.get("CreatedBy", "")]
     assert copied, history
     assert max(copied)[0] < wheels_size / 2, (
         f"a COPY layer of the image is {max(copied)[0] / 2**20:.0f} MiB, "
