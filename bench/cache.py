@@ -178,7 +178,7 @@ def main() -> None:
     repeats_seen = {}
     model = {}
     # Each kind of stream has servers of its own, as a server's traffic has its own share of
-    # repeats (and the cache adapts to it: opinion_cache.OpinionCache._admit).
+    # repeats (and the cache adapts to it: opinion_cache.OpinionCache._update_admission).
     for label, share in shares.items():
         with Fleet() as fleet:
             servers = start_servers(fleet, work, args.cache_size)

@@ -88,7 +88,6 @@ def serve(bind, config_path, max_text_bytes, threads, heartbeat, drain_timeout, 
         run(config)
 
 
-
 @click.command("check", short_help="Check the experts file and endpoint; do not serve.")
 @bind_option("The endpoint `expertd serve` would listen on (env EXPERTD_ENDPOINT).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict, deque
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
 #: Writes one value one way (the key of a dict input): one encoder for every key, since
 #: ``json.dumps`` with arguments builds a new one per call.
@@ -88,12 +88,23 @@ class LRU:
 
     def put(self, key: Hashable, value: Any) -> None:
         """Keep ``value`` under ``key`` (the most recently used); drop the oldest beyond ``size``."""
+        self.put_many(((key, value),))
+
+    def put_many(self, pairs: Iterable[tuple[Hashable, Any]]) -> None:
+        """Keep each ``(key, value)`` in turn as the most recently used, then drop the oldest
+        beyond ``size`` (once for all of them). A ``retired`` LRU keeps nothing."""
+        if self.retired:
+            return
         items = self.items
-        if key in items:
-            items.move_to_end(key)
-        items[key] = value
-        if len(items) > self.size:
-            items.popitem(last=False)
+        for key, value in pairs:
+            if key in items:  # another call stored it meanwhile
+                items.move_to_end(key)
+            items[key] = value
+        excess = len(items) - self.size
+        if excess > 0:
+            pop = items.popitem
+            for _ in range(excess):
+                pop(False)
 
     def clear(self) -> None:
         """Forget everything."""
@@ -223,18 +234,9 @@ def _through(lru: LRU, values: list, keys: list, predict: Callable[[list], list]
         value_of = dict(zip(keys, values))
         computed = predict([value_of[key] for key in asked])
     distinct.update(zip(asked, computed))
-    if not lru.retired:  # LRU.put's rule, inline (once per new opinion), the oldest out after
-        for key, (ok, opinion) in zip(asked, computed):
-            if (ok and opinion is not None and type(key) is not _Uncacheable
-                    and (every == 1 or hash(key) % every == 0)):
-                if key in items:  # another call stored it while the model ran
-                    items.move_to_end(key)
-                items[key] = _copy(opinion)
-        excess = len(items) - lru.size
-        if excess > 0:
-            pop = items.popitem
-            for _ in range(excess):
-                pop(False)
+    lru.put_many((key, _copy(opinion)) for key, (ok, opinion) in zip(asked, computed)
+                 if ok and opinion is not None and type(key) is not _Uncacheable
+                 and (every == 1 or hash(key) % every == 0))
     outcomes = [(True, _copy(opinion)) if opinion is not None else distinct[key]
                 for key, opinion in zip(keys, found)]
     if len(asked) < len(unknown):  # an unknown input more than once: each its own copy
