@@ -37,7 +37,7 @@ BATCH_DOCS = 1000
 
 def arms() -> dict[str, dict]:
     """Each arm's environment: expertd's own sizing, and TensorFlow's default."""
-    from expertd.rpc_server.supervisor import model_threads_env
+    from expertd.rpc_server.model_threads import model_threads_env
 
     chosen = model_threads_env(1, {})
     return {"expertd (" + ", ".join(f"{k.split('_')[2].lower()} {v}" for k, v in chosen.items())

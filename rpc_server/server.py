@@ -29,8 +29,9 @@ from expertd.rpc_server.stats import Stats
 from expertd.rpc_server.shadow import VersionMetrics
 from expertd.rpc_server.versions import Canary, VersionSet
 from expertd.rpc_server.live_versions import LiveVersions
+from expertd.rpc_server.model_threads import size_model_threads
 from expertd.rpc_server.supervisor import (FANOUT_SIGNAL, RETIRE_SIGNAL, die_with_supervisor, report_ready,
-                                           size_model_threads, worker_identity)
+                                           worker_identity)
 from expertd.spec import DEFAULT_ENDPOINT, METHODS
 
 log = logging.getLogger("expertd.server")

@@ -94,7 +94,7 @@ def test_fresh_connections_are_answered_by_different_worker_pids(tmp_path):
 
 
 def test_model_thread_pools_share_the_cores_unless_the_user_sized_them():
-    from expertd.rpc_server.supervisor import model_threads_env
+    from expertd.rpc_server.model_threads import model_threads_env
 
     assert model_threads_env(2, {}, cpus=2) == {"TF_NUM_INTRAOP_THREADS": "1",
                                                  "TF_NUM_INTEROP_THREADS": "2"}
