@@ -49,30 +49,42 @@ async function post(url, body) {
   return { status: res.status, headers: res.headers, body: await res.json() };
 }
 
+/**
+ * A real expertd serving shed_experts.yaml and a bridge process in front of it with
+ * these admission settings (`ADMIT_*` and the like); `base` is the bridge's URL.
+ * @param {Record<string, string>} admission
+ */
+async function startPair(admission) {
+  const expertd = await startExpertd({ config: path.join(__dirname, "shed_experts.yaml") });
+  const bridge = startBridge({ HOST: "127.0.0.1", PORT: "0", EXPERTD_ENDPOINT: expertd.endpoint, RPC_TIMEOUT: "30", ...admission });
+  return { expertd, bridge, base: await bridge.ready };
+}
+
+/** Stop what `startPair` started (a bridge left stopped by a signal is continued first). */
+async function stopPair(pair) {
+  if (!pair) return;
+  if (pair.bridge.proc.exitCode === null) {
+    pair.bridge.proc.kill("SIGCONT");
+    pair.bridge.proc.kill("SIGKILL");
+  }
+  await pair.expertd.stop();
+}
+
 describe("bridge process: shedding beyond ADMIT_MAX_IN_FLIGHT", { timeout: 180000 }, () => {
-  let expertd;
-  let bridge;
+  let pair;
   let base;
 
   before(async () => {
-    expertd = await startExpertd({ config: path.join(__dirname, "shed_experts.yaml") });
-    bridge = startBridge({
-      HOST: "127.0.0.1",
-      PORT: "0",
-      EXPERTD_ENDPOINT: expertd.endpoint,
-      RPC_TIMEOUT: "30",
+    pair = await startPair({
       ADMIT_MAX_IN_FLIGHT: String(LIMIT),
       ADMIT_MAX_STREAMS: String(STREAMS),
       ADMIT_ADAPTIVE: "false", // a fixed limit: the test counts
       ADMIT_MAX_LAG_MS: "0", // a slow machine's lag must not shed the admitted ones
     });
-    base = await bridge.ready;
+    base = pair.base;
   });
 
-  after(async () => {
-    if (bridge && bridge.proc.exitCode === null) bridge.proc.kill("SIGKILL");
-    if (expertd) await expertd.stop();
-  });
+  after(() => stopPair(pair));
 
   it("a burst: the excess is 503 Overloaded at once, the rest 200, the shed never reach the server; then it recovers", async () => {
     const order = [];
@@ -203,39 +215,27 @@ async function postUntilAdmitted(url, body) {
 }
 
 describe("bridge process: shedding while its event loop lags (ADMIT_MAX_LAG_MS)", { timeout: 120000 }, () => {
-  let expertd;
-  let bridge;
+  let pair;
   let base;
 
   before(async () => {
-    expertd = await startExpertd({ config: path.join(__dirname, "shed_experts.yaml") });
-    bridge = startBridge({
-      HOST: "127.0.0.1",
-      PORT: "0",
-      EXPERTD_ENDPOINT: expertd.endpoint,
-      RPC_TIMEOUT: "30",
+    pair = await startPair({
       ADMIT_MAX_IN_FLIGHT: "1000", // only the loop's lag sheds here
       ADMIT_ADAPTIVE: "false",
       ADMIT_MAX_LAG_MS: String(MAX_LAG_MS),
       RPC_PROBE_TIMEOUT: "10", // GET /healthz asks expertd; a starved bridge reads its answer late
     });
-    base = await bridge.ready;
+    base = pair.base;
   });
 
-  after(async () => {
-    if (bridge && bridge.proc.exitCode === null) {
-      bridge.proc.kill("SIGCONT");
-      bridge.proc.kill("SIGKILL");
-    }
-    if (expertd) await expertd.stop();
-  });
+  after(() => stopPair(pair));
 
   it("a starved bridge answers new work 503 Overloaded (event loop) and its pages 200; shed work never reaches the server; it admits again once it runs", async (t) => {
     // A busy test machine can make the loop lag before the test starves it: those are shed too.
     const { answer: first, shed: shedBefore } = await postUntilAdmitted(`${base}/experts/quick`, { text: "before" });
     assert.equal(first.status, 200, JSON.stringify(first.body));
 
-    const starving = starve(bridge.proc, STARVED_MS);
+    const starving = starve(pair.bridge.proc, STARVED_MS);
     const posts = [];
     const pages = [];
     const sendUntil = Date.now() + STARVED_MS - 500;
